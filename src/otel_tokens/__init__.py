@@ -1,0 +1,1 @@
+"""otel-tokens: billable LLM token usage on OpenTelemetry."""

@@ -1,0 +1,50 @@
+"""Exact pricing over a versioned catalog (genai-prices data plus the user's price file)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from ..usage import TokenUsage
+from ._catalog import Catalog, default_catalog, genai_prices_provider, set_default_catalog
+from ._model import (
+    PROCESSING_VALUES,
+    Price,
+    PriceResult,
+    PricingStatus,
+    Processing,
+    Tiered,
+)
+from ._userfile import ENV_PRICES, PriceFileError, load_user_prices, parse_user_prices
+
+__all__ = [
+    "ENV_PRICES",
+    "PROCESSING_VALUES",
+    "Catalog",
+    "Price",
+    "PriceFileError",
+    "PriceResult",
+    "PricingStatus",
+    "Processing",
+    "Tiered",
+    "default_catalog",
+    "genai_prices_provider",
+    "load_user_prices",
+    "parse_user_prices",
+    "price",
+    "set_default_catalog",
+]
+
+
+def price(
+    usage: TokenUsage,
+    model: str,
+    *,
+    provider: str | None = None,
+    at: datetime | None = None,
+    processing: Processing = "standard",
+    catalog: Catalog | None = None,
+) -> PriceResult:
+    """Price ``usage`` of ``model`` exactly, with the prices in force at ``at``."""
+    return (catalog or default_catalog()).price(
+        usage, model, provider=provider, at=at, processing=processing
+    )

@@ -1,0 +1,374 @@
+"""The price catalog: genai-prices' bundled data under the user's price file.
+
+Precedence, for a model at instant T (documented in README "Custom prices"):
+
+1. a user ``models:`` entry naming the model exactly, in force at T (latest
+   ``effective_from`` wins, then the later entry in the file);
+2. a user ``models:`` entry whose ``pattern`` matches, in force at T (the first matching
+   pattern in file order; for that pattern, the latest ``effective_from``);
+3. the genai-prices entry in force at T, less the most specific user discount in force at
+   T (exact model, then pattern, then provider-wide; later ``effective_from`` wins).
+
+A user entry replaces the catalog entry whole: rates it does not list fall back to their
+parent rate *within that entry* (cache read as input, reasoning as output), never to the
+catalog. A processing variant (batch, flex, priority) is taken only from the winning
+entry; if that entry does not define it, the status is ``variant_unavailable``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from importlib.metadata import version as _dist_version
+from os import PathLike
+from typing import Any
+
+from genai_prices import data_snapshot as _gp_snapshot
+from genai_prices import types as _gp
+
+from ..usage import TokenUsage
+from ._engine import compute
+from ._model import PRICE_KEYS, Price, PriceResult, Processing, Rate, Tiered
+from ._userfile import Discount, UserPrice, UserPrices, load_user_prices, prices_path_from_env
+
+# gen_ai.provider.name values (semantic conventions) -> genai-prices provider ids.
+_GENAI_PRICES_PROVIDER = {
+    "gcp.gemini": "google",
+    "gcp.vertex_ai": "google",
+    "gcp.gen_ai": "google",
+    "aws.bedrock": "aws",
+    "azure.ai.openai": "azure",
+    "azure.ai.inference": "azure",
+    "x_ai": "x-ai",
+    "mistral_ai": "mistral",
+}
+# How genai-prices marks each processing variant.
+_VARIANT_CONTEXT: Mapping[str, Mapping[str, str]] = {
+    "batch": {"processing": "batch"},
+    "flex": {"service_tier": "flex"},
+    "priority": {"service_tier": "priority"},
+}
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+
+
+def genai_prices_provider(provider: str | None) -> str | None:
+    if provider is None:
+        return None
+    p = provider.strip().lower()
+    return _GENAI_PRICES_PROVIDER.get(p, p)
+
+
+@dataclass(frozen=True, slots=True)
+class _Unpriced:
+    status: str  # "unpriced" or "variant_unavailable"
+    reason: str
+    price_id: str | None = None
+
+
+class Catalog:
+    """Versioned prices: resolves the `Price` in force and prices `TokenUsage` with it."""
+
+    def __init__(self, user: UserPrices | None = None) -> None:
+        self.user = user
+        self.currency = user.currency if user else "USD"
+        self.genai_prices_version = _dist_version("genai-prices")
+        version = f"genai-prices@{self.genai_prices_version}"
+        if user is not None:
+            version += f"+user.sha256:{user.sha256[:16]}"
+        self.version = version
+        self._fx: Mapping[str, Decimal] = user.fx if user else {"USD": Decimal(1)}
+
+    @classmethod
+    def load(cls, prices: str | PathLike[str] | None = None, *, use_env: bool = True) -> Catalog:
+        """The default catalog plus a user price file (argument, else ``OTEL_TOKENS_PRICES``)."""
+        path = prices if prices is not None else (prices_path_from_env() if use_env else None)
+        return cls(load_user_prices(path) if path is not None else None)
+
+    # --- pricing ---------------------------------------------------------------------
+    def price(
+        self,
+        usage: TokenUsage,
+        model: str,
+        *,
+        provider: str | None = None,
+        at: datetime | None = None,
+        processing: Processing = "standard",
+    ) -> PriceResult:
+        """Price ``usage`` of ``model`` with the prices in force at ``at`` (default: now)."""
+        at = _utc(at)
+        resolved = self.resolve(model, provider=provider, at=at, processing=processing)
+        if isinstance(resolved, _Unpriced):
+            return PriceResult(
+                status=resolved.status,  # type: ignore[arg-type]
+                usage=usage,
+                model=model,
+                provider=provider,
+                currency=self.currency,
+                catalog_version=self.version,
+                price_id=resolved.price_id,
+                processing=processing,
+                reason=resolved.reason,
+            )
+        fx = self._fx.get(resolved.currency)
+        if fx is None:  # only reachable for catalog (USD) prices with a non-USD report
+            return PriceResult(
+                status="unpriced",
+                usage=usage,
+                model=model,
+                provider=provider,
+                currency=self.currency,
+                catalog_version=self.version,
+                price_id=resolved.price_id,
+                processing=processing,
+                reason=(
+                    f"price is in {resolved.currency} but the price file has no FX rate for it: "
+                    f"add 'fx: {{{resolved.currency}: <value in {self.currency}>}}'"
+                ),
+            )
+        return compute(
+            resolved,
+            usage,
+            fx=fx,
+            currency=self.currency,
+            catalog_version=self.version,
+            processing=processing,
+            provider=provider,
+            model=model,
+        )
+
+    def resolve(
+        self,
+        model: str,
+        *,
+        provider: str | None = None,
+        at: datetime | None = None,
+        processing: Processing = "standard",
+    ) -> Price | _Unpriced:
+        at = _utc(at)
+        name = model.strip().lower()
+        gp_provider = genai_prices_provider(provider)
+        if self.user is not None:
+            entry = self._user_entry(name, provider, gp_provider, at)
+            if entry is not None:
+                return _user_price(entry, processing)
+        return self._catalog_price(name, model, provider, gp_provider, at, processing)
+
+    # --- user entries ------------------------------------------------------------------
+    def _user_entry(
+        self, name: str, provider: str | None, gp_provider: str | None, at: datetime
+    ) -> UserPrice | None:
+        assert self.user is not None
+        in_force = [
+            e
+            for e in self.user.models
+            if _provider_matches(e.provider, provider, gp_provider) and _in_force(e, at)
+        ]
+        exact = [e for e in in_force if e.model == name]
+        if exact:
+            return max(exact, key=lambda e: (e.effective_from or _EPOCH, e.index))
+        patterned = [
+            e for e in in_force if e.pattern is not None and fnmatch.fnmatchcase(name, e.pattern)
+        ]
+        if not patterned:
+            return None
+        first = min(patterned, key=lambda e: e.index)
+        same = [e for e in patterned if (e.pattern, e.provider) == (first.pattern, first.provider)]
+        return max(same, key=lambda e: (e.effective_from or _EPOCH, e.index))
+
+    def _discount(
+        self, name: str, provider: str | None, gp_provider: str | None, at: datetime
+    ) -> Discount | None:
+        if self.user is None:
+            return None
+        best: tuple[tuple[int, datetime, int], Discount] | None = None
+        for d in self.user.discounts:
+            if not _provider_matches(d.provider, provider, gp_provider) or not _in_force(d, at):
+                continue
+            if d.model is not None:
+                if d.model != name:
+                    continue
+                specificity = 3
+            elif d.pattern is not None:
+                if not fnmatch.fnmatchcase(name, d.pattern):
+                    continue
+                specificity = 2
+            else:
+                specificity = 1
+            rank = (specificity, d.effective_from or _EPOCH, d.index)
+            if best is None or rank > best[0]:
+                best = (rank, d)
+        return best[1] if best else None
+
+    # --- genai-prices ------------------------------------------------------------------
+    def _catalog_price(
+        self,
+        name: str,
+        model: str,
+        provider: str | None,
+        gp_provider: str | None,
+        at: datetime,
+        processing: Processing,
+    ) -> Price | _Unpriced:
+        snapshot = _gp_snapshot.get_snapshot()
+        try:
+            gp_prov, info = snapshot.find_provider_model(name, None, gp_provider, None)
+        except LookupError:
+            where = f" from provider {provider!r}" if provider else ""
+            return _Unpriced(
+                "unpriced",
+                f"no price for model {model!r}{where} in genai-prices "
+                f"{self.genai_prices_version}"
+                + (" or the user price file" if self.user else "")
+                + f". Add one to a price file (OTEL_TOKENS_PRICES or --prices):\n"
+                f"  models:\n    - model: {model}\n"
+                + (f"      provider: {provider}\n" if provider else "")
+                + "      prices: {input_mtok: '<USD per 1M input tokens>', "
+                "output_mtok: '<USD per 1M output tokens>'}",
+            )
+        base, since = _standard_prices(info, at)
+        price_id = f"genai-prices:{gp_prov.id}/{info.id}" + (f"@{since}" if since else "")
+        rates = _rates_of(base)
+        if not rates:
+            return _Unpriced(
+                "unpriced",
+                f"genai-prices lists {gp_prov.id}/{info.id} but gives it no rate "
+                "(e.g. included in a subscription); add a price to a price file to bill it",
+                price_id,
+            )
+        if processing != "standard":
+            context = _VARIANT_CONTEXT[processing]
+            overlay: dict[str, Rate] = {}
+            found = False
+            for variant in info.price_variants or ():
+                if variant.constraint is not None and not variant.constraint.active(at):
+                    continue
+                if any(context.get(k) != v for k, v in variant.when.items()):
+                    continue
+                found = True
+                for key, rate in _rates_of(variant.prices).items():
+                    overlay.setdefault(key, rate)
+            price_id += f"#{processing}"
+            if not found:
+                return _Unpriced(
+                    "variant_unavailable",
+                    f"genai-prices defines no {processing} price for {gp_prov.id}/{info.id} "
+                    f"in force at {at.isoformat()}",
+                    price_id,
+                )
+            rates = {**rates, **overlay}
+        discount = self._discount(name, provider, gp_provider, at)
+        if discount is not None:
+            factor = discount.factor
+            rates = {
+                k: (r.scaled(factor) if isinstance(r, Tiered) else r * factor)
+                for k, r in rates.items()
+            }
+            price_id += f"~discount{discount.index}:{discount.percent}%"
+        return Price(
+            price_id=price_id,
+            provider=gp_prov.id,
+            model=info.id,
+            currency="USD",
+            rates=rates,
+            origin="genai-prices",
+        )
+
+
+def _user_price(entry: UserPrice, processing: Processing) -> Price | _Unpriced:
+    since = (
+        entry.effective_from.isoformat().replace("+00:00", "Z") if entry.effective_from else None
+    )
+    price_id = f"user:{entry.key}" + (f"@{since}" if since else "")
+    rates: Mapping[str, Rate] = entry.rates
+    if processing != "standard":
+        price_id += f"#{processing}"
+        variant = entry.variants.get(processing)
+        if variant is None:
+            return _Unpriced(
+                "variant_unavailable",
+                f"the price file entry models[{entry.index}] ({entry.key}) defines no "
+                f"'{processing}' variant; add one under 'variants:'",
+                price_id,
+            )
+        rates = {**rates, **variant}
+    return Price(
+        price_id=price_id,
+        provider=entry.provider or "*",
+        model=entry.model or f"pattern:{entry.pattern}",
+        currency=entry.currency,
+        rates=rates,
+        effective_from=entry.effective_from,
+        origin="user",
+    )
+
+
+def _provider_matches(wanted: str | None, provider: str | None, gp_provider: str | None) -> bool:
+    if wanted is None:
+        return True
+    return wanted in (provider.lower() if provider else None, gp_provider)
+
+
+def _in_force(entry: UserPrice | Discount, at: datetime) -> bool:
+    return entry.effective_from is None or entry.effective_from <= at
+
+
+def _utc(at: datetime | None) -> datetime:
+    if at is None:
+        return datetime.now(UTC)
+    if at.tzinfo is None:
+        return at.replace(tzinfo=UTC)
+    return at.astimezone(UTC)
+
+
+def _standard_prices(info: _gp.ModelInfo, at: datetime) -> tuple[_gp.ModelPrice, str | None]:
+    if isinstance(info.prices, _gp.ModelPrice):
+        return info.prices, None
+    chosen = info.prices[0]
+    for conditional in reversed(info.prices):  # the last active one wins
+        if conditional.constraint is None or conditional.constraint.active(at):
+            chosen = conditional
+            break
+    c = chosen.constraint
+    if isinstance(c, _gp.StartDateConstraint):
+        return chosen.prices, c.start_date.isoformat()
+    if isinstance(c, _gp.TimeOfDateConstraint):
+        return chosen.prices, f"daily-{c.start_time.isoformat()}-{c.end_time.isoformat()}"
+    return chosen.prices, None
+
+
+def _rates_of(prices: _gp.ModelPrice) -> dict[str, Rate]:
+    rates: dict[str, Rate] = {}
+    for key in PRICE_KEYS:
+        value: Any = getattr(prices, key, None)
+        if value is None:
+            continue
+        if isinstance(value, _gp.TieredPrices):
+            rates[key] = Tiered(value.base, tuple((t.start, t.price) for t in value.tiers))
+        else:
+            rates[key] = Decimal(value)
+    return rates
+
+
+_default: Catalog | None = None
+_default_lock = threading.Lock()
+
+
+def default_catalog() -> Catalog:
+    """The process-wide catalog: genai-prices plus ``OTEL_TOKENS_PRICES`` if set."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = Catalog.load()
+    return _default
+
+
+def set_default_catalog(catalog: Catalog | None) -> None:
+    """Replace the process-wide catalog (``None``: reload from the environment on next use)."""
+    global _default
+    with _default_lock:
+        _default = catalog
