@@ -1,1 +1,43 @@
-"""otel-tokens: billable LLM token usage on OpenTelemetry."""
+"""otel-tokens: billable LLM token usage on OpenTelemetry.
+
+Exact billable tokens per call (`TokenUsage`), exact `Decimal` prices over a versioned catalog
+(`price`, `Catalog`), and OpenTelemetry instrumentation that records both.
+"""
+
+from .pricing import (
+    Catalog,
+    PriceFileError,
+    PriceResult,
+    PricingStatus,
+    Processing,
+    default_catalog,
+    price,
+    set_default_catalog,
+)
+from .usage import (
+    InvalidUsageError,
+    TokenUsage,
+    UsageSource,
+    from_anthropic,
+    from_gemini,
+    from_openai_chat,
+    from_openai_responses,
+)
+
+__all__ = [
+    "Catalog",
+    "InvalidUsageError",
+    "PriceFileError",
+    "PriceResult",
+    "PricingStatus",
+    "Processing",
+    "TokenUsage",
+    "UsageSource",
+    "default_catalog",
+    "from_anthropic",
+    "from_gemini",
+    "from_openai_chat",
+    "from_openai_responses",
+    "price",
+    "set_default_catalog",
+]

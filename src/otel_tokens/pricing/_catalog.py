@@ -22,7 +22,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from importlib.metadata import version as _dist_version
 from os import PathLike
 from typing import Any
@@ -31,7 +31,7 @@ from genai_prices import data_snapshot as _gp_snapshot
 from genai_prices import types as _gp
 
 from ..usage import TokenUsage
-from ._engine import compute
+from ._engine import EXACT, compute
 from ._model import PRICE_KEYS, Price, PriceResult, Processing, Rate, Tiered
 from ._userfile import Discount, UserPrice, UserPrices, load_user_prices, prices_path_from_env
 
@@ -262,11 +262,12 @@ class Catalog:
             rates = {**rates, **overlay}
         discount = self._discount(name, provider, gp_provider, at)
         if discount is not None:
-            factor = discount.factor
-            rates = {
-                k: (r.scaled(factor) if isinstance(r, Tiered) else r * factor)
-                for k, r in rates.items()
-            }
+            with localcontext(EXACT):  # a discounted rate is exact too, or an error
+                factor = discount.factor
+                rates = {
+                    k: (r.scaled(factor) if isinstance(r, Tiered) else r * factor)
+                    for k, r in rates.items()
+                }
             price_id += f"~discount{discount.index}:{discount.percent}%"
         return Price(
             price_id=price_id,

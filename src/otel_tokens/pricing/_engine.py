@@ -10,7 +10,7 @@ from ._model import Price, PriceResult, Processing, Tiered, per_units
 # Token counts times decimal rates over powers of ten are exact in this precision; the
 # Inexact trap turns any rounding, which would be a bug, into an error instead of a
 # silently wrong bill.
-_EXACT = Context(prec=80, traps=[Inexact])
+EXACT = Context(prec=80, traps=[Inexact])
 
 
 def compute(
@@ -28,7 +28,7 @@ def compute(
     unpriced: list[str] = []
     tier_start: int | None = None
     input_total = usage.input_total
-    with localcontext(_EXACT):
+    with localcontext(EXACT):
         for bucket, count in usage.buckets():
             key = price.rate_key(bucket)
             if key is None:

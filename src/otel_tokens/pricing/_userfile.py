@@ -83,13 +83,20 @@ class UserPrices:
 
 
 class _StringTimestampLoader(yaml.SafeLoader):
-    """A safe loader that keeps timestamps as text, so we parse instants ourselves."""
+    """A safe loader that keeps timestamps and floats as text, so we parse them ourselves.
+
+    An unquoted ``0.0416666666666666667`` would otherwise become a binary float and lose
+    digits before ``Decimal`` ever saw it; instants need their offsets checked.
+    """
 
 
+_TEXT_TAGS = {"tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:float"}
 _StringTimestampLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    first: [(tag, rx) for tag, rx in resolvers if tag not in _TEXT_TAGS]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+# YAML's spellings of the non-finite floats, which now arrive as text.
+_YAML_NON_FINITE = {".nan", ".inf", "+.inf", "-.inf"}
 
 
 def prices_path_from_env() -> str | None:
@@ -171,17 +178,23 @@ class _Ctx:
 
     def decimal(self, value: Any, where: str, *, allow_zero: bool = True) -> Decimal:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            self.fail(where, f"must be a number (quote it to keep it exact), got {value!r}")
+            self.fail(where, f"must be a number, got {value!r}")
         if isinstance(value, float) and not math.isfinite(value):
             self.fail(where, f"must be a finite number, got {value!r}")
+        text = str(value).strip()
+        if text.lower() in _YAML_NON_FINITE:
+            self.fail(where, f"must be a finite number, got {text}")
         try:
-            # str() of a YAML float gives its shortest repr, e.g. 0.1 -> "0.1", not 0.1000...
-            number = Decimal(str(value).strip())
+            # The loader hands over the number's text as written, so this is exact.
+            number = Decimal(text)
         except InvalidOperation:
             self.fail(where, f"must be a decimal number, got {value!r}")
             raise  # unreachable: fail() raises
-        if not number.is_finite() or number < 0 or (number == 0 and not allow_zero):
-            self.fail(where, f"must be a finite, non-negative number, got {value!r}")
+        if not number.is_finite():
+            self.fail(where, f"must be a finite number, got {value!r}")
+        if number < 0 or (number == 0 and not allow_zero):
+            qualifier = "positive" if not allow_zero else "non-negative"
+            self.fail(where, f"must be a {qualifier} number, got {value!r}")
         return number
 
     def instant(self, value: Any, where: str) -> datetime | None:
@@ -193,8 +206,11 @@ class _Ctx:
             self.fail(where, f"must be an ISO 8601 date or instant, got {value!r}")
         text = str(value).strip()
         try:
-            if len(text) == 10:
-                return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
+            # A date alone means midnight UTC (both 2025-06-10 and the basic 20250610).
+            return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
+        except ValueError:
+            pass
+        try:
             instant = datetime.fromisoformat(text)
         except ValueError:
             self.fail(where, f"must be an ISO 8601 date or instant, got {value!r}")

@@ -131,19 +131,25 @@ class TokenUsage:
         """Rebuild usage from ``to_attributes`` output (disjoint buckets are authoritative)."""
         values: dict[str, int] = {}
         for name in (*sc.TOKEN_BUCKETS, sc.BUCKET_WEB_SEARCH):
-            raw = attrs.get(sc.BILLING_USAGE_PREFIX + name, 0)
+            key = sc.BILLING_USAGE_PREFIX + name
             field_name = "web_search_requests" if name == sc.BUCKET_WEB_SEARCH else name
-            values[field_name] = int(raw)
+            values[field_name] = _attribute_int(key, attrs.get(key, 0))
         source = attrs.get(sc.BILLING_USAGE_SOURCE, sc.USAGE_SOURCE_PROVIDER)
         usage = cls(**values, source=source)
         declared_in = attrs.get(sc.GEN_AI_USAGE_INPUT_TOKENS)
         declared_out = attrs.get(sc.GEN_AI_USAGE_OUTPUT_TOKENS)
-        if declared_in is not None and int(declared_in) != usage.input_total:
+        if (
+            declared_in is not None
+            and _attribute_int(sc.GEN_AI_USAGE_INPUT_TOKENS, declared_in) != usage.input_total
+        ):
             raise InvalidUsageError(
                 f"{sc.GEN_AI_USAGE_INPUT_TOKENS}={declared_in} disagrees with the buckets "
                 f"(which add up to {usage.input_total})"
             )
-        if declared_out is not None and int(declared_out) != usage.output_total:
+        if (
+            declared_out is not None
+            and _attribute_int(sc.GEN_AI_USAGE_OUTPUT_TOKENS, declared_out) != usage.output_total
+        ):
             raise InvalidUsageError(
                 f"{sc.GEN_AI_USAGE_OUTPUT_TOKENS}={declared_out} disagrees with the buckets "
                 f"(which add up to {usage.output_total})"
@@ -206,3 +212,14 @@ def _check_count(name: str, value: object) -> int:
             f"{name}={value} is more than any single call can use ({MAX_TOKENS_PER_CALL})"
         )
     return value
+
+
+def _attribute_int(key: str, raw: object) -> int:
+    """An int attribute value; OTLP/JSON sends int64 as a string. Never truncates."""
+    if isinstance(raw, str) and raw.strip().isdigit():
+        return int(raw)
+    if isinstance(raw, float) and raw.is_integer():
+        return int(raw)
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise InvalidUsageError(f"{key} must be a whole number, got {raw!r}")
+    return raw

@@ -2,7 +2,9 @@
 
 The known trap: ``input_tokens`` *excludes* cache reads and cache writes, which come as
 ``cache_read_input_tokens`` and ``cache_creation_input_tokens`` (with a 5m/1h breakdown in
-``cache_creation``). Thinking tokens are inside ``output_tokens`` and not reported apart.
+``cache_creation``). Thinking tokens are inside ``output_tokens``; newer responses also report
+them apart in ``output_tokens_details.thinking_tokens``, which makes them the reasoning bucket
+(billed at the output rate either way).
 """
 
 from __future__ import annotations
@@ -31,12 +33,20 @@ def from_anthropic(usage: Any, *, source: UsageSource = "provider") -> TokenUsag
             write_5m += max(creation_total - write_5m - write_1h, 0)
     else:
         write_5m, write_1h = creation_total, 0  # no breakdown: the default TTL is 5 minutes
+    output = count(usage, "output_tokens")
+    thinking = count(usage, "output_tokens_details", "thinking_tokens")
+    if thinking > output:
+        raise InvalidUsageError(
+            f"output_tokens_details.thinking_tokens ({thinking}) exceeds output_tokens "
+            f"({output}), which includes it"
+        )
     return TokenUsage(
         input=count(usage, "input_tokens"),
         cache_read=count(usage, "cache_read_input_tokens"),
         cache_write_5m=write_5m,
         cache_write_1h=write_1h,
-        output=count(usage, "output_tokens"),
+        output=output - thinking,
+        reasoning=thinking,
         web_search_requests=count(usage, "server_tool_use", "web_search_requests"),
         source=source,
     )

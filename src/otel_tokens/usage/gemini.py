@@ -2,6 +2,8 @@
 
 ``promptTokenCount`` *includes* ``cachedContentTokenCount``; ``candidatesTokenCount``
 *excludes* ``thoughtsTokenCount``; ``toolUsePromptTokenCount`` is billed as input on top.
+The per-modality ``promptTokensDetails`` count the whole prompt, cached part included; the
+cached part's modalities are in ``cacheTokensDetails``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ def _modality(usage: Any, camel: str, snake: str, modality: str) -> int:
     return total
 
 
+def _uncached_modality(usage: Any, modality: str) -> int:
+    """Prompt tokens of ``modality`` that were not read from the cache."""
+    prompt = _modality(usage, "promptTokensDetails", "prompt_tokens_details", modality)
+    cached = _modality(usage, "cacheTokensDetails", "cache_tokens_details", modality)
+    return max(prompt - cached, 0)
+
+
 def from_gemini(usage: Any, *, source: UsageSource = "provider") -> TokenUsage:
     require_mapping_like(usage, "Gemini")
     prompt = _get_count(usage, "promptTokenCount", "prompt_token_count")
@@ -41,13 +50,8 @@ def from_gemini(usage: Any, *, source: UsageSource = "provider") -> TokenUsage:
             "which includes it"
         )
     uncached = prompt - cached
-    audio_in = min(
-        _modality(usage, "promptTokensDetails", "prompt_tokens_details", "AUDIO"), uncached
-    )
-    image_in = min(
-        _modality(usage, "promptTokensDetails", "prompt_tokens_details", "IMAGE"),
-        uncached - audio_in,
-    )
+    audio_in = min(_uncached_modality(usage, "AUDIO"), uncached)
+    image_in = min(_uncached_modality(usage, "IMAGE"), uncached - audio_in)
     audio_out = min(
         _modality(usage, "candidatesTokensDetails", "candidates_tokens_details", "AUDIO"),
         candidates,

@@ -1,7 +1,9 @@
 """OpenAI usage shapes: Chat Completions (also legacy completions, embeddings) and Responses.
 
-The known trap: ``prompt_tokens`` / ``input_tokens`` *include* ``cached_tokens``, and
-``completion_tokens`` / ``output_tokens`` *include* reasoning and audio tokens.
+The known trap: ``prompt_tokens`` / ``input_tokens`` *include* ``cached_tokens`` (cache reads)
+and ``cache_write_tokens`` (cache writes, billed above the input rate by the models that
+charge for them), and ``completion_tokens`` / ``output_tokens`` *include* reasoning and audio
+tokens. The modality counts (``audio_tokens``, ``image_tokens``) may overlap the cached ones.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ def from_openai_chat(usage: Any, *, source: UsageSource = "provider") -> TokenUs
     prompt = count(usage, "prompt_tokens")
     completion = count(usage, "completion_tokens")
     cached = count(usage, "prompt_tokens_details", "cached_tokens")
+    cache_write = count(usage, "prompt_tokens_details", "cache_write_tokens")
     audio_in = count(usage, "prompt_tokens_details", "audio_tokens")
     image_in = count(usage, "prompt_tokens_details", "image_tokens")
     reasoning = count(usage, "completion_tokens_details", "reasoning_tokens")
@@ -30,6 +33,7 @@ def from_openai_chat(usage: Any, *, source: UsageSource = "provider") -> TokenUs
         "prompt_tokens",
         prompt,
         cached,
+        cache_write,
         audio_in,
         image_in,
         "completion_tokens",
@@ -48,6 +52,7 @@ def from_openai_responses(usage: Any, *, source: UsageSource = "provider") -> To
         "input_tokens",
         count(usage, "input_tokens"),
         count(usage, "input_tokens_details", "cached_tokens"),
+        count(usage, "input_tokens_details", "cache_write_tokens"),
         count(usage, "input_tokens_details", "audio_tokens"),
         count(usage, "input_tokens_details", "image_tokens"),
         "output_tokens",
@@ -63,6 +68,7 @@ def _split(
     in_name: str,
     prompt: int,
     cached: int,
+    cache_write: int,
     audio_in: int,
     image_in: int,
     out_name: str,
@@ -72,9 +78,14 @@ def _split(
     image_out: int,
     source: UsageSource,
 ) -> TokenUsage:
-    if cached + audio_in + image_in > prompt:
+    if cached + cache_write > prompt:
         raise InvalidUsageError(
-            f"cached ({cached}) + audio ({audio_in}) + image ({image_in}) tokens exceed "
+            f"cached ({cached}) + cache write ({cache_write}) tokens exceed "
+            f"{in_name} ({prompt}), which includes them"
+        )
+    if audio_in + image_in > prompt:
+        raise InvalidUsageError(
+            f"audio ({audio_in}) + image ({image_in}) tokens exceed "
             f"{in_name} ({prompt}), which includes them"
         )
     if reasoning + audio_out + image_out > completion:
@@ -84,7 +95,9 @@ def _split(
         )
     # OpenAI does not say which modality the cached tokens were; cache is priced as cache
     # whatever its modality, so modality is carved only out of the uncached remainder.
-    uncached = prompt - cached
+    # OpenAI's cache writes (30-minute or extended retention) have one rate in genai-prices
+    # (``cache_write_mtok``), which the short-TTL bucket takes.
+    uncached = prompt - cached - cache_write
     audio_in = min(audio_in, uncached)
     image_in = min(image_in, uncached - audio_in)
     return TokenUsage(
@@ -92,6 +105,7 @@ def _split(
         input_audio=audio_in,
         input_image=image_in,
         cache_read=cached,
+        cache_write_5m=cache_write,
         output=completion - reasoning - audio_out - image_out,
         output_audio=audio_out,
         output_image=image_out,

@@ -1,0 +1,200 @@
+"""The ``otel-tokens`` command: thin over the library modules."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from importlib.metadata import version as _dist_version
+
+from .pricing import PROCESSING_VALUES, Catalog, PriceFileError, PriceResult, Processing
+from .usage import InvalidUsageError, TokenUsage
+
+EXIT_UNPRICED = 3
+EXIT_BAD_INPUT = 4
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {value}")
+    return value
+
+
+def _instant(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 instant: {text!r} (e.g. 2026-03-01T12:00:00Z)"
+        ) from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset; add Z or +HH:MM")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="otel-tokens",
+        description="Exact, billable LLM token usage and cost on OpenTelemetry.",
+    )
+    parser.add_argument("--version", action="version", version=_dist_version("otel-tokens"))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "price",
+        help="price one call's usage exactly",
+        description=(
+            "Price token usage with the catalog in force at --at. Counts are inclusive, as in "
+            "the OpenTelemetry GenAI conventions: --input includes cache reads and writes, "
+            "--output includes reasoning."
+        ),
+    )
+    p.add_argument("model", help="model name as the provider reports it, e.g. gpt-4o")
+    p.add_argument("--provider", help="gen_ai.provider.name (openai, anthropic, gcp.gemini, ...)")
+    p.add_argument("--input", type=_count, required=True, help="input tokens, inclusive")
+    p.add_argument("--output", type=_count, required=True, help="output tokens, inclusive")
+    p.add_argument("--cache-read", type=_count, default=0, help="of --input: cache reads")
+    p.add_argument(
+        "--cache-write-5m", type=_count, default=0, help="of --input: cache writes, 5-minute TTL"
+    )
+    p.add_argument(
+        "--cache-write-1h", type=_count, default=0, help="of --input: cache writes, 1-hour TTL"
+    )
+    p.add_argument("--reasoning", type=_count, default=0, help="of --output: reasoning tokens")
+    p.add_argument("--web-search", type=_count, default=0, help="web-search requests billed")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--batch", action="store_true", help="price at the batch rate")
+    group.add_argument(
+        "--processing", choices=PROCESSING_VALUES, default="standard", help="price variant"
+    )
+    p.add_argument("--estimated", action="store_true", help="mark the usage as estimated")
+    p.add_argument(
+        "--at", type=_instant, help="price with the prices in force at this instant (ISO 8601)"
+    )
+    p.add_argument("--prices", help="user price file (default: $OTEL_TOKENS_PRICES)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_price)
+
+    c = sub.add_parser(
+        "check-prices",
+        help="validate a price file",
+        description="Validate a user price file and print its catalog version.",
+    )
+    c.add_argument("file")
+    c.set_defaults(func=_cmd_check_prices)
+
+    t = sub.add_parser(
+        "tiktoken-cache",
+        help="install tiktoken encoding files for offline counting",
+        description=(
+            "Copy o200k_base.tiktoken / cl100k_base.tiktoken from SOURCE into CACHE_DIR under "
+            "the names tiktoken looks for; then set TIKTOKEN_CACHE_DIR=CACHE_DIR."
+        ),
+    )
+    t.add_argument("source")
+    t.add_argument("cache_dir")
+    t.set_defaults(func=_cmd_tiktoken_cache)
+    return parser
+
+
+def _cmd_tiktoken_cache(args: argparse.Namespace) -> int:
+    from .counting import install_tiktoken_files
+
+    installed = install_tiktoken_files(args.source, args.cache_dir)
+    if not installed:
+        print(f"otel-tokens: no *.tiktoken files found in {args.source}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"installed {', '.join(installed)}; now: export TIKTOKEN_CACHE_DIR={args.cache_dir}")
+    return 0
+
+
+def _cmd_price(args: argparse.Namespace) -> int:
+    processing: Processing = "batch" if args.batch else args.processing
+    try:
+        catalog = Catalog.load(args.prices)
+        usage = TokenUsage.from_inclusive(
+            input_total=args.input,
+            output_total=args.output,
+            cache_read=args.cache_read,
+            cache_write_5m=args.cache_write_5m,
+            cache_write_1h=args.cache_write_1h,
+            reasoning=args.reasoning,
+            web_search_requests=args.web_search,
+            source="estimated" if args.estimated else "provider",
+        )
+    except (PriceFileError, InvalidUsageError) as exc:
+        print(f"otel-tokens: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    result = catalog.price(
+        usage, args.model, provider=args.provider, at=args.at, processing=processing
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(_format_result(result))
+    if not result.is_priced:
+        if not args.json:
+            print(f"\notel-tokens: {result.status}: {result.reason}", file=sys.stderr)
+        return EXIT_UNPRICED
+    return 0
+
+
+def _format_result(result: PriceResult) -> str:
+    who = f"{result.model}" + (f" ({result.provider})" if result.provider else "")
+    lines = [f"{who}: {result.status}"]
+    if result.is_priced:
+        rows = [
+            (bucket, count, result.amounts.get(bucket)) for bucket, count in result.usage.buckets()
+        ]
+        width = max((len(b) for b, _, _ in rows), default=5)
+        lines.append(f"  {'bucket':<{width}}  {'units':>12}  {'amount':>16}")
+        for bucket, count, amount in rows:
+            shown = "unpriced" if amount is None else _money(amount)
+            lines.append(f"  {bucket:<{width}}  {count:>12,}  {shown:>16}")
+        assert result.total is not None
+        lines.append(
+            f"  {'total':<{width}}  {'':>12}  {_money(result.total):>16} {result.currency}"
+        )
+    lines.append(f"price id:        {result.price_id or '-'}")
+    lines.append(f"catalog version: {result.catalog_version}")
+    if result.processing != "standard":
+        lines.append(f"processing:      {result.processing}")
+    if result.context_tier != "base":
+        lines.append(f"context tier:    {result.context_tier}")
+    return "\n".join(lines)
+
+
+def _money(value: object) -> str:
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _cmd_check_prices(args: argparse.Namespace) -> int:
+    try:
+        catalog = Catalog.load(args.file)
+    except PriceFileError as exc:
+        print(f"otel-tokens: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    assert catalog.user is not None
+    print(
+        f"{args.file}: OK: {len(catalog.user.models)} model price(s), "
+        f"{len(catalog.user.discounts)} discount(s), reporting currency {catalog.currency}\n"
+        f"catalog version: {catalog.version}"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
