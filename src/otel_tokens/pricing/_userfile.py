@@ -172,7 +172,7 @@ class _Ctx:
         return value  # type: ignore[no-any-return]
 
     def currency(self, value: Any, where: str) -> str:
-        if not isinstance(value, str) or not _CURRENCY.match(value):
+        if not isinstance(value, str) or not _CURRENCY.fullmatch(value):
             self.fail(where, f"currency must be an ISO 4217 code such as USD, got {value!r}")
         return str(value)
 
