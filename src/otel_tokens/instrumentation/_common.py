@@ -1,0 +1,79 @@
+"""Small readers shared by the provider modules (no provider knowledge here)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry.util.types import AttributeValue
+
+from .. import semconv as sc
+
+CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+_MAX_CONTENT = 64 * 1024
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def capture_content() -> bool:
+    return env_flag(CAPTURE_CONTENT_ENV)
+
+
+def content_json(value: Any) -> str:
+    """JSON for a content attribute, cut to a bounded size."""
+    try:
+        text = json.dumps(value, default=str, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = str(value)
+    return text[:_MAX_CONTENT]
+
+
+def capture_output(call: Any, text: str) -> None:
+    """Put the response text on the span, only when the user opted in to content capture."""
+    if text and capture_content():
+        call.set_response(attributes={sc.GEN_AI_OUTPUT_MESSAGES: content_json(text)})
+
+
+def given(value: Any) -> bool:
+    """False for None and the clients' NOT_GIVEN / Omit sentinels."""
+    return value is not None and type(value).__name__ not in ("NotGiven", "Omit")
+
+
+def server_of(client: Any) -> tuple[str | None, int | None]:
+    url = getattr(client, "base_url", None)
+    host = getattr(url, "host", None)
+    port = getattr(url, "port", None)
+    return (str(host) if host else None), (int(port) if isinstance(port, int) else None)
+
+
+def path_of(options: Any) -> str:
+    url = str(getattr(options, "url", "") or "")
+    return url.split("?", 1)[0].rstrip("/")
+
+
+def json_body(options: Any) -> Mapping[str, Any]:
+    body = getattr(options, "json_data", None)
+    return body if isinstance(body, Mapping) else {}
+
+
+def request_attributes(
+    body: Mapping[str, Any], max_token_keys: tuple[str, ...]
+) -> dict[str, AttributeValue]:
+    attrs: dict[str, AttributeValue] = {}
+    for key in max_token_keys:
+        value = body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            attrs[sc.GEN_AI_REQUEST_MAX_TOKENS] = value
+            break
+    for key, name in (
+        ("temperature", sc.GEN_AI_REQUEST_TEMPERATURE),
+        ("top_p", sc.GEN_AI_REQUEST_TOP_P),
+    ):
+        value = body.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            attrs[name] = float(value)
+    return attrs

@@ -1,0 +1,159 @@
+"""One sync and one async stream watcher for every provider.
+
+The user gets back the very stream object the client made (``type(s) is openai.Stream``
+holds): we swap its private ``_iterator`` for a generator that passes every event through
+and keeps it for the provider's `StreamState`. The call is ended exactly once, whichever
+comes first: the stream is exhausted, fails, is closed, or is garbage-collected unfinished
+(even if it was never iterated). Per event the watcher only appends to a list; the
+provider's state reads events in batches, off the hot path.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from ..usage import TokenUsage
+from ._recording import Call
+from ._safety import log_once
+
+# Read buffered events every this many, so long streams do not hold every event.
+_FOLD_EVERY = 256
+
+
+class StreamState:
+    """What a provider knows how to read from its stream events. Subclass per provider."""
+
+    def fold(self, events: list[Any]) -> None:
+        """Read a batch of events, in order."""
+
+    def hide(self, event: Any) -> bool:
+        """True for an event we asked for that the user's code must not see."""
+        return False
+
+    def finish(self, call: Call, error: BaseException | None) -> TokenUsage | None:
+        """Set response facts on ``call``; return the usage (estimated where not reported)."""
+        return None
+
+
+class Finisher:
+    """Ends one streamed call once; shared by the watcher, close hooks and the finalizer."""
+
+    __slots__ = ("__weakref__", "buffer", "call", "done", "state")
+
+    def __init__(self, call: Call, state: StreamState) -> None:
+        self.call = call
+        self.state = state
+        self.buffer: list[Any] = []
+        self.done = False
+
+    def fold(self) -> None:
+        if self.buffer:
+            events = self.buffer
+            self.buffer = []
+            try:
+                self.state.fold(events)
+            except Exception as exc:
+                log_once("stream.fold", exc)
+
+    def finish(self, error: BaseException | None = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        usage: TokenUsage | None = None
+        try:
+            self.fold()
+            usage = self.state.finish(self.call, error)
+        except Exception as exc:
+            log_once("stream.finish", exc)
+        self.call.end(usage, error)
+
+    def __call__(self) -> None:  # weakref finalizer: the stream was dropped unfinished
+        try:
+            self.finish(None)
+        except Exception as exc:
+            log_once("stream.gc", exc)
+
+
+def _watch(inner: Iterator[Any], fin: Finisher) -> Iterator[Any]:
+    buffer = fin.buffer
+    hide = fin.state.hide
+    call = fin.call
+    try:
+        for item in inner:
+            if call.first_chunk_ns is None:
+                call.first_chunk()
+            buffer.append(item)
+            if len(buffer) >= _FOLD_EVERY:
+                fin.fold()
+                buffer = fin.buffer
+            if hide(item):
+                continue
+            yield item
+    except BaseException as exc:
+        # GeneratorExit: closed or collected before the end; not an error of the call.
+        fin.finish(None if isinstance(exc, GeneratorExit) else exc)
+        raise
+    fin.finish(None)
+
+
+async def _awatch(inner: AsyncIterator[Any], fin: Finisher) -> AsyncIterator[Any]:
+    buffer = fin.buffer
+    hide = fin.state.hide
+    call = fin.call
+    try:
+        async for item in inner:
+            if call.first_chunk_ns is None:
+                call.first_chunk()
+            buffer.append(item)
+            if len(buffer) >= _FOLD_EVERY:
+                fin.fold()
+                buffer = fin.buffer
+            if hide(item):
+                continue
+            yield item
+    except BaseException as exc:
+        fin.finish(None if isinstance(exc, GeneratorExit) else exc)
+        raise
+    fin.finish(None)
+
+
+def watch_stream(stream: Any, call: Call, state: StreamState) -> Finisher | None:
+    """Meter ``stream`` in place; returns its `Finisher`, or ``None`` if it cannot be watched."""
+    fin = Finisher(call, state)
+    call.finisher = fin
+    try:
+        inner = stream._iterator  # anthropic builds it lazily: this creates it
+        is_async = hasattr(inner, "__anext__")
+        stream._iterator = _awatch(inner, fin) if is_async else _watch(inner, fin)
+        _hook_close(stream, fin, is_async)
+        weakref.finalize(stream, fin)
+    except Exception as exc:
+        log_once("stream.watch", exc)
+        call.end(None)
+        return None
+    return fin
+
+
+def _hook_close(stream: Any, fin: Finisher, is_async: bool) -> None:
+    """End the call when the user closes the stream early (``close()``, ``with``)."""
+    original = stream.close  # bound method of the class
+    if is_async:
+
+        async def aclose() -> Any:
+            try:
+                return await original()
+            finally:
+                fin.finish(None)
+
+        stream.close = aclose
+    else:
+
+        def close() -> Any:
+            try:
+                return original()
+            finally:
+                fin.finish(None)
+
+        stream.close = close

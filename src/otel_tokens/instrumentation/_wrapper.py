@@ -1,0 +1,227 @@
+"""The one call wrapper every provider uses.
+
+Each client library has a single method every API call passes through once (the API
+client's ``request``), whatever the public method: ``create``, ``parse``, the ``.stream()``
+helpers, ``with_raw_response``, beta resources, platform clients. We wrap that method; a
+provider `Adapter` only reads its own request and response shapes.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.util.types import AttributeValue
+
+from ..pricing import Processing
+from ..usage import TokenUsage
+from ._recording import Call, Recorder
+from ._safety import log_once
+from ._streams import StreamState, watch_stream
+
+
+@dataclass(slots=True)
+class Request:
+    """What a provider adapter read from one API request."""
+
+    operation: str
+    provider: str
+    model: str | None
+    endpoint: str
+    stream: bool = False
+    server_address: str | None = None
+    server_port: int | None = None
+    processing: Processing = "standard"
+    attributes: dict[str, AttributeValue] = field(default_factory=dict)
+    body: Mapping[str, Any] = field(default_factory=dict)
+    defer_span: bool = False
+    injected_usage: bool = False
+
+
+class Adapter(Protocol):
+    """A provider's knowledge of its own shapes; everything else is shared."""
+
+    def read_request(self, client: Any, options: Any) -> Request | None:
+        """The request facts, or ``None`` if this request is not metered."""
+
+    def read_response(self, call: Call, request: Request, response: Any) -> TokenUsage | None:
+        """Usage of a parsed, non-streamed response (a model object or decoded JSON)."""
+
+    def stream_state(self, request: Request) -> StreamState:
+        """A fresh accumulator for one stream of this request."""
+
+    def is_stream(self, result: Any) -> bool:
+        """True for the library's sync or async stream objects."""
+
+
+# The call being metered in this context: nested paths (a helper calling another
+# instrumented method, a second instrumentation of ours) count it once.
+ACTIVE_CALL: ContextVar[tuple[Call, Request, Adapter] | None] = ContextVar(
+    "otel_tokens_active_call", default=None
+)
+
+
+class Switch:
+    """Turned off by ``uninstrument()``: wrappers captured earlier then pass straight through."""
+
+    __slots__ = ("on",)
+
+    def __init__(self) -> None:
+        self.on = True
+
+
+# Raw responses (``with_raw_response``/``with_streaming_response``) whose body we have not
+# seen yet: metered when the user calls ``.parse()`` (hooked), or ended at collection.
+_pending_raw: weakref.WeakKeyDictionary[Any, tuple[Call, Request, Adapter]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _options_of(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+    # request(self, cast_to, options, *, stream=..., stream_cls=...)
+    if "options" in kwargs:
+        return kwargs["options"]
+    return args[1] if len(args) > 1 else None
+
+
+def _begin(
+    recorder: Recorder, adapter: Adapter, switch: Switch, client: Any, args: Any, kwargs: Any
+) -> tuple[Call, Request] | None:
+    if not switch.on or ACTIVE_CALL.get() is not None or not is_instrumentation_enabled():
+        return None
+    try:
+        request = adapter.read_request(client, _options_of(args, kwargs))
+        if request is None:
+            return None
+        call = recorder.start(
+            operation=request.operation,
+            provider=request.provider,
+            request_model=request.model,
+            server_address=request.server_address,
+            server_port=request.server_port,
+            stream=request.stream,
+            processing=request.processing,
+            attributes=request.attributes,
+            defer_span=request.defer_span,
+        )
+    except Exception as exc:
+        log_once("request", exc)
+        return None
+    return call, request
+
+
+def complete(call: Call, request: Request, adapter: Adapter, result: Any) -> None:
+    """Meter a successful result; never raises, never replaces the result."""
+    if call.ended:  # already metered by a library hook (the client's own span)
+        return
+    try:
+        if adapter.is_stream(result):
+            watch_stream(result, call, adapter.stream_state(request))
+        elif hasattr(result, "http_response") and hasattr(result, "parse"):
+            _complete_raw(call, request, adapter, result)
+        else:
+            call.end(adapter.read_response(call, request, result))
+    except Exception as exc:
+        log_once("response", exc)
+        call.end(None)
+
+
+def _complete_raw(call: Call, request: Request, adapter: Adapter, raw: Any) -> None:
+    http = raw.http_response
+    if not request.stream and getattr(http, "is_stream_consumed", False) is not True:
+        # with_raw_response, not streamed: the body is already read; read usage from it
+        # without calling .parse(), whose errors belong to the user's own .parse() call.
+        try:
+            content = http.content
+        except Exception:
+            content = None
+        if content is not None:
+            try:
+                data = http.json()
+            except ValueError:
+                data = None
+            call.end(adapter.read_response(call, request, data) if data is not None else None)
+            return
+    _pending_raw[raw] = (call, request, adapter)
+    weakref.finalize(raw, call.end, None)
+
+
+def parse_hook(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    """Around ``APIResponse.parse()``: meter the stream or object a raw response yields."""
+    result = wrapped(*args, **kwargs)
+    try:
+        pending = _pending_raw.pop(instance, None)
+        if pending is not None:
+            call, request, adapter = pending
+            complete(call, request, adapter, result)
+    except Exception as exc:
+        log_once("parse", exc)
+    return result
+
+
+async def async_parse_hook(
+    wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
+) -> Any:
+    result = await wrapped(*args, **kwargs)
+    try:
+        pending = _pending_raw.pop(instance, None)
+        if pending is not None:
+            call, request, adapter = pending
+            complete(call, request, adapter, result)
+    except Exception as exc:
+        log_once("parse", exc)
+    return result
+
+
+def sync_request_wrapper(
+    recorder: Recorder, adapter: Adapter, switch: Switch
+) -> Callable[..., Any]:
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        started = _begin(recorder, adapter, switch, instance, args, kwargs)
+        if started is None:
+            return wrapped(*args, **kwargs)
+        call, request = started
+        active = ACTIVE_CALL.set((call, request, adapter))
+        context = call.activate()
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            call.deactivate(context)
+            ACTIVE_CALL.reset(active)
+            call.end(None, exc)
+            raise
+        call.deactivate(context)
+        ACTIVE_CALL.reset(active)
+        complete(call, request, adapter, result)
+        return result
+
+    return wrapper
+
+
+def async_request_wrapper(
+    recorder: Recorder, adapter: Adapter, switch: Switch
+) -> Callable[..., Any]:
+    async def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        started = _begin(recorder, adapter, switch, instance, args, kwargs)
+        if started is None:
+            return await wrapped(*args, **kwargs)
+        call, request = started
+        active = ACTIVE_CALL.set((call, request, adapter))
+        context = call.activate()
+        try:
+            result = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            call.deactivate(context)
+            ACTIVE_CALL.reset(active)
+            call.end(None, exc)
+            raise
+        call.deactivate(context)
+        ACTIVE_CALL.reset(active)
+        complete(call, request, adapter, result)
+        return result
+
+    return wrapper

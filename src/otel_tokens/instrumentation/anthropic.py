@@ -1,0 +1,249 @@
+"""Anthropic: reads the ``anthropic`` client's requests, responses and stream events.
+
+Covers ``messages.create`` with and without ``stream=True``, ``messages.stream()``,
+``messages.parse``, beta messages, sync and async, raw-response variants, and the Bedrock
+and Vertex clients.
+
+anthropic 2.x makes its own OpenTelemetry span per API call (scope
+``com.anthropic.sdk.python``) with usage on it. Two spans with usage would double-count in
+any backend that sums spans, so when that span exists we put our cost and billing
+attributes on it (through two hooks of the SDK's tracing) and make no span of our own.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from .. import semconv as sc
+from ..counting import count_messages, count_text
+from ..usage import TokenUsage, from_anthropic
+from ..usage._read import field
+from ._common import (
+    capture_content,
+    capture_output,
+    content_json,
+    json_body,
+    path_of,
+    request_attributes,
+    server_of,
+)
+from ._recording import Call
+from ._safety import log_once
+from ._streams import StreamState
+from ._wrapper import ACTIVE_CALL, Request, complete
+
+_USAGE_KEYS = (
+    "input_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+    "cache_creation",
+    "server_tool_use",
+    "output_tokens_details",
+)
+
+# SDK spans carrying a streamed call of ours, until the SDK ends them.
+_span_calls: weakref.WeakValueDictionary[int, Call] = weakref.WeakValueDictionary()
+
+
+def provider_for(client: Any) -> str:
+    name = getattr(client, "_gen_ai_provider_name", None)
+    if isinstance(name, str) and name:
+        return name
+    cls = type(client).__name__
+    if "Bedrock" in cls:
+        return "aws.bedrock"
+    if "Vertex" in cls:
+        return "gcp.vertex_ai"
+    return "anthropic"
+
+
+def sdk_traces(client: Any) -> bool:
+    """True when this client makes its own call spans (anthropic 2.x, not switched off)."""
+    try:
+        options = client.open_telemetry
+        return bool(options["traces"]["enabled"])
+    except Exception:
+        return False
+
+
+class AnthropicAdapter:
+    def __init__(self, *, use_sdk_span: bool) -> None:
+        # Set by the instrumentor once it has hooked the SDK's span finishing.
+        self.use_sdk_span = use_sdk_span
+        self._stream_types: tuple[type, ...] | None = None
+
+    def is_stream(self, result: Any) -> bool:
+        if self._stream_types is None:
+            import anthropic
+
+            self._stream_types = (anthropic.Stream, anthropic.AsyncStream)
+        return isinstance(result, self._stream_types)
+
+    def read_request(self, client: Any, options: Any) -> Request | None:
+        if str(getattr(options, "method", "")).lower() != "post":
+            return None
+        if not path_of(options).endswith("/messages"):
+            return None  # count_tokens is free; batches are billed by their own results
+        body = json_body(options)
+        host, port = server_of(client)
+        model = body.get("model")
+        attrs = request_attributes(body, ("max_tokens",))
+        if capture_content() and "messages" in body:
+            attrs[sc.GEN_AI_INPUT_MESSAGES] = content_json(body["messages"])
+        return Request(
+            operation="chat",
+            provider=provider_for(client),
+            model=model if isinstance(model, str) else None,
+            endpoint="/v1/messages",
+            stream=body.get("stream") is True,
+            server_address=host,
+            server_port=port,
+            attributes=attrs,
+            body=body,
+            defer_span=self.use_sdk_span and sdk_traces(client),
+        )
+
+    def read_response(self, call: Call, request: Request, response: Any) -> TokenUsage | None:
+        if response is None:
+            return None
+        reason = field(response, "stop_reason")
+        usage = field(response, "usage")
+        call.set_response(
+            model=field(response, "model") or None,
+            response_id=field(response, "id") or None,
+            finish_reasons=[str(reason)] if reason else None,
+            service_tier=field(usage, "service_tier"),
+        )
+        if capture_content():
+            call.set_response(attributes={sc.GEN_AI_OUTPUT_MESSAGES: content_json(_text(response))})
+        if usage is None:
+            return _estimate(request, _text(response))
+        return from_anthropic(usage)
+
+    def stream_state(self, request: Request) -> StreamState:
+        return _MessagesStream(request)
+
+
+def _text(message: Any) -> str:
+    parts = []
+    for block in field(message, "content") or ():
+        text = field(block, "text") or field(block, "thinking")
+        if isinstance(text, str):
+            parts.append(text)
+    return "".join(parts)
+
+
+def _estimate_input(request: Request) -> int:
+    body = request.body
+    tokens = count_messages(body.get("messages"), request.model)
+    system = body.get("system")
+    if isinstance(system, str):
+        tokens += count_text(system, request.model)
+    elif isinstance(system, list):
+        tokens += sum(count_text(str(field(b, "text") or ""), request.model) for b in system)
+    return tokens
+
+
+def _estimate(request: Request, output_text: str) -> TokenUsage:
+    return TokenUsage(
+        input=_estimate_input(request),
+        output=count_text(output_text, request.model),
+        source="estimated",
+    )
+
+
+class _MessagesStream(StreamState):
+    """message_start carries input usage; message_delta carries cumulative final usage."""
+
+    __slots__ = ("delta_usage", "message", "reason", "request", "text")
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.message: Any = None
+        self.delta_usage: Any = None
+        self.reason: str | None = None
+        self.text: list[str] = []
+
+    def fold(self, events: list[Any]) -> None:
+        text = self.text
+        for event in events:
+            kind = event.type
+            if kind == "content_block_delta":
+                delta = event.delta
+                piece = getattr(delta, "text", None) or getattr(delta, "thinking", None)
+                if piece:
+                    text.append(piece)
+            elif kind == "message_start":
+                self.message = event.message
+            elif kind == "message_delta":
+                self.delta_usage = event.usage
+                reason = getattr(event.delta, "stop_reason", None)
+                if reason:
+                    self.reason = reason
+
+    def finish(self, call: Call, error: BaseException | None) -> TokenUsage | None:
+        message = self.message
+        start_usage = field(message, "usage")
+        call.set_response(
+            model=field(message, "model") or None,
+            response_id=field(message, "id") or None,
+            finish_reasons=[self.reason] if self.reason else None,
+            service_tier=field(start_usage, "service_tier"),
+        )
+        capture_output(call, "".join(self.text))
+        if start_usage is None:
+            return _estimate(self.request, "".join(self.text))
+        merged: dict[str, Any] = {key: field(start_usage, key) for key in _USAGE_KEYS}
+        delta = self.delta_usage
+        if delta is None:
+            # Cut off before the final usage: input as reported, output counted by us.
+            merged["output_tokens"] = count_text("".join(self.text), self.request.model)
+            return from_anthropic(merged, source="estimated")
+        for key in _USAGE_KEYS:
+            value = field(delta, key)
+            if value is not None:  # message_delta totals are cumulative: they replace
+                merged[key] = value
+        merged["output_tokens"] = field(delta, "output_tokens")
+        return from_anthropic(merged)
+
+
+# --- hooks into anthropic 2.x's own tracing -----------------------------------------------
+def finish_api_call_span_hook(
+    wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
+) -> Any:
+    """Before the SDK ends its call span: adopt it, and meter non-streamed calls onto it."""
+    try:
+        active = ACTIVE_CALL.get()
+        span = args[1] if len(args) > 1 else kwargs.get("span")
+        result = args[2] if len(args) > 2 else kwargs.get("result")
+        if active is not None and span is not None:
+            call, request, adapter = active
+            call.adopt(span)
+            if call.span is span:
+                error = getattr(result, "error", None)
+                data = getattr(result, "data", None)
+                if error is not None:
+                    call.end(None, error)
+                elif data is not None and adapter.is_stream(data):
+                    _span_calls[id(span)] = call
+                elif data is not None:
+                    complete(call, request, adapter, data)
+    except Exception as exc:
+        log_once("anthropic.finish_api_call_span", exc)
+    return wrapped(*args, **kwargs)
+
+
+def streamed_message_end_hook(
+    wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
+) -> Any:
+    """Before the SDK ends a streamed call's span: finish our call with what we saw."""
+    try:
+        span = getattr(instance, "_span", None)
+        call = _span_calls.pop(id(span), None) if span is not None else None
+        if call is not None and call.finisher is not None:
+            call.finisher.finish(None)
+    except Exception as exc:
+        log_once("anthropic.StreamedMessage.end", exc)
+    return wrapped(*args, **kwargs)

@@ -1,0 +1,312 @@
+"""OpenAI: reads the ``openai`` client's requests, responses and stream events.
+
+Covers Chat Completions (``create``, ``parse``, ``stream=True``, the ``.stream()`` helper),
+Responses (``create``, ``parse``, ``stream()``, ``stream=True``), embeddings and legacy
+completions, sync and async, their ``with_raw_response``/``with_streaming_response``
+variants, ``AzureOpenAI`` and OpenAI-compatible servers at other base URLs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from .. import semconv as sc
+from ..counting import count_messages, count_text
+from ..usage import TokenUsage, from_openai_chat, from_openai_responses
+from ..usage._read import field
+from ._common import (
+    capture_content,
+    capture_output,
+    content_json,
+    env_flag,
+    json_body,
+    path_of,
+    request_attributes,
+    server_of,
+)
+from ._recording import Call
+from ._streams import StreamState
+from ._wrapper import Request
+
+INCLUDE_USAGE_ENV = "OTEL_TOKENS_OPENAI_INCLUDE_USAGE"
+PROVIDER_ENV = "OTEL_TOKENS_OPENAI_PROVIDER"
+
+_ENDPOINTS = {
+    "/chat/completions": "chat",
+    "/responses": "chat",
+    "/completions": "text_completion",
+    "/embeddings": "embeddings",
+}
+# gen_ai.provider.name of OpenAI-compatible APIs, by host suffix.
+_HOST_PROVIDERS = (
+    ("api.openai.com", "openai"),
+    (".openai.azure.com", "azure.ai.openai"),
+    (".services.ai.azure.com", "azure.ai.inference"),
+    ("api.groq.com", "groq"),
+    ("api.deepseek.com", "deepseek"),
+    ("api.x.ai", "x_ai"),
+    ("api.mistral.ai", "mistral_ai"),
+    ("api.perplexity.ai", "perplexity"),
+    ("generativelanguage.googleapis.com", "gcp.gemini"),
+    ("aiplatform.googleapis.com", "gcp.vertex_ai"),
+    ("api.together.xyz", "together"),
+    ("api.fireworks.ai", "fireworks"),
+    ("openrouter.ai", "openrouter"),
+    ("api.cohere.ai", "cohere"),
+    ("api.cohere.com", "cohere"),
+    ("bedrock-runtime", "aws.bedrock"),
+)
+
+
+def provider_for(client: Any, host: str | None) -> str:
+    """``gen_ai.provider.name`` for a client: Azure by class, others by base URL host."""
+    override = os.environ.get(PROVIDER_ENV)
+    if override:
+        return override
+    if hasattr(client, "_azure_deployment") or type(client).__name__.endswith("AzureOpenAI"):
+        return "azure.ai.openai"
+    runtime = getattr(client, "_provider_runtime", None)
+    runtime_name = str(getattr(runtime, "name", "") or "").lower()
+    if "bedrock" in runtime_name:
+        return "aws.bedrock"
+    if "vertex" in runtime_name:
+        return "gcp.vertex_ai"
+    if host:
+        host = host.lower()
+        for suffix, provider in _HOST_PROVIDERS:
+            if host.endswith(suffix) or (suffix.endswith("-runtime") and suffix in host):
+                return provider
+    return "openai"  # an OpenAI-compatible server we do not know: override with the env var
+
+
+class OpenAIAdapter:
+    def __init__(self, *, include_usage: bool | None = None) -> None:
+        self.include_usage = include_usage
+        self._stream_types: tuple[type, ...] | None = None
+
+    def is_stream(self, result: Any) -> bool:
+        if self._stream_types is None:
+            import openai
+
+            self._stream_types = (openai.Stream, openai.AsyncStream)
+        return isinstance(result, self._stream_types)
+
+    def read_request(self, client: Any, options: Any) -> Request | None:
+        if str(getattr(options, "method", "")).lower() != "post":
+            return None
+        path = path_of(options)
+        endpoint = next((e for e in _ENDPOINTS if path.endswith(e)), None)
+        if endpoint is None or (endpoint == "/completions" and path.endswith("/chat/completions")):
+            return None
+        body = json_body(options)
+        host, port = server_of(client)
+        model = body.get("model")
+        stream = body.get("stream") is True
+        attrs = request_attributes(
+            body, ("max_completion_tokens", "max_tokens", "max_output_tokens")
+        )
+        tier = body.get("service_tier")
+        processing = "standard"
+        if isinstance(tier, str):
+            attrs[sc.OPENAI_REQUEST_SERVICE_TIER] = tier
+            if tier in ("flex", "priority"):
+                processing = tier
+        if capture_content():
+            content = body.get("messages", body.get("input", body.get("prompt")))
+            if content is not None:
+                attrs[sc.GEN_AI_INPUT_MESSAGES] = content_json(content)
+        request = Request(
+            operation=_ENDPOINTS[endpoint],
+            provider=provider_for(client, host),
+            model=model if isinstance(model, str) else None,
+            endpoint=endpoint,
+            stream=stream,
+            server_address=host,
+            server_port=port,
+            processing=processing,  # type: ignore[arg-type]
+            attributes=attrs,
+            body=body,
+        )
+        if stream and endpoint in ("/chat/completions", "/completions"):
+            self._maybe_include_usage(options, body, request)
+        return request
+
+    def _maybe_include_usage(self, options: Any, body: Mapping[str, Any], request: Request) -> None:
+        """Opt-in: ask for the usage chunk the user did not ask for, and hide it from them."""
+        enabled = (
+            self.include_usage if self.include_usage is not None else env_flag(INCLUDE_USAGE_ENV)
+        )
+        stream_options = body.get("stream_options")
+        if not enabled or (
+            isinstance(stream_options, Mapping) and "include_usage" in stream_options
+        ):
+            return
+        merged = dict(stream_options) if isinstance(stream_options, Mapping) else {}
+        merged["include_usage"] = True
+        new_body = {**body, "stream_options": merged}
+        options.json_data = new_body
+        request.body = new_body
+        request.injected_usage = True
+
+    def read_response(self, call: Call, request: Request, response: Any) -> TokenUsage | None:
+        if response is None:
+            return None
+        choices = field(response, "choices") or ()
+        reasons = [str(r) for c in choices if (r := field(c, "finish_reason"))]
+        call.set_response(
+            model=field(response, "model") or None,
+            response_id=field(response, "id") or None,
+            finish_reasons=reasons,
+            service_tier=field(response, "service_tier"),
+        )
+        capture_output(call, _response_text(request.endpoint, response))
+        usage = field(response, "usage")
+        if usage is not None:
+            if request.endpoint == "/responses":
+                return from_openai_responses(usage)
+            return from_openai_chat(usage)
+        # An OpenAI-compatible server that reports no usage: count it ourselves.
+        return _estimate(request, _response_text(request.endpoint, response))
+
+    def stream_state(self, request: Request) -> StreamState:
+        if request.endpoint == "/responses":
+            return _ResponsesStream(request)
+        return _ChatStream(request)
+
+
+def _response_text(endpoint: str, response: Any) -> str:
+    if endpoint == "/responses":
+        parts = []
+        for item in field(response, "output") or ():
+            for content in field(item, "content") or ():
+                text = field(content, "text")
+                if isinstance(text, str):
+                    parts.append(text)
+        return "".join(parts)
+    parts = []
+    for choice in field(response, "choices") or ():
+        text = field(choice, "message", "content") or field(choice, "text")
+        if isinstance(text, str):
+            parts.append(text)
+    return "".join(parts)
+
+
+def _estimate(request: Request, output_text: str) -> TokenUsage:
+    body = request.body
+    model = request.model
+    if request.endpoint == "/chat/completions":
+        prompt = count_messages(body.get("messages"), model)
+    elif request.endpoint == "/responses":
+        prompt = count_messages(_as_messages(body.get("input")), model)
+        instructions = body.get("instructions")
+        if isinstance(instructions, str):
+            prompt += count_text(instructions, model)
+    else:
+        raw = body.get("prompt", body.get("input"))
+        texts = raw if isinstance(raw, list) else [raw]
+        prompt = sum(count_text(t, model) for t in texts if isinstance(t, str))
+    return TokenUsage(input=prompt, output=count_text(output_text, model), source="estimated")
+
+
+def _as_messages(value: Any) -> Any:
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}]
+    return value
+
+
+class _ChatStream(StreamState):
+    """Chat Completions and legacy completions chunks."""
+
+    __slots__ = ("injected", "model", "reasons", "request", "response_id", "text", "tier", "usage")
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.injected = request.injected_usage
+        self.usage: Any = None
+        self.model: str | None = None
+        self.response_id: str | None = None
+        self.tier: str | None = None
+        self.reasons: list[str] = []
+        self.text: list[str] = []
+
+    def hide(self, event: Any) -> bool:
+        return self.injected and not event.choices and event.usage is not None
+
+    def fold(self, events: list[Any]) -> None:
+        text = self.text
+        for chunk in events:
+            if chunk.usage is not None:
+                self.usage = chunk.usage
+            if chunk.model:
+                self.model = chunk.model
+            if self.response_id is None:
+                self.response_id = chunk.id
+            tier = getattr(chunk, "service_tier", None)
+            if tier:
+                self.tier = tier
+            for choice in chunk.choices:
+                delta = getattr(choice, "delta", None)
+                piece = getattr(delta, "content", None) if delta is not None else choice.text
+                if piece:
+                    text.append(piece)
+                if choice.finish_reason:
+                    self.reasons.append(choice.finish_reason)
+
+    def finish(self, call: Call, error: BaseException | None) -> TokenUsage | None:
+        call.set_response(
+            model=self.model,
+            response_id=self.response_id,
+            finish_reasons=self.reasons,
+            service_tier=self.tier,
+        )
+        if capture_content() and self.text:
+            call.set_response(
+                attributes={sc.GEN_AI_OUTPUT_MESSAGES: content_json("".join(self.text))}
+            )
+        if self.usage is not None:
+            return from_openai_chat(self.usage)
+        return _estimate(self.request, "".join(self.text))
+
+
+class _ResponsesStream(StreamState):
+    """Responses API events: usage arrives on response.completed (or incomplete/failed)."""
+
+    __slots__ = ("final", "request", "text")
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.final: Any = None
+        self.text: list[str] = []
+
+    def fold(self, events: list[Any]) -> None:
+        for event in events:
+            kind = event.type
+            if kind == "response.output_text.delta":
+                self.text.append(event.delta)
+            elif kind in (
+                "response.created",
+                "response.in_progress",
+                "response.completed",
+                "response.incomplete",
+                "response.failed",
+            ):
+                self.final = event.response
+
+    def finish(self, call: Call, error: BaseException | None) -> TokenUsage | None:
+        final = self.final
+        if final is not None:
+            call.set_response(
+                model=field(final, "model") or None,
+                response_id=field(final, "id") or None,
+                service_tier=field(final, "service_tier"),
+            )
+            usage = field(final, "usage")
+            if usage is not None:
+                return from_openai_responses(usage)
+        if capture_content() and self.text:
+            call.set_response(
+                attributes={sc.GEN_AI_OUTPUT_MESSAGES: content_json("".join(self.text))}
+            )
+        return _estimate(self.request, "".join(self.text))

@@ -1,0 +1,81 @@
+"""Fixtures for instrumentation tests: real SDK providers with in-memory exporters, the
+bundled provider server, and offline tiktoken files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from otel_tokens.demo.server import ProviderServer
+
+_SHARED_TIKTOKEN = Path(__file__).resolve().parents[3] / "shared" / "data" / "tiktoken"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _offline_tiktoken(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Use the shared offline encodings when present; else tiktoken downloads as usual."""
+    if "TIKTOKEN_CACHE_DIR" in os.environ or not _SHARED_TIKTOKEN.is_dir():
+        return
+    from otel_tokens.counting import install_tiktoken_files
+
+    cache = tmp_path_factory.mktemp("tiktoken")
+    install_tiktoken_files(str(_SHARED_TIKTOKEN), str(cache))
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[ProviderServer]:
+    with ProviderServer() as srv:
+        yield srv
+
+
+class Telemetry:
+    """A tracer and meter provider whose spans and metric points tests can read."""
+
+    def __init__(self) -> None:
+        self.spans = InMemorySpanExporter()
+        self.tracer_provider = TracerProvider()
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
+        self.reader = InMemoryMetricReader()
+        self.meter_provider = MeterProvider(metric_readers=[self.reader])
+
+    def finished(self) -> list[ReadableSpan]:
+        return list(self.spans.get_finished_spans())
+
+    def only_span(self) -> ReadableSpan:
+        spans = [s for s in self.finished() if s.instrumentation_scope.name == "otel_tokens"]
+        assert len(spans) == 1, [s.name for s in self.finished()]
+        return spans[0]
+
+    def points(self, name: str) -> list[Any]:
+        data = self.reader.get_metrics_data()
+        found: list[Any] = []
+        if data is None:
+            return found
+        for rm in data.resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    if metric.name == name:
+                        found.extend(metric.data.data_points)
+        return found
+
+    def sum_of(self, name: str, **attrs: Any) -> float:
+        total = 0.0
+        for p in self.points(name):
+            if all(p.attributes.get(k) == v for k, v in attrs.items()):
+                total += p.value if hasattr(p, "value") else p.sum
+        return total
+
+
+@pytest.fixture
+def telemetry() -> Telemetry:
+    return Telemetry()
