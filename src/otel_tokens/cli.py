@@ -9,7 +9,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from importlib.metadata import version as _dist_version
 
-from .pricing import PROCESSING_VALUES, Catalog, PriceFileError, PriceResult, Processing
+from .pricing import (
+    PROCESSING_VALUES,
+    Catalog,
+    PriceFileError,
+    PriceResult,
+    Processing,
+    decimal_str,
+)
 from .usage import InvalidUsageError, TokenUsage
 
 EXIT_UNPRICED = 3
@@ -100,7 +107,65 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("source")
     t.add_argument("cache_dir")
     t.set_defaults(func=_cmd_tiktoken_cache)
+
+    d = sub.add_parser(
+        "demo",
+        help="run the demo app under opentelemetry-instrument",
+        description=(
+            "Run a small app making OpenAI and Anthropic calls under opentelemetry-instrument "
+            "and print a cost summary. With OPENAI_API_KEY / ANTHROPIC_API_KEY set it calls the "
+            "real APIs; otherwise it starts the bundled local server that speaks both wire "
+            "formats."
+        ),
+    )
+    d.add_argument("--port", type=int, default=0, help="local server port (default: any free)")
+    d.set_defaults(func=_cmd_demo)
     return parser
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import os
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from .demo.server import ProviderServer
+
+    env = dict(os.environ)
+    server: ProviderServer | None = None
+    if not env.get("OPENAI_API_KEY") and not env.get("ANTHROPIC_API_KEY"):
+        server = ProviderServer(port=args.port, scenario="cache", stream_delay=0.01)
+        server.start()
+        env.update(
+            OPENAI_API_KEY="demo-key",
+            ANTHROPIC_API_KEY="demo-key",
+            OPENAI_BASE_URL=server.openai_base_url,
+            ANTHROPIC_BASE_URL=server.anthropic_base_url,
+        )
+        print(
+            f"No OPENAI_API_KEY or ANTHROPIC_API_KEY: calling the bundled local server at "
+            f"{server.url}, which speaks both wire formats.\n",
+            flush=True,
+        )
+    env.setdefault("OTEL_SERVICE_NAME", "otel-tokens-demo")
+    env.setdefault("OTEL_TRACES_EXPORTER", "otel_tokens_summary")
+    env.setdefault("OTEL_METRICS_EXPORTER", "none")
+    env.setdefault("OTEL_LOGS_EXPORTER", "none")
+    here = Path(sys.executable).parent
+    launcher = here / "opentelemetry-instrument"
+    program = str(launcher) if launcher.exists() else shutil.which("opentelemetry-instrument")
+    if program is None:
+        print(
+            "otel-tokens: opentelemetry-instrument not found; install the demo extra: "
+            "pip install 'otel-tokens[demo]'",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    try:
+        return subprocess.call([program, sys.executable, "-m", "otel_tokens.demo.app"], env=env)
+    finally:
+        if server is not None:
+            server.stop()
 
 
 def _cmd_tiktoken_cache(args: argparse.Namespace) -> int:
@@ -155,11 +220,11 @@ def _format_result(result: PriceResult) -> str:
         width = max((len(b) for b, _, _ in rows), default=5)
         lines.append(f"  {'bucket':<{width}}  {'units':>12}  {'amount':>16}")
         for bucket, count, amount in rows:
-            shown = "unpriced" if amount is None else _money(amount)
+            shown = "unpriced" if amount is None else decimal_str(amount)
             lines.append(f"  {bucket:<{width}}  {count:>12,}  {shown:>16}")
         assert result.total is not None
         lines.append(
-            f"  {'total':<{width}}  {'':>12}  {_money(result.total):>16} {result.currency}"
+            f"  {'total':<{width}}  {'':>12}  {decimal_str(result.total):>16} {result.currency}"
         )
     lines.append(f"price id:        {result.price_id or '-'}")
     lines.append(f"catalog version: {result.catalog_version}")
@@ -168,11 +233,6 @@ def _format_result(result: PriceResult) -> str:
     if result.context_tier != "base":
         lines.append(f"context tier:    {result.context_tier}")
     return "\n".join(lines)
-
-
-def _money(value: object) -> str:
-    text = format(value, "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _cmd_check_prices(args: argparse.Namespace) -> int:

@@ -67,11 +67,12 @@ def _tiktoken(name: str) -> _Encoder | None:
         return tiktoken.get_encoding(name)
     except Exception as exc:  # no network and no cached file: fall back to a heuristic
         _log.warning(
-            "otel-tokens: cannot load tiktoken encoding %s (%s); estimating 4 characters per "
-            "token. Set TIKTOKEN_CACHE_DIR to a folder holding the encoding files.",
+            "otel-tokens: tiktoken encoding %s is not available offline (%s); estimated "
+            "token counts use 4 characters per token. See README 'Offline token counting'.",
             name,
-            exc,
+            type(exc).__name__,
         )
+        _log.debug("tiktoken load failure", exc_info=exc)
         return None
 
 

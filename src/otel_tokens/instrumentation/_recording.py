@@ -19,7 +19,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, Trac
 from opentelemetry.util.types import AttributeValue
 
 from .. import semconv as sc
-from ..pricing import Catalog, PriceResult, Processing, default_catalog
+from ..pricing import Catalog, PriceResult, Processing, decimal_str, default_catalog
 from ..usage import TokenUsage
 from ._safety import log_once
 
@@ -374,7 +374,7 @@ class Call:
             span_attrs[sc.GEN_AI_USAGE_COST_AMOUNT] = float(result.total)
             span_attrs[sc.GEN_AI_USAGE_COST_CURRENCY] = result.currency
             span_attrs[sc.GEN_AI_USAGE_COST_SOURCE] = sc.COST_SOURCE_LOCAL
-            span_attrs[sc.BILLING_COST_DECIMAL] = _plain(result.total)
+            span_attrs[sc.BILLING_COST_DECIMAL] = decimal_str(result.total)
         self.pending.update(span_attrs)
 
         point: dict[str, AttributeValue] = {
@@ -398,11 +398,6 @@ class Call:
         }
         for bucket, amount in result.amounts.items():
             recorder.cost.add(float(amount), {**cost_point, sc.BILLING_TOKEN_BUCKET: bucket})
-
-
-def _plain(value: Any) -> str:
-    text = format(value, "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _processing_of_tier(tier: str) -> Processing | None:

@@ -13,6 +13,7 @@ from ._model import (
     PricingStatus,
     Processing,
     Tiered,
+    decimal_str,
 )
 from ._userfile import ENV_PRICES, PriceFileError, load_user_prices, parse_user_prices
 
@@ -26,6 +27,7 @@ __all__ = [
     "PricingStatus",
     "Processing",
     "Tiered",
+    "decimal_str",
     "default_catalog",
     "genai_prices_provider",
     "load_user_prices",

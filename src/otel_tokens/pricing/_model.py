@@ -129,9 +129,9 @@ class PriceResult:
         """A JSON-ready dict; money as decimal strings so nothing is lost."""
         return {
             "status": self.status,
-            "total": None if self.total is None else _plain(self.total),
+            "total": None if self.total is None else decimal_str(self.total),
             "currency": self.currency,
-            "amounts": {k: _plain(v) for k, v in self.amounts.items()},
+            "amounts": {k: decimal_str(v) for k, v in self.amounts.items()},
             "price_id": self.price_id,
             "catalog_version": self.catalog_version,
             "model": self.model,
@@ -145,8 +145,8 @@ class PriceResult:
         }
 
 
-def _plain(value: Decimal) -> str:
-    """Fixed-point string of an exact Decimal, no exponent, no trailing zeros."""
+def decimal_str(value: Decimal) -> str:
+    """Fixed-point text of an exact Decimal: no exponent, no trailing zeros (money as text)."""
     text = format(value, "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")

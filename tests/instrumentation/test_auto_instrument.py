@@ -1,0 +1,193 @@
+"""The real ``opentelemetry-instrument`` command: entry points, the demo, OTLP over loopback."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from otel_tokens.demo.server import ProviderServer
+
+BIN = Path(sys.executable).parent
+
+
+class _OtlpReceiver:
+    """A minimal OTLP/HTTP protobuf receiver on loopback, for asserting what was exported."""
+
+    def __init__(self) -> None:
+        self.traces: list[ExportTraceServiceRequest] = []
+        self.metrics: list[ExportMetricsServiceRequest] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                if self.headers.get("content-encoding") == "gzip":
+                    body = gzip.decompress(body)
+                if self.path == "/v1/traces":
+                    message: Any = ExportTraceServiceRequest()
+                    message.ParseFromString(body)
+                    receiver.traces.append(message)
+                elif self.path == "/v1/metrics":
+                    message = ExportMetricsServiceRequest()
+                    message.ParseFromString(body)
+                    receiver.metrics.append(message)
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def spans(self) -> list[Any]:
+        return [
+            span
+            for req in self.traces
+            for rs in req.resource_spans
+            for ss in rs.scope_spans
+            for span in ss.spans
+        ]
+
+    def metric_points(self, name: str) -> list[Any]:
+        return [
+            point
+            for req in self.metrics
+            for rm in req.resource_metrics
+            for sm in rm.scope_metrics
+            for metric in sm.metrics
+            if metric.name == name
+            for point in (metric.sum.data_points or metric.histogram.data_points)
+        ]
+
+
+@pytest.fixture
+def otlp() -> Iterator[_OtlpReceiver]:
+    receiver = _OtlpReceiver()
+    yield receiver
+    receiver.httpd.shutdown()
+
+
+def _attrs(kvs: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kv in kvs:
+        v = kv.value
+        out[kv.key] = getattr(v, v.WhichOneof("value")) if v.WhichOneof("value") else None
+    return out
+
+
+APP = """
+import openai, anthropic
+o = openai.OpenAI(max_retries=0)
+r = o.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+a = anthropic.Anthropic(max_retries=0)
+m = a.messages.create(model="claude-haiku-4-5", max_tokens=50,
+                      messages=[{"role": "user", "content": "hi"}])
+print("ok", r.usage.total_tokens, m.usage.output_tokens)
+"""
+
+
+def _env(server: ProviderServer, **extra: str) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OPENAI_", "ANTHROPIC_"))
+    }
+    env.update(
+        OPENAI_API_KEY="test",
+        ANTHROPIC_API_KEY="test",
+        OPENAI_BASE_URL=server.openai_base_url,
+        ANTHROPIC_BASE_URL=server.anthropic_base_url,
+        OTEL_SERVICE_NAME="auto-instrument-test",
+        OTEL_LOGS_EXPORTER="none",
+    )
+    env.update(extra)
+    return env
+
+
+def test_opentelemetry_instrument_exports_usage_and_cost_over_otlp(
+    server: ProviderServer, otlp: _OtlpReceiver, tmp_path: Path
+) -> None:
+    app = tmp_path / "app.py"
+    app.write_text(APP)
+    env = _env(
+        server,
+        OTEL_TRACES_EXPORTER="otlp",
+        OTEL_METRICS_EXPORTER="otlp",
+        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        OTEL_EXPORTER_OTLP_ENDPOINT=otlp.url,
+        OTEL_METRIC_EXPORT_INTERVAL="60000",
+    )
+    done = subprocess.run(
+        [str(BIN / "opentelemetry-instrument"), sys.executable, str(app)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ok")
+
+    spans = {s.name: _attrs(s.attributes) for s in otlp.spans()}
+    openai_span = spans["chat gpt-4o-mini"]
+    assert openai_span["gen_ai.provider.name"] == "openai"
+    assert openai_span["gen_ai.response.model"] == "gpt-4o-mini-2024-07-18"
+    assert openai_span["gen_ai.billing.pricing_status"] == "priced"
+    assert openai_span["gen_ai.billing.price_id"] == "genai-prices:openai/gpt-4o-mini"
+    assert float(openai_span["gen_ai.billing.cost.decimal"]) > 0
+    # anthropic 2.x makes its own call span; our billing attributes are on it, and it is
+    # the only span of the call that carries usage.
+    anthropic_spans = [
+        a for n, a in spans.items() if "claude" in str(a.get("gen_ai.request.model"))
+    ]
+    assert len(anthropic_spans) == 1
+    assert anthropic_spans[0]["gen_ai.billing.pricing_status"] == "priced"
+    assert anthropic_spans[0]["gen_ai.usage.cost.currency"] == "USD"
+
+    tokens = otlp.metric_points("gen_ai.billing.tokens")
+    by_model: dict[str, int] = {}
+    for p in tokens:
+        model = _attrs(p.attributes)["gen_ai.response.model"]
+        by_model[model] = by_model.get(model, 0) + p.as_int
+    assert (
+        by_model["gpt-4o-mini-2024-07-18"]
+        == openai_span["gen_ai.usage.input_tokens"] + (openai_span["gen_ai.usage.output_tokens"])
+    )
+    assert otlp.metric_points("gen_ai.client.token.usage")
+    assert otlp.metric_points("gen_ai.billing.cost")
+
+
+def test_demo_runs_offline_and_prints_a_cost_summary(server: ProviderServer) -> None:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OPENAI_", "ANTHROPIC_"))
+    }
+    done = subprocess.run(
+        [str(BIN / "otel-tokens"), "demo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "bundled local server" in done.stdout
+    assert "otel-tokens cost summary" in done.stderr
+    summary = done.stderr[done.stderr.index("otel-tokens cost summary") :]
+    assert "total: " in summary and " USD over 5 call(s)" in summary
+    assert "estimated" in summary  # the stream without usage was counted locally
+    assert "unpriced" not in summary
