@@ -103,6 +103,11 @@ print("ok", r.usage.total_tokens, m.usage.output_tokens)
 """
 
 
+def _clean_env() -> dict[str, str]:
+    prefixes = ("OTEL_", "OPENAI_", "ANTHROPIC_")
+    return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+
+
 def _env(server: ProviderServer, **extra: str) -> dict[str, str]:
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OPENAI_", "ANTHROPIC_"))

@@ -13,6 +13,8 @@ import os
 
 import anthropic
 import openai
+from anthropic.types import TextBlockParam
+from openai.types.chat import ChatCompletionMessageParam
 
 OPENAI_MODEL = os.environ.get("DEMO_OPENAI_MODEL", "gpt-4o-mini")
 ANTHROPIC_MODEL = os.environ.get("DEMO_ANTHROPIC_MODEL", "claude-haiku-4-5")
@@ -22,13 +24,16 @@ SYSTEM = "You are a concise assistant for a billing platform. " * 120
 
 
 def openai_calls(client: openai.OpenAI) -> None:
-    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}]
-    reply = client.chat.completions.create(model=OPENAI_MODEL, messages=messages)  # type: ignore[arg-type]
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": QUESTION},
+    ]
+    reply = client.chat.completions.create(model=OPENAI_MODEL, messages=messages)
     print("openai:", reply.choices[0].message.content)
     # Streamed, with the provider's usage chunk.
     stream = client.chat.completions.create(
         model=OPENAI_MODEL,
-        messages=messages,  # type: ignore[arg-type]
+        messages=messages,
         stream=True,
         stream_options={"include_usage": True},
     )
@@ -44,18 +49,20 @@ def openai_calls(client: openai.OpenAI) -> None:
 
 
 def anthropic_calls(client: anthropic.Anthropic) -> None:
-    system = [{"type": "text", "text": SYSTEM, "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
+    system: list[TextBlockParam] = [
+        {"type": "text", "text": SYSTEM, "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+    ]
     message = client.messages.create(
         model=ANTHROPIC_MODEL,
         max_tokens=200,
-        system=system,  # type: ignore[arg-type]
+        system=system,
         messages=[{"role": "user", "content": QUESTION}],
     )
     print("anthropic:", "".join(b.text for b in message.content if b.type == "text"))
     with client.messages.stream(
         model=ANTHROPIC_MODEL,
         max_tokens=200,
-        system=system,  # type: ignore[arg-type]
+        system=system,
         messages=[{"role": "user", "content": QUESTION}],
     ) as stream:
         print("anthropic stream:", "".join(stream.text_stream))
