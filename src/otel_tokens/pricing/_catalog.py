@@ -97,8 +97,13 @@ class Catalog:
         provider: str | None = None,
         at: datetime | None = None,
         processing: Processing = "standard",
+        context_tier: str | None = None,
     ) -> PriceResult:
-        """Price ``usage`` of ``model`` with the prices in force at ``at`` (default: now)."""
+        """Price ``usage`` of ``model`` with the prices in force at ``at`` (default: now).
+
+        ``context_tier`` (e.g. ``above_200k``) prices at that long-context tier instead of
+        deriving it from the usage, for aggregated points that carry it as an attribute.
+        """
         at = _utc(at)
         resolved = self.resolve(model, provider=provider, at=at, processing=processing)
         if isinstance(resolved, _Unpriced):
@@ -138,6 +143,7 @@ class Catalog:
             processing=processing,
             provider=provider,
             model=model,
+            context_tier=context_tier,
         )
 
     def resolve(

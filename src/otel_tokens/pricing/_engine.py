@@ -23,11 +23,14 @@ def compute(
     processing: Processing,
     provider: str | None,
     model: str,
+    context_tier: str | None = None,
 ) -> PriceResult:
     amounts: dict[str, Decimal] = {}
     unpriced: list[str] = []
     tier_start: int | None = None
-    input_total = usage.input_total
+    # A known context tier (from an aggregated metric point, whose single bucket does not
+    # tell the call's input size) selects the tier directly.
+    input_total = usage.input_total if context_tier is None else tier_input(context_tier)
     with localcontext(EXACT):
         for bucket, count in usage.buckets():
             key = price.rate_key(bucket)
@@ -76,6 +79,18 @@ def compute(
             else None
         ),
     )
+
+
+def tier_input(context_tier: str) -> int:
+    """An inclusive input size that falls in ``context_tier`` ("base", "above_200k", ...)."""
+    if context_tier == "base" or not context_tier.startswith("above_"):
+        return 0
+    text = context_tier[len("above_") :]
+    scale = {"k": 1000, "m": 1_000_000}.get(text[-1:], 1)
+    digits = text[:-1] if scale != 1 else text
+    if not digits.isdigit():
+        raise ValueError(f"unknown context tier {context_tier!r}")
+    return int(digits) * scale + 1
 
 
 def _short(tokens: int) -> str:

@@ -1,0 +1,112 @@
+"""The ledger protocol: what the metering core needs of any storage backend."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+from ..pricing import decimal_str
+from ..records import CostRecord
+from ._schema import RECORD_COLUMNS
+
+
+class LedgerError(RuntimeError):
+    """The ledger cannot be opened or written."""
+
+
+class LedgerTransaction(Protocol):
+    def mark(self, stream_id: str, start_ns: int) -> tuple[int, int] | None:
+        """(time_ns, value) last billed for this cumulative stream, locked for this transaction."""
+
+    def set_mark(self, stream_id: str, start_ns: int, time_ns: int, value: int) -> None: ...
+
+    def insert(self, records: Sequence[CostRecord]) -> list[CostRecord]:
+        """Insert records; existing ids are left alone. Returns the records that were new."""
+
+
+class Ledger(Protocol):
+    url: str
+
+    def transaction(self) -> AbstractContextManager[LedgerTransaction]: ...
+
+    def records(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> Iterator[CostRecord]: ...
+
+    def count(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def record_row(record: CostRecord, ingested_at: datetime) -> tuple[Any, ...]:
+    values: dict[str, Any] = {
+        "id": record.id,
+        "stream_id": record.stream_id,
+        "period_start": _iso(record.period_start),
+        "period_end": _iso(record.period_end),
+        "provider": record.provider,
+        "model": record.model,
+        "bucket": record.bucket,
+        "quantity": record.quantity,
+        "currency": record.currency,
+        "catalog_version": record.catalog_version,
+        "pricing_status": record.pricing_status,
+        "usage_source": record.usage_source,
+        "processing": record.processing,
+        "context_tier": record.context_tier,
+        "price_id": record.price_id,
+        "billed_cost": None if record.billed_cost is None else decimal_str(record.billed_cost),
+        "list_cost": None if record.list_cost is None else decimal_str(record.list_cost),
+        "tenant": record.tenant,
+        "feature": record.feature,
+        "user_id": record.user_id,
+        "operation": record.operation,
+        "service_name": record.service_name,
+        "tags": json.dumps(dict(record.tags), sort_keys=True),
+    }
+    return (*(values[c] for c in RECORD_COLUMNS), _iso(ingested_at))
+
+
+def row_record(row: Sequence[Any]) -> CostRecord:
+    v = dict(zip(RECORD_COLUMNS, row, strict=False))
+    return CostRecord(
+        stream_id=v["stream_id"],
+        period_start=_parse(v["period_start"]),
+        period_end=_parse(v["period_end"]),
+        provider=v["provider"],
+        model=v["model"],
+        bucket=v["bucket"],
+        quantity=int(v["quantity"]),
+        currency=v["currency"],
+        catalog_version=v["catalog_version"],
+        pricing_status=v["pricing_status"],
+        usage_source=v["usage_source"],
+        processing=v["processing"],
+        context_tier=v["context_tier"],
+        price_id=v["price_id"],
+        billed_cost=None if v["billed_cost"] is None else Decimal(str(v["billed_cost"])),
+        list_cost=None if v["list_cost"] is None else Decimal(str(v["list_cost"])),
+        tenant=v["tenant"],
+        feature=v["feature"],
+        user_id=v["user_id"],
+        operation=v["operation"],
+        service_name=v["service_name"],
+        tags=json.loads(v["tags"] or "{}"),
+    )
+
+
+def _iso(value: datetime) -> str:
+    # Fixed-width UTC text sorts chronologically, so period filters can compare strings.
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def iso(value: datetime) -> str:
+    return _iso(value)

@@ -1,0 +1,228 @@
+"""Token points in, exactly-once cost records out.
+
+Temporality (documented in README "Exactly once"):
+
+* delta points cover ``(start, time]``; a point is billed once because its record id is
+  derived from (stream, start, time, price id, bucket) and the ledger ignores known ids;
+* cumulative points are billed from the stream's mark, the (time, value) last billed for that
+  (stream, start time), kept in the ledger in the same transaction as the records: a point
+  at or before the mark is a duplicate or arrived out of order and changes nothing; a later
+  point bills ``value - mark.value`` over ``(mark.time, time]``;
+* a new start time is a restart: a new mark, billed from zero from the new start; a value
+  below the mark under the same start is a reset and bills the new value;
+* the first point of a stream whose start is unknown (0) is billed whole, over
+  ``(time, time]``, since SDKs count from the process start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .. import semconv as sc
+from ..ledger import Ledger, LedgerTransaction
+from ..pricing import Catalog, PriceResult, default_catalog
+from ..pricing._engine import tier_input
+from ..records import CostRecord
+from ..usage import TokenUsage
+from .points import InvalidPointError, TokenPoint
+
+_BUCKET_FIELD = {b: b for b in sc.TOKEN_BUCKETS} | {sc.BUCKET_WEB_SEARCH: "web_search_requests"}
+_USAGE_SOURCES = (sc.USAGE_SOURCE_PROVIDER, sc.USAGE_SOURCE_ESTIMATED)
+_PROCESSING = (
+    sc.PROCESSING_STANDARD,
+    sc.PROCESSING_BATCH,
+    sc.PROCESSING_FLEX,
+    sc.PROCESSING_PRIORITY,
+)
+
+
+@dataclass(slots=True)
+class IngestResult:
+    points: int = 0
+    records: list[CostRecord] = field(default_factory=list)  # newly written
+    unchanged: int = 0  # duplicates, replays, out-of-order cumulative points
+    rejected: list[str] = field(default_factory=list)
+
+
+def _ts(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns / 1e9, UTC)
+
+
+class Meter:
+    """Prices token points and writes their cost records to a ledger, exactly once."""
+
+    def __init__(self, ledger: Ledger, catalog: Catalog | None = None) -> None:
+        self.ledger = ledger
+        self._catalog = catalog
+        self._list_catalog = Catalog()  # catalog list prices, for FOCUS ListCost
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._catalog or default_catalog()
+
+    def ingest(self, points: Iterable[TokenPoint | InvalidPointError]) -> IngestResult:
+        result = IngestResult()
+        valid: list[TokenPoint] = []
+        for point in points:
+            result.points += 1
+            if isinstance(point, InvalidPointError):
+                result.rejected.append(str(point))
+                continue
+            problem = _check_attributes(point.attributes)
+            if problem:
+                result.rejected.append(problem)
+                continue
+            valid.append(point)
+        # A fixed order: replicas locking the same marks never deadlock.
+        valid.sort(key=lambda p: (p.stream_id, p.start_ns, p.time_ns))
+        with self.ledger.transaction() as tx:
+            records = []
+            for point in valid:
+                interval = self._interval(tx, point)
+                if interval is None:
+                    result.unchanged += 1
+                    continue
+                start_ns, quantity = interval
+                if quantity == 0:
+                    continue
+                records.append(self.record(point, start_ns, quantity))
+            inserted = tx.insert(records) if records else []
+        result.unchanged += len(records) - len(inserted)
+        result.records = inserted
+        return result
+
+    def _interval(self, tx: LedgerTransaction, point: TokenPoint) -> tuple[int, int] | None:
+        """(period start ns, quantity) to bill for ``point``, or None if nothing new."""
+        if not point.cumulative:
+            return (point.start_ns or point.time_ns), point.value
+        mark = tx.mark(point.stream_id, point.start_ns)
+        if mark is None:
+            tx.set_mark(point.stream_id, point.start_ns, point.time_ns, point.value)
+            return (point.start_ns or point.time_ns), point.value
+        mark_time, mark_value = mark
+        if point.time_ns <= mark_time:
+            return None
+        tx.set_mark(point.stream_id, point.start_ns, point.time_ns, point.value)
+        if point.value < mark_value:  # reset without a new start time
+            return mark_time, point.value
+        return mark_time, point.value - mark_value
+
+    def record(self, point: TokenPoint, start_ns: int, quantity: int) -> CostRecord:
+        a = point.attributes
+        bucket = str(a[sc.BILLING_TOKEN_BUCKET])
+        usage = TokenUsage(
+            **{_BUCKET_FIELD[bucket]: quantity},
+            source=a.get(sc.BILLING_USAGE_SOURCE, sc.USAGE_SOURCE_PROVIDER),
+        )
+        provider = str(a.get(sc.GEN_AI_PROVIDER_NAME, ""))
+        response_model = a.get(sc.GEN_AI_RESPONSE_MODEL)
+        request_model = a.get(sc.GEN_AI_REQUEST_MODEL)
+        processing = a.get(sc.BILLING_PROCESSING, sc.PROCESSING_STANDARD)
+        tier = str(a.get(sc.BILLING_CONTEXT_TIER, "base"))
+        at = _ts(point.time_ns)
+        result = self._price(usage, response_model, request_model, provider, at, processing, tier)
+        listed = None
+        if result.total is not None and self.catalog.user is not None:
+            list_result = self._price(
+                usage,
+                response_model,
+                request_model,
+                provider,
+                at,
+                processing,
+                tier,
+                catalog=self._list_catalog,
+            )
+            listed = list_result.total
+        elif result.total is not None:
+            listed = result.total
+        tags = {
+            k[len(sc.BILLING_TAG_PREFIX) :]: str(v)
+            for k, v in a.items()
+            if k.startswith(sc.BILLING_TAG_PREFIX)
+        }
+        return CostRecord(
+            stream_id=point.stream_id,
+            period_start=_ts(start_ns),
+            period_end=at,
+            provider=provider,
+            model=result.model,
+            bucket=bucket,
+            quantity=quantity,
+            currency=result.currency,
+            catalog_version=result.catalog_version,
+            pricing_status=result.status,
+            usage_source=usage.source,
+            processing=processing,
+            context_tier=tier,
+            price_id=result.price_id,
+            billed_cost=result.total,
+            list_cost=listed,
+            tenant=_str(a.get(sc.BILLING_TENANT_ID)),
+            feature=_str(a.get(sc.BILLING_FEATURE)),
+            user_id=_str(a.get(sc.BILLING_USER_ID)),
+            operation=_str(a.get(sc.GEN_AI_OPERATION_NAME)),
+            service_name=_str(point.resource.get("service.name")),
+            tags=tags,
+        )
+
+    def _price(
+        self,
+        usage: TokenUsage,
+        response_model: Any,
+        request_model: Any,
+        provider: str,
+        at: datetime,
+        processing: Any,
+        tier: str,
+        catalog: Catalog | None = None,
+    ) -> PriceResult:
+        catalog = catalog or self.catalog
+        model = str(response_model or request_model or "")
+        result = catalog.price(
+            usage,
+            model,
+            provider=provider or None,
+            at=at,
+            processing=processing,
+            context_tier=tier,
+        )
+        if result.status == sc.STATUS_UNPRICED and request_model and request_model != model:
+            fallback = catalog.price(
+                usage,
+                str(request_model),
+                provider=provider or None,
+                at=at,
+                processing=processing,
+                context_tier=tier,
+            )
+            if fallback.is_priced:
+                return fallback
+        return result
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _check_attributes(a: Any) -> str | None:
+    bucket = a.get(sc.BILLING_TOKEN_BUCKET)
+    if bucket not in _BUCKET_FIELD:
+        return f"unknown or missing {sc.BILLING_TOKEN_BUCKET}: {bucket!r}"
+    if not (a.get(sc.GEN_AI_RESPONSE_MODEL) or a.get(sc.GEN_AI_REQUEST_MODEL)):
+        return "token point without gen_ai.response.model or gen_ai.request.model"
+    if a.get(sc.BILLING_USAGE_SOURCE, sc.USAGE_SOURCE_PROVIDER) not in _USAGE_SOURCES:
+        return f"unknown {sc.BILLING_USAGE_SOURCE}: {a.get(sc.BILLING_USAGE_SOURCE)!r}"
+    if a.get(sc.BILLING_PROCESSING, sc.PROCESSING_STANDARD) not in _PROCESSING:
+        return f"unknown {sc.BILLING_PROCESSING}: {a.get(sc.BILLING_PROCESSING)!r}"
+    tier = a.get(sc.BILLING_CONTEXT_TIER, "base")
+    try:
+        if not isinstance(tier, str):
+            raise ValueError(tier)
+        tier_input(tier)
+    except ValueError:
+        return f"unknown {sc.BILLING_CONTEXT_TIER}: {tier!r}"
+    return None
