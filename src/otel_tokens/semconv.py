@@ -65,6 +65,7 @@ METRIC_CLIENT_TIME_TO_FIRST_CHUNK: Final = "gen_ai.client.operation.time_to_firs
 METRIC_BILLING_TOKENS: Final = "gen_ai.billing.tokens"
 METRIC_BILLING_COST: Final = "gen_ai.billing.cost"
 METRIC_BILLING_UNPRICED: Final = "gen_ai.billing.unpriced"
+METRIC_BILLING_LEDGER_COST: Final = "gen_ai.billing.ledger.cost"
 
 # --- Enum values ------------------------------------------------------------------------
 USAGE_SOURCE_PROVIDER: Final = "provider"

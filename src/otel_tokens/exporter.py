@@ -1,0 +1,168 @@
+"""The in-process pricing exporter: wraps any metric exporter and adds a ledger.
+
+A single-process application needs no collector: under ``opentelemetry-instrument``,
+
+    OTEL_METRICS_EXPORTER=otel_tokens OTEL_TOKENS_LEDGER=sqlite:///ledger.db
+
+prices every ``gen_ai.billing.tokens`` point into exactly-once cost records in the ledger,
+adds a ``gen_ai.billing.ledger.cost`` metric (cost of the records written, by provider,
+model, bucket, tenant and feature) and hands everything to the wrapped exporter, chosen by
+``OTEL_TOKENS_METRICS_EXPORTER`` (any name of the SDK's metric exporter entry points:
+``otlp`` by default, ``console``, ``none``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Metric,
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from . import semconv as sc
+from .instrumentation._safety import log_once
+from .ledger import Ledger, open_ledger
+from .metering import Meter, from_sdk
+from .pricing import Catalog
+from .records import CostRecord
+
+ENV_WRAPPED = "OTEL_TOKENS_METRICS_EXPORTER"
+_COST_KEYS = ("provider", "model", "bucket", "tenant", "feature", "currency", "pricing_status")
+
+
+def _entry_point_exporter(name: str) -> MetricExporter | None:
+    if name in ("", "none"):
+        return None
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="opentelemetry_metrics_exporter"):
+        if ep.name == name:
+            exporter: MetricExporter = ep.load()()
+            return exporter
+    raise ValueError(f"{ENV_WRAPPED}={name!r}: no such metric exporter entry point")
+
+
+class PricingMetricExporter(MetricExporter):
+    """Prices token points into a ledger, then delegates to the wrapped exporter."""
+
+    def __init__(
+        self,
+        wrapped: MetricExporter | None = None,
+        *,
+        ledger: Ledger | str | None = None,
+        catalog: Catalog | None = None,
+        wrap_from_env: bool = True,
+    ) -> None:
+        if wrapped is None and wrap_from_env:
+            wrapped = _entry_point_exporter(os.environ.get(ENV_WRAPPED, "otlp"))
+        self.wrapped = wrapped
+        super().__init__(
+            preferred_temporality=getattr(wrapped, "_preferred_temporality", None),
+            preferred_aggregation=getattr(wrapped, "_preferred_aggregation", None),
+        )
+        self.ledger = ledger if ledger is not None and not isinstance(ledger, str) else (
+            open_ledger(ledger)
+        )
+        self.meter = Meter(self.ledger, catalog)
+        self._costs: dict[tuple[str, ...], float] = {}
+        self._start_ns: int | None = None
+        self._lock = threading.Lock()
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        try:
+            result = self.meter.ingest(from_sdk(metrics_data))
+            if result.rejected:
+                log_once("exporter.rejected " + result.rejected[0])
+            metrics_data = self._with_costs(metrics_data, result.records)
+        except Exception as exc:  # the ledger is down: keep the app's telemetry flowing
+            log_once("exporter.ledger", exc)
+        if self.wrapped is None:
+            return MetricExportResult.SUCCESS
+        return self.wrapped.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+
+    def _with_costs(self, data: MetricsData, records: list[CostRecord]) -> MetricsData:
+        if not data.resource_metrics:
+            return data
+        with self._lock:
+            for r in records:
+                if r.billed_cost is None:
+                    continue
+                key = (r.provider, r.model, r.bucket, r.tenant or "", r.feature or "",
+                       r.currency, r.pricing_status)
+                self._costs[key] = self._costs.get(key, 0.0) + float(r.billed_cost)
+            if not self._costs:
+                return data
+            now = max(
+                (p.time_unix_nano for rm in data.resource_metrics for sm in rm.scope_metrics
+                 for m in sm.metrics for p in getattr(m.data, "data_points", ())),
+                default=0,
+            )
+            if self._start_ns is None:
+                self._start_ns = now
+            points = [
+                NumberDataPoint(
+                    attributes=_cost_attributes(dict(zip(_COST_KEYS, key, strict=True))),
+                    start_time_unix_nano=self._start_ns,
+                    time_unix_nano=now,
+                    value=value,
+                )
+                for key, value in self._costs.items()
+            ]
+        metric = Metric(
+            name=sc.METRIC_BILLING_LEDGER_COST,
+            description="Cost of the cost records written to the ledger (cumulative).",
+            unit="{currency}",
+            data=Sum(
+                data_points=points,
+                aggregation_temporality=AggregationTemporality.CUMULATIVE,
+                is_monotonic=True,
+            ),
+        )
+        first = data.resource_metrics[0]
+        scope = ScopeMetrics(
+            scope=InstrumentationScope("otel_tokens.exporter"), metrics=[metric], schema_url=""
+        )
+        patched = ResourceMetrics(
+            resource=first.resource,
+            scope_metrics=[*first.scope_metrics, scope],
+            schema_url=first.schema_url,
+        )
+        return replace(data, resource_metrics=[patched, *data.resource_metrics[1:]])
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self.wrapped.force_flush(timeout_millis) if self.wrapped else True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        try:
+            if self.wrapped is not None:
+                self.wrapped.shutdown(timeout_millis=timeout_millis, **kwargs)
+        finally:
+            self.ledger.close()
+
+
+def _cost_attributes(values: Mapping[str, str]) -> dict[str, str]:
+    names = {
+        "provider": sc.GEN_AI_PROVIDER_NAME,
+        "model": sc.GEN_AI_RESPONSE_MODEL,
+        "bucket": sc.BILLING_TOKEN_BUCKET,
+        "tenant": sc.BILLING_TENANT_ID,
+        "feature": sc.BILLING_FEATURE,
+        "currency": sc.GEN_AI_USAGE_COST_CURRENCY,
+        "pricing_status": sc.BILLING_PRICING_STATUS,
+    }
+    return {names[k]: v for k, v in values.items() if v}
