@@ -53,7 +53,7 @@ METRICS: dict[str, dict[str, Any]] = {g["metric_name"]: g for g in GROUPS if g["
 CONSTANTS: dict[str, str] = {
     name: value for name, value in vars(sc).items() if name.isupper() and isinstance(value, str)
 }
-PREFIXES = {sc.BILLING_TAG_PREFIX, sc.BILLING_USAGE_PREFIX}
+PREFIXES = {sc.BILLING_TAG_PREFIX, sc.BILLING_USAGE_PREFIX, sc.BILLING_WORKFLOW_USAGE_PREFIX}
 ALL_BUCKETS = (*sc.TOKEN_BUCKETS, *sc.REQUEST_BUCKETS)
 USAGE_ATTRIBUTES = {sc.BILLING_USAGE_PREFIX + bucket for bucket in ALL_BUCKETS}
 
@@ -115,6 +115,7 @@ def test_attributes_are_well_formed() -> None:
                 "double",
                 "boolean",
                 "template[string]",
+                "template[int]",
             }, attribute_id
         assert attribute.get("examples") not in (None, []), attribute_id
 
@@ -137,6 +138,7 @@ def test_every_billing_attribute_in_the_code_is_defined() -> None:
 def test_prefixes_are_defined() -> None:
     tag = DEFINED[sc.BILLING_TAG_PREFIX.rstrip(".")]
     assert tag["type"].startswith("template[")
+    assert DEFINED[sc.BILLING_WORKFLOW_USAGE_PREFIX.rstrip(".")]["type"] == "template[int]"
     for name in USAGE_ATTRIBUTES:
         assert DEFINED[name]["type"] == "int", name
 
@@ -165,7 +167,8 @@ def test_upstream_metrics_are_documented_not_redefined() -> None:
 # --- standard -> code ---------------------------------------------------------------------
 def test_every_defined_attribute_is_in_the_code() -> None:
     code = {v for v in _attribute_constants().values() if _ours(v)}
-    known = code | USAGE_ATTRIBUTES | {sc.BILLING_TAG_PREFIX.rstrip(".")}
+    templates = {p.rstrip(".") for p in (sc.BILLING_TAG_PREFIX, sc.BILLING_WORKFLOW_USAGE_PREFIX)}
+    known = code | USAGE_ATTRIBUTES | templates
     assert set(DEFINED) == known
 
 

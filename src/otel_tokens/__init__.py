@@ -4,6 +4,8 @@ Exact billable tokens per call (`TokenUsage`), exact `Decimal` prices over a ver
 (`price`, `Catalog`), and OpenTelemetry instrumentation that records both.
 """
 
+from .attribution import attribute
+from .middleware import AttributionMiddleware, WSGIAttributionMiddleware
 from .pricing import (
     Catalog,
     PriceFileError,
@@ -23,8 +25,10 @@ from .usage import (
     from_openai_chat,
     from_openai_responses,
 )
+from .workflow import workflow
 
 __all__ = [
+    "AttributionMiddleware",
     "Catalog",
     "InvalidUsageError",
     "PriceFileError",
@@ -33,6 +37,8 @@ __all__ = [
     "Processing",
     "TokenUsage",
     "UsageSource",
+    "WSGIAttributionMiddleware",
+    "attribute",
     "default_catalog",
     "from_anthropic",
     "from_gemini",
@@ -40,4 +46,5 @@ __all__ = [
     "from_openai_responses",
     "price",
     "set_default_catalog",
+    "workflow",
 ]

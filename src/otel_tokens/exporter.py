@@ -73,8 +73,8 @@ class PricingMetricExporter(MetricExporter):
             preferred_temporality=getattr(wrapped, "_preferred_temporality", None),
             preferred_aggregation=getattr(wrapped, "_preferred_aggregation", None),
         )
-        self.ledger = ledger if ledger is not None and not isinstance(ledger, str) else (
-            open_ledger(ledger)
+        self.ledger = (
+            ledger if ledger is not None and not isinstance(ledger, str) else (open_ledger(ledger))
         )
         self.meter = Meter(self.ledger, catalog)
         self._costs: dict[tuple[str, ...], float] = {}
@@ -102,14 +102,26 @@ class PricingMetricExporter(MetricExporter):
             for r in records:
                 if r.billed_cost is None:
                     continue
-                key = (r.provider, r.model, r.bucket, r.tenant or "", r.feature or "",
-                       r.currency, r.pricing_status)
+                key = (
+                    r.provider,
+                    r.model,
+                    r.bucket,
+                    r.tenant or "",
+                    r.feature or "",
+                    r.currency,
+                    r.pricing_status,
+                )
                 self._costs[key] = self._costs.get(key, 0.0) + float(r.billed_cost)
             if not self._costs:
                 return data
             now = max(
-                (p.time_unix_nano for rm in data.resource_metrics for sm in rm.scope_metrics
-                 for m in sm.metrics for p in getattr(m.data, "data_points", ())),
+                (
+                    p.time_unix_nano
+                    for rm in data.resource_metrics
+                    for sm in rm.scope_metrics
+                    for m in sm.metrics
+                    for p in getattr(m.data, "data_points", ())
+                ),
                 default=0,
             )
             if self._start_ns is None:

@@ -28,6 +28,7 @@ GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tok
 GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = "gen_ai.usage.cache_creation.input_tokens"
 GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: Final = "gen_ai.usage.reasoning.output_tokens"
 GEN_AI_TOKEN_TYPE: Final = "gen_ai.token.type"
+GEN_AI_WORKFLOW_NAME: Final = "gen_ai.workflow.name"
 GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
 GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
 OPENAI_REQUEST_SERVICE_TIER: Final = "openai.request.service_tier"
@@ -54,6 +55,12 @@ BILLING_TENANT_ID: Final = "gen_ai.billing.tenant.id"
 BILLING_USER_ID: Final = "gen_ai.billing.user.id"
 BILLING_FEATURE: Final = "gen_ai.billing.feature"
 BILLING_TAG_PREFIX: Final = "gen_ai.billing.tag."
+BILLING_WORKFLOW_CALLS: Final = "gen_ai.billing.workflow.calls"
+BILLING_WORKFLOW_UNPRICED_CALLS: Final = "gen_ai.billing.workflow.unpriced_calls"
+BILLING_WORKFLOW_COST_DECIMAL: Final = "gen_ai.billing.workflow.cost.decimal"
+BILLING_WORKFLOW_COST_CURRENCY: Final = "gen_ai.billing.workflow.cost.currency"
+# Workflow roll-ups use their own names: summing usage over spans never counts a call twice.
+BILLING_WORKFLOW_USAGE_PREFIX: Final = "gen_ai.billing.workflow.usage."
 
 # Per-bucket token counts on spans: disjoint, so they add up to the billable total.
 BILLING_USAGE_PREFIX: Final = "gen_ai.billing.usage."
@@ -66,6 +73,7 @@ METRIC_BILLING_TOKENS: Final = "gen_ai.billing.tokens"
 METRIC_BILLING_COST: Final = "gen_ai.billing.cost"
 METRIC_BILLING_UNPRICED: Final = "gen_ai.billing.unpriced"
 METRIC_BILLING_LEDGER_COST: Final = "gen_ai.billing.ledger.cost"
+METRIC_BILLING_WORKFLOW_COST: Final = "gen_ai.billing.workflow.cost"
 
 # --- Enum values ------------------------------------------------------------------------
 USAGE_SOURCE_PROVIDER: Final = "provider"

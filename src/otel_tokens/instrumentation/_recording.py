@@ -19,8 +19,11 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, Trac
 from opentelemetry.util.types import AttributeValue
 
 from .. import semconv as sc
+from ..attribution import CardinalityGuard
+from ..attribution import current as current_attribution
 from ..pricing import Catalog, PriceResult, Processing, decimal_str, default_catalog
 from ..usage import TokenUsage
+from ..workflow import open_rollups
 from ._safety import log_once
 
 _SCOPE = "otel_tokens"
@@ -99,6 +102,7 @@ class Recorder:
         )
         self._catalog = catalog
         self.extra_attributes = extra_attributes
+        self.guard = CardinalityGuard()
 
     @property
     def catalog(self) -> Catalog:
@@ -146,6 +150,7 @@ class Call:
         "common",
         "finisher",
         "first_chunk_ns",
+        "metric_attribution",
         "name",
         "operation",
         "pending",
@@ -154,6 +159,7 @@ class Call:
         "recorder",
         "request_model",
         "response_model",
+        "rollups",
         "span",
         "start_ns",
         "stream",
@@ -201,6 +207,12 @@ class Call:
             span_attributes.update(attributes)
         if recorder.extra_attributes is not None:
             span_attributes.update(recorder.extra_attributes())
+        attribution = current_attribution()
+        self.metric_attribution: dict[str, str] | None = None
+        if attribution:
+            span_attributes.update(attribution)
+            self.metric_attribution = recorder.guard.metric_attributes(attribution)
+        self.rollups = open_rollups()
         self.start_ns = time.time_ns()
         self.name = f"{operation} {request_model}" if request_model else operation
         # Attributes learnt after the start are written in one go at the end.
@@ -334,6 +346,8 @@ class Call:
             )
         result = self._price(usage)
         self._record_billing(usage, result, attrs)
+        for rollup in self.rollups:
+            rollup.add(usage, result)
 
     def _price(self, usage: TokenUsage) -> PriceResult:
         catalog = self.recorder.catalog
@@ -386,6 +400,8 @@ class Call:
         point[sc.BILLING_PROCESSING] = result.processing
         point[sc.BILLING_CONTEXT_TIER] = result.context_tier
         point[sc.BILLING_USAGE_SOURCE] = usage.source
+        if self.metric_attribution:
+            point.update(self.metric_attribution)
         for bucket, count in usage.buckets():
             recorder.billing_tokens.add(count, {**point, sc.BILLING_TOKEN_BUCKET: bucket})
         if result.total is None:

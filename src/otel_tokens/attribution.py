@@ -1,0 +1,164 @@
+"""Who and what a call is for: tenant, user, feature and free tags, carried in baggage.
+
+``attribute(tenant=..., user=..., feature=..., **tags)`` works as a context manager and as a
+decorator (sync and async). The values live in OpenTelemetry baggage, so they follow
+asyncio tasks, threads started with the context (OpenTelemetry's threading
+instrumentation, or ``contextvars.copy_context()``), and, with the standard propagators,
+outgoing requests to other services.
+
+Every span gets all the keys. Metric points get only allow-listed keys (default: tenant and
+feature; ``OTEL_TOKENS_METRIC_ATTRIBUTES``), each with a cap on distinct values per process
+(``OTEL_TOKENS_CARDINALITY_LIMIT``, default 100) beyond which values fold into ``other``,
+so that a user id can never explode metric cardinality.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, TypeVar, cast
+
+from opentelemetry import baggage
+from opentelemetry import context as otel_context
+
+from . import semconv as sc
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ENV_METRIC_ATTRIBUTES = "OTEL_TOKENS_METRIC_ATTRIBUTES"
+ENV_CARDINALITY_LIMIT = "OTEL_TOKENS_CARDINALITY_LIMIT"
+OTHER = "other"
+
+_SHORT = {
+    "tenant": sc.BILLING_TENANT_ID,
+    "user": sc.BILLING_USER_ID,
+    "feature": sc.BILLING_FEATURE,
+}
+_MAX_VALUE_LENGTH = 256
+
+
+def _baggage_items(
+    tenant: str | None, user: str | None, feature: str | None, tags: Mapping[str, Any]
+) -> dict[str, str]:
+    items: dict[str, str] = {}
+    for short, value in (("tenant", tenant), ("user", user), ("feature", feature)):
+        if value is not None:
+            items[_SHORT[short]] = str(value)[:_MAX_VALUE_LENGTH]
+    for key, value in tags.items():
+        if value is not None:
+            items[sc.BILLING_TAG_PREFIX + key] = str(value)[:_MAX_VALUE_LENGTH]
+    return items
+
+
+class attribute:
+    """Attribute the LLM calls made inside to a tenant, user, feature and tags."""
+
+    def __init__(
+        self,
+        tenant: str | None = None,
+        user: str | None = None,
+        feature: str | None = None,
+        **tags: Any,
+    ) -> None:
+        self._items = _baggage_items(tenant, user, feature, tags)
+        self._tokens: list[object] = []
+
+    def __enter__(self) -> attribute:
+        ctx = otel_context.get_current()
+        for key, value in self._items.items():
+            ctx = baggage.set_baggage(key, value, ctx)
+        self._tokens.append(otel_context.attach(ctx))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        otel_context.detach(self._tokens.pop())  # type: ignore[arg-type]
+
+    async def __aenter__(self) -> attribute:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.__exit__(*exc)
+
+    def __call__(self, func: F) -> F:
+        items = self._items
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with attribute._from_items(items):
+                    return await func(*args, **kwargs)
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with attribute._from_items(items):
+                return func(*args, **kwargs)
+
+        return cast(F, wrapper)
+
+    @classmethod
+    def _from_items(cls, items: Mapping[str, str]) -> attribute:
+        new = cls()
+        new._items = dict(items)
+        return new
+
+
+@contextmanager
+def attributes_from_headers(headers: Mapping[str, str]) -> Iterator[None]:
+    """Attribute calls from request headers (``x-tenant-id``, ``x-user-id``, ``x-feature``)."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    with attribute(
+        tenant=lower.get("x-tenant-id"),
+        user=lower.get("x-user-id"),
+        feature=lower.get("x-feature"),
+    ):
+        yield
+
+
+def current() -> dict[str, str]:
+    """Our attribution keys in the current context (span attributes)."""
+    return {
+        k: str(v)
+        for k, v in baggage.get_all().items()
+        if k in _SHORT.values() or k.startswith(sc.BILLING_TAG_PREFIX)
+    }
+
+
+class CardinalityGuard:
+    """Allow-listed metric attributes with a cap on distinct values per key."""
+
+    def __init__(self, allowed: tuple[str, ...] | None = None, limit: int | None = None) -> None:
+        if allowed is None:
+            raw = os.environ.get(ENV_METRIC_ATTRIBUTES, "tenant,feature")
+            allowed = tuple(
+                _SHORT.get(k.strip(), sc.BILLING_TAG_PREFIX + k.strip())
+                for k in raw.split(",")
+                if k.strip()
+            )
+        if limit is None:
+            limit = int(os.environ.get(ENV_CARDINALITY_LIMIT, "100"))
+        self.allowed = allowed
+        self.limit = limit
+        self._seen: dict[str, set[str]] = {key: set() for key in allowed}
+        self._lock = threading.Lock()
+
+    def metric_attributes(self, attribution: Mapping[str, str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for key in self.allowed:
+            value = attribution.get(key)
+            if value is None:
+                continue
+            seen = self._seen[key]
+            if value not in seen:
+                with self._lock:
+                    if value not in seen and len(seen) >= self.limit:
+                        value = OTHER
+                    else:
+                        seen.add(value)
+            out[key] = value
+        return out
