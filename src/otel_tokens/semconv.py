@@ -59,6 +59,9 @@ BILLING_WORKFLOW_CALLS: Final = "gen_ai.billing.workflow.calls"
 BILLING_WORKFLOW_UNPRICED_CALLS: Final = "gen_ai.billing.workflow.unpriced_calls"
 BILLING_WORKFLOW_COST_DECIMAL: Final = "gen_ai.billing.workflow.cost.decimal"
 BILLING_WORKFLOW_COST_CURRENCY: Final = "gen_ai.billing.workflow.cost.currency"
+BILLING_BUDGET_NAME: Final = "gen_ai.billing.budget.name"
+BILLING_BUDGET_UNIT: Final = "gen_ai.billing.budget.unit"
+BILLING_BUDGET_THRESHOLD: Final = "gen_ai.billing.budget.threshold"
 # Workflow roll-ups use their own names: summing usage over spans never counts a call twice.
 BILLING_WORKFLOW_USAGE_PREFIX: Final = "gen_ai.billing.workflow.usage."
 
@@ -74,6 +77,11 @@ METRIC_BILLING_COST: Final = "gen_ai.billing.cost"
 METRIC_BILLING_UNPRICED: Final = "gen_ai.billing.unpriced"
 METRIC_BILLING_LEDGER_COST: Final = "gen_ai.billing.ledger.cost"
 METRIC_BILLING_WORKFLOW_COST: Final = "gen_ai.billing.workflow.cost"
+METRIC_BUDGET_USED: Final = "gen_ai.billing.budget.used"
+METRIC_BUDGET_LIMIT: Final = "gen_ai.billing.budget.limit"
+METRIC_BUDGET_SPEND_RATE: Final = "gen_ai.billing.budget.spend_rate"
+METRIC_BUDGET_PROJECTED: Final = "gen_ai.billing.budget.projected"
+METRIC_BUDGET_THRESHOLD_CROSSINGS: Final = "gen_ai.billing.budget.threshold_crossings"
 
 # --- Enum values ------------------------------------------------------------------------
 USAGE_SOURCE_PROVIDER: Final = "provider"

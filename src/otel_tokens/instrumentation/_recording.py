@@ -146,6 +146,7 @@ class Call:
     __slots__ = (
         "__weakref__",
         "_ended",
+        "_error",
         "_owns_span",
         "common",
         "finisher",
@@ -160,6 +161,7 @@ class Call:
         "request_model",
         "response_model",
         "rollups",
+        "salvaged",
         "span",
         "start_ns",
         "stream",
@@ -189,6 +191,9 @@ class Call:
         self.first_chunk_ns: int | None = None
         self.finisher: Any = None  # the stream's finisher, for hooks that end streams early
         self._ended = False
+        self._error: tuple[str, str] | None = None
+        # Usage of a billed response the client then failed to parse (see _wrapper).
+        self.salvaged: TokenUsage | None = None
         common: dict[str, AttributeValue] = {
             sc.GEN_AI_OPERATION_NAME: operation,
             sc.GEN_AI_PROVIDER_NAME: provider,
@@ -271,6 +276,10 @@ class Call:
         if attributes:
             pending.update(attributes)
 
+    def mark_error(self, error_type: str, message: str) -> None:
+        """A failure the client reported without raising (e.g. a failed response event)."""
+        self._error = (error_type, message)
+
     def first_chunk(self) -> None:
         if self.first_chunk_ns is None:
             self.first_chunk_ns = time.time_ns()
@@ -304,9 +313,10 @@ class Call:
         if self.response_model:
             attrs[sc.GEN_AI_RESPONSE_MODEL] = self.response_model
         if error is not None:
-            error_type = type(error).__qualname__
-            pending[sc.ERROR_TYPE] = error_type
-            attrs[sc.ERROR_TYPE] = error_type
+            self._error = (type(error).__qualname__, str(error))
+        if self._error is not None:
+            pending[sc.ERROR_TYPE] = self._error[0]
+            attrs[sc.ERROR_TYPE] = self._error[0]
         recorder.duration.record((end_ns - self.start_ns) / 1e9, attrs)
         if self.first_chunk_ns is not None:
             ttfc = (self.first_chunk_ns - self.start_ns) / 1e9
@@ -330,10 +340,10 @@ class Call:
         if not span.is_recording():
             return
         span.set_attributes(self.pending)
-        if error is not None:
-            span.set_status(Status(StatusCode.ERROR, str(error)[:200]))
-            if self._owns_span:
-                span.record_exception(error)
+        if self._error is not None:
+            span.set_status(Status(StatusCode.ERROR, self._error[1][:200]))
+        if error is not None and self._owns_span:
+            span.record_exception(error)
 
     def _record_usage(self, usage: TokenUsage, attrs: dict[str, AttributeValue]) -> None:
         recorder = self.recorder
@@ -344,7 +354,11 @@ class Call:
             recorder.token_usage.record(
                 usage.output_total, {**attrs, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_OUTPUT}
             )
-        result = self._price(usage)
+        try:
+            result: PriceResult | None = self._price(usage)
+        except Exception as exc:  # a broken catalog: the tokens are still counted
+            log_once("pricing", exc)
+            result = None
         self._record_billing(usage, result, attrs)
         for rollup in self.rollups:
             rollup.add(usage, result)
@@ -373,47 +387,54 @@ class Call:
         return result
 
     def _record_billing(
-        self, usage: TokenUsage, result: PriceResult, attrs: Mapping[str, AttributeValue]
+        self,
+        usage: TokenUsage,
+        result: PriceResult | None,
+        attrs: Mapping[str, AttributeValue],
     ) -> None:
         recorder = self.recorder
-        span_attrs: dict[str, AttributeValue] = {
-            sc.BILLING_PRICING_STATUS: result.status,
-            sc.BILLING_CATALOG_VERSION: result.catalog_version,
-            sc.BILLING_PROCESSING: result.processing,
-            sc.BILLING_CONTEXT_TIER: result.context_tier,
-        }
-        if result.price_id:
-            span_attrs[sc.BILLING_PRICE_ID] = result.price_id
-        if result.total is not None:
-            span_attrs[sc.GEN_AI_USAGE_COST_AMOUNT] = float(result.total)
-            span_attrs[sc.GEN_AI_USAGE_COST_CURRENCY] = result.currency
-            span_attrs[sc.GEN_AI_USAGE_COST_SOURCE] = sc.COST_SOURCE_LOCAL
-            span_attrs[sc.BILLING_COST_DECIMAL] = decimal_str(result.total)
-        self.pending.update(span_attrs)
-
+        processing = result.processing if result is not None else self.processing
+        context_tier = result.context_tier if result is not None else "base"
         point: dict[str, AttributeValue] = {
             key: attrs[key]
             for key in (sc.GEN_AI_PROVIDER_NAME, sc.GEN_AI_REQUEST_MODEL, sc.GEN_AI_RESPONSE_MODEL)
             if key in attrs
         }
         point[sc.GEN_AI_OPERATION_NAME] = self.operation
-        point[sc.BILLING_PROCESSING] = result.processing
-        point[sc.BILLING_CONTEXT_TIER] = result.context_tier
+        point[sc.BILLING_PROCESSING] = processing
+        point[sc.BILLING_CONTEXT_TIER] = context_tier
         point[sc.BILLING_USAGE_SOURCE] = usage.source
         if self.metric_attribution:
             point.update(self.metric_attribution)
+        # Tokens first: whatever happens to pricing, the usage is counted.
         for bucket, count in usage.buckets():
             recorder.billing_tokens.add(count, {**point, sc.BILLING_TOKEN_BUCKET: bucket})
-        if result.total is None:
-            recorder.unpriced.add(1, {**point, sc.BILLING_PRICING_STATUS: result.status})
-            return
-        cost_point = {
-            **point,
-            sc.GEN_AI_USAGE_COST_CURRENCY: result.currency,
-            sc.BILLING_PRICING_STATUS: result.status,
+        status = result.status if result is not None else sc.STATUS_UNPRICED
+        if result is None or result.total is None:
+            recorder.unpriced.add(1, {**point, sc.BILLING_PRICING_STATUS: status})
+        else:
+            cost_point = {
+                **point,
+                sc.GEN_AI_USAGE_COST_CURRENCY: result.currency,
+                sc.BILLING_PRICING_STATUS: status,
+            }
+            for bucket, amount in result.amounts.items():
+                recorder.cost.add(float(amount), {**cost_point, sc.BILLING_TOKEN_BUCKET: bucket})
+        span_attrs: dict[str, AttributeValue] = {
+            sc.BILLING_PRICING_STATUS: status,
+            sc.BILLING_PROCESSING: processing,
+            sc.BILLING_CONTEXT_TIER: context_tier,
         }
-        for bucket, amount in result.amounts.items():
-            recorder.cost.add(float(amount), {**cost_point, sc.BILLING_TOKEN_BUCKET: bucket})
+        if result is not None:
+            span_attrs[sc.BILLING_CATALOG_VERSION] = result.catalog_version
+            if result.price_id:
+                span_attrs[sc.BILLING_PRICE_ID] = result.price_id
+            if result.total is not None:
+                span_attrs[sc.GEN_AI_USAGE_COST_AMOUNT] = float(result.total)
+                span_attrs[sc.GEN_AI_USAGE_COST_CURRENCY] = result.currency
+                span_attrs[sc.GEN_AI_USAGE_COST_SOURCE] = sc.COST_SOURCE_LOCAL
+                span_attrs[sc.BILLING_COST_DECIMAL] = decimal_str(result.total)
+        self.pending.update(span_attrs)
 
 
 def _processing_of_tier(tier: str) -> Processing | None:

@@ -40,13 +40,17 @@ class StreamState:
 class Finisher:
     """Ends one streamed call once; shared by the watcher, close hooks and the finalizer."""
 
-    __slots__ = ("__weakref__", "buffer", "call", "done", "state")
+    __slots__ = ("__weakref__", "buffer", "call", "done", "pulling", "state")
 
     def __init__(self, call: Call, state: StreamState) -> None:
         self.call = call
         self.state = state
         self.buffer: list[Any] = []
         self.done = False
+        # True while the watcher waits on the client's iterator: a close of the HTTP
+        # response then comes from the client itself (end of body, failure), and the
+        # watcher ends the call with the right outcome right after.
+        self.pulling = False
 
     def fold(self) -> None:
         if self.buffer:
@@ -81,7 +85,14 @@ def _watch(inner: Iterator[Any], fin: Finisher) -> Iterator[Any]:
     hide = fin.state.hide
     call = fin.call
     try:
-        for item in inner:
+        while True:
+            fin.pulling = True
+            try:
+                item = next(inner)
+            except StopIteration:
+                break
+            finally:
+                fin.pulling = False
             if call.first_chunk_ns is None:
                 call.first_chunk()
             buffer.append(item)
@@ -103,7 +114,14 @@ async def _awatch(inner: AsyncIterator[Any], fin: Finisher) -> AsyncIterator[Any
     hide = fin.state.hide
     call = fin.call
     try:
-        async for item in inner:
+        while True:
+            fin.pulling = True
+            try:
+                item = await inner.__anext__()
+            except StopAsyncIteration:
+                break
+            finally:
+                fin.pulling = False
             if call.first_chunk_ns is None:
                 call.first_chunk()
             buffer.append(item)
@@ -137,23 +155,42 @@ def watch_stream(stream: Any, call: Call, state: StreamState) -> Finisher | None
 
 
 def _hook_close(stream: Any, fin: Finisher, is_async: bool) -> None:
-    """End the call when the user closes the stream early (``close()``, ``with``)."""
-    original = stream.close  # bound method of the class
+    """End the call when the user closes the stream early (``close()``, ``with``).
+
+    The client's stream helpers (``.stream()`` managers) close the HTTP response directly,
+    so its close is hooked too.
+    """
+    targets = [(stream, "close")]
+    response = getattr(stream, "response", None)
+    if response is not None:
+        targets.append((response, "aclose" if is_async else "close"))
+    for owner, name in targets:
+        original = getattr(owner, name, None)
+        if original is None:
+            continue
+        try:
+            setattr(owner, name, _closer(original, fin, is_async))
+        except (AttributeError, TypeError):  # a response type that refuses new attributes
+            continue
+
+
+def _closer(original: Any, fin: Finisher, is_async: bool) -> Any:
     if is_async:
 
-        async def aclose() -> Any:
+        async def aclose(*args: Any, **kwargs: Any) -> Any:
             try:
-                return await original()
+                return await original(*args, **kwargs)
             finally:
+                if not fin.pulling:
+                    fin.finish(None)
+
+        return aclose
+
+    def close(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return original(*args, **kwargs)
+        finally:
+            if not fin.pulling:
                 fin.finish(None)
 
-        stream.close = aclose
-    else:
-
-        def close() -> Any:
-            try:
-                return original()
-            finally:
-                fin.finish(None)
-
-        stream.close = close
+    return close

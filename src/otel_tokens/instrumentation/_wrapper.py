@@ -76,9 +76,9 @@ class Switch:
 
 # Raw responses (``with_raw_response``/``with_streaming_response``) whose body we have not
 # seen yet: metered when the user calls ``.parse()`` (hooked), or ended at collection.
-_pending_raw: weakref.WeakKeyDictionary[Any, tuple[Call, Request, Adapter]] = (
-    weakref.WeakKeyDictionary()
-)
+_pending_raw: weakref.WeakKeyDictionary[
+    Any, tuple[Call, Request, Adapter, weakref.finalize[Any, Any]]
+] = weakref.WeakKeyDictionary()
 
 
 def _options_of(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
@@ -131,32 +131,48 @@ def complete(call: Call, request: Request, adapter: Adapter, result: Any) -> Non
 
 
 def _complete_raw(call: Call, request: Request, adapter: Adapter, raw: Any) -> None:
-    http = raw.http_response
-    if not request.stream and getattr(http, "is_stream_consumed", False) is not True:
-        # with_raw_response, not streamed: the body is already read; read usage from it
-        # without calling .parse(), whose errors belong to the user's own .parse() call.
+    if not request.stream:
+        # with_raw_response, not streamed: the client has read the body; take the usage from
+        # it without calling .parse(), whose errors belong to the user's own .parse() call.
         try:
-            content = http.content
-        except Exception:
-            content = None
-        if content is not None:
-            try:
-                data = http.json()
-            except ValueError:
-                data = None
-            call.end(adapter.read_response(call, request, data) if data is not None else None)
+            data = raw.http_response.json()
+        except Exception:  # body not read (with_streaming_response) or not JSON
+            data = None
+        if data is not None:
+            call.end(adapter.read_response(call, request, data))
             return
-    _pending_raw[raw] = (call, request, adapter)
-    weakref.finalize(raw, call.end, None)
+    # Streamed, or body not read yet: metered when the user calls .parse(); if they never
+    # do, the call ends (without usage) when the raw response is collected.
+    _pending_raw[raw] = (call, request, adapter, weakref.finalize(raw, call.end, None))
+
+
+def _salvage(instance: Any) -> None:
+    """The client failed *after* a billed response (its own parsing raised): keep the usage."""
+    active = ACTIVE_CALL.get()
+    if active is None or instance in _pending_raw:
+        return
+    call, request, adapter = active
+    if call.ended or request.stream:
+        return
+    try:
+        data = instance.http_response.json()
+        call.salvaged = adapter.read_response(call, request, data)
+    except Exception as exc:
+        log_once("salvage", exc)
 
 
 def parse_hook(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
     """Around ``APIResponse.parse()``: meter the stream or object a raw response yields."""
-    result = wrapped(*args, **kwargs)
+    try:
+        result = wrapped(*args, **kwargs)
+    except Exception:
+        _salvage(instance)
+        raise
     try:
         pending = _pending_raw.pop(instance, None)
         if pending is not None:
-            call, request, adapter = pending
+            call, request, adapter, finalizer = pending
+            finalizer.detach()  # the stream or object now carries the call
             complete(call, request, adapter, result)
     except Exception as exc:
         log_once("parse", exc)
@@ -166,11 +182,16 @@ def parse_hook(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: An
 async def async_parse_hook(
     wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
 ) -> Any:
-    result = await wrapped(*args, **kwargs)
+    try:
+        result = await wrapped(*args, **kwargs)
+    except Exception:
+        _salvage(instance)
+        raise
     try:
         pending = _pending_raw.pop(instance, None)
         if pending is not None:
-            call, request, adapter = pending
+            call, request, adapter, finalizer = pending
+            finalizer.detach()
             complete(call, request, adapter, result)
     except Exception as exc:
         log_once("parse", exc)
@@ -192,7 +213,7 @@ def sync_request_wrapper(
         except BaseException as exc:
             call.deactivate(context)
             ACTIVE_CALL.reset(active)
-            call.end(None, exc)
+            call.end(call.salvaged, exc)
             raise
         call.deactivate(context)
         ACTIVE_CALL.reset(active)
@@ -217,7 +238,7 @@ def async_request_wrapper(
         except BaseException as exc:
             call.deactivate(context)
             ACTIVE_CALL.reset(active)
-            call.end(None, exc)
+            call.end(call.salvaged, exc)
             raise
         call.deactivate(context)
         ACTIVE_CALL.reset(active)

@@ -225,7 +225,7 @@ def finish_api_call_span_hook(
                 error = getattr(result, "error", None)
                 data = getattr(result, "data", None)
                 if error is not None:
-                    call.end(None, error)
+                    call.end(call.salvaged, error)
                 elif data is not None and adapter.is_stream(data):
                     _span_calls[id(span)] = call
                 elif data is not None:

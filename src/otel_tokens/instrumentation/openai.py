@@ -196,10 +196,12 @@ def _response_text(endpoint: str, response: Any) -> str:
 def _estimate(request: Request, output_text: str) -> TokenUsage:
     body = request.body
     model = request.model
+    tools = body.get("tools")
+    tool_tokens = count_text(content_json(tools), model) if tools else 0
     if request.endpoint == "/chat/completions":
-        prompt = count_messages(body.get("messages"), model)
+        prompt = count_messages(body.get("messages"), model) + tool_tokens
     elif request.endpoint == "/responses":
-        prompt = count_messages(_as_messages(body.get("input")), model)
+        prompt = count_messages(_as_messages(body.get("input")), model) + tool_tokens
         instructions = body.get("instructions")
         if isinstance(instructions, str):
             prompt += count_text(instructions, model)
@@ -241,7 +243,7 @@ class _ChatStream(StreamState):
                 self.usage = chunk.usage
             if chunk.model:
                 self.model = chunk.model
-            if self.response_id is None:
+            if not self.response_id and chunk.id:  # Azure's first filter chunk has id ""
                 self.response_id = chunk.id
             tier = getattr(chunk, "service_tier", None)
             if tier:
@@ -251,6 +253,14 @@ class _ChatStream(StreamState):
                 piece = getattr(delta, "content", None) if delta is not None else choice.text
                 if piece:
                     text.append(piece)
+                for tool_call in getattr(delta, "tool_calls", None) or ():
+                    function = getattr(tool_call, "function", None)
+                    arguments = getattr(function, "arguments", None)
+                    name = getattr(function, "name", None)
+                    if name:
+                        text.append(name)
+                    if arguments:
+                        text.append(arguments)
                 if choice.finish_reason:
                     self.reasons.append(choice.finish_reason)
 
@@ -296,17 +306,20 @@ class _ResponsesStream(StreamState):
 
     def finish(self, call: Call, error: BaseException | None) -> TokenUsage | None:
         final = self.final
+        capture_output(call, "".join(self.text))
         if final is not None:
             call.set_response(
                 model=field(final, "model") or None,
                 response_id=field(final, "id") or None,
                 service_tier=field(final, "service_tier"),
             )
+            if field(final, "status") == "failed":  # the client yields it, it does not raise
+                failure = field(final, "error")
+                call.mark_error(
+                    str(field(failure, "code") or "response.failed"),
+                    str(field(failure, "message") or "response failed"),
+                )
             usage = field(final, "usage")
             if usage is not None:
                 return from_openai_responses(usage)
-        if capture_content() and self.text:
-            call.set_response(
-                attributes={sc.GEN_AI_OUTPUT_MESSAGES: content_json("".join(self.text))}
-            )
         return _estimate(self.request, "".join(self.text))

@@ -1,0 +1,38 @@
+"""Budgets and prepaid token pools: observe spend, or enforce limits before a call is sent.
+
+Declare them in YAML (``OTEL_TOKENS_BUDGETS``) or in code; balances live in this process
+(default) or in Redis (``OTEL_TOKENS_BUDGET_STORE=redis://...``), shared by every process.
+See README "Budgets".
+"""
+
+from ._manager import ENV_BUDGET_STORE, ENV_BUDGETS, BudgetManager, Reservation, scope_values
+from ._model import (
+    Budget,
+    BudgetConfigError,
+    BudgetExceeded,
+    BudgetUnavailable,
+    TopUp,
+    budgets_from_config,
+    load_budgets,
+)
+from ._store import MemoryStore, RedisStore, Store, StoreError, open_store
+
+__all__ = [
+    "ENV_BUDGETS",
+    "ENV_BUDGET_STORE",
+    "Budget",
+    "BudgetConfigError",
+    "BudgetExceeded",
+    "BudgetManager",
+    "BudgetUnavailable",
+    "MemoryStore",
+    "RedisStore",
+    "Reservation",
+    "Store",
+    "StoreError",
+    "TopUp",
+    "budgets_from_config",
+    "load_budgets",
+    "open_store",
+    "scope_values",
+]

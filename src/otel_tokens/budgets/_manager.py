@@ -1,0 +1,337 @@
+"""Pre-flight checks, settlement, threshold events and gauges for a set of budgets."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import ROUND_CEILING, Decimal
+from typing import Any
+
+from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation, get_meter
+
+from .. import semconv as sc
+from ..pricing import Catalog, PriceResult, default_catalog
+from ..usage import TokenUsage
+from ._model import NANO, THRESHOLDS, Budget, BudgetExceeded, BudgetUnavailable, load_budgets
+from ._store import Draw, Shortfall, Store, StoreError, open_store
+
+_log = logging.getLogger("otel_tokens.budgets")
+ENV_BUDGETS = "OTEL_TOKENS_BUDGETS"
+ENV_BUDGET_STORE = "OTEL_TOKENS_BUDGET_STORE"
+DEFAULT_MAX_OUTPUT_TOKENS = 4096
+
+
+def scope_values(
+    attribution: Mapping[str, str], *, provider: str | None, model: str | None
+) -> dict[str, str]:
+    """The values a budget scope is matched against, by scope key."""
+    values = {
+        "tenant": attribution.get(sc.BILLING_TENANT_ID),
+        "user": attribution.get(sc.BILLING_USER_ID),
+        "feature": attribution.get(sc.BILLING_FEATURE),
+        "provider": provider,
+        "model": model,
+    }
+    for key, value in attribution.items():
+        if key.startswith(sc.BILLING_TAG_PREFIX):
+            values["tag." + key[len(sc.BILLING_TAG_PREFIX) :]] = value
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _nano(amount: Decimal) -> int:
+    return int((amount * NANO).to_integral_value(rounding=ROUND_CEILING))
+
+
+@dataclass(slots=True)
+class Reservation:
+    """What one call took from its budgets before it was sent; settled by its real usage."""
+
+    manager: BudgetManager
+    budgets: list[Budget]
+    accounts: list[tuple[tuple[str, int], ...]]
+    plan: list[list[int] | None]  # per budget: reserved takes, None when not reserved
+    settled: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def settle(self, usage: TokenUsage | None, result: PriceResult | None) -> None:
+        if self.settled:
+            return
+        self.settled = True
+        try:
+            self.manager._settle(self, usage, result)
+        except Exception as exc:  # the store is down: usage is still in the ledger
+            _log.warning("otel-tokens: could not settle budgets (%s)", exc)
+
+
+class BudgetManager:
+    """Applies budgets to calls: reserves before (enforce), settles after (all)."""
+
+    def __init__(
+        self,
+        budgets: Sequence[Budget],
+        store: Store | None = None,
+        *,
+        catalog: Catalog | None = None,
+        default_max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
+        meter_provider: MeterProvider | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.budgets = list(budgets)
+        self.store = store or open_store(None)
+        self._catalog = catalog
+        self.default_max_output_tokens = default_max_output_tokens
+        self.clock = clock or (lambda: datetime.now(UTC))
+        meter = get_meter("otel_tokens.budgets", meter_provider=meter_provider)
+        self._crossings = meter.create_counter(
+            sc.METRIC_BUDGET_THRESHOLD_CROSSINGS,
+            unit="{crossing}",
+            description="Times a budget's use crossed 50, 80 or 100 percent of its limit.",
+        )
+        for name, callback, description in (
+            (sc.METRIC_BUDGET_USED, self._observe_used, "Used amount of the current period."),
+            (sc.METRIC_BUDGET_LIMIT, self._observe_limit, "Limit of the current period."),
+            (
+                sc.METRIC_BUDGET_SPEND_RATE,
+                self._observe_rate,
+                "Average use per hour so far in the current period.",
+            ),
+            (
+                sc.METRIC_BUDGET_PROJECTED,
+                self._observe_projected,
+                "Use projected at the end of the current period at the current rate.",
+            ),
+        ):
+            meter.create_observable_gauge(name, callbacks=[callback], description=description)
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> BudgetManager | None:
+        path = os.environ.get(ENV_BUDGETS)
+        if not path:
+            return None
+        return cls(load_budgets(path), open_store(os.environ.get(ENV_BUDGET_STORE)), **kwargs)
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._catalog or default_catalog()
+
+    # --- accounts ------------------------------------------------------------------
+    def accounts(self, budget: Budget, now: datetime) -> tuple[tuple[str, int], ...]:
+        if budget.period == "pool":
+            active = sorted(
+                (t for t in budget.top_ups if t.active(now)),
+                key=lambda t: (t.expires is None, t.expires or now, t.at),
+            )
+            return tuple((f"{budget.name}:topup:{t.id}", budget.units(t.amount)) for t in active)
+        _, _, window = budget.window(now)
+        capacity = budget.units(budget.limit)
+        previous = budget.previous_window(now) if budget.rollover else None
+        if previous is not None:
+            (used_before,) = self.store.used([f"{budget.name}:{previous}"])
+            capacity += max(budget.units(budget.limit) - used_before, 0)
+        return ((f"{budget.name}:{window}", capacity),)
+
+    def matching(self, values: Mapping[str, str]) -> list[Budget]:
+        return [b for b in self.budgets if b.matches(values)]
+
+    # --- before the call ---------------------------------------------------------------
+    def preflight(
+        self,
+        *,
+        provider: str | None,
+        model: str | None,
+        attribution: Mapping[str, str],
+        input_tokens: Callable[[], int],
+        max_output_tokens: int | None,
+    ) -> Reservation | None:
+        """Reserve the call's maximum cost; raise `BudgetExceeded` if a budget cannot take it."""
+        budgets = self.matching(scope_values(attribution, provider=provider, model=model))
+        if not budgets:
+            return None
+        now = self.clock()
+        enforce = [b for b in budgets if b.mode == "enforce"]
+        plan: list[list[int] | None] = [None] * len(budgets)
+        try:
+            accounts = [self.accounts(b, now) for b in budgets]
+        except StoreError as exc:
+            self._store_down(enforce, exc)
+            return Reservation(self, budgets, [() for _ in budgets], plan)
+        if enforce:
+            n_in = input_tokens()
+            n_out = max_output_tokens or self.default_max_output_tokens
+            draws, which = [], []
+            for i, budget in enumerate(budgets):
+                if budget.mode != "enforce":
+                    continue
+                amount = self._estimate(budget, provider, model, n_in, n_out, now)
+                draws.append(Draw(accounts[i], amount))
+                which.append(i)
+            try:
+                taken = self.store.reserve(draws)
+            except Shortfall as short:
+                budget = budgets[which[short.index]]
+                raise BudgetExceeded(
+                    budget.name, draws[short.index].amount, short.available, budget.unit
+                ) from None
+            except StoreError as exc:
+                self._store_down(enforce, exc)
+                return Reservation(self, budgets, accounts, plan)
+            for i, takes in zip(which, taken, strict=True):
+                plan[i] = takes
+        return Reservation(self, budgets, accounts, plan)
+
+    def _store_down(self, enforce: Iterable[Budget], exc: Exception) -> None:
+        for budget in enforce:
+            if budget.fail_closed:
+                raise BudgetUnavailable(budget.name, str(exc)) from exc
+        _log.warning("otel-tokens: budget store unreachable (%s); failing open", exc)
+
+    def _estimate(
+        self,
+        budget: Budget,
+        provider: str | None,
+        model: str | None,
+        n_in: int,
+        n_out: int,
+        now: datetime,
+    ) -> int:
+        if budget.in_tokens:
+            return n_in + n_out
+        result = self.catalog.price(
+            TokenUsage(input=n_in, output=n_out), model or "", provider=provider, at=now
+        )
+        if result.total is None:
+            _log.warning(
+                "otel-tokens: no price for %s, so budget %r cannot bound this call in advance",
+                model,
+                budget.name,
+            )
+            return 0
+        return self._in_unit(budget, result) or 0
+
+    def _in_unit(self, budget: Budget, result: PriceResult) -> int | None:
+        if budget.in_tokens:
+            return result.usage.input_total + result.usage.output_total
+        if result.total is None or result.currency != budget.unit:
+            return None
+        return _nano(result.total)
+
+    # --- after the call ----------------------------------------------------------------
+    def _settle(
+        self, reservation: Reservation, usage: TokenUsage | None, result: PriceResult | None
+    ) -> None:
+        refunds: list[tuple[str, int]] = []
+        draws: list[Draw] = []
+        crossings: list[tuple[Budget, tuple[tuple[str, int], ...], int]] = []
+        for budget, accounts, takes in zip(
+            reservation.budgets, reservation.accounts, reservation.plan, strict=True
+        ):
+            if not accounts:
+                continue
+            if usage is None:
+                actual = 0
+            elif budget.in_tokens:
+                actual = usage.input_total + usage.output_total
+            else:
+                actual = (self._in_unit(budget, result) if result is not None else None) or 0
+            # Give back the reservation, then take the real usage in account order; usage
+            # beyond the capacity left (an estimate that fell short) still counts.
+            if takes is not None:
+                refunds += [(key, -take) for (key, _), take in zip(accounts, takes, strict=True)]
+            draws.append(Draw(accounts, actual))
+            crossings.append((budget, accounts, actual))
+        if refunds:
+            self.store.add(refunds)
+        if draws:
+            self.store.reserve(draws, force=True)
+        for budget, accounts, actual in crossings:
+            self._check_thresholds(budget, accounts, actual)
+
+    def _check_thresholds(
+        self, budget: Budget, accounts: tuple[tuple[str, int], ...], actual: int
+    ) -> None:
+        capacity = sum(c for _, c in accounts)
+        if not capacity or not actual:
+            return
+        used = sum(self.store.used([k for k, _ in accounts]))
+        before, after = Decimal(used - actual) / capacity, Decimal(used) / capacity
+        for threshold in THRESHOLDS:
+            if before < threshold <= after:
+                percent = int(threshold * 100)
+                self._crossings.add(
+                    1,
+                    {sc.BILLING_BUDGET_NAME: budget.name, sc.BILLING_BUDGET_THRESHOLD: percent},
+                )
+                _log.warning(
+                    "otel-tokens: budget %r reached %d%% of its limit (%s of %s %s)",
+                    budget.name,
+                    percent,
+                    _human(budget, used),
+                    _human(budget, capacity),
+                    budget.unit,
+                    extra={"budget": budget.name, "threshold": percent},
+                )
+
+    # --- gauges --------------------------------------------------------------------------
+    def status(self, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Each budget's current period: used, limit, rate per hour, projected end."""
+        now = now or self.clock()
+        rows = []
+        for budget in self.budgets:
+            accounts = self.accounts(budget, now)
+            used = sum(self.store.used([k for k, _ in accounts]))
+            limit = sum(c for _, c in accounts)
+            start, end, window = budget.window(now)
+            elapsed = max((now - start).total_seconds(), 1.0)
+            length = (end - start).total_seconds()
+            rate = Decimal(used) / Decimal(elapsed) * 3600
+            projected = (
+                Decimal(used) / Decimal(elapsed) * Decimal(length)
+                if budget.period != "pool" and length < 10**9
+                else Decimal(used)
+            )
+            rows.append(
+                {
+                    "budget": budget,
+                    "window": window,
+                    "used": _value(budget, used),
+                    "limit": _value(budget, limit),
+                    "remaining": _value(budget, limit - used),
+                    "rate_per_hour": _value(budget, rate),
+                    "projected": _value(budget, projected),
+                }
+            )
+        return rows
+
+    def _gauge(self, key: str) -> Iterable[Observation]:
+        try:
+            for row in self.status():
+                budget: Budget = row["budget"]
+                yield Observation(
+                    float(row[key]),
+                    {sc.BILLING_BUDGET_NAME: budget.name, sc.BILLING_BUDGET_UNIT: budget.unit},
+                )
+        except StoreError:
+            return
+
+    def _observe_used(self, options: CallbackOptions) -> Iterable[Observation]:
+        return self._gauge("used")
+
+    def _observe_limit(self, options: CallbackOptions) -> Iterable[Observation]:
+        return self._gauge("limit")
+
+    def _observe_rate(self, options: CallbackOptions) -> Iterable[Observation]:
+        return self._gauge("rate_per_hour")
+
+    def _observe_projected(self, options: CallbackOptions) -> Iterable[Observation]:
+        return self._gauge("projected")
+
+
+def _value(budget: Budget, units: int | Decimal) -> Decimal:
+    return Decimal(units) if budget.in_tokens else Decimal(units) / NANO
+
+
+def _human(budget: Budget, units: int) -> str:
+    return f"{_value(budget, units):f}"

@@ -1,0 +1,215 @@
+"""Budgets and prepaid pools: what they are, and how they are declared."""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .. import semconv as sc
+
+Mode = Literal["observe", "enforce"]
+Period = Literal["daily", "monthly", "fixed", "pool"]
+# Balances are kept as integers: tokens, or 10^-9 of the currency (costs rounded up).
+NANO = Decimal(1_000_000_000)
+THRESHOLDS = (Decimal("0.5"), Decimal("0.8"), Decimal("1"))
+
+# Scope keys: attribution keys, plus model and provider.
+SCOPE_KEYS = {
+    "tenant": sc.BILLING_TENANT_ID,
+    "user": sc.BILLING_USER_ID,
+    "feature": sc.BILLING_FEATURE,
+    "model": sc.GEN_AI_REQUEST_MODEL,
+    "provider": sc.GEN_AI_PROVIDER_NAME,
+}
+
+
+class BudgetExceeded(Exception):
+    """Raised before a request is sent when it could take a budget past its limit."""
+
+    def __init__(self, budget: str, needed: int, available: int, unit: str) -> None:
+        self.budget = budget
+        self.needed = needed
+        self.available = available
+        self.unit = unit
+        super().__init__(
+            f"budget {budget!r} would be exceeded: this call may use up to "
+            f"{_show(needed, unit)} and {_show(available, unit)} remain"
+        )
+
+
+class BudgetUnavailable(BudgetExceeded):
+    """The budget store cannot be reached and the budget is configured to fail closed."""
+
+    def __init__(self, budget: str, reason: str) -> None:
+        Exception.__init__(self, f"budget {budget!r} cannot be checked ({reason}); failing closed")
+        self.budget = budget
+
+
+class BudgetConfigError(ValueError):
+    """A budget declaration that cannot be used."""
+
+
+def _show(amount: int, unit: str) -> str:
+    if unit == "tokens":
+        return f"{amount:,} tokens"
+    return f"{Decimal(amount) / NANO} {unit}"
+
+
+@dataclass(frozen=True, slots=True)
+class TopUp:
+    """Credit added to a prepaid pool; usable from ``at`` until ``expires`` (if set)."""
+
+    amount: Decimal
+    at: datetime
+    expires: datetime | None = None
+
+    @property
+    def id(self) -> str:
+        expires = self.expires.isoformat() if self.expires else ""
+        text = f"{self.amount}|{self.at.isoformat()}|{expires}"
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def active(self, now: datetime) -> bool:
+        return self.at <= now and (self.expires is None or now < self.expires)
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A spending limit (or prepaid pool) over calls matching ``scope``."""
+
+    name: str
+    limit: Decimal = Decimal(0)
+    unit: str = "USD"  # a currency code, or "tokens"
+    period: Period = "monthly"
+    scope: Mapping[str, str] = field(default_factory=dict)
+    mode: Mode = "observe"
+    start: datetime | None = None  # fixed windows
+    end: datetime | None = None
+    rollover: bool = False  # unused balance of the previous period carries over
+    top_ups: tuple[TopUp, ...] = ()  # period "pool"
+    fail_closed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.unit != "tokens" and (len(self.unit) != 3 or not self.unit.isupper()):
+            raise BudgetConfigError(f"budget {self.name!r}: unit must be a currency or 'tokens'")
+        if self.period == "fixed" and (self.start is None or self.end is None):
+            raise BudgetConfigError(f"budget {self.name!r}: a fixed window needs start and end")
+        if self.period == "pool" and not self.top_ups:
+            raise BudgetConfigError(f"budget {self.name!r}: a pool needs at least one top-up")
+        if self.period != "pool" and self.limit <= 0:
+            raise BudgetConfigError(f"budget {self.name!r}: limit must be positive")
+        unknown = (
+            set(self.scope) - set(SCOPE_KEYS) - {k for k in self.scope if k.startswith("tag.")}
+        )
+        if unknown:
+            raise BudgetConfigError(
+                f"budget {self.name!r}: unknown scope key(s) {sorted(unknown)}; use "
+                f"{sorted(SCOPE_KEYS)} or tag.<name>"
+            )
+
+    @property
+    def in_tokens(self) -> bool:
+        return self.unit == "tokens"
+
+    def units(self, amount: Decimal) -> int:
+        """Store units of a limit or top-up: tokens, or nano-units of the currency."""
+        return int(amount) if self.in_tokens else int((amount * NANO).to_integral_value())
+
+    def matches(self, values: Mapping[str, str]) -> bool:
+        return all(values.get(key) == wanted for key, wanted in self.scope.items())
+
+    def window(self, now: datetime) -> tuple[datetime, datetime, str]:
+        """(start, end, id) of the period containing ``now``."""
+        if self.period == "daily":
+            start = datetime.combine(now.date(), datetime.min.time(), UTC)
+            return start, start + timedelta(days=1), start.strftime("%Y-%m-%d")
+        if self.period == "monthly":
+            start = datetime(now.year, now.month, 1, tzinfo=UTC)
+            days = calendar.monthrange(now.year, now.month)[1]
+            return start, start + timedelta(days=days), start.strftime("%Y-%m")
+        if self.period == "fixed":
+            assert self.start is not None and self.end is not None
+            return self.start, self.end, "fixed"
+        first = min(t.at for t in self.top_ups)
+        last = max((t.expires for t in self.top_ups if t.expires), default=None)
+        return first, last or datetime.max.replace(tzinfo=UTC), "pool"
+
+    def previous_window(self, now: datetime) -> str | None:
+        if self.period == "daily":
+            return (now.date() - timedelta(days=1)).strftime("%Y-%m-%d")
+        if self.period == "monthly":
+            prev = date(now.year, now.month, 1) - timedelta(days=1)
+            return prev.strftime("%Y-%m")
+        return None
+
+
+def _instant(value: Any, where: str) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, date):
+        return datetime.combine(value, datetime.min.time(), UTC)
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError as exc:
+        raise BudgetConfigError(f"{where}: not an ISO 8601 date or instant: {value!r}") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def budgets_from_config(data: Any, where: str = "budgets") -> list[Budget]:
+    """Budgets from the ``budgets:`` list of a YAML config (see README "Budgets")."""
+    if isinstance(data, Mapping):
+        data = data.get("budgets", [])
+    if not isinstance(data, list):
+        raise BudgetConfigError(f"{where}: 'budgets' must be a list")
+    out = []
+    for i, raw in enumerate(data):
+        here = f"{where}[{i}]"
+        if not isinstance(raw, Mapping) or "name" not in raw:
+            raise BudgetConfigError(f"{here}: each budget needs a 'name'")
+        try:
+            top_ups = tuple(
+                TopUp(
+                    amount=Decimal(str(t["amount"])),
+                    at=_instant(t.get("at", "1970-01-01"), f"{here}.top_ups"),
+                    expires=_instant(t["expires"], f"{here}.top_ups") if t.get("expires") else None,
+                )
+                for t in raw.get("top_ups", ())
+            )
+            out.append(
+                Budget(
+                    name=str(raw["name"]),
+                    limit=Decimal(str(raw.get("limit", 0))),
+                    unit=str(raw.get("unit", "USD")),
+                    period=raw.get("period", "monthly"),
+                    scope={str(k): str(v) for k, v in (raw.get("scope") or {}).items()},
+                    mode=raw.get("mode", "observe"),
+                    start=_instant(raw["start"], here) if raw.get("start") else None,
+                    end=_instant(raw["end"], here) if raw.get("end") else None,
+                    rollover=bool(raw.get("rollover", False)),
+                    top_ups=top_ups,
+                    fail_closed=raw.get("on_store_error", "open") == "closed",
+                )
+            )
+        except (KeyError, ArithmeticError, TypeError) as exc:
+            raise BudgetConfigError(f"{here}: {exc}") from exc
+        if out[-1].mode not in ("observe", "enforce"):
+            raise BudgetConfigError(f"{here}: mode must be observe or enforce")
+        if out[-1].period not in ("daily", "monthly", "fixed", "pool"):
+            raise BudgetConfigError(f"{here}: period must be daily, monthly, fixed or pool")
+    return out
+
+
+def load_budgets(path: str | Path) -> list[Budget]:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise BudgetConfigError(f"cannot read budgets from {path}: {exc}") from exc
+    return budgets_from_config(data or {}, str(path))
