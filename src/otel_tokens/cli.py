@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from importlib.metadata import version as _dist_version
 
 from .pricing import (
@@ -120,7 +121,85 @@ def _parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--port", type=int, default=0, help="local server port (default: any free)")
     d.set_defaults(func=_cmd_demo)
+
+    b = sub.add_parser(
+        "budgets",
+        help="spent, remaining and projected spend of each budget, from the ledger",
+        description=(
+            "For each budget in the budgets file: what its scope spent in the current period "
+            "(from the ledger's cost records, exact), the remaining amount and the projected "
+            "end-of-period spend at the current rate."
+        ),
+    )
+    b.add_argument(
+        "--ledger",
+        help="ledger URL (default: $OTEL_TOKENS_LEDGER or sqlite:///otel-tokens-ledger.db)",
+    )
+    b.add_argument("--budgets", help="budgets YAML (default: $OTEL_TOKENS_BUDGETS)")
+    b.add_argument("--at", type=_instant, help="evaluate at this instant instead of now")
+    b.add_argument("--json", action="store_true", help="print JSON")
+    b.set_defaults(func=_cmd_budgets)
     return parser
+
+
+def _cmd_budgets(args: argparse.Namespace) -> int:
+    import os
+
+    from .budgets import ENV_BUDGETS, BudgetConfigError, budget_status, load_budgets
+    from .ledger import LedgerError, open_ledger
+
+    path = args.budgets or os.environ.get(ENV_BUDGETS)
+    if not path:
+        print(f"otel-tokens: give --budgets FILE or set {ENV_BUDGETS}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        budgets = load_budgets(path)
+        ledger = open_ledger(args.ledger)
+    except (BudgetConfigError, LedgerError) as exc:
+        print(f"otel-tokens: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        rows = budget_status(budgets, ledger.records(), args.at)
+    finally:
+        ledger.close()
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "budget": r.budget.name,
+                        "unit": r.budget.unit,
+                        "mode": r.budget.mode,
+                        "window": r.window,
+                        "spent": decimal_str(r.spent),
+                        "limit": decimal_str(r.limit),
+                        "remaining": decimal_str(r.remaining),
+                        "projected": None if r.projected is None else decimal_str(r.projected),
+                    }
+                    for r in rows
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    header = ("budget", "mode", "period", "spent", "limit", "remaining", "projected", "unit")
+    table = [header] + [
+        (
+            r.budget.name,
+            r.budget.mode,
+            r.window,
+            decimal_str(r.spent),
+            decimal_str(r.limit),
+            decimal_str(r.remaining),
+            "-" if r.projected is None else decimal_str(r.projected.quantize(Decimal("1e-6"))),
+            r.budget.unit,
+        )
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from ._model import (
     budgets_from_config,
     load_budgets,
 )
+from ._report import BudgetStatus, budget_status
 from ._store import MemoryStore, RedisStore, Store, StoreError, open_store
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "BudgetConfigError",
     "BudgetExceeded",
     "BudgetManager",
+    "BudgetStatus",
     "BudgetUnavailable",
     "MemoryStore",
     "RedisStore",
@@ -31,6 +33,7 @@ __all__ = [
     "Store",
     "StoreError",
     "TopUp",
+    "budget_status",
     "budgets_from_config",
     "load_budgets",
     "open_store",

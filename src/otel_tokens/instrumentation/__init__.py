@@ -16,6 +16,7 @@ import wrapt
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.utils import unwrap
 
+from ..budgets import BudgetManager
 from ._recording import Recorder
 from ._wrapper import (
     Switch,
@@ -28,22 +29,26 @@ from ._wrapper import (
 __all__ = ["AnthropicInstrumentor", "OpenAIInstrumentor"]
 
 _log = logging.getLogger("otel_tokens")
-_recorders: dict[tuple[int, int, int], Recorder] = {}
+_recorders: dict[tuple[int, int, int, int], Recorder] = {}
 _recorders_lock = threading.Lock()
 
 
 def _recorder(kwargs: dict[str, Any]) -> Recorder:
-    """One recorder per (tracer provider, meter provider, catalog): instruments made once."""
-    tp, mp, catalog = (
-        kwargs.get("tracer_provider"),
-        kwargs.get("meter_provider"),
-        kwargs.get("catalog"),
-    )
-    key = (id(tp), id(mp), id(catalog))
+    """One recorder per (providers, catalog, budgets): instruments are made once.
+
+    ``budgets``: a `BudgetManager`; by default one from ``OTEL_TOKENS_BUDGETS`` if set.
+    """
+    tp, mp = kwargs.get("tracer_provider"), kwargs.get("meter_provider")
+    catalog, budgets = kwargs.get("catalog"), kwargs.get("budgets")
+    key = (id(tp), id(mp), id(catalog), id(budgets))
     with _recorders_lock:
         recorder = _recorders.get(key)
         if recorder is None:
-            recorder = Recorder(tracer_provider=tp, meter_provider=mp, catalog=catalog)
+            if budgets is None:
+                budgets = BudgetManager.from_env(catalog=catalog, meter_provider=mp)
+            recorder = Recorder(
+                tracer_provider=tp, meter_provider=mp, catalog=catalog, budgets=budgets
+            )
             _recorders[key] = recorder
         return recorder
 

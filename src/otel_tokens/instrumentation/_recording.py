@@ -21,6 +21,7 @@ from opentelemetry.util.types import AttributeValue
 from .. import semconv as sc
 from ..attribution import CardinalityGuard
 from ..attribution import current as current_attribution
+from ..budgets import BudgetManager, Reservation
 from ..pricing import Catalog, PriceResult, Processing, decimal_str, default_catalog
 from ..usage import TokenUsage
 from ..workflow import open_rollups
@@ -60,6 +61,7 @@ class Recorder:
         meter_provider: MeterProvider | None = None,
         catalog: Catalog | None = None,
         extra_attributes: Callable[[], Mapping[str, AttributeValue]] | None = None,
+        budgets: BudgetManager | None = None,
     ) -> None:
         version = _version()
         self.tracer: Tracer = trace.get_tracer(
@@ -103,6 +105,7 @@ class Recorder:
         self._catalog = catalog
         self.extra_attributes = extra_attributes
         self.guard = CardinalityGuard()
+        self.budgets = budgets
 
     @property
     def catalog(self) -> Catalog:
@@ -159,6 +162,7 @@ class Call:
         "provider",
         "recorder",
         "request_model",
+        "reservation",
         "response_model",
         "rollups",
         "salvaged",
@@ -194,6 +198,7 @@ class Call:
         self._error: tuple[str, str] | None = None
         # Usage of a billed response the client then failed to parse (see _wrapper).
         self.salvaged: TokenUsage | None = None
+        self.reservation: Reservation | None = None  # budgets drawn on before sending
         common: dict[str, AttributeValue] = {
             sc.GEN_AI_OPERATION_NAME: operation,
             sc.GEN_AI_PROVIDER_NAME: provider,
@@ -327,6 +332,8 @@ class Call:
                 pending.update(usage.to_attributes())
                 attrs.pop(sc.ERROR_TYPE, None)
                 self._record_usage(usage, attrs)
+            elif self.reservation is not None:
+                self.reservation.settle(None, None)  # nothing used: release the reservation
         finally:
             self._write_span(error)
 
@@ -362,6 +369,8 @@ class Call:
         self._record_billing(usage, result, attrs)
         for rollup in self.rollups:
             rollup.add(usage, result)
+        if self.reservation is not None:
+            self.reservation.settle(usage, result)
 
     def _price(self, usage: TokenUsage) -> PriceResult:
         catalog = self.recorder.catalog

@@ -17,6 +17,8 @@ from typing import Any, Protocol
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.util.types import AttributeValue
 
+from ..attribution import current as current_attribution
+from ..budgets import BudgetExceeded
 from ..pricing import Processing
 from ..usage import TokenUsage
 from ._recording import Call, Recorder
@@ -40,6 +42,7 @@ class Request:
     body: Mapping[str, Any] = field(default_factory=dict)
     defer_span: bool = False
     injected_usage: bool = False
+    max_output_tokens: int | None = None
 
 
 class Adapter(Protocol):
@@ -56,6 +59,9 @@ class Adapter(Protocol):
 
     def is_stream(self, result: Any) -> bool:
         """True for the library's sync or async stream objects."""
+
+    def estimate_input(self, request: Request) -> int:
+        """Input tokens of the request, counted locally (for budget pre-flight checks)."""
 
 
 # The call being metered in this context: nested paths (a helper calling another
@@ -111,6 +117,21 @@ def _begin(
     except Exception as exc:
         log_once("request", exc)
         return None
+    budgets = recorder.budgets
+    if budgets is not None:
+        try:
+            call.reservation = budgets.preflight(
+                provider=request.provider,
+                model=request.model,
+                attribution=current_attribution(),
+                input_tokens=lambda: adapter.estimate_input(request),
+                max_output_tokens=request.max_output_tokens,
+            )
+        except BudgetExceeded as exc:  # enforce mode: refuse before the request is sent
+            call.end(None, exc)
+            raise
+        except Exception as exc:
+            log_once("budgets.preflight", exc)
     return call, request
 
 

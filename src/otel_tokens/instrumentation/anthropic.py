@@ -103,6 +103,9 @@ class AnthropicAdapter:
             attributes=attrs,
             body=body,
             defer_span=self.use_sdk_span and sdk_traces(client),
+            max_output_tokens=(
+                body["max_tokens"] if isinstance(body.get("max_tokens"), int) else None
+            ),
         )
 
     def read_response(self, call: Call, request: Request, response: Any) -> TokenUsage | None:
@@ -121,6 +124,9 @@ class AnthropicAdapter:
         if usage is None:
             return _estimate(request, _text(response))
         return from_anthropic(usage)
+
+    def estimate_input(self, request: Request) -> int:
+        return _estimate_input(request)
 
     def stream_state(self, request: Request) -> StreamState:
         return _MessagesStream(request)

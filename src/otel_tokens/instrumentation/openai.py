@@ -117,8 +117,17 @@ class OpenAIAdapter:
             content = body.get("messages", body.get("input", body.get("prompt")))
             if content is not None:
                 attrs[sc.GEN_AI_INPUT_MESSAGES] = content_json(content)
+        max_output = next(
+            (
+                v
+                for k in ("max_completion_tokens", "max_tokens", "max_output_tokens")
+                if isinstance(v := body.get(k), int) and not isinstance(v, bool)
+            ),
+            None,
+        )
         request = Request(
             operation=_ENDPOINTS[endpoint],
+            max_output_tokens=max_output,
             provider=provider_for(client, host),
             model=model if isinstance(model, str) else None,
             endpoint=endpoint,
@@ -169,6 +178,9 @@ class OpenAIAdapter:
             return from_openai_chat(usage)
         # An OpenAI-compatible server that reports no usage: count it ourselves.
         return _estimate(request, _response_text(request.endpoint, response))
+
+    def estimate_input(self, request: Request) -> int:
+        return _estimate(request, "").input_total
 
     def stream_state(self, request: Request) -> StreamState:
         if request.endpoint == "/responses":
