@@ -10,6 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from importlib.metadata import version as _dist_version
 
+from . import reporting
 from .pricing import (
     PROCESSING_VALUES,
     Catalog,
@@ -139,6 +140,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--at", type=_instant, help="evaluate at this instant instead of now")
     b.add_argument("--json", action="store_true", help="print JSON")
     b.set_defaults(func=_cmd_budgets)
+
+    reporting.add_parsers(sub)
     return parser
 
 

@@ -1891,6 +1891,7 @@ class _Dropped(Exception):
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # bursts of concurrent clients in tests and benchmarks
 
     def __init__(self, address: tuple[str, int], owner: ProviderServer) -> None:
         self.owner = owner

@@ -156,6 +156,7 @@ class Call:
         "first_chunk_ns",
         "metric_attribution",
         "name",
+        "parent",
         "operation",
         "pending",
         "processing",
@@ -228,6 +229,8 @@ class Call:
         # Attributes learnt after the start are written in one go at the end.
         self.pending: dict[str, AttributeValue] = {}
         self.span: Span | None
+        # A deferred span is made at the end, perhaps in another context: keep its parent.
+        self.parent = otel_context.get_current() if defer_span else None
         if defer_span:
             self.span = None
             self.pending.update(span_attributes)
@@ -341,7 +344,7 @@ class Call:
         span = self.span
         if span is None:  # deferred and nothing adopted: our own span after all
             span = self.span = self.recorder.tracer.start_span(
-                self.name, kind=SpanKind.CLIENT, start_time=self.start_ns
+                self.name, context=self.parent, kind=SpanKind.CLIENT, start_time=self.start_ns
             )
             self._owns_span = True
         if not span.is_recording():

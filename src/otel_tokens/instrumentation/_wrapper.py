@@ -152,6 +152,8 @@ def complete(call: Call, request: Request, adapter: Adapter, result: Any) -> Non
 
 
 def _complete_raw(call: Call, request: Request, adapter: Adapter, raw: Any) -> None:
+    if raw in _pending_raw:  # already waiting for .parse() (seen by a library hook first)
+        return
     if not request.stream:
         # with_raw_response, not streamed: the client has read the body; take the usage from
         # it without calling .parse(), whose errors belong to the user's own .parse() call.

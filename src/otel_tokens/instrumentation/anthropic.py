@@ -232,7 +232,10 @@ def finish_api_call_span_hook(
                 data = getattr(result, "data", None)
                 if error is not None:
                     call.end(call.salvaged, error)
-                elif data is not None and adapter.is_stream(data):
+                elif data is not None and (
+                    adapter.is_stream(data) or (request.stream and hasattr(data, "parse"))
+                ):
+                    # Streamed (raw or not): ended by the SDK's StreamedMessage.end hook.
                     _span_calls[id(span)] = call
                 elif data is not None:
                     complete(call, request, adapter, data)
@@ -244,12 +247,34 @@ def finish_api_call_span_hook(
 def streamed_message_end_hook(
     wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
 ) -> Any:
-    """Before the SDK ends a streamed call's span: finish our call with what we saw."""
+    """Before the SDK ends a streamed call's span: finish our call with what was seen."""
     try:
         span = getattr(instance, "_span", None)
         call = _span_calls.pop(id(span), None) if span is not None else None
-        if call is not None and call.finisher is not None:
-            call.finisher.finish(None)
+        if call is not None and not call.ended:
+            error = kwargs.get("error", args[1] if len(args) > 1 else None)
+            error = error if isinstance(error, BaseException) else None
+            if call.finisher is not None:
+                call.finisher.finish(error)
+            else:  # a raw stream whose .parse() we have not seen: use the SDK's snapshot
+                call.end(_snapshot_usage(call, instance), error)
     except Exception as exc:
         log_once("anthropic.StreamedMessage.end", exc)
     return wrapped(*args, **kwargs)
+
+
+def _snapshot_usage(call: Call, observer: Any) -> TokenUsage | None:
+    shared = getattr(observer, "_shared_snapshot", None)
+    message = shared() if shared is not None else getattr(observer, "_snapshot", None)
+    if message is None:
+        return None
+    usage = field(message, "usage")
+    call.set_response(
+        model=field(message, "model") or None,
+        response_id=field(message, "id") or None,
+        service_tier=field(usage, "service_tier"),
+    )
+    if usage is None:
+        return None
+    complete = bool(getattr(observer, "_has_message_delta", False))
+    return from_anthropic(usage, source="provider" if complete else "estimated")
