@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -73,22 +74,44 @@ class PricingMetricExporter(MetricExporter):
             preferred_temporality=getattr(wrapped, "_preferred_temporality", None),
             preferred_aggregation=getattr(wrapped, "_preferred_aggregation", None),
         )
-        self.ledger = (
-            ledger if ledger is not None and not isinstance(ledger, str) else (open_ledger(ledger))
-        )
-        self.meter = Meter(self.ledger, catalog)
+        self._ledger_url = ledger if ledger is None or isinstance(ledger, str) else None
+        self._catalog = catalog
+        self.ledger: Ledger | None = None
+        self.meter: Meter | None = None
+        self._closed = False
+        if ledger is not None and not isinstance(ledger, str):
+            self.ledger = ledger
+            self.meter = Meter(ledger, catalog)
+        else:
+            # A ledger that cannot be opened yet (unwritable path, database down) must not
+            # stop the SDK from starting: export goes on and the next export retries. With
+            # cumulative temporality nothing is lost: the next point carries the running total.
+            self._open()
         self._costs: dict[tuple[str, ...], float] = {}
-        self._start_ns: int | None = None
+        # Start of the cumulative ledger cost metric: it counts from here (not from the
+        # first export, which would give a first point with start == time and a value).
+        self._start_ns = time.time_ns()
         self._lock = threading.Lock()
+
+    def _open(self) -> Meter | None:
+        if self.meter is None and not self._closed:
+            try:
+                self.ledger = open_ledger(self._ledger_url)
+                self.meter = Meter(self.ledger, self._catalog)
+            except Exception as exc:
+                log_once("exporter.ledger.open", exc)
+        return self.meter
 
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> MetricExportResult:
         try:
-            result = self.meter.ingest(from_sdk(metrics_data))
-            if result.rejected:
-                log_once("exporter.rejected " + result.rejected[0])
-            metrics_data = self._with_costs(metrics_data, result.records)
+            meter = self._open()
+            if meter is not None:
+                result = meter.ingest(from_sdk(metrics_data))
+                if result.rejected:
+                    log_once("exporter.rejected " + result.rejected[0])
+                metrics_data = self._with_costs(metrics_data, result.records)
         except Exception as exc:  # the ledger is down: keep the app's telemetry flowing
             log_once("exporter.ledger", exc)
         if self.wrapped is None:
@@ -122,10 +145,8 @@ class PricingMetricExporter(MetricExporter):
                     for m in sm.metrics
                     for p in getattr(m.data, "data_points", ())
                 ),
-                default=0,
+                default=time.time_ns(),
             )
-            if self._start_ns is None:
-                self._start_ns = now
             points = [
                 NumberDataPoint(
                     attributes=_cost_attributes(dict(zip(_COST_KEYS, key, strict=True))),
@@ -164,7 +185,9 @@ class PricingMetricExporter(MetricExporter):
             if self.wrapped is not None:
                 self.wrapped.shutdown(timeout_millis=timeout_millis, **kwargs)
         finally:
-            self.ledger.close()
+            self._closed = True
+            if self.ledger is not None:
+                self.ledger.close()
 
 
 def _cost_attributes(values: Mapping[str, str]) -> dict[str, str]:

@@ -101,6 +101,9 @@ def row_record(row: Sequence[Any]) -> CostRecord:
 
 def _iso(value: datetime) -> str:
     # Fixed-width UTC text sorts chronologically, so period filters can compare strings.
+    # A naive datetime is UTC, as in CostRecord.id (not the local time astimezone assumes).
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

@@ -44,10 +44,12 @@ class _Tx:
         return None if time_ns < 0 else (int(time_ns), int(value))
 
     def set_mark(self, stream_id: str, start_ns: int, time_ns: int, value: int) -> None:
+        # An upsert, as in SQLite: a mark set without reading it first is not lost.
         self.cur.execute(
-            "UPDATE stream_marks SET time_ns = %s, value = %s "
-            "WHERE stream_id = %s AND start_ns = %s",
-            (time_ns, value, stream_id, start_ns),
+            "INSERT INTO stream_marks (stream_id, start_ns, time_ns, value) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (stream_id, start_ns) "
+            "DO UPDATE SET time_ns = excluded.time_ns, value = excluded.value",
+            (stream_id, start_ns, time_ns, value),
         )
 
     def insert(self, records: Sequence[CostRecord]) -> list[CostRecord]:

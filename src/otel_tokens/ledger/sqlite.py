@@ -51,16 +51,16 @@ class SQLiteLedger:
     def __init__(self, path: str) -> None:
         self.url = f"sqlite:///{path}"
         self.path = path
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=30
             )
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._migrate()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise LedgerError(f"cannot open ledger {self.url}: {exc}") from exc
         self._lock = threading.Lock()
 

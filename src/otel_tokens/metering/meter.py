@@ -16,20 +16,21 @@ Temporality (documented in README "Exactly once"):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from .. import semconv as sc
 from ..ledger import Ledger, LedgerTransaction
 from ..pricing import Catalog, PriceResult, default_catalog
-from ..pricing._engine import tier_input
 from ..records import CostRecord
 from ..usage import TokenUsage
 from .points import InvalidPointError, TokenPoint
 
 _BUCKET_FIELD = {b: b for b in sc.TOKEN_BUCKETS} | {sc.BUCKET_WEB_SEARCH: "web_search_requests"}
+_CONTEXT_TIER = re.compile(r"base|above_[0-9]+[km]?")  # cost-record schema x_ContextTier
 _USAGE_SOURCES = (sc.USAGE_SOURCE_PROVIDER, sc.USAGE_SOURCE_ESTIMATED)
 _PROCESSING = (
     sc.PROCESSING_STANDARD,
@@ -57,7 +58,8 @@ class Meter:
     def __init__(self, ledger: Ledger, catalog: Catalog | None = None) -> None:
         self.ledger = ledger
         self._catalog = catalog
-        self._list_catalog = Catalog()  # catalog list prices, for FOCUS ListCost
+        # List prices (FOCUS ListCost) of each pricing catalog: see `_list_catalog`.
+        self._list_catalogs: dict[int, tuple[Catalog, Catalog]] = {}
 
     @property
     def catalog(self) -> Catalog:
@@ -71,7 +73,7 @@ class Meter:
             if isinstance(point, InvalidPointError):
                 result.rejected.append(str(point))
                 continue
-            problem = _check_attributes(point.attributes)
+            problem = _check_times(point) or _check_attributes(point.attributes)
             if problem:
                 result.rejected.append(problem)
                 continue
@@ -125,7 +127,8 @@ class Meter:
         at = _ts(point.time_ns)
         result = self._price(usage, response_model, request_model, provider, at, processing, tier)
         listed = None
-        if result.total is not None and self.catalog.user is not None:
+        catalog = self.catalog
+        if result.total is not None and catalog.user is not None:
             list_result = self._price(
                 usage,
                 response_model,
@@ -134,7 +137,7 @@ class Meter:
                 at,
                 processing,
                 tier,
-                catalog=self._list_catalog,
+                catalog=self._list_catalog(catalog),
             )
             listed = list_result.total
         elif result.total is not None:
@@ -168,6 +171,20 @@ class Meter:
             service_name=_str(point.resource.get("service.name")),
             tags=tags,
         )
+
+    def _list_catalog(self, catalog: Catalog) -> Catalog:
+        """The bundled list prices, in ``catalog``'s reporting currency (same FX rates).
+
+        ListCost must be in the BillingCurrency: a price file reporting in EUR converts
+        list prices with its own FX rates, without its models and discounts.
+        """
+        cached = self._list_catalogs.get(id(catalog))
+        if cached is not None and cached[0] is catalog:
+            return cached[1]
+        user = catalog.user
+        listed = Catalog(None if user is None else replace(user, models=(), discounts=()))
+        self._list_catalogs = {id(catalog): (catalog, listed)}
+        return listed
 
     def _price(
         self,
@@ -208,21 +225,36 @@ def _str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+# Times are stored as signed 64-bit integers (SQLite INTEGER, PostgreSQL BIGINT).
+_MAX_TIME_NS = 2**63 - 1
+
+
+def _check_times(point: TokenPoint) -> str | None:
+    if not 0 < point.time_ns <= _MAX_TIME_NS:
+        return f"token point time_unix_nano out of range: {point.time_ns}"
+    if not 0 <= point.start_ns <= point.time_ns:
+        return (
+            f"token point start_time_unix_nano {point.start_ns} is not between 0 and "
+            f"time_unix_nano {point.time_ns}"
+        )
+    return None
+
+
 def _check_attributes(a: Any) -> str | None:
     bucket = a.get(sc.BILLING_TOKEN_BUCKET)
-    if bucket not in _BUCKET_FIELD:
+    # Attribute values from OTLP may be any AnyValue (lists, maps): compare strings only.
+    if not isinstance(bucket, str) or bucket not in _BUCKET_FIELD:
         return f"unknown or missing {sc.BILLING_TOKEN_BUCKET}: {bucket!r}"
     if not (a.get(sc.GEN_AI_RESPONSE_MODEL) or a.get(sc.GEN_AI_REQUEST_MODEL)):
         return "token point without gen_ai.response.model or gen_ai.request.model"
+    if not a.get(sc.GEN_AI_PROVIDER_NAME):
+        return f"token point without {sc.GEN_AI_PROVIDER_NAME}"
     if a.get(sc.BILLING_USAGE_SOURCE, sc.USAGE_SOURCE_PROVIDER) not in _USAGE_SOURCES:
         return f"unknown {sc.BILLING_USAGE_SOURCE}: {a.get(sc.BILLING_USAGE_SOURCE)!r}"
     if a.get(sc.BILLING_PROCESSING, sc.PROCESSING_STANDARD) not in _PROCESSING:
         return f"unknown {sc.BILLING_PROCESSING}: {a.get(sc.BILLING_PROCESSING)!r}"
     tier = a.get(sc.BILLING_CONTEXT_TIER, "base")
-    try:
-        if not isinstance(tier, str):
-            raise ValueError(tier)
-        tier_input(tier)
-    except ValueError:
+    # tier_input reads any other text as base: accept only what it (and FOCUS) knows.
+    if not isinstance(tier, str) or not _CONTEXT_TIER.fullmatch(tier):
         return f"unknown {sc.BILLING_CONTEXT_TIER}: {tier!r}"
     return None

@@ -73,7 +73,18 @@ def from_sdk(metrics_data: Any) -> Iterator[TokenPoint | InvalidPointError]:
         resource = dict(rm.resource.attributes)
         for sm in rm.scope_metrics:
             for metric in sm.metrics:
-                if metric.name != sc.METRIC_BILLING_TOKENS or not isinstance(metric.data, Sum):
+                if metric.name != sc.METRIC_BILLING_TOKENS:
+                    continue
+                # As from_otlp: an UpDownCounter or histogram of that name is not billable
+                # (a cumulative up-down sum going down would read as resets, and be billed).
+                if not isinstance(metric.data, Sum):
+                    yield InvalidPointError(
+                        f"{sc.METRIC_BILLING_TOKENS} must be a Sum, got "
+                        f"{type(metric.data).__name__.lower()}"
+                    )
+                    continue
+                if not metric.data.is_monotonic:
+                    yield InvalidPointError(f"{sc.METRIC_BILLING_TOKENS} must be monotonic")
                     continue
                 cumulative = (
                     metric.data.aggregation_temporality == AggregationTemporality.CUMULATIVE

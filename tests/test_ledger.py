@@ -1,0 +1,546 @@
+"""Ledgers (SQLite file and PostgreSQL) and cost records.
+
+PostgreSQL tests use a fresh schema per test in ``$OTEL_TOKENS_TEST_POSTGRES`` (default
+``postgresql://postgres@127.0.0.1/test``) and are skipped when it is unreachable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import multiprocessing
+import os
+import random
+import sqlite3
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from referencing import Registry, Resource
+
+from otel_tokens import semconv as sc
+from otel_tokens.ledger import (
+    DEFAULT_LEDGER_URL,
+    Ledger,
+    LedgerError,
+    SQLiteLedger,
+    open_ledger,
+)
+from otel_tokens.metering import Meter, TokenPoint
+from otel_tokens.pricing import Catalog
+from otel_tokens.records import CLOUDEVENT_SOURCE, CLOUDEVENT_TYPE, CostRecord, stream_id
+
+PG_BASE = os.environ.get("OTEL_TOKENS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1/test")
+SCHEMAS = Path(__file__).resolve().parents[1] / "semconv" / "schemas"
+AT = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+T0 = int(AT.timestamp()) * 10**9
+MIN = 60 * 10**9
+
+
+# --- fixtures -----------------------------------------------------------------------------
+def _pg_admin() -> Any:
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        return psycopg.connect(PG_BASE, autocommit=True, connect_timeout=3)
+    except psycopg.Error as exc:
+        pytest.skip(f"PostgreSQL unreachable at {PG_BASE}: {exc}")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    admin = _pg_admin()
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        sep = "&" if "?" in PG_BASE else "?"
+        yield f"{PG_BASE}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+def ledger(ledger_url: str) -> Iterator[Ledger]:
+    opened = open_ledger(ledger_url)
+    yield opened
+    opened.close()
+
+
+def record(**changes: Any) -> CostRecord:
+    values: dict[str, Any] = {
+        "stream_id": "0af7651916cd43dd8448eb211c80319c",
+        "period_start": AT,
+        "period_end": AT + timedelta(minutes=1, microseconds=123_456),
+        "provider": "openai",
+        "model": "gpt-4o-2024-08-06",
+        "bucket": "cache_read",
+        "quantity": 1920,
+        "currency": "USD",
+        "catalog_version": "genai-prices@0.2.3",
+        "pricing_status": "priced",
+        "usage_source": "provider",
+        "processing": "standard",
+        "context_tier": "base",
+        "price_id": "genai-prices:openai/gpt-4o",
+        "billed_cost": Decimal("0.0024"),
+        "list_cost": Decimal("0.0024"),
+        "tenant": "tenant-42",
+        "feature": "search-summary",
+        "user_id": "u-7",
+        "operation": "chat",
+        "service_name": "checkout",
+        "tags": {"cost-center": "cc-7", "équipe": "données"},
+    }
+    values.update(changes)
+    return CostRecord(**values)
+
+
+def insert(ledger: Ledger, records: list[CostRecord]) -> list[CostRecord]:
+    with ledger.transaction() as tx:
+        return tx.insert(records)
+
+
+# --- ledgers ------------------------------------------------------------------------------
+def _migration_versions(url: str) -> list[int]:
+    if url.startswith("sqlite:///"):
+        lite = sqlite3.connect(url[len("sqlite:///") :])
+        try:
+            return [r[0] for r in lite.execute("SELECT version FROM schema_migrations")]
+        finally:
+            lite.close()
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return [r[0] for r in conn.execute("SELECT version FROM schema_migrations").fetchall()]
+
+
+def test_migrations_are_idempotent(ledger_url: str) -> None:
+    first = open_ledger(ledger_url)
+    insert(first, [record()])
+    with first.transaction() as tx:
+        tx.set_mark("s", T0, T0 + MIN, 100)
+    second = open_ledger(ledger_url)  # migrates again while the first is open
+    first.close()
+    second.close()
+    third = open_ledger(ledger_url)
+    try:
+        assert _migration_versions(ledger_url) == [1]
+        assert list(third.records()) == [record()]
+        with third.transaction() as tx:
+            assert tx.mark("s", T0) == (T0 + MIN, 100)
+    finally:
+        third.close()
+
+
+def test_records_round_trip_exactly(ledger: Ledger) -> None:
+    records = [
+        record(),
+        # Prices with many decimals, a huge count, an offset time zone, no attribution.
+        record(
+            bucket="input",
+            quantity=10**15,
+            billed_cost=Decimal("0.000000000000000000012345678901234567890123"),
+            list_cost=Decimal("123456789012345.000000000001"),
+            period_start=datetime(2026, 11, 1, 13, 0, 0, 1, tzinfo=timezone(timedelta(hours=1))),
+            period_end=datetime(2026, 11, 1, 12, 0, 0, 999_999, tzinfo=UTC),
+            tenant=None,
+            feature=None,
+            user_id=None,
+            operation=None,
+            service_name=None,
+            tags={},
+        ),
+        # Unpriced: null costs (never 0) and no price id.
+        record(
+            bucket="output",
+            pricing_status="unpriced",
+            price_id=None,
+            billed_cost=None,
+            list_cost=None,
+            model="acme-llm-9000",
+            processing="batch",
+            context_tier="above_200k",
+            usage_source="estimated",
+            currency="EUR",
+        ),
+    ]
+    assert insert(ledger, records) == records
+    stored = {r.id: r for r in ledger.records()}
+    assert set(stored) == {r.id for r in records}
+    for original in records:
+        back = stored[original.id]
+        assert back == original
+        assert back.period_start.tzinfo is not None and back.period_end.tzinfo is not None
+        assert back.period_start.utcoffset() == timedelta(0)
+        assert back.to_focus() == original.to_focus()
+        assert back.id == original.id
+    assert ledger.count() == 3
+
+
+def test_since_until_filter_on_period_end(ledger: Ledger) -> None:
+    ends = [AT + timedelta(minutes=i) for i in range(5)]
+    insert(ledger, [record(period_start=e - timedelta(minutes=1), period_end=e) for e in ends])
+
+    def window(since: datetime | None = None, until: datetime | None = None) -> list[datetime]:
+        return [r.period_end for r in ledger.records(since=since, until=until)]
+
+    assert window() == ends  # ordered by period end
+    assert window(since=ends[1]) == ends[2:]  # since is exclusive
+    assert window(until=ends[2]) == ends[:3]  # until is inclusive
+    assert window(since=ends[0], until=ends[3]) == ends[1:4]
+    assert window(since=ends[4]) == []
+    paris = timezone(timedelta(hours=1))
+    assert window(since=ends[1].astimezone(paris), until=ends[2].astimezone(paris)) == [ends[2]]
+    # Microseconds count.
+    assert window(until=ends[2] - timedelta(microseconds=1)) == ends[:2]
+
+
+def test_naive_datetimes_are_utc_everywhere(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        naive = record(period_start=AT.replace(tzinfo=None), period_end=AT.replace(tzinfo=None))
+        aware = record(period_start=AT, period_end=AT)
+        assert naive.id == aware.id
+        insert(ledger, [naive])
+        (back,) = ledger.records()
+        assert back.period_end == AT
+        assert back.id == naive.id
+        assert [r.id for r in ledger.records(since=AT.replace(tzinfo=None) - timedelta(seconds=1))]
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def test_insert_ignores_existing_ids(ledger: Ledger) -> None:
+    a, b = record(), record(bucket="output", quantity=300, billed_cost=Decimal("0.003"))
+    assert insert(ledger, [a]) == [a]
+    # Same id (stream, period, price id, bucket) with other values: the first one stays.
+    changed = record(quantity=999_999, billed_cost=Decimal(1))
+    assert changed.id == a.id
+    assert insert(ledger, [changed, b, b]) == [b]
+    assert insert(ledger, [a, b]) == []
+    assert sorted(ledger.records(), key=lambda r: r.bucket) == [a, b]
+    assert ledger.count() == 2
+
+
+def test_transaction_rolls_back_on_error(ledger: Ledger) -> None:
+    with pytest.raises(RuntimeError), ledger.transaction() as tx:
+        tx.insert([record()])
+        tx.set_mark("s", T0, T0 + MIN, 5)
+        raise RuntimeError("boom")
+    assert ledger.count() == 0
+    with ledger.transaction() as tx:
+        assert tx.mark("s", T0) is None
+
+
+def test_marks(ledger: Ledger) -> None:
+    with ledger.transaction() as tx:
+        assert tx.mark("s", T0) is None
+        tx.set_mark("s", T0, T0 + MIN, 10**15)
+        assert tx.mark("s", T0) == (T0 + MIN, 10**15)
+        tx.set_mark("s", 0, T0, 7)
+    with ledger.transaction() as tx:
+        assert tx.mark("s", T0) == (T0 + MIN, 10**15)
+        assert tx.mark("s", 0) == (T0, 7)
+        assert tx.mark("other", T0) is None
+        tx.set_mark("s", T0, T0 + 2 * MIN, 3)
+    with ledger.transaction() as tx:
+        assert tx.mark("s", T0) == (T0 + 2 * MIN, 3)
+
+
+def test_meter_on_each_ledger(ledger: Ledger) -> None:
+    meter = Meter(ledger, Catalog())
+    points = [_point(100, T0 + MIN), _point(250, T0 + 2 * MIN)]
+    assert [r.quantity for r in meter.ingest(points).records] == [100, 150]
+    assert meter.ingest(points).records == []
+    assert sum(r.billed_cost or 0 for r in ledger.records()) == Decimal("0.000625")
+
+
+def test_open_ledger_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OTEL_TOKENS_LEDGER", raising=False)
+    default = open_ledger()
+    assert default.url == DEFAULT_LEDGER_URL and (tmp_path / "otel-tokens-ledger.db").exists()
+    default.close()
+    monkeypatch.setenv("OTEL_TOKENS_LEDGER", "sqlite:///from-env/l.db")
+    from_env = open_ledger()
+    assert isinstance(from_env, SQLiteLedger) and (tmp_path / "from-env" / "l.db").exists()
+    from_env.close()
+    absolute = open_ledger(f"sqlite:///{tmp_path}/nested/dir/abs.db")  # creates directories
+    assert (tmp_path / "nested" / "dir" / "abs.db").exists()
+    absolute.close()
+    with pytest.raises(LedgerError, match="unsupported ledger URL"):
+        open_ledger("mysql://root@localhost/ledger")
+
+
+def test_unopenable_ledgers_raise_ledger_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(LedgerError, match="cannot open ledger"):
+        open_ledger(f"sqlite:///{blocker}/ledger.db")
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not an SQLite database" * 100)
+    with pytest.raises(LedgerError, match="cannot open ledger"):
+        open_ledger(f"sqlite:///{garbage}")
+    with pytest.raises(LedgerError):  # refused (or psycopg missing): never another error
+        open_ledger("postgresql://postgres@127.0.0.1:1/nowhere?connect_timeout=2")
+
+
+# --- concurrent writers -------------------------------------------------------------------
+ATTRS = {
+    sc.GEN_AI_PROVIDER_NAME: "openai",
+    sc.GEN_AI_REQUEST_MODEL: "gpt-4o",
+    sc.GEN_AI_RESPONSE_MODEL: "gpt-4o-2024-08-06",
+    sc.GEN_AI_OPERATION_NAME: "chat",
+    sc.BILLING_PROCESSING: "standard",
+    sc.BILLING_CONTEXT_TIER: "base",
+    sc.BILLING_USAGE_SOURCE: "provider",
+}
+
+
+def _point(
+    value: int, time: int, *, start: int = T0, bucket: str = "input", cumulative: bool = True
+) -> TokenPoint:
+    attributes = {**ATTRS, sc.BILLING_TOKEN_BUCKET: bucket}
+    sid = stream_id({"attributes": attributes, "metric": sc.METRIC_BILLING_TOKENS})
+    return TokenPoint(sid, attributes, {"service.name": "checkout"}, start, time, value, cumulative)
+
+
+def _exports(seed: int) -> tuple[list[TokenPoint], Counter[str]]:
+    """What several processes' exporters sent: cumulative streams with restarts, and deltas."""
+    rng = random.Random(seed)
+    points: list[TokenPoint] = []
+    truth: Counter[str] = Counter()
+    for bucket in ("input", "output", "cache_read"):
+        now = T0
+        for _run in range(3):  # two restarts: a new start time, counting from zero
+            start, value = now, 0
+            for _ in range(12):
+                value += rng.randrange(0, 4000)
+                now += MIN
+                points.append(_point(value, now, start=start, bucket=bucket))
+            truth[bucket] += value
+            now += MIN
+    for i in range(20):
+        value = rng.randrange(1, 500)
+        points.append(
+            _point(
+                value, T0 + (i + 1) * MIN, start=T0 + i * MIN, bucket="reasoning", cumulative=False
+            )
+        )
+        truth["reasoning"] += value
+    return points, truth
+
+
+def _writer(url: str, seed: int, worker: int, start: Any, results: Any) -> None:
+    """One process: ingests every export (duplicates included) in its own order and batches."""
+    points, _ = _exports(seed)
+    rng = random.Random(seed * 100 + worker)
+    delivered = points + rng.sample(points, len(points) // 2)
+    rng.shuffle(delivered)
+    written = 0
+    ledger = open_ledger(url)
+    try:
+        meter = Meter(ledger, Catalog())
+        start.wait(timeout=60)  # all processes ready: now they race
+        i = 0
+        while i < len(delivered):
+            size = rng.randint(1, 12)
+            written += len(meter.ingest(delivered[i : i + size]).records)
+            i += size
+        results.put((worker, written))
+    except BaseException as exc:
+        results.put((worker, repr(exc)))
+        raise
+    finally:
+        ledger.close()
+
+
+def _run_writers(url: str, seed: int, processes: int = 4) -> dict[int, int]:
+    # fork: the writers start at once, without importing everything again (spawn works too).
+    ctx = multiprocessing.get_context("fork")
+    start, results = ctx.Barrier(processes), ctx.Queue()
+    workers = [
+        ctx.Process(target=_writer, args=(url, seed, w, start, results)) for w in range(processes)
+    ]
+    for w in workers:
+        w.start()
+    written = dict(results.get(timeout=90) for _ in workers)
+    for w in workers:
+        w.join(timeout=30)
+    assert all(isinstance(n, int) for n in written.values()), written
+    assert [w.exitcode for w in workers] == [0] * processes
+    return written
+
+
+def _check_exact(url: str, seed: int, by_worker: dict[int, int]) -> None:
+    written = sum(by_worker.values())
+    _, truth = _exports(seed)
+    ledger = open_ledger(url)
+    try:
+        records = list(ledger.records())
+        assert len(records) == written == ledger.count()  # every write counted once
+        assert len({r.id for r in records}) == len(records)
+        totals: Counter[str] = Counter()
+        for r in records:
+            totals[r.bucket] += r.quantity
+        assert totals == truth
+        for bucket in truth:  # no interval of a stream is billed twice
+            spans = sorted((r.period_start, r.period_end) for r in records if r.bucket == bucket)
+            for (_, end), (begin, _) in itertools.pairwise(spans):
+                assert end <= begin, bucket
+        billed = sum((r.billed_cost or Decimal(0)) for r in records)
+        expected = Decimal(truth["input"]) * Decimal("2.5") / 10**6
+        expected += Decimal(truth["output"]) * 10 / 10**6
+        expected += Decimal(truth["cache_read"]) * Decimal("1.25") / 10**6
+        expected += Decimal(truth["reasoning"]) * 10 / 10**6
+        assert billed == expected
+    finally:
+        ledger.close()
+
+
+def test_concurrent_processes_postgres(pg_url: str) -> None:
+    open_ledger(pg_url).close()  # not required, but lets the writers race on data, not DDL
+    written = _run_writers(pg_url, seed=11)
+    _check_exact(pg_url, 11, written)
+
+
+def test_concurrent_processes_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"  # writers create and migrate it together
+    written = _run_writers(url, seed=12)
+    _check_exact(url, 12, written)
+
+
+# --- cost records -------------------------------------------------------------------------
+def _schema(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((SCHEMAS / name).read_text(encoding="utf-8"))
+    return loaded
+
+
+COST_RECORD = _schema("cost-record.schema.json")
+REGISTRY: Registry[Any] = Registry().with_resource(
+    COST_RECORD["$id"], Resource.from_contents(COST_RECORD)
+)
+CLOUD_EVENT = {"$ref": f"{COST_RECORD['$id']}#/$defs/CloudEvent"}
+
+
+def _errors(schema: dict[str, Any], instance: Any) -> list[str]:
+    validator = jsonschema.Draft202012Validator(
+        schema, registry=REGISTRY, format_checker=jsonschema.FormatChecker()
+    )
+    return [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in validator.iter_errors(instance)
+    ]
+
+
+def test_record_id_is_deterministic_and_follows_spec() -> None:
+    r = record()
+    assert r.id == record().id == record(quantity=1, billed_cost=None, tags={}).id
+    focus = r.to_focus()
+    text = "\n".join(
+        (
+            focus["x_StreamId"],
+            focus["ChargePeriodStart"],
+            focus["ChargePeriodEnd"],
+            focus["x_PriceId"] or "",
+            focus["x_TokenBucket"],
+        )
+    )
+    assert r.id == hashlib.sha256(text.encode("utf-8")).hexdigest()
+    assert focus["ChargePeriodEnd"] == "2026-11-01T12:01:00.123456Z"
+    unpriced = record(price_id=None)
+    expected = "\n".join(
+        (r.stream_id, "2026-11-01T12:00:00Z", focus["ChargePeriodEnd"], "", r.bucket)
+    )
+    assert unpriced.id == hashlib.sha256(expected.encode()).hexdigest()
+    # Each part of the identity changes the id; an instant in another zone does not.
+    assert (
+        len(
+            {
+                r.id,
+                record(stream_id="other").id,
+                record(period_start=AT - timedelta(microseconds=1)).id,
+                record(period_end=AT + timedelta(minutes=2)).id,
+                record(price_id="genai-prices:openai/gpt-4o#batch").id,
+                record(bucket="input").id,
+                unpriced.id,
+            }
+        )
+        == 7
+    )
+    assert record(period_start=AT.astimezone(timezone(timedelta(hours=-5)))).id == r.id
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"tenant": None, "tags": {}, "feature": None, "user_id": None, "service_name": None},
+        {"pricing_status": "unpriced", "billed_cost": None, "list_cost": None, "price_id": None},
+        {"pricing_status": "variant_unavailable", "billed_cost": None, "list_cost": None},
+        {"bucket": "web_search", "quantity": 3, "billed_cost": Decimal("0.03")},
+        {"provider": "gcp.gemini", "context_tier": "above_200k", "model": "gemini-2.5-pro"},
+        {"provider": "acme", "list_cost": None, "price_id": "user:acme-llm@2026-01-01T00:00:00Z"},
+        {"usage_source": "estimated", "pricing_status": "estimated", "quantity": 0},
+        {"billed_cost": Decimal("1E-12"), "list_cost": Decimal("2.50E+3")},
+    ],
+)
+def test_focus_and_cloudevent_validate_against_schema(changes: dict[str, Any]) -> None:
+    r = record(**changes)
+    focus = r.to_focus()
+    assert not _errors(COST_RECORD, focus)
+    event = r.to_cloudevent()
+    assert not _errors(CLOUD_EVENT, event)
+    assert event["id"] == r.id
+    assert (event["type"], event["source"]) == (CLOUDEVENT_TYPE, CLOUDEVENT_SOURCE)
+    assert event["time"] == focus["ChargePeriodEnd"]
+    assert event["data"] == focus
+    json.dumps(event)  # JSON-ready: no Decimal or datetime left
+
+
+def test_focus_columns() -> None:
+    focus = record().to_focus()
+    assert focus["BilledCost"] == focus["EffectiveCost"] == "0.0024"
+    assert (focus["ProviderName"], focus["ServiceName"]) == ("OpenAI", "OpenAI API")
+    assert (focus["ConsumedQuantity"], focus["ConsumedUnit"]) == ("1920", "Tokens")
+    assert (focus["PricingQuantity"], focus["PricingUnit"]) == ("0.00192", "1000000 Tokens")
+    assert focus["ListUnitPrice"] == "1.25"
+    assert focus["SkuId"] == "openai/gpt-4o-2024-08-06/cache_read"
+    assert focus["SkuPriceId"] == "genai-prices:openai/gpt-4o/cache_read"
+    assert focus["x_ServiceName"] == "checkout"
+    tiny = record(billed_cost=Decimal("1E-12")).to_focus()
+    assert tiny["BilledCost"] == "0.000000000001"  # plain notation, never an exponent
+
+
+def test_meter_records_validate_against_schema(tmp_path: Path) -> None:
+    meter = Meter(SQLiteLedger(str(tmp_path / "l.db")), Catalog())
+    points = [_point(100, T0 + MIN, bucket=b) for b in (*sc.TOKEN_BUCKETS, sc.BUCKET_WEB_SEARCH)]
+    unknown = {**ATTRS, sc.GEN_AI_RESPONSE_MODEL: "x", sc.GEN_AI_REQUEST_MODEL: "acme-9"}
+    points.append(
+        TokenPoint("u", {**unknown, sc.BILLING_TOKEN_BUCKET: "input"}, {}, 0, T0, 5, False)
+    )
+    result = meter.ingest(points)
+    assert result.rejected == [] and len(result.records) == len(points)
+    for r in meter.ledger.records():
+        assert not _errors(COST_RECORD, r.to_focus()), r
+        assert not _errors(CLOUD_EVENT, r.to_cloudevent()), r
