@@ -20,6 +20,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar, cast
 
 from opentelemetry import baggage
@@ -39,6 +40,10 @@ _SHORT = {
     "feature": sc.BILLING_FEATURE,
 }
 _MAX_VALUE_LENGTH = 256
+# Context tokens of the `attribute` blocks open in the current context, innermost last. Kept
+# per context (not on the instance): one instance entered by concurrent tasks or threads
+# must give each its own token back.
+_OPEN: ContextVar[tuple[object, ...]] = ContextVar("otel_tokens_attribute_open", default=())
 
 
 def _baggage_items(
@@ -65,17 +70,21 @@ class attribute:
         **tags: Any,
     ) -> None:
         self._items = _baggage_items(tenant, user, feature, tags)
-        self._tokens: list[object] = []
 
     def __enter__(self) -> attribute:
         ctx = otel_context.get_current()
         for key, value in self._items.items():
             ctx = baggage.set_baggage(key, value, ctx)
-        self._tokens.append(otel_context.attach(ctx))
+        token = otel_context.attach(ctx)
+        _OPEN.set((*_OPEN.get(), token))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        otel_context.detach(self._tokens.pop())  # type: ignore[arg-type]
+        open_tokens = _OPEN.get()
+        if not open_tokens:
+            return
+        _OPEN.set(open_tokens[:-1])
+        otel_context.detach(open_tokens[-1])  # type: ignore[arg-type]
 
     async def __aenter__(self) -> attribute:
         return self.__enter__()

@@ -70,4 +70,12 @@ class WSGIAttributionMiddleware:
         with _attribution(values, self.headers):
             # Materialise the body inside the context: streamed bodies that call an LLM
             # while iterating are attributed too.
-            return list(self.app(environ, start_response))
+            body = self.app(environ, start_response)
+            try:
+                return list(body)
+            finally:
+                # The server only sees our list: close the application's iterable (PEP 3333)
+                # so its clean-up (file handles, request teardown) runs.
+                close = getattr(body, "close", None)
+                if callable(close):
+                    close()

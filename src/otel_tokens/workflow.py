@@ -15,6 +15,7 @@ import functools
 import inspect
 import threading
 from collections.abc import Callable
+from contextvars import ContextVar
 from decimal import Decimal
 from typing import Any, TypeVar, cast
 
@@ -62,6 +63,14 @@ def open_rollups() -> tuple[Rollup, ...]:
     return value if isinstance(value, tuple) else ()
 
 
+# The workflow blocks open in the current context, innermost last: (workflow, span, totals,
+# context token). Kept per context, not on the instance, so that one workflow object entered
+# by concurrent tasks or threads keeps their runs apart.
+_OPEN: ContextVar[tuple[tuple[workflow, Span, Rollup, object], ...]] = ContextVar(
+    "otel_tokens_workflow_open", default=()
+)
+
+
 class workflow:
     """An agent task whose span totals the tokens and cost of the model calls inside it."""
 
@@ -75,12 +84,18 @@ class workflow:
         self.name = name
         self._tracer_provider = tracer_provider
         self._meter_provider = meter_provider
-        self._state: list[tuple[Span, Rollup, object]] = []
+        self._last: Rollup | None = None
 
     @property
     def rollup(self) -> Rollup:
-        """The totals of the innermost open use of this workflow object."""
-        return self._state[-1][1]
+        """The totals of the innermost open use of this workflow object in this context,
+        else of its last run."""
+        for owner, _, rollup, _ in reversed(_OPEN.get()):
+            if owner is self:
+                return rollup
+        if self._last is None:
+            raise LookupError(f"workflow {self.name!r} has not run")
+        return self._last
 
     def __enter__(self) -> workflow:
         tracer = trace.get_tracer("otel_tokens", tracer_provider=self._tracer_provider)
@@ -90,11 +105,19 @@ class workflow:
         rollup = Rollup(self.name)
         ctx = trace.set_span_in_context(span)
         ctx = otel_context.set_value(_KEY, (*open_rollups(), rollup), ctx)
-        self._state.append((span, rollup, otel_context.attach(ctx)))
+        token = otel_context.attach(ctx)
+        _OPEN.set((*_OPEN.get(), (self, span, rollup, token)))
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        span, rollup, token = self._state.pop()
+        stack = _OPEN.get()
+        mine = [i for i, entry in enumerate(stack) if entry[0] is self]
+        if not mine:
+            return
+        i = mine[-1]
+        _, span, rollup, token = stack[i]
+        _OPEN.set(stack[:i] + stack[i + 1 :])
+        self._last = rollup
         otel_context.detach(token)  # type: ignore[arg-type]
         with rollup.lock:
             usage, costs, calls, unpriced = (

@@ -720,21 +720,18 @@ def test_metric_points_and_attributes(h: Harness) -> None:
         assert point.attributes[sc.BILLING_PROCESSING] == "standard"
         assert point.attributes[sc.GEN_AI_RESPONSE_MODEL] == SERVED
 
-    # Cost: one point per bucket, each the bucket's exact amount; they add up to the total.
-    cost = {
-        p.attributes[sc.BILLING_TOKEN_BUCKET]: p.value for p in t.points(sc.METRIC_BILLING_COST)
-    }
-    assert cost == pytest.approx(
-        {
-            "input": float(usd(input=28)),
-            "cache_read": float(usd(cache_read=55)),
-            "cache_write_5m": float(usd(write_5m=20)),
-            "cache_write_1h": float(usd(write_1h=7)),
-            "output": float(usd(output=OUTPUT)),
-        },
-        rel=1e-12,
+    # Cost: one point per call, the exact total of the buckets' amounts.
+    (cost,) = t.points(sc.METRIC_BILLING_COST)
+    assert sc.BILLING_TOKEN_BUCKET not in cost.attributes
+    parts = (
+        usd(input=28),
+        usd(cache_read=55),
+        usd(write_5m=20),
+        usd(write_1h=7),
+        usd(output=OUTPUT),
     )
-    assert sum(cost.values()) == pytest.approx(float(CACHE_COST), rel=1e-12)
+    assert cost.value == pytest.approx(float(sum(parts)), rel=1e-12)
+    assert cost.value == pytest.approx(float(CACHE_COST), rel=1e-12)
     for point in t.points(sc.METRIC_BILLING_COST):
         assert point.attributes[sc.GEN_AI_USAGE_COST_CURRENCY] == "USD"
         assert point.attributes[sc.BILLING_PRICING_STATUS] == "priced"

@@ -270,15 +270,15 @@ def assert_metered(
         assert point.attributes[sc.BILLING_PRICING_STATUS] == expected_status
     else:
         assert unpriced == []
-        per_bucket = by(cost_points, sc.BILLING_TOKEN_BUCKET)
-        assert set(per_bucket) == set(buckets)
-        for bucket, n in buckets.items():
-            (point,) = per_bucket[bucket]
-            assert point.value > 0
-            assert point.value == pytest.approx(float(D(n) * rate(rates, bucket) / MTOK))
-            assert point.attributes[sc.BILLING_PRICING_STATUS] == expected_status
-            assert point.attributes[sc.GEN_AI_USAGE_COST_CURRENCY] == "USD"
-        assert sum(p.value for p in cost_points) == pytest.approx(float(expected_cost))
+        # One cost point per call (no bucket attribute): the call's exact total.
+        (point,) = cost_points
+        assert sc.BILLING_TOKEN_BUCKET not in point.attributes
+        assert point.value == pytest.approx(
+            float(sum((D(n) * rate(rates, b) / MTOK for b, n in buckets.items()), D(0)))
+        )
+        assert point.attributes[sc.BILLING_PRICING_STATUS] == expected_status
+        assert point.attributes[sc.GEN_AI_USAGE_COST_CURRENCY] == "USD"
+        assert point.value == pytest.approx(float(expected_cost))
     return span
 
 
@@ -1422,12 +1422,13 @@ def test_content_not_captured_by_default(
 
 
 def test_content_captured_when_enabled(
-    instrumented: OpenAIInstrumentor,
+    instrument: Callable[..., OpenAIInstrumentor],
     client: openai.OpenAI,
     telemetry: Telemetry,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv(CAPTURE, "true")
+    monkeypatch.setenv(CAPTURE, "true")  # the environment is read when instrumenting
+    instrument()
     client.chat.completions.create(model=MODEL, messages=MESSAGES)
     list(chat_stream(client))
     client.responses.create(model=MODEL, input=CONTENT)
@@ -1440,12 +1441,13 @@ def test_content_captured_when_enabled(
 
 
 def test_content_captured_on_responses_stream(
-    instrumented: OpenAIInstrumentor,
+    instrument: Callable[..., OpenAIInstrumentor],
     client: openai.OpenAI,
     telemetry: Telemetry,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv(CAPTURE, "true")
+    monkeypatch.setenv(CAPTURE, "true")  # the environment is read when instrumenting
+    instrument()
     list(client.responses.create(model=MODEL, input=CONTENT, stream=True))
     attrs = telemetry.only_span().attributes or {}
     assert CONTENT in str(attrs[sc.GEN_AI_INPUT_MESSAGES])
@@ -1735,12 +1737,15 @@ def test_injection_through_streaming_response(
 
 
 def test_provider_override_env(
-    instrumented: OpenAIInstrumentor,
+    instrument: Callable[..., OpenAIInstrumentor],
     client: openai.OpenAI,
     telemetry: Telemetry,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("OTEL_TOKENS_OPENAI_PROVIDER", "azure.ai.openai")
+    monkeypatch.setenv(
+        "OTEL_TOKENS_OPENAI_PROVIDER", "azure.ai.openai"
+    )  # the environment is read when instrumenting
+    instrument()
     client.chat.completions.create(model=MODEL, messages=MESSAGES)
     assert_metered(
         telemetry,

@@ -120,11 +120,13 @@ class BudgetManager:
     # --- accounts ------------------------------------------------------------------
     def accounts(self, budget: Budget, now: datetime) -> tuple[tuple[str, int], ...]:
         if budget.period == "pool":
+            # Earliest expiry first; credit that never expires last.
+            pairs = zip(budget.top_ups, budget.top_up_keys(), strict=True)
             active = sorted(
-                (t for t in budget.top_ups if t.active(now)),
-                key=lambda t: (t.expires is None, t.expires or now, t.at),
+                ((t, key) for t, key in pairs if t.active(now)),
+                key=lambda pair: (pair[0].expires is None, pair[0].expires or now, pair[0].at),
             )
-            return tuple((f"{budget.name}:topup:{t.id}", budget.units(t.amount)) for t in active)
+            return tuple((key, budget.units(t.amount)) for t, key in active)
         _, _, window = budget.window(now)
         capacity = budget.units(budget.limit)
         previous = budget.previous_window(now) if budget.rollover else None
@@ -147,10 +149,14 @@ class BudgetManager:
         max_output_tokens: int | None,
     ) -> Reservation | None:
         """Reserve the call's maximum cost; raise `BudgetExceeded` if a budget cannot take it."""
-        budgets = self.matching(scope_values(attribution, provider=provider, model=model))
+        now = self.clock()
+        budgets = [
+            b
+            for b in self.matching(scope_values(attribution, provider=provider, model=model))
+            if b.in_effect(now)
+        ]
         if not budgets:
             return None
-        now = self.clock()
         enforce = [b for b in budgets if b.mode == "enforce"]
         plan: list[list[int] | None] = [None] * len(budgets)
         try:
@@ -160,7 +166,9 @@ class BudgetManager:
             return Reservation(self, budgets, [() for _ in budgets], plan)
         if enforce:
             n_in = input_tokens()
-            n_out = max_output_tokens or self.default_max_output_tokens
+            n_out = (
+                self.default_max_output_tokens if max_output_tokens is None else max_output_tokens
+            )
             draws, which = [], []
             for i, budget in enumerate(budgets):
                 if budget.mode != "enforce":
@@ -236,11 +244,20 @@ class BudgetManager:
                 actual = usage.input_total + usage.output_total
             else:
                 actual = (self._in_unit(budget, result) if result is not None else None) or 0
-            # Give back the reservation, then take the real usage in account order; usage
-            # beyond the capacity left (an estimate that fell short) still counts.
+            # Keep of the reservation what was used (in account order) and give back only the
+            # rest, in one atomic step: giving it all back and taking the usage again would
+            # let another caller take the capacity in between, and this usage would then
+            # overspend. Usage beyond the reservation (an estimate that fell short, or an
+            # observed budget) is taken on top and still counts.
+            extra = actual
             if takes is not None:
-                refunds += [(key, -take) for (key, _), take in zip(accounts, takes, strict=True)]
-            draws.append(Draw(accounts, actual))
+                for (key, _), take in zip(accounts, takes, strict=True):
+                    keep = min(take, extra)
+                    extra -= keep
+                    if take > keep:
+                        refunds.append((key, keep - take))
+            if extra or takes is None:
+                draws.append(Draw(accounts, extra))
             crossings.append((budget, accounts, actual))
         if refunds:
             self.store.add(refunds)
@@ -284,11 +301,12 @@ class BudgetManager:
             used = sum(self.store.used([k for k, _ in accounts]))
             limit = sum(c for _, c in accounts)
             start, end, window = budget.window(now)
-            elapsed = max((now - start).total_seconds(), 1.0)
             length = (end - start).total_seconds()
-            rate = Decimal(used) / Decimal(elapsed) * 3600
+            # Past the end of a window the projection is what was used.
+            elapsed = min(max((now - start).total_seconds(), 1.0), max(length, 1.0))
+            rate = Decimal(used) * 3600 / Decimal(elapsed)
             projected = (
-                Decimal(used) / Decimal(elapsed) * Decimal(length)
+                Decimal(used) * Decimal(length) / Decimal(elapsed)
                 if budget.period != "pool" and length < 10**9
                 else Decimal(used)
             )

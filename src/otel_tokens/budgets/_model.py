@@ -60,7 +60,7 @@ class BudgetConfigError(ValueError):
 def _show(amount: int, unit: str) -> str:
     if unit == "tokens":
         return f"{amount:,} tokens"
-    return f"{Decimal(amount) / NANO} {unit}"
+    return f"{Decimal(amount) / NANO:f} {unit}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +98,18 @@ class Budget:
     fail_closed: bool = False
 
     def __post_init__(self) -> None:
+        if self.mode not in ("observe", "enforce"):
+            raise BudgetConfigError(f"budget {self.name!r}: mode must be observe or enforce")
+        if self.period not in ("daily", "monthly", "fixed", "pool"):
+            raise BudgetConfigError(
+                f"budget {self.name!r}: period must be daily, monthly, fixed or pool"
+            )
         if self.unit != "tokens" and (len(self.unit) != 3 or not self.unit.isupper()):
             raise BudgetConfigError(f"budget {self.name!r}: unit must be a currency or 'tokens'")
         if self.period == "fixed" and (self.start is None or self.end is None):
             raise BudgetConfigError(f"budget {self.name!r}: a fixed window needs start and end")
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise BudgetConfigError(f"budget {self.name!r}: end must be after start")
         if self.period == "pool" and not self.top_ups:
             raise BudgetConfigError(f"budget {self.name!r}: a pool needs at least one top-up")
         if self.period != "pool" and self.limit <= 0:
@@ -126,6 +134,23 @@ class Budget:
     def matches(self, values: Mapping[str, str]) -> bool:
         return all(values.get(key) == wanted for key, wanted in self.scope.items())
 
+    def in_effect(self, now: datetime) -> bool:
+        """False outside a fixed window: calls then are neither limited nor counted."""
+        if self.period != "fixed":
+            return True
+        assert self.start is not None and self.end is not None
+        return self.start <= now < self.end
+
+    def top_up_keys(self) -> list[str]:
+        """Account key of each top-up (identical top-ups get distinct keys)."""
+        seen: dict[str, int] = {}
+        keys = []
+        for top_up in self.top_ups:
+            n = seen.get(top_up.id, 0)
+            seen[top_up.id] = n + 1
+            keys.append(f"{self.name}:topup:{top_up.id}" + (f".{n}" if n else ""))
+        return keys
+
     def window(self, now: datetime) -> tuple[datetime, datetime, str]:
         """(start, end, id) of the period containing ``now``."""
         if self.period == "daily":
@@ -139,8 +164,9 @@ class Budget:
             assert self.start is not None and self.end is not None
             return self.start, self.end, "fixed"
         first = min(t.at for t in self.top_ups)
-        last = max((t.expires for t in self.top_ups if t.expires), default=None)
-        return first, last or datetime.max.replace(tzinfo=UTC), "pool"
+        if any(t.expires is None for t in self.top_ups):  # credit that never expires
+            return first, datetime.max.replace(tzinfo=UTC), "pool"
+        return first, max(t.expires for t in self.top_ups if t.expires), "pool"
 
     def previous_window(self, now: datetime) -> str | None:
         if self.period == "daily":
@@ -163,47 +189,108 @@ def _instant(value: Any, where: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+_BUDGET_KEYS = frozenset(
+    {
+        "name",
+        "limit",
+        "unit",
+        "period",
+        "scope",
+        "mode",
+        "start",
+        "end",
+        "rollover",
+        "top_ups",
+        "on_store_error",
+    }
+)
+_TOP_UP_KEYS = frozenset({"amount", "at", "expires"})
+
+
+def _unknown(raw: Mapping[str, Any], allowed: frozenset[str], here: str) -> None:
+    # A misspelt key (``mdoe: enforce``) must not silently fall back to a default.
+    unknown = sorted(str(k) for k in raw if k not in allowed)
+    if unknown:
+        raise BudgetConfigError(
+            f"{here}: unknown key(s) {unknown}; expected some of {sorted(allowed)}"
+        )
+
+
+def _amount(value: Any, where: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
+        raise BudgetConfigError(f"{where}: not a decimal amount: {value!r}")
+    try:
+        amount = Decimal(str(value).strip())
+    except ArithmeticError:
+        raise BudgetConfigError(f"{where}: not a decimal amount: {value!r}") from None
+    if not amount.is_finite():
+        raise BudgetConfigError(f"{where}: not a decimal amount: {value!r}")
+    return amount
+
+
+def _top_up(raw: Any, here: str) -> TopUp:
+    if not isinstance(raw, Mapping) or "amount" not in raw:
+        raise BudgetConfigError(f"{here}: each top-up needs an 'amount'")
+    _unknown(raw, _TOP_UP_KEYS, here)
+    amount = _amount(raw["amount"], f"{here}.amount")
+    if amount <= 0:
+        raise BudgetConfigError(f"{here}.amount: must be positive")
+    at = _instant(raw.get("at", "1970-01-01"), f"{here}.at")
+    expires = _instant(raw["expires"], f"{here}.expires") if raw.get("expires") else None
+    if expires is not None and expires <= at:
+        raise BudgetConfigError(f"{here}: expires must be after at")
+    return TopUp(amount=amount, at=at, expires=expires)
+
+
 def budgets_from_config(data: Any, where: str = "budgets") -> list[Budget]:
     """Budgets from the ``budgets:`` list of a YAML config (see README "Budgets")."""
     if isinstance(data, Mapping):
         data = data.get("budgets", [])
     if not isinstance(data, list):
         raise BudgetConfigError(f"{where}: 'budgets' must be a list")
-    out = []
+    out: list[Budget] = []
     for i, raw in enumerate(data):
         here = f"{where}[{i}]"
         if not isinstance(raw, Mapping) or "name" not in raw:
             raise BudgetConfigError(f"{here}: each budget needs a 'name'")
+        _unknown(raw, _BUDGET_KEYS, here)
+        scope = raw.get("scope") or {}
+        if not isinstance(scope, Mapping):
+            raise BudgetConfigError(f"{here}.scope: must be a mapping, e.g. {{tenant: acme}}")
+        top_ups = raw.get("top_ups") or []
+        if not isinstance(top_ups, list):
+            raise BudgetConfigError(f"{here}.top_ups: must be a list")
+        rollover = raw.get("rollover", False)
+        if not isinstance(rollover, bool):
+            raise BudgetConfigError(f"{here}.rollover: must be true or false")
+        on_store_error = raw.get("on_store_error", "open")
+        if on_store_error not in ("open", "closed"):
+            raise BudgetConfigError(f"{here}.on_store_error: must be open or closed")
+        if any(str(b.name) == str(raw["name"]) for b in out):
+            # Budgets share the store by name: two of one name would share balances.
+            raise BudgetConfigError(f"{here}: duplicate budget name {raw['name']!r}")
         try:
-            top_ups = tuple(
-                TopUp(
-                    amount=Decimal(str(t["amount"])),
-                    at=_instant(t.get("at", "1970-01-01"), f"{here}.top_ups"),
-                    expires=_instant(t["expires"], f"{here}.top_ups") if t.get("expires") else None,
-                )
-                for t in raw.get("top_ups", ())
-            )
             out.append(
                 Budget(
                     name=str(raw["name"]),
-                    limit=Decimal(str(raw.get("limit", 0))),
+                    limit=_amount(raw.get("limit", 0), f"{here}.limit"),
                     unit=str(raw.get("unit", "USD")),
                     period=raw.get("period", "monthly"),
-                    scope={str(k): str(v) for k, v in (raw.get("scope") or {}).items()},
+                    scope={str(k): str(v) for k, v in scope.items()},
                     mode=raw.get("mode", "observe"),
-                    start=_instant(raw["start"], here) if raw.get("start") else None,
-                    end=_instant(raw["end"], here) if raw.get("end") else None,
-                    rollover=bool(raw.get("rollover", False)),
-                    top_ups=top_ups,
-                    fail_closed=raw.get("on_store_error", "open") == "closed",
+                    start=_instant(raw["start"], f"{here}.start") if raw.get("start") else None,
+                    end=_instant(raw["end"], f"{here}.end") if raw.get("end") else None,
+                    rollover=rollover,
+                    top_ups=tuple(
+                        _top_up(t, f"{here}.top_ups[{j}]") for j, t in enumerate(top_ups)
+                    ),
+                    fail_closed=on_store_error == "closed",
                 )
             )
-        except (KeyError, ArithmeticError, TypeError) as exc:
+        except BudgetConfigError as exc:
+            if str(exc).startswith(where):
+                raise
             raise BudgetConfigError(f"{here}: {exc}") from exc
-        if out[-1].mode not in ("observe", "enforce"):
-            raise BudgetConfigError(f"{here}: mode must be observe or enforce")
-        if out[-1].period not in ("daily", "monthly", "fixed", "pool"):
-            raise BudgetConfigError(f"{here}: period must be daily, monthly, fixed or pool")
     return out
 
 

@@ -29,7 +29,8 @@ from ._wrapper import (
 __all__ = ["AnthropicInstrumentor", "OpenAIInstrumentor"]
 
 _log = logging.getLogger("otel_tokens")
-_recorders: dict[tuple[int, int, int, int], Recorder] = {}
+# Values keep their key objects alive, so that an id() in a key is never reused.
+_recorders: dict[tuple[int, int, int, int], tuple[Recorder, tuple[Any, ...]]] = {}
 _recorders_lock = threading.Lock()
 
 
@@ -42,14 +43,14 @@ def _recorder(kwargs: dict[str, Any]) -> Recorder:
     catalog, budgets = kwargs.get("catalog"), kwargs.get("budgets")
     key = (id(tp), id(mp), id(catalog), id(budgets))
     with _recorders_lock:
-        recorder = _recorders.get(key)
-        if recorder is None:
-            if budgets is None:
-                budgets = BudgetManager.from_env(catalog=catalog, meter_provider=mp)
-            recorder = Recorder(
-                tracer_provider=tp, meter_provider=mp, catalog=catalog, budgets=budgets
-            )
-            _recorders[key] = recorder
+        found = _recorders.get(key)
+        if found is not None:
+            return found[0]
+        keep = (tp, mp, catalog, budgets)
+        if budgets is None:
+            budgets = BudgetManager.from_env(catalog=catalog, meter_provider=mp)
+        recorder = Recorder(tracer_provider=tp, meter_provider=mp, catalog=catalog, budgets=budgets)
+        _recorders[key] = (recorder, keep)
         return recorder
 
 

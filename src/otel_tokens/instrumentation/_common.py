@@ -32,9 +32,9 @@ def content_json(value: Any) -> str:
     return text[:_MAX_CONTENT]
 
 
-def capture_output(call: Any, text: str) -> None:
+def capture_output(call: Any, request: Any, text: str) -> None:
     """Put the response text on the span, only when the user opted in to content capture."""
-    if text and capture_content():
+    if text and request.capture_content:
         call.set_response(attributes={sc.GEN_AI_OUTPUT_MESSAGES: content_json(text)})
 
 

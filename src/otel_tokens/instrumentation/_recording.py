@@ -7,14 +7,24 @@ span attributes and records the metrics, exactly once, and never raises.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.metrics import Counter, Histogram, Meter, MeterProvider, get_meter
+from opentelemetry.metrics import (
+    CallbackOptions,
+    Histogram,
+    Meter,
+    MeterProvider,
+    Observation,
+    get_meter,
+    get_meter_provider,
+)
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
@@ -49,6 +59,67 @@ def _version() -> str:
         return version("otel-tokens")
     except Exception:
         return "0"
+
+
+class Sums:
+    """Monotonic sums by attribute set, reported by an asynchronous counter's callback."""
+
+    __slots__ = ("_lock", "_values")
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[tuple[str, AttributeValue], ...], float] = {}
+        self._lock = threading.Lock()
+
+    def add(self, amount: float, attributes: Mapping[str, AttributeValue]) -> None:
+        key = tuple(attributes.items())
+        with self._lock:
+            self._values[key] = self._values.get(key, 0) + amount
+
+    def observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            items = list(self._values.items())
+        return [Observation(value, dict(key)) for key, value in items]
+
+
+_sums_by_provider: weakref.WeakKeyDictionary[Any, tuple[Sums, Sums, Sums]] = (
+    weakref.WeakKeyDictionary()
+)
+_sums_lock = threading.Lock()
+
+
+def _billing_sums(meter_provider: MeterProvider | None, meter: Meter) -> tuple[Sums, Sums, Sums]:
+    owner = meter_provider if meter_provider is not None else get_meter_provider()
+    with _sums_lock:
+        sums = _sums_by_provider.get(owner)
+        if sums is not None:
+            return sums
+        sums = (Sums(), Sums(), Sums())
+        for name, total, unit, description in (
+            (
+                sc.METRIC_BILLING_TOKENS,
+                sums[0],
+                "{token}",
+                "Billable tokens (and requests) by disjoint billing bucket.",
+            ),
+            (
+                sc.METRIC_BILLING_COST,
+                sums[1],
+                "{currency}",
+                "Cost of the billable usage, in gen_ai.usage.cost.currency units "
+                "(an approximation in floating point; exact cost is in the ledger).",
+            ),
+            (
+                sc.METRIC_BILLING_UNPRICED,
+                sums[2],
+                "{call}",
+                "Calls whose usage could not be priced (unknown model or variant).",
+            ),
+        ):
+            meter.create_observable_counter(
+                name, callbacks=[total.observe], unit=unit, description=description
+            )
+        _sums_by_provider[owner] = sums
+        return sums
 
 
 class Recorder:
@@ -86,22 +157,11 @@ class Recorder:
             description="Time from the request to the first chunk of a streamed response.",
             explicit_bucket_boundaries_advisory=list(sc.DURATION_BUCKETS),
         )
-        self.billing_tokens: Counter = meter.create_counter(
-            sc.METRIC_BILLING_TOKENS,
-            unit="{token}",
-            description="Billable tokens (and requests) by disjoint billing bucket.",
-        )
-        self.cost: Counter = meter.create_counter(
-            sc.METRIC_BILLING_COST,
-            unit="{currency}",
-            description="Cost of the billable usage, in gen_ai.usage.cost.currency units "
-            "(an approximation in floating point; exact cost is in the ledger).",
-        )
-        self.unpriced: Counter = meter.create_counter(
-            sc.METRIC_BILLING_UNPRICED,
-            unit="{call}",
-            description="Calls whose usage could not be priced (unknown model or variant).",
-        )
+        # The billing counters are sums we keep ourselves and report when the SDK collects
+        # (asynchronous counters): a synchronous measurement costs the caller ~10 us each,
+        # and a call makes one per bucket. One set per meter provider: an instrument is
+        # registered once, whatever the number of recorders (re-instrumenting) using it.
+        self.billing_tokens, self.cost, self.unpriced = _billing_sums(meter_provider, meter)
         self._catalog = catalog
         self.extra_attributes = extra_attributes
         self.guard = CardinalityGuard()
@@ -151,6 +211,7 @@ class Call:
         "_ended",
         "_error",
         "_owns_span",
+        "_result",
         "common",
         "finisher",
         "first_chunk_ns",
@@ -197,6 +258,7 @@ class Call:
         self.finisher: Any = None  # the stream's finisher, for hooks that end streams early
         self._ended = False
         self._error: tuple[str, str] | None = None
+        self._result: PriceResult | None = None
         # Usage of a billed response the client then failed to parse (see _wrapper).
         self.salvaged: TokenUsage | None = None
         self.reservation: Reservation | None = None  # budgets drawn on before sending
@@ -335,9 +397,9 @@ class Call:
                 pending.update(usage.to_attributes())
                 attrs.pop(sc.ERROR_TYPE, None)
                 self._record_usage(usage, attrs)
-            elif self.reservation is not None:
-                self.reservation.settle(None, None)  # nothing used: release the reservation
         finally:
+            if self.reservation is not None:  # settled once (a no-op if already settled)
+                self.reservation.settle(usage, self._result)
             self._write_span(error)
 
     def _write_span(self, error: BaseException | None) -> None:
@@ -372,8 +434,7 @@ class Call:
         self._record_billing(usage, result, attrs)
         for rollup in self.rollups:
             rollup.add(usage, result)
-        if self.reservation is not None:
-            self.reservation.settle(usage, result)
+        self._result = result
 
     def _price(self, usage: TokenUsage) -> PriceResult:
         catalog = self.recorder.catalog
@@ -425,13 +486,11 @@ class Call:
         if result is None or result.total is None:
             recorder.unpriced.add(1, {**point, sc.BILLING_PRICING_STATUS: status})
         else:
-            cost_point = {
-                **point,
-                sc.GEN_AI_USAGE_COST_CURRENCY: result.currency,
-                sc.BILLING_PRICING_STATUS: status,
-            }
-            for bucket, amount in result.amounts.items():
-                recorder.cost.add(float(amount), {**cost_point, sc.BILLING_TOKEN_BUCKET: bucket})
+            # One cost point per call (not per bucket): each metric point costs the caller
+            # microseconds, and per-bucket cost is derived exactly from the token points.
+            point[sc.GEN_AI_USAGE_COST_CURRENCY] = result.currency
+            point[sc.BILLING_PRICING_STATUS] = status
+            recorder.cost.add(float(result.total), point)
         span_attrs: dict[str, AttributeValue] = {
             sc.BILLING_PRICING_STATUS: status,
             sc.BILLING_PROCESSING: processing,

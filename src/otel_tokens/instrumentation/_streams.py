@@ -2,10 +2,10 @@
 
 The user gets back the very stream object the client made (``type(s) is openai.Stream``
 holds): we swap its private ``_iterator`` for a generator that passes every event through
-and keeps it for the provider's `StreamState`. The call is ended exactly once, whichever
-comes first: the stream is exhausted, fails, is closed, or is garbage-collected unfinished
-(even if it was never iterated). Per event the watcher only appends to a list; the
-provider's state reads events in batches, off the hot path.
+the provider's `StreamState`. The call is ended exactly once, whichever comes first: the
+stream is exhausted, fails, is closed, or is garbage-collected unfinished (even if it was
+never iterated). A state reads what it needs from each event as it passes and keeps no
+reference to the event: keeping events would make the garbage collector walk them.
 """
 
 from __future__ import annotations
@@ -18,18 +18,13 @@ from ..usage import TokenUsage
 from ._recording import Call
 from ._safety import log_once
 
-# Read buffered events every this many, so long streams do not hold every event.
-_FOLD_EVERY = 256
-
 
 class StreamState:
     """What a provider knows how to read from its stream events. Subclass per provider."""
 
-    def fold(self, events: list[Any]) -> None:
-        """Read a batch of events, in order."""
-
-    def hide(self, event: Any) -> bool:
-        """True for an event we asked for that the user's code must not see."""
+    def event(self, event: Any) -> bool:
+        """Read one event (cheaply: this is per chunk); True hides it from the user's code
+        (an event we asked for that they did not)."""
         return False
 
     def finish(self, call: Call, error: BaseException | None) -> TokenUsage | None:
@@ -40,26 +35,16 @@ class StreamState:
 class Finisher:
     """Ends one streamed call once; shared by the watcher, close hooks and the finalizer."""
 
-    __slots__ = ("__weakref__", "buffer", "call", "done", "pulling", "state")
+    __slots__ = ("__weakref__", "call", "done", "pulling", "state")
 
     def __init__(self, call: Call, state: StreamState) -> None:
         self.call = call
         self.state = state
-        self.buffer: list[Any] = []
         self.done = False
         # True while the watcher waits on the client's iterator: a close of the HTTP
         # response then comes from the client itself (end of body, failure), and the
         # watcher ends the call with the right outcome right after.
         self.pulling = False
-
-    def fold(self) -> None:
-        if self.buffer:
-            events = self.buffer
-            self.buffer = []
-            try:
-                self.state.fold(events)
-            except Exception as exc:
-                log_once("stream.fold", exc)
 
     def finish(self, error: BaseException | None = None) -> None:
         if self.done:
@@ -67,7 +52,6 @@ class Finisher:
         self.done = True
         usage: TokenUsage | None = None
         try:
-            self.fold()
             usage = self.state.finish(self.call, error)
         except Exception as exc:
             log_once("stream.finish", exc)
@@ -81,8 +65,7 @@ class Finisher:
 
 
 def _watch(inner: Iterator[Any], fin: Finisher) -> Iterator[Any]:
-    buffer = fin.buffer
-    hide = fin.state.hide
+    read = fin.state.event
     call = fin.call
     try:
         while True:
@@ -95,13 +78,13 @@ def _watch(inner: Iterator[Any], fin: Finisher) -> Iterator[Any]:
                 fin.pulling = False
             if call.first_chunk_ns is None:
                 call.first_chunk()
-            buffer.append(item)
-            if len(buffer) >= _FOLD_EVERY:
-                fin.fold()
-                buffer = fin.buffer
-            if hide(item):
-                continue
-            yield item
+            try:
+                hide = read(item)
+            except Exception as exc:
+                log_once("stream.event", exc)
+                hide = False
+            if not hide:
+                yield item
     except BaseException as exc:
         # GeneratorExit: closed or collected before the end; not an error of the call.
         fin.finish(None if isinstance(exc, GeneratorExit) else exc)
@@ -110,8 +93,7 @@ def _watch(inner: Iterator[Any], fin: Finisher) -> Iterator[Any]:
 
 
 async def _awatch(inner: AsyncIterator[Any], fin: Finisher) -> AsyncIterator[Any]:
-    buffer = fin.buffer
-    hide = fin.state.hide
+    read = fin.state.event
     call = fin.call
     try:
         while True:
@@ -124,13 +106,13 @@ async def _awatch(inner: AsyncIterator[Any], fin: Finisher) -> AsyncIterator[Any
                 fin.pulling = False
             if call.first_chunk_ns is None:
                 call.first_chunk()
-            buffer.append(item)
-            if len(buffer) >= _FOLD_EVERY:
-                fin.fold()
-                buffer = fin.buffer
-            if hide(item):
-                continue
-            yield item
+            try:
+                hide = read(item)
+            except Exception as exc:
+                log_once("stream.event", exc)
+                hide = False
+            if not hide:
+                yield item
     except BaseException as exc:
         fin.finish(None if isinstance(exc, GeneratorExit) else exc)
         raise

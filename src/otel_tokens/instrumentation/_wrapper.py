@@ -43,6 +43,7 @@ class Request:
     defer_span: bool = False
     injected_usage: bool = False
     max_output_tokens: int | None = None
+    capture_content: bool = False  # OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT
 
 
 class Adapter(Protocol):

@@ -72,6 +72,7 @@ class AnthropicAdapter:
     def __init__(self, *, use_sdk_span: bool) -> None:
         # Set by the instrumentor once it has hooked the SDK's span finishing.
         self.use_sdk_span = use_sdk_span
+        self.capture = capture_content()  # read once, when instrumenting
         self._stream_types: tuple[type, ...] | None = None
 
     def is_stream(self, result: Any) -> bool:
@@ -90,7 +91,7 @@ class AnthropicAdapter:
         host, port = server_of(client)
         model = body.get("model")
         attrs = request_attributes(body, ("max_tokens",))
-        if capture_content() and "messages" in body:
+        if self.capture and "messages" in body:
             attrs[sc.GEN_AI_INPUT_MESSAGES] = content_json(body["messages"])
         return Request(
             operation="chat",
@@ -103,6 +104,7 @@ class AnthropicAdapter:
             attributes=attrs,
             body=body,
             defer_span=self.use_sdk_span and sdk_traces(client),
+            capture_content=self.capture,
             max_output_tokens=(
                 body["max_tokens"] if isinstance(body.get("max_tokens"), int) else None
             ),
@@ -119,8 +121,8 @@ class AnthropicAdapter:
             finish_reasons=[str(reason)] if reason else None,
             service_tier=field(usage, "service_tier"),
         )
-        if capture_content():
-            call.set_response(attributes={sc.GEN_AI_OUTPUT_MESSAGES: content_json(_text(response))})
+        if request.capture_content:
+            capture_output(call, request, _text(response))
         if usage is None:
             return _estimate(request, _text(response))
         return from_anthropic(usage)
@@ -172,22 +174,21 @@ class _MessagesStream(StreamState):
         self.reason: str | None = None
         self.text: list[str] = []
 
-    def fold(self, events: list[Any]) -> None:
-        text = self.text
-        for event in events:
-            kind = event.type
-            if kind == "content_block_delta":
-                delta = event.delta
-                piece = getattr(delta, "text", None) or getattr(delta, "thinking", None)
-                if piece:
-                    text.append(piece)
-            elif kind == "message_start":
-                self.message = event.message
-            elif kind == "message_delta":
-                self.delta_usage = event.usage
-                reason = getattr(event.delta, "stop_reason", None)
-                if reason:
-                    self.reason = reason
+    def event(self, event: Any) -> bool:
+        kind = event.type
+        if kind == "content_block_delta":
+            delta = event.delta
+            piece = getattr(delta, "text", None) or getattr(delta, "thinking", None)
+            if piece:
+                self.text.append(piece)
+        elif kind == "message_start":
+            self.message = event.message
+        elif kind == "message_delta":
+            self.delta_usage = event.usage
+            reason = getattr(event.delta, "stop_reason", None)
+            if reason:
+                self.reason = reason
+        return False
 
     def finish(self, call: Call, error: BaseException | None) -> TokenUsage | None:
         message = self.message
@@ -198,7 +199,7 @@ class _MessagesStream(StreamState):
             finish_reasons=[self.reason] if self.reason else None,
             service_tier=field(start_usage, "service_tier"),
         )
-        capture_output(call, "".join(self.text))
+        capture_output(call, self.request, "".join(self.text))
         if start_usage is None:
             return _estimate(self.request, "".join(self.text))
         merged: dict[str, Any] = {key: field(start_usage, key) for key in _USAGE_KEYS}

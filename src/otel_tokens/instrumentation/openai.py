@@ -60,9 +60,8 @@ _HOST_PROVIDERS = (
 )
 
 
-def provider_for(client: Any, host: str | None) -> str:
+def provider_for(client: Any, host: str | None, override: str | None = None) -> str:
     """``gen_ai.provider.name`` for a client: Azure by class, others by base URL host."""
-    override = os.environ.get(PROVIDER_ENV)
     if override:
         return override
     if hasattr(client, "_azure_deployment") or type(client).__name__.endswith("AzureOpenAI"):
@@ -83,7 +82,10 @@ def provider_for(client: Any, host: str | None) -> str:
 
 class OpenAIAdapter:
     def __init__(self, *, include_usage: bool | None = None) -> None:
-        self.include_usage = include_usage
+        # The environment is read once, when instrumenting: not on every call.
+        self.include_usage = env_flag(INCLUDE_USAGE_ENV) if include_usage is None else include_usage
+        self.capture = capture_content()
+        self.provider_override = os.environ.get(PROVIDER_ENV) or None
         self._stream_types: tuple[type, ...] | None = None
 
     def is_stream(self, result: Any) -> bool:
@@ -113,7 +115,7 @@ class OpenAIAdapter:
             attrs[sc.OPENAI_REQUEST_SERVICE_TIER] = tier
             if tier in ("flex", "priority"):
                 processing = tier
-        if capture_content():
+        if self.capture:
             content = body.get("messages", body.get("input", body.get("prompt")))
             if content is not None:
                 attrs[sc.GEN_AI_INPUT_MESSAGES] = content_json(content)
@@ -125,10 +127,17 @@ class OpenAIAdapter:
             ),
             None,
         )
+        if endpoint == "/embeddings":
+            max_output = 0  # embeddings produce no output tokens
+        elif endpoint == "/completions" and max_output is None:
+            max_output = 16  # the legacy API's default max_tokens
+        choices = body.get("n")
+        if max_output and isinstance(choices, int) and choices > 1:
+            max_output *= choices  # every choice is billed
         request = Request(
             operation=_ENDPOINTS[endpoint],
             max_output_tokens=max_output,
-            provider=provider_for(client, host),
+            provider=provider_for(client, host, self.provider_override),
             model=model if isinstance(model, str) else None,
             endpoint=endpoint,
             stream=stream,
@@ -137,6 +146,7 @@ class OpenAIAdapter:
             processing=processing,  # type: ignore[arg-type]
             attributes=attrs,
             body=body,
+            capture_content=self.capture,
         )
         if stream and endpoint in ("/chat/completions", "/completions"):
             self._maybe_include_usage(options, body, request)
@@ -170,7 +180,8 @@ class OpenAIAdapter:
             finish_reasons=reasons,
             service_tier=field(response, "service_tier"),
         )
-        capture_output(call, _response_text(request.endpoint, response))
+        if request.capture_content:
+            capture_output(call, request, _response_text(request.endpoint, response))
         usage = field(response, "usage")
         if usage is not None:
             if request.endpoint == "/responses":
@@ -245,36 +256,37 @@ class _ChatStream(StreamState):
         self.reasons: list[str] = []
         self.text: list[str] = []
 
-    def hide(self, event: Any) -> bool:
-        return self.injected and not event.choices and event.usage is not None
-
-    def fold(self, events: list[Any]) -> None:
+    def event(self, chunk: Any) -> bool:
+        usage = chunk.usage
+        if usage is not None:
+            self.usage = usage
+        if self.model is None and chunk.model:  # Azure's first filter chunk has model ""
+            self.model = chunk.model
+        if self.response_id is None and chunk.id:
+            self.response_id = chunk.id
+        choices = chunk.choices
+        if not choices:
+            if self.tier is None:
+                self.tier = getattr(chunk, "service_tier", None)
+            return self.injected and usage is not None
         text = self.text
-        for chunk in events:
-            if chunk.usage is not None:
-                self.usage = chunk.usage
-            if chunk.model:
-                self.model = chunk.model
-            if not self.response_id and chunk.id:  # Azure's first filter chunk has id ""
-                self.response_id = chunk.id
-            tier = getattr(chunk, "service_tier", None)
-            if tier:
-                self.tier = tier
-            for choice in chunk.choices:
-                delta = getattr(choice, "delta", None)
-                piece = getattr(delta, "content", None) if delta is not None else choice.text
-                if piece:
-                    text.append(piece)
-                for tool_call in getattr(delta, "tool_calls", None) or ():
-                    function = getattr(tool_call, "function", None)
-                    arguments = getattr(function, "arguments", None)
-                    name = getattr(function, "name", None)
-                    if name:
-                        text.append(name)
-                    if arguments:
-                        text.append(arguments)
-                if choice.finish_reason:
-                    self.reasons.append(choice.finish_reason)
+        for choice in choices:
+            delta = getattr(choice, "delta", None)
+            if delta is None:  # legacy completions
+                if choice.text:
+                    text.append(choice.text)
+            else:
+                if delta.content:
+                    text.append(delta.content)
+                if delta.tool_calls:
+                    for tool_call in delta.tool_calls:
+                        function = tool_call.function
+                        if function is not None:
+                            text.append((function.name or "") + (function.arguments or ""))
+            if choice.finish_reason:
+                self.reasons.append(choice.finish_reason)
+                self.tier = getattr(chunk, "service_tier", None) or self.tier
+        return False
 
     def finish(self, call: Call, error: BaseException | None) -> TokenUsage | None:
         call.set_response(
@@ -283,13 +295,21 @@ class _ChatStream(StreamState):
             finish_reasons=self.reasons,
             service_tier=self.tier,
         )
-        if capture_content() and self.text:
-            call.set_response(
-                attributes={sc.GEN_AI_OUTPUT_MESSAGES: content_json("".join(self.text))}
-            )
+        capture_output(call, self.request, "".join(self.text))
         if self.usage is not None:
             return from_openai_chat(self.usage)
         return _estimate(self.request, "".join(self.text))
+
+
+_RESPONSE_EVENTS = frozenset(
+    (
+        "response.created",
+        "response.in_progress",
+        "response.completed",
+        "response.incomplete",
+        "response.failed",
+    )
+)
 
 
 class _ResponsesStream(StreamState):
@@ -302,23 +322,17 @@ class _ResponsesStream(StreamState):
         self.final: Any = None
         self.text: list[str] = []
 
-    def fold(self, events: list[Any]) -> None:
-        for event in events:
-            kind = event.type
-            if kind == "response.output_text.delta":
-                self.text.append(event.delta)
-            elif kind in (
-                "response.created",
-                "response.in_progress",
-                "response.completed",
-                "response.incomplete",
-                "response.failed",
-            ):
-                self.final = event.response
+    def event(self, event: Any) -> bool:
+        kind = event.type
+        if kind == "response.output_text.delta":
+            self.text.append(event.delta)
+        elif kind in _RESPONSE_EVENTS:
+            self.final = event.response
+        return False
 
     def finish(self, call: Call, error: BaseException | None) -> TokenUsage | None:
         final = self.final
-        capture_output(call, "".join(self.text))
+        capture_output(call, self.request, "".join(self.text))
         if final is not None:
             call.set_response(
                 model=field(final, "model") or None,

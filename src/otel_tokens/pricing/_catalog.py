@@ -81,6 +81,16 @@ class Catalog:
             version += f"+user.sha256:{user.sha256[:16]}"
         self.version = version
         self._fx: Mapping[str, Decimal] = user.fx if user else {"USD": Decimal(1)}
+        # Resolved prices, each with the interval of instants over which it holds: the
+        # lookup runs once per model and price change, not once per call.
+        self._resolved: dict[
+            tuple[str, str | None, str], tuple[Price | _Unpriced, datetime, datetime]
+        ] = {}
+        instants: set[datetime] = set()
+        if user is not None:
+            instants.update(e.effective_from for e in user.models if e.effective_from)
+            instants.update(d.effective_from for d in user.discounts if d.effective_from)
+        self._user_instants = sorted(instants)
 
     @classmethod
     def load(cls, prices: str | PathLike[str] | None = None, *, use_env: bool = True) -> Catalog:
@@ -155,13 +165,47 @@ class Catalog:
         processing: Processing = "standard",
     ) -> Price | _Unpriced:
         at = _utc(at)
+        key = (model, provider, processing)
+        hit = self._resolved.get(key)
+        if hit is not None and hit[1] <= at < hit[2]:
+            return hit[0]
         name = model.strip().lower()
         gp_provider = genai_prices_provider(provider)
+        resolved: Price | _Unpriced | None = None
         if self.user is not None:
             entry = self._user_entry(name, provider, gp_provider, at)
             if entry is not None:
-                return _user_price(entry, processing)
-        return self._catalog_price(name, model, provider, gp_provider, at, processing)
+                resolved = _user_price(entry, processing)
+        if resolved is None:
+            resolved = self._catalog_price(name, model, provider, gp_provider, at, processing)
+        validity = self._validity(name, gp_provider, at)
+        if validity is not None:
+            if len(self._resolved) > 4096:
+                self._resolved.clear()
+            self._resolved[key] = (resolved, *validity)
+        return resolved
+
+    def _validity(
+        self, name: str, gp_provider: str | None, at: datetime
+    ) -> tuple[datetime, datetime] | None:
+        """The instants around ``at`` between which no price of ``name`` can change."""
+        instants = list(self._user_instants)
+        try:
+            _, info = _gp_snapshot.get_snapshot().find_provider_model(name, None, gp_provider, None)
+        except LookupError:
+            info = None
+        if info is not None:
+            constraints = [
+                c.constraint for c in (info.prices if isinstance(info.prices, list) else ())
+            ] + [v.constraint for v in info.price_variants or ()]
+            for c in constraints:
+                if isinstance(c, _gp.TimeOfDateConstraint):
+                    return None  # changes every day (off-peak prices): not cached
+                if isinstance(c, _gp.StartDateConstraint):
+                    instants.append(datetime.combine(c.start_date, datetime.min.time(), UTC))
+        lower = max((i for i in instants if i <= at), default=_EPOCH)
+        upper = min((i for i in instants if i > at), default=datetime.max.replace(tzinfo=UTC))
+        return lower, upper
 
     # --- user entries ------------------------------------------------------------------
     def _user_entry(

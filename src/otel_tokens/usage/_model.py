@@ -43,16 +43,16 @@ class TokenUsage:
     source: UsageSource = "provider"
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            if f.name == "source":
+        for name in _COUNT_FIELDS:
+            value = getattr(self, name)
+            if type(value) is int and value >= 0:  # the usual case, checked fast
                 continue
-            value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise InvalidUsageError(
-                    f"{f.name} must be an int, got {type(value).__name__} {value!r}"
+                    f"{name} must be an int, got {type(value).__name__} {value!r}"
                 )
             if value < 0:
-                raise InvalidUsageError(f"{f.name} must not be negative, got {value}")
+                raise InvalidUsageError(f"{name} must not be negative, got {value}")
         if self.source not in (sc.USAGE_SOURCE_PROVIDER, sc.USAGE_SOURCE_ESTIMATED):
             raise InvalidUsageError(
                 f"source must be 'provider' or 'estimated', got {self.source!r}"
@@ -200,6 +200,9 @@ class TokenUsage:
             web_search_requests=web_search_requests,
             source=source,
         )
+
+
+_COUNT_FIELDS = tuple(f.name for f in fields(TokenUsage) if f.name != "source")
 
 
 def _check_count(name: str, value: object) -> int:

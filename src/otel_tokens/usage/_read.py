@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ._model import InvalidUsageError, _check_count
+from ._model import MAX_TOKENS_PER_CALL, InvalidUsageError, _check_count
+
+_MISSING = object()
 
 
 def field(obj: Any, *path: str) -> Any:
@@ -13,7 +15,14 @@ def field(obj: Any, *path: str) -> Any:
     for key in path:
         if obj is None:
             return None
-        obj = obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
+        # No ABC check on the common paths (a dict, a response model): this runs per call.
+        if type(obj) is dict:
+            obj = obj.get(key)
+            continue
+        value = getattr(obj, key, _MISSING)
+        if value is _MISSING:
+            value = obj.get(key) if isinstance(obj, Mapping) else None
+        obj = value
     return obj
 
 
@@ -22,6 +31,8 @@ def count(obj: Any, *path: str) -> int:
     value = field(obj, *path)
     if value is None:
         return 0
+    if type(value) is int and 0 <= value <= MAX_TOKENS_PER_CALL:  # the usual case, fast
+        return value
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     name = ".".join(path)

@@ -1,0 +1,1274 @@
+"""Overhead of otel-tokens' instrumentation, and of peer instrumentations measured the same way.
+
+Each client talks to an in-process ``httpx2.MockTransport`` that returns pre-encoded, realistic
+bodies (an OpenAI chat completion with cached and reasoning token details, an OpenAI SSE stream
+ending in an ``include_usage`` chunk, an Anthropic message, an Anthropic SSE stream), so the
+network does not hide the cost. Telemetry goes to the real OpenTelemetry SDK: a TracerProvider
+whose BatchSpanProcessor feeds an exporter that drops spans (``--span-processor simple`` for a
+SimpleSpanProcessor instead), and a MeterProvider with an InMemoryMetricReader that is not
+collected while timing.
+
+The same client objects run instrumented and uninstrumented in the same process, alternating
+in rounds (instrument, measure, uninstrument, measure; the order flips every round); each
+instrumentation gets a fresh interpreter. Times are the calling thread's CPU time by default
+(``--clock wall`` for perf_counter). Added time is the difference of the medians of the per-call
+times. Per stream chunk, streams of two lengths are timed and the added time is split as
+``a + b * chunks``: ``b`` (the slope) is the per-chunk cost and ``a`` the stream's own per-call
+cost, so per-call work does not leak into the per-chunk figure. See bench/README.md.
+
+    python bench/overhead.py --quick          # < 60 s
+    python bench/overhead.py                  # a few minutes
+    python bench/overhead.py --json out.json  # also write the results as JSON ("-": stdout)
+    python bench/overhead.py --profile        # where our added time goes (cProfile)
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import cProfile
+import gc
+import importlib
+import inspect
+import json
+import os
+import platform
+import pstats
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Targets from the issue.
+TARGET_CALL_US = 30.0
+TARGET_CHUNK_US = 1.0
+
+OPENAI_MODEL = "o4-mini-2025-04-16"
+ANTHROPIC_MODEL = "claude-sonnet-4-6"
+OPENAI_URL = "https://api.openai.com/v1"
+ANTHROPIC_URL = "https://api.anthropic.com"
+SDK_SCOPE = "com.anthropic.sdk.python"
+COST_ATTR = "gen_ai.usage.cost.amount"
+
+_TEXT = "The quick brown fox jumps over the lazy dog and then it writes a short report"
+_WORDS = tuple(f" {w}" for w in _TEXT.split(" "))
+
+
+def _text(n: int) -> str:
+    return "".join(_WORDS[i % len(_WORDS)] for i in range(n))
+
+
+# --- canned responses ---------------------------------------------------------------------
+def openai_completion() -> bytes:
+    return json.dumps(
+        {
+            "id": "chatcmpl-bench0001",
+            "object": "chat.completion",
+            "created": 1_760_000_000,
+            "model": OPENAI_MODEL,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {
+                        "role": "assistant",
+                        "content": _text(300),
+                        "refusal": None,
+                        "annotations": [],
+                    },
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": 1_240,
+                "completion_tokens": 428,
+                "total_tokens": 1_668,
+                "prompt_tokens_details": {"cached_tokens": 1_024, "audio_tokens": 0},
+                "completion_tokens_details": {
+                    "reasoning_tokens": 128,
+                    "audio_tokens": 0,
+                    "accepted_prediction_tokens": 0,
+                    "rejected_prediction_tokens": 0,
+                },
+            },
+            "service_tier": "default",
+            "system_fingerprint": "fp_bench",
+        }
+    ).encode()
+
+
+def _sse(data: Any, event: str | None = None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def openai_stream(chunks: int) -> tuple[bytes, ...]:
+    """A role chunk, ``chunks`` content chunks, a finish chunk, the usage chunk and [DONE]."""
+    base = {
+        "id": "chatcmpl-bench0002",
+        "object": "chat.completion.chunk",
+        "created": 1_760_000_000,
+        "model": OPENAI_MODEL,
+        "service_tier": "default",
+        "system_fingerprint": "fp_bench",
+    }
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return _sse({**base, "choices": [choice], "usage": None})
+
+    events = [chunk({"role": "assistant", "content": "", "refusal": None})]
+    events += [chunk({"content": _WORDS[i % len(_WORDS)]}) for i in range(chunks)]
+    events.append(chunk({}, "stop"))
+    usage = {
+        "prompt_tokens": 1_240,
+        "completion_tokens": chunks + 128,
+        "total_tokens": 1_240 + chunks + 128,
+        "prompt_tokens_details": {"cached_tokens": 1_024, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 128, "audio_tokens": 0},
+    }
+    events.append(_sse({**base, "choices": [], "usage": usage}))
+    events.append(b"data: [DONE]\n\n")
+    return tuple(events)
+
+
+_ANTHROPIC_USAGE = {
+    "input_tokens": 1_240,
+    "cache_creation_input_tokens": 256,
+    "cache_read_input_tokens": 1_024,
+    "cache_creation": {"ephemeral_5m_input_tokens": 256, "ephemeral_1h_input_tokens": 0},
+    "server_tool_use": None,
+    "service_tier": "standard",
+}
+
+
+def anthropic_message() -> bytes:
+    return json.dumps(
+        {
+            "id": "msg_bench0001",
+            "type": "message",
+            "role": "assistant",
+            "model": ANTHROPIC_MODEL,
+            "content": [{"type": "text", "text": _text(300)}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {**_ANTHROPIC_USAGE, "output_tokens": 300},
+        }
+    ).encode()
+
+
+def anthropic_stream(chunks: int) -> tuple[bytes, ...]:
+    """message_start, a text block of ``chunks`` content_block_delta events, message_delta."""
+    message = {
+        "id": "msg_bench0002",
+        "type": "message",
+        "role": "assistant",
+        "model": ANTHROPIC_MODEL,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {**_ANTHROPIC_USAGE, "output_tokens": 1},
+    }
+    events = [
+        _sse({"type": "message_start", "message": message}, "message_start"),
+        _sse(
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+            "content_block_start",
+        ),
+        _sse({"type": "ping"}, "ping"),
+    ]
+    events += [
+        _sse(
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": _WORDS[i % len(_WORDS)]},
+            },
+            "content_block_delta",
+        )
+        for i in range(chunks)
+    ]
+    events.append(_sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
+    events.append(
+        _sse(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {
+                    "output_tokens": chunks,
+                    "input_tokens": 1_240,
+                    "cache_creation_input_tokens": 256,
+                    "cache_read_input_tokens": 1_024,
+                    "server_tool_use": None,
+                },
+            },
+            "message_delta",
+        )
+    )
+    events.append(_sse({"type": "message_stop"}, "message_stop"))
+    return tuple(events)
+
+
+# --- in-process transport -----------------------------------------------------------------
+def mock_http_client(body: bytes | tuple[bytes, ...]) -> Any:
+    """An ``httpx2.Client`` answering every request with ``body`` (a tuple: an SSE stream).
+
+    A stream's pre-encoded events arrive one per transport chunk, as from a network.
+    """
+    import httpx2
+
+    class Events(httpx2.SyncByteStream):
+        __slots__ = ("events",)
+
+        def __init__(self, events: tuple[bytes, ...]) -> None:
+            self.events = events
+
+        def __iter__(self) -> Iterator[bytes]:
+            return iter(self.events)
+
+    if isinstance(body, tuple):
+        sse = {"content-type": "text/event-stream"}
+
+        def handler(request: Any) -> Any:
+            return httpx2.Response(200, headers=sse, stream=Events(body))
+    else:
+        plain = {"content-type": "application/json"}
+
+        def handler(request: Any) -> Any:
+            return httpx2.Response(200, headers=plain, content=body)
+
+    return httpx2.Client(transport=httpx2.MockTransport(handler))
+
+
+# --- telemetry ----------------------------------------------------------------------------
+class DropExporter:
+    """Drops spans; counts them by scope, and keeps them only while ``keep`` is a list."""
+
+    def __init__(self) -> None:
+        self.by_scope: Counter[str] = Counter()
+        self.keep: list[Any] | None = None
+
+    def export(self, spans: Sequence[Any]) -> Any:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        for span in spans:
+            scope = span.instrumentation_scope
+            self.by_scope[scope.name if scope else "?"] += 1
+        if self.keep is not None:
+            self.keep.extend(spans)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+
+@dataclass
+class Telemetry:
+    tracer_provider: Any
+    meter_provider: Any
+    reader: Any
+    exporter: DropExporter
+    processor: str
+
+    @classmethod
+    def make(cls, processor: str) -> Telemetry:
+        from opentelemetry import metrics, trace
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+        exporter = DropExporter()
+        tracer_provider = TracerProvider()
+        span_processor = (
+            SimpleSpanProcessor(exporter)  # type: ignore[arg-type]
+            if processor == "simple"
+            else BatchSpanProcessor(exporter)  # type: ignore[arg-type]
+        )
+        tracer_provider.add_span_processor(span_processor)
+        reader = InMemoryMetricReader()
+        meter_provider = MeterProvider(metric_readers=[reader])
+        # Global too, for anything that asks the API instead of taking the providers given.
+        trace.set_tracer_provider(tracer_provider)
+        metrics.set_meter_provider(meter_provider)
+        return cls(tracer_provider, meter_provider, reader, exporter, processor)
+
+    def flushed_spans(self, fn: Callable[[], None]) -> list[Any]:
+        """Spans ended by ``fn()``."""
+        self.tracer_provider.force_flush()
+        self.exporter.keep = []
+        try:
+            fn()
+            self.tracer_provider.force_flush()
+            return self.exporter.keep
+        finally:
+            self.exporter.keep = None
+
+
+# --- what is measured ---------------------------------------------------------------------
+@dataclass
+class Workload:
+    """One kind of call on one client: ``call()`` makes it and consumes the whole result."""
+
+    key: str  # call | stream_short | stream_long, + _sdk_on / _sdk_off for anthropic
+    call: Callable[[], None]
+    per_round: int  # timed calls per round and mode
+    chunks: int = 0  # content chunks per stream (0: not a stream)
+
+
+@dataclass
+class Plan:
+    rounds: int
+    warmup: int
+    short: int
+    long: int
+    calls: int  # timed calls per round and mode: non-streamed
+    short_calls: int  # short streams
+    long_calls: int  # long streams
+    clock: str
+    span_processor: str
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> Plan:
+        quick = args.quick
+        scale = args.scale or 1.0
+        return cls(
+            rounds=args.rounds or (6 if quick else 24),
+            warmup=5 if quick else 20,
+            short=args.short,
+            long=args.long,
+            calls=max(2, round((15 if quick else 40) * scale)),
+            short_calls=max(2, round((5 if quick else 10) * scale)),
+            long_calls=max(1, round((1 if quick else 3) * scale)),
+            clock=args.clock,
+            span_processor=args.span_processor,
+        )
+
+    def argv(self) -> list[str]:
+        return [
+            "--rounds",
+            str(self.rounds),
+            "--short",
+            str(self.short),
+            "--long",
+            str(self.long),
+            "--clock",
+            self.clock,
+            "--span-processor",
+            self.span_processor,
+            "--plan",
+            json.dumps(asdict(self)),
+        ]
+
+
+def openai_workloads(plan: Plan) -> list[Workload]:
+    import openai
+
+    messages = [
+        {"role": "system", "content": "You are a concise assistant. " * 8},
+        {"role": "user", "content": "Summarise the attached report in three sentences. " * 6},
+    ]
+
+    def client(body: bytes | tuple[bytes, ...]) -> Any:
+        return openai.OpenAI(
+            api_key="sk-bench",
+            base_url=OPENAI_URL,
+            max_retries=0,
+            http_client=mock_http_client(body),
+        )
+
+    plain = client(openai_completion())
+
+    def nonstream() -> None:
+        plain.chat.completions.create(
+            model=OPENAI_MODEL, messages=messages, max_completion_tokens=512
+        )
+
+    def streamer(c: Any) -> Callable[[], None]:
+        def run() -> None:
+            stream = c.chat.completions.create(
+                model=OPENAI_MODEL,
+                messages=messages,
+                max_completion_tokens=512,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            for _ in stream:
+                pass
+
+        return run
+
+    return [
+        Workload("call", nonstream, plan.calls),
+        Workload(
+            "stream_short",
+            streamer(client(openai_stream(plan.short))),
+            plan.short_calls,
+            plan.short,
+        ),
+        Workload(
+            "stream_long", streamer(client(openai_stream(plan.long))), plan.long_calls, plan.long
+        ),
+    ]
+
+
+def anthropic_workloads(plan: Plan, tracer_provider: Any, sdk_span: bool) -> list[Workload]:
+    import anthropic
+
+    option: Any = {"tracer_provider": tracer_provider} if sdk_span else False
+    messages = [
+        {"role": "user", "content": "Summarise the attached report in three sentences. " * 6},
+    ]
+    system = "You are a concise assistant. " * 8
+
+    def client(body: bytes | tuple[bytes, ...]) -> Any:
+        return anthropic.Anthropic(
+            api_key="sk-ant-bench",
+            base_url=ANTHROPIC_URL,
+            max_retries=0,
+            open_telemetry=option,
+            http_client=mock_http_client(body),
+        )
+
+    plain = client(anthropic_message())
+
+    def nonstream() -> None:
+        plain.messages.create(
+            model=ANTHROPIC_MODEL, max_tokens=1024, system=system, messages=messages
+        )
+
+    def streamer(c: Any) -> Callable[[], None]:
+        def run() -> None:
+            stream = c.messages.create(
+                model=ANTHROPIC_MODEL,
+                max_tokens=1024,
+                system=system,
+                messages=messages,
+                stream=True,
+            )
+            for _ in stream:
+                pass
+
+        return run
+
+    tag = "_sdk_on" if sdk_span else "_sdk_off"
+    # anthropic's streams cost a fifth of openai's per chunk: more of them in the same time.
+    return [
+        Workload(f"call{tag}", nonstream, plan.calls),
+        Workload(
+            f"stream_short{tag}",
+            streamer(client(anthropic_stream(plan.short))),
+            plan.short_calls,
+            plan.short,
+        ),
+        Workload(
+            f"stream_long{tag}",
+            streamer(client(anthropic_stream(plan.long))),
+            plan.long_calls * 3,
+            plan.long,
+        ),
+    ]
+
+
+# --- the instrumentations -----------------------------------------------------------------
+class Guard:
+    """The client libraries' functions before instrumentation, to undo what an instrumentor's
+    ``uninstrument()`` leaves wrapped (so its "uninstrumented" runs are really uninstrumented).
+    """
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        import wrapt
+
+        self.proxy = getattr(wrapt, "BaseObjectProxy", wrapt.ObjectProxy)  # wrapt 2: the base
+        self.entries: list[tuple[Any, str, Any]] = []
+        for name, module in list(sys.modules.items()):
+            if module is None or not name.startswith(prefixes):
+                continue
+            for attr, value in list(vars(module).items()):
+                if isinstance(value, type) and value.__module__ == name:
+                    for key, member in list(vars(value).items()):
+                        if inspect.isfunction(member) or isinstance(
+                            member, (staticmethod, classmethod)
+                        ):
+                            self.entries.append((value, key, member))
+                elif inspect.isfunction(value):
+                    self.entries.append((module, attr, value))
+        self.leaked: list[tuple[Any, str, Any]] | None = None
+
+    def undo(self) -> list[str]:
+        """Put back what is still wrapped; the names of what was (found on the first call)."""
+        if self.leaked is None:
+            self.leaked = [
+                (owner, key, original)
+                for owner, key, original in self.entries
+                if isinstance(vars(owner).get(key), self.proxy)
+            ]
+        for owner, key, original in self.leaked:
+            setattr(owner, key, original)
+        return [f"{getattr(o, '__qualname__', o.__name__)}.{k}" for o, k, _ in self.leaked]
+
+
+@dataclass
+class Subject:
+    """An instrumentation to measure: ours or a peer."""
+
+    name: str
+    label: str
+    provider: str  # "openai" | "anthropic"
+    module: str
+    cls: str
+    peer: bool
+    instrumentor: Any = None
+    guard: Guard | None = None
+    leftovers: list[str] = field(default_factory=list)
+
+    def load(self) -> str | None:
+        """Import the instrumentor; the reason it cannot be measured, if it cannot."""
+        try:
+            self.instrumentor = getattr(importlib.import_module(self.module), self.cls)()
+        except Exception as exc:
+            return f"not importable here ({type(exc).__name__}: {exc})"
+        return None
+
+    @contextlib.contextmanager
+    def active(self, on: bool, telemetry: Telemetry) -> Iterator[None]:
+        if not on:
+            yield
+            return
+        if self.guard is None:
+            self.guard = Guard((self.provider,))
+        self.instrumentor.instrument(
+            tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+        )
+        if not self.instrumentor.is_instrumented_by_opentelemetry:
+            raise RuntimeError("instrument() did nothing (a dependency conflict?)")
+        try:
+            yield
+        finally:
+            self.instrumentor.uninstrument()
+            self.leftovers = self.guard.undo()
+
+
+SUBJECTS = {
+    s.name: s
+    for s in (
+        Subject(
+            "ours_openai",
+            "otel-tokens",
+            "openai",
+            "otel_tokens.instrumentation",
+            "OpenAIInstrumentor",
+            peer=False,
+        ),
+        Subject(
+            "ours_anthropic",
+            "otel-tokens",
+            "anthropic",
+            "otel_tokens.instrumentation",
+            "AnthropicInstrumentor",
+            peer=False,
+        ),
+        Subject(
+            "openai_v2",
+            "openai-v2 (OpenTelemetry)",
+            "openai",
+            "opentelemetry.instrumentation.openai_v2",
+            "OpenAIInstrumentor",
+            peer=True,
+        ),
+        Subject(
+            "openllmetry_openai",
+            "openai (OpenLLMetry)",
+            "openai",
+            "opentelemetry.instrumentation.openai",
+            "OpenAIInstrumentor",
+            peer=True,
+        ),
+        Subject(
+            "openllmetry_anthropic",
+            "anthropic (OpenLLMetry)",
+            "anthropic",
+            "opentelemetry.instrumentation.anthropic",
+            "AnthropicInstrumentor",
+            peer=True,
+        ),
+    )
+}
+DISTRIBUTIONS = {
+    "openai_v2": "opentelemetry-instrumentation-openai-v2",
+    "openllmetry_openai": "opentelemetry-instrumentation-openai",
+    "openllmetry_anthropic": "opentelemetry-instrumentation-anthropic",
+}
+
+
+# --- timing -------------------------------------------------------------------------------
+CLOCKS: dict[str, Callable[[], int]] = {
+    "wall": time.perf_counter_ns,
+    "cpu": time.thread_time_ns,  # this thread's CPU time: not the time others took the CPU
+}
+
+
+def time_calls(fn: Callable[[], None], n: int, clock: Callable[[], int]) -> list[int]:
+    out = []
+    for _ in range(n):
+        start = clock()
+        fn()
+        out.append(clock() - start)
+    return out
+
+
+@dataclass
+class Samples:
+    """Per-call times (ns) of each workload, instrumented (``on``) and not: pooled, and the
+    median of each round."""
+
+    pooled: dict[tuple[bool, str], list[int]] = field(default_factory=dict)
+    rounds: dict[tuple[bool, str], list[float]] = field(default_factory=dict)
+
+    def add(self, on: bool, key: str, times: list[int]) -> None:
+        self.pooled.setdefault((on, key), []).extend(times)
+        self.rounds.setdefault((on, key), []).append(statistics.median(times))
+
+    def median(self, on: bool, key: str) -> float:
+        """µs."""
+        return statistics.median(self.pooled[(on, key)]) / 1000.0
+
+    def by_round(self, on: bool, key: str) -> list[float]:
+        return [t / 1000.0 for t in self.rounds[(on, key)]]
+
+
+def measure(
+    subject: Subject, telemetry: Telemetry, workloads: list[Workload], plan: Plan
+) -> Samples:
+    clock = CLOCKS[plan.clock]
+    for on in (True, False):  # warm both paths: imports, caches, price catalog, tiktoken
+        with subject.active(on, telemetry):
+            for w in workloads:
+                for _ in range(plan.warmup):
+                    w.call()
+    # What was made so far lives for the whole run: out of the collector's way, so that a
+    # full collection does not land in one mode's calls.
+    gc.collect()
+    gc.freeze()
+    samples = Samples()
+    try:
+        for r in range(plan.rounds):
+            for w in workloads:  # on and off of one workload close in time: less drift
+                for on in (True, False) if r % 2 == 0 else (False, True):
+                    with subject.active(on, telemetry):
+                        w.call()  # the first call after a switch is not timed
+                        samples.add(on, w.key, time_calls(w.call, w.per_round, clock))
+    finally:
+        gc.unfreeze()
+    return samples
+
+
+def check(subject: Subject, telemetry: Telemetry, workloads: list[Workload]) -> dict[str, Any]:
+    """That the subject really records: its spans, usage on them, its metrics."""
+
+    def usage_keys(spans: list[Any]) -> set[str]:
+        return {
+            k
+            for s in spans
+            for k in (s.attributes or {})
+            if "input_tokens" in k or "prompt_tokens" in k or k == COST_ATTR
+        }
+
+    with subject.active(True, telemetry):
+        on = {w.key: telemetry.flushed_spans(w.call) for w in workloads}
+    off = {w.key: telemetry.flushed_spans(w.call) for w in workloads}
+    metrics: set[str] = set()
+    data = telemetry.reader.get_metrics_data()
+    for rm in data.resource_metrics if data else ():
+        for sm in rm.scope_metrics:
+            metrics.update(f"{sm.scope.name}: {m.name}" for m in sm.metrics)
+    out: dict[str, Any] = {"metrics": sorted(metrics), "workloads": {}}
+    for w in workloads:
+        new_keys = usage_keys(on[w.key]) - usage_keys(off[w.key])
+        out["workloads"][w.key] = {
+            "spans_instrumented": sorted({s.instrumentation_scope.name for s in on[w.key]}),
+            "spans_uninstrumented": sorted({s.instrumentation_scope.name for s in off[w.key]}),
+            "usage_attributes_added": sorted(new_keys),
+            "cost_on_span": any((s.attributes or {}).get(COST_ATTR) for s in on[w.key]),
+            "records_usage": bool(new_keys),
+        }
+    return out
+
+
+# --- results ------------------------------------------------------------------------------
+@dataclass
+class Row:
+    what: str
+    who: str
+    kind: str  # call | chunk | stream_call | sdk_call | sdk_chunk
+    uninstrumented_us: float
+    instrumented_us: float
+    # The added time figured round by round (on and off of one round are close in time):
+    # first quartile, median, third quartile. Robust to load that changes between rounds.
+    rounds_us: tuple[float, float, float]
+    note: str = ""
+    valid: bool = True  # False: the instrumentation recorded no usage on these calls
+
+    @property
+    def added_us(self) -> float:
+        return self.instrumented_us - self.uninstrumented_us
+
+    @property
+    def noisy(self) -> bool:
+        """The added time of the pooled medians is outside the middle half of the rounds'."""
+        q1, _, q3 = self.rounds_us
+        return not q1 <= self.added_us <= q3
+
+    @property
+    def ratio(self) -> float:
+        if not self.uninstrumented_us:
+            return float("nan")
+        return self.instrumented_us / self.uninstrumented_us
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "what": self.what,
+            "instrumentation": self.who,
+            "kind": self.kind,
+            "median_uninstrumented_us": round(self.uninstrumented_us, 3),
+            "median_instrumented_us": round(self.instrumented_us, 3),
+            "added_us": round(self.added_us, 3),
+            "added_us_by_round_q1_median_q3": [round(x, 3) for x in self.rounds_us],
+            "noisy": self.noisy,
+            "valid": self.valid,
+            "ratio": round(self.ratio, 4),
+            "note": self.note,
+        }
+
+
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    if len(values) < 2:
+        return (values[0],) * 3 if values else (float("nan"),) * 3
+    q = statistics.quantiles(values, n=4)
+    return q[0], statistics.median(values), q[2]
+
+
+def rows_for(subject: Subject, samples: Samples, workloads: list[Workload], tag: str) -> list[Row]:
+    """A per-call row, a per-chunk row (the slope between the short and the long stream), and
+    the stream's own per-call part."""
+    by_key = {w.key: w for w in workloads}
+    suffix = f"_{tag}" if tag else ""
+    label = " (SDK span on)" if tag == "sdk_on" else " (SDK span off)" if tag else ""
+    api = "chat" if subject.provider == "openai" else "messages"
+    name = f"{subject.provider} {api}"
+    call, short, long = (by_key[f"{k}{suffix}"] for k in ("call", "stream_short", "stream_long"))
+    med, rnd = samples.median, samples.by_round
+
+    def added_by_round(key: str) -> list[float]:
+        return [a - b for a, b in zip(rnd(True, key), rnd(False, key), strict=True)]
+
+    dn = long.chunks - short.chunks
+    slopes = [
+        (dl - ds) / dn
+        for dl, ds in zip(added_by_round(long.key), added_by_round(short.key), strict=True)
+    ]
+    per_chunk = Row(
+        f"{name} stream, per chunk{label}",
+        subject.label,
+        "chunk",
+        (med(False, long.key) - med(False, short.key)) / dn,
+        (med(True, long.key) - med(True, short.key)) / dn,
+        _quartiles(slopes),
+        f"slope between {short.chunks}- and {long.chunks}-chunk streams",
+    )
+    fixed_off = med(False, short.key)
+    fixed_added = med(True, short.key) - fixed_off - per_chunk.added_us * short.chunks
+    return [
+        Row(
+            f"{name} non-stream, per call{label}",
+            subject.label,
+            "call",
+            med(False, call.key),
+            med(True, call.key),
+            _quartiles(added_by_round(call.key)),
+        ),
+        per_chunk,
+        Row(
+            f"{name} stream, per call (fixed part){label}",
+            subject.label,
+            "stream_call",
+            fixed_off,
+            fixed_off + fixed_added,
+            _quartiles(
+                [
+                    d - s * short.chunks
+                    for d, s in zip(added_by_round(short.key), slopes, strict=True)
+                ]
+            ),
+            f"{short.chunks}-chunk stream's added time less {short.chunks} x per-chunk added",
+        ),
+    ]
+
+
+def sdk_rows(samples: Samples, workloads: list[Workload]) -> list[Row]:
+    """anthropic's own tracing, from the uninstrumented runs: SDK span on against off."""
+    by_key = {w.key: w for w in workloads}
+    med, rnd = samples.median, samples.by_round
+    who = "anthropic SDK's own span, no instrumentation"
+    dn = by_key["stream_long_sdk_on"].chunks - by_key["stream_short_sdk_on"].chunks
+
+    def per_chunk(tag: str) -> float:
+        return (med(False, f"stream_long_{tag}") - med(False, f"stream_short_{tag}")) / dn
+
+    def round_slopes(tag: str) -> list[float]:
+        long, short = rnd(False, f"stream_long_{tag}"), rnd(False, f"stream_short_{tag}")
+        return [(a - b) / dn for a, b in zip(long, short, strict=True)]
+
+    on, off = rnd(False, "call_sdk_on"), rnd(False, "call_sdk_off")
+    return [
+        Row(
+            "anthropic messages non-stream, per call: SDK tracing cost",
+            who,
+            "sdk_call",
+            med(False, "call_sdk_off"),
+            med(False, "call_sdk_on"),
+            _quartiles([a - b for a, b in zip(on, off, strict=True)]),
+            "uninstrumented; open_telemetry=False against the SDK's default tracing",
+        ),
+        Row(
+            "anthropic messages stream, per chunk: SDK tracing cost",
+            who,
+            "sdk_chunk",
+            per_chunk("sdk_off"),
+            per_chunk("sdk_on"),
+            _quartiles(
+                [
+                    a - b
+                    for a, b in zip(round_slopes("sdk_on"), round_slopes("sdk_off"), strict=True)
+                ]
+            ),
+        ),
+    ]
+
+
+def format_table(rows: list[Row]) -> str:
+    head = (
+        "what",
+        "instrumentation",
+        "uninstr µs",
+        "instr µs",
+        "added µs",
+        "ratio",
+        "added by round: median [quartiles]",
+    )
+    body = []
+    for r in rows:
+        fine = r.kind in ("chunk", "sdk_chunk")
+        f = "{:.3f}" if fine else "{:.1f}"
+        by_round = "{1:+.2f} [{0:+.2f}..{2:+.2f}]" if fine else "{1:+.1f} [{0:+.0f}..{2:+.0f}]"
+        body.append(
+            (
+                r.what,
+                r.who,
+                f.format(r.uninstrumented_us),
+                f.format(r.instrumented_us),
+                ("{:+.3f}" if fine else "{:+.1f}").format(r.added_us),
+                f"{r.ratio:.3f}",
+                by_round.format(*r.rounds_us) + (" noisy" if r.noisy else ""),
+            )
+        )
+    widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(head, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    for line in body:
+        cells = [
+            c.ljust(w) if i in (0, 1, 6) else c.rjust(w)
+            for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def verdicts(rows: list[Row]) -> list[dict[str, Any]]:
+    """Targets: < 30 µs per call, < 1 µs per chunk, and below every peer on the same row."""
+    out = []
+    for r in rows:
+        if r.who != "otel-tokens" or r.kind not in ("call", "chunk"):
+            continue
+        target = TARGET_CALL_US if r.kind == "call" else TARGET_CHUNK_US
+        peers = {p.who: p.added_us for p in rows if p.who != r.who and p.what == r.what and p.valid}
+        out.append(
+            {
+                "what": r.what,
+                "valid": r.valid,
+                "added_us": round(r.added_us, 3),
+                "added_us_median_by_round": round(r.rounds_us[1], 3),
+                "target_us": target,
+                "meets_target": r.valid and r.added_us < target,
+                "peers_added_us": {k: round(v, 3) for k, v in peers.items()},
+                "below_every_peer": (
+                    (r.valid and all(r.added_us < v for v in peers.values())) if peers else None
+                ),
+            }
+        )
+    return out
+
+
+# --- profiling ----------------------------------------------------------------------------
+_OURS = ("otel_tokens", "opentelemetry", "genai_prices", "wrapt")
+# Functions whose cumulative time includes the client's own work (they wrap it).
+_AROUND = ("wrapper", "parse_hook", "_watch", "finish_api_call_span_hook")
+
+
+def profile_added(subject: Subject, telemetry: Telemetry, work: Workload, n: int, top: int) -> str:
+    """cProfile of ``work`` instrumented, GC off: time per call in instrumentation code.
+
+    Lists the cumulative and own time of the functions of otel-tokens, the OpenTelemetry SDK,
+    genai-prices and wrapt, per call (per chunk for a stream). cProfile inflates small
+    functions: read the shares, not the absolute numbers, which the timed run gives.
+    """
+    with subject.active(True, telemetry):
+        for _ in range(5):
+            work.call()
+        prof = cProfile.Profile()
+        gc.collect()
+        gc.disable()
+        try:
+            prof.enable()
+            for _ in range(n):
+                work.call()
+            prof.disable()
+        finally:
+            gc.enable()
+    stats: Any = pstats.Stats(prof)
+    units = n * (work.chunks or 1)
+    per = "chunk" if work.chunks else "call"
+    found = []
+    for (file, line, func), (_, ncalls, own, cum, _callers) in stats.stats.items():
+        if not any(f"/{p}/" in file for p in _OURS):
+            continue
+        where = file.split("site-packages/")[-1].split("/src/")[-1]
+        wraps = "  [includes the client's own work]" if func in _AROUND else ""
+        found.append((cum, own, ncalls, f"{func}  ({where}:{line}){wraps}"))
+    found.sort(reverse=True)
+    lines = [
+        f"{subject.name} {work.key}: µs per {per} under cProfile (GC off): "
+        f"cumulative, own, calls per {per}"
+    ]
+    for cum, own, ncalls, what in found[:top]:
+        lines.append(
+            f"  {cum / units * 1e6:9.2f} {own / units * 1e6:8.2f} {ncalls / units:7.2f}  {what}"
+        )
+    return "\n".join(lines)
+
+
+# --- running ------------------------------------------------------------------------------
+def _offline_tiktoken() -> None:
+    """Use the repository's shared offline encodings when present (as the tests do)."""
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "tiktoken"
+    if "TIKTOKEN_CACHE_DIR" in os.environ or not shared.is_dir():
+        return
+    import tempfile
+
+    from otel_tokens.counting import install_tiktoken_files
+
+    cache = tempfile.mkdtemp(prefix="bench-tiktoken-")
+    atexit.register(shutil.rmtree, cache, ignore_errors=True)
+    install_tiktoken_files(str(shared), cache)
+    os.environ["TIKTOKEN_CACHE_DIR"] = cache
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in (
+        "otel-tokens",
+        "openai",
+        "anthropic",
+        "httpx2",
+        "opentelemetry-sdk",
+        "wrapt",
+        *DISTRIBUTIONS.values(),
+        "opentelemetry-util-genai",
+    ):
+        with contextlib.suppress(PackageNotFoundError):
+            out[dist] = version(dist)
+    return out
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_subject(name: str, plan: Plan) -> dict[str, Any]:
+    """Measure one instrumentation in this process: its rows, checks and problems."""
+    subject = SUBJECTS[name]
+    started = time.perf_counter()
+    result: dict[str, Any] = {"subject": name, "label": subject.label, "rows": [], "skipped": None}
+    reason = subject.load()
+    if reason is not None:
+        result["skipped"] = reason
+        return result
+    telemetry = Telemetry.make(plan.span_processor)
+    if subject.provider == "openai":
+        work = openai_workloads(plan)
+    else:
+        tp = telemetry.tracer_provider
+        work = anthropic_workloads(plan, tp, True) + anthropic_workloads(plan, tp, False)
+    try:
+        for w in work:  # the client's own first-call costs, before anything is compared
+            w.call()
+        result["checks"] = check(subject, telemetry, work)
+        samples = measure(subject, telemetry, work, plan)
+    except Exception as exc:
+        versions = _versions()
+        result["skipped"] = (
+            f"fails with openai {versions.get('openai')} / anthropic "
+            f"{versions.get('anthropic')}: {type(exc).__name__}: {exc}"
+        )
+        return result
+    if subject.provider == "openai":
+        rows = rows_for(subject, samples, work, "")
+    else:
+        rows = rows_for(subject, samples, work, "sdk_on") + rows_for(
+            subject, samples, work, "sdk_off"
+        )
+        if not subject.peer:
+            rows += sdk_rows(samples, work)
+    bad = {k for k, c in result["checks"]["workloads"].items() if not c["records_usage"]}
+    for r in rows:
+        if bad & _keys_of(r):
+            r.valid = False
+            r.note = "INVALID: recorded no usage (see checks)" + (f"; {r.note}" if r.note else "")
+    result["rows"] = [asdict(r) for r in rows]
+    result["leftover_wrappers"] = subject.leftovers
+    result["elapsed_s"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def _keys_of(row: Row) -> set[str]:
+    """The workloads a row is figured from."""
+    tag = "_sdk_on" if "(SDK span on)" in row.what else ""
+    tag = "_sdk_off" if "(SDK span off)" in row.what else tag
+    if row.kind == "call":
+        return {f"call{tag}"}
+    if row.kind in ("chunk", "stream_call"):
+        return {f"stream_short{tag}", f"stream_long{tag}"}
+    return set()
+
+
+def run_isolated(name: str, plan: Plan) -> dict[str, Any]:
+    """``run_subject`` in a fresh interpreter: nothing one instrumentation leaves behind
+    (patched modules, wrappers its uninstrument() misses) reaches the next."""
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", name, *plan.argv()],
+        stdout=subprocess.PIPE,
+        check=False,
+        text=True,
+    )
+    if proc.returncode != 0:
+        return {
+            "subject": name,
+            "label": SUBJECTS[name].label,
+            "rows": [],
+            "skipped": f"worker failed (exit {proc.returncode}); see its output above",
+        }
+    return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _git_state() -> dict[str, Any]:
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*cmd: str) -> str:
+        proc = subprocess.run(
+            ["git", "-C", str(root), *cmd], capture_output=True, text=True, check=False
+        )
+        return proc.stdout.strip()
+
+    with contextlib.suppress(OSError):
+        return {
+            "commit": git("rev-parse", "HEAD"),
+            "src_changed": git("status", "--porcelain", "src"),
+        }
+    return {}
+
+
+def _report(
+    results: list[dict[str, Any]], plan: Plan, elapsed: float, load_at_start: list[float]
+) -> dict[str, Any]:
+    rows = [
+        Row(**{**r, "rounds_us": tuple(r["rounds_us"])}) for res in results for r in res["rows"]
+    ]
+    machine = {
+        "nproc": os.cpu_count(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "processor": _cpu_model(),
+        "load_average_at_start": load_at_start,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+    }
+    skipped = {res["subject"]: res["skipped"] for res in results if res["skipped"]}
+    problems = []
+    for res in results:
+        if res.get("leftover_wrappers"):
+            problems.append(
+                f"{res['subject']}: uninstrument() leaves {len(res['leftover_wrappers'])} "
+                f"functions wrapped ({', '.join(res['leftover_wrappers'][:4])}...); the bench "
+                "put the originals back after each instrumented round"
+            )
+        for key, c in (res.get("checks") or {}).get("workloads", {}).items():
+            if not c["records_usage"]:
+                problems.append(f"{res['subject']}: no usage recorded on {key}: {c}")
+    return {
+        "machine": machine,
+        "versions": _versions(),
+        "git": _git_state(),
+        "plan": asdict(plan),
+        "elapsed_s": round(elapsed, 1),
+        "rows": rows,
+        "verdicts": verdicts(rows),
+        "skipped": skipped,
+        "problems": problems,
+        "checks": {res["subject"]: res.get("checks") for res in results},
+    }
+
+
+def _print_report(report: dict[str, Any], out: Callable[[str], None]) -> None:
+    rows: list[Row] = report["rows"]
+    plan, machine = report["plan"], report["machine"]
+    out(format_table(rows))
+    out("")
+    for name, reason in report["skipped"].items():
+        out(f"not measured: {name}: {reason}")
+    for problem in report["problems"]:
+        out(f"note: {problem}")
+    for v in report["verdicts"]:
+        peers = ", ".join(f"{k} {p:+.3f}" for k, p in v["peers_added_us"].items())
+        ok = v["meets_target"] and v["below_every_peer"] is not False
+        flag = "OK  " if ok else "MISS" if v["valid"] else "INVALID (recorded nothing)"
+        below = "below every peer" if v["below_every_peer"] else "NOT below every peer"
+        out(
+            f"{flag} {v['what']}: {v['added_us']:+.3f} µs (by round "
+            f"{v['added_us_median_by_round']:+.3f}); target < {v['target_us']:g} "
+            f"{'met' if v['meets_target'] else 'MISSED'}; "
+            f"{below if peers else 'no peer'}{f' ({peers})' if peers else ''}"
+        )
+    out(
+        f"machine: {machine['nproc']} CPUs ({machine['processor']}), Python {machine['python']}, "
+        f"load average {machine['load_average_at_start'][0]} at start, "
+        f"{machine['load_average_at_end'][0]} at end; {plan['rounds']} rounds, "
+        f"{plan['clock']} clock, {plan['span_processor']} span processor, "
+        f"{report['elapsed_s']:.0f} s"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and calls (< 60 s)")
+    parser.add_argument("--rounds", type=int, help="round pairs (instrumented, uninstrumented)")
+    parser.add_argument("--scale", type=float, help="multiplies the timed calls per round")
+    parser.add_argument("--short", type=int, default=10, help="content chunks, short stream")
+    parser.add_argument("--long", type=int, default=200, help="content chunks, long stream")
+    parser.add_argument(
+        "--clock",
+        choices=tuple(CLOCKS),
+        default="cpu",
+        help="cpu (default): the calling thread's CPU time, which other processes on a shared "
+        "machine do not inflate; wall: perf_counter",
+    )
+    parser.add_argument("--span-processor", choices=("batch", "simple"), default="batch")
+    parser.add_argument("--only", nargs="+", choices=tuple(SUBJECTS), help="subjects to run")
+    parser.add_argument("--no-peers", action="store_true", help="measure otel-tokens only")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="measure every subject in this process, not one process each",
+    )
+    parser.add_argument("--json", metavar="PATH", help="also write JSON to PATH ('-': stdout)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="profile where otel-tokens' added time goes, instead of timing",
+    )
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--plan", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    plan = Plan(**json.loads(args.plan)) if args.plan else Plan.of(args)
+    warnings.simplefilter("ignore", DeprecationWarning)
+    _offline_tiktoken()
+
+    if args.worker:
+        print(json.dumps(run_subject(args.worker, plan)))
+        return 0
+
+    names = [
+        n
+        for n, s in SUBJECTS.items()
+        if (not args.only or n in args.only) and not (args.no_peers and s.peer)
+    ]
+    if args.profile:
+        for name in names:
+            subject = SUBJECTS[name]
+            if subject.peer or subject.load() is not None:
+                continue
+            telemetry = Telemetry.make(plan.span_processor)
+            work = (
+                openai_workloads(plan)
+                if subject.provider == "openai"
+                else anthropic_workloads(plan, telemetry.tracer_provider, True)
+                + anthropic_workloads(plan, telemetry.tracer_provider, False)
+            )
+            for w in work:
+                if not w.key.startswith("stream_short"):
+                    n = 20 if w.chunks else 300
+                    print(profile_added(subject, telemetry, w, n, 40), "\n", flush=True)
+        return 0
+
+    load = [round(x, 2) for x in os.getloadavg()]
+    if load[0] > 0.5 * (os.cpu_count() or 1):
+        _log(
+            f"warning: load average {load[0]} on {os.cpu_count()} CPUs: other work shares the "
+            "machine; figures are noisier (see the by-round column)"
+            + ("; prefer --clock cpu" if plan.clock == "wall" else "")
+        )
+    started = time.perf_counter()
+    results = []
+    for name in names:
+        res = run_subject(name, plan) if args.in_process else run_isolated(name, plan)
+        status = f"skipped: {res['skipped']}" if res["skipped"] else f"{res['elapsed_s']} s"
+        _log(f"{name}: {status}")
+        results.append(res)
+    report = _report(results, plan, time.perf_counter() - started, load)
+    _print_report(report, _log if args.json == "-" else print)
+    if args.json:
+        doc = {**report, "rows": [r.as_dict() for r in report["rows"]]}
+        text = json.dumps(doc, indent=2, ensure_ascii=False)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
