@@ -12,6 +12,7 @@ attributes on it (through two hooks of the SDK's tracing) and make no span of ou
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -73,6 +74,9 @@ class AnthropicAdapter:
         # Set by the instrumentor once it has hooked the SDK's span finishing.
         self.use_sdk_span = use_sdk_span
         self.capture = capture_content()  # read once, when instrumenting
+        self._clients: weakref.WeakKeyDictionary[Any, tuple[str | None, int | None, str, bool]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._stream_types: tuple[type, ...] | None = None
 
     def is_stream(self, result: Any) -> bool:
@@ -82,20 +86,32 @@ class AnthropicAdapter:
             self._stream_types = (anthropic.Stream, anthropic.AsyncStream)
         return isinstance(result, self._stream_types)
 
+    def _client_facts(self, client: Any) -> tuple[str | None, int | None, str, bool]:
+        """(host, port, provider, makes its own spans) of a client, worked out once."""
+        try:
+            return self._clients[client]
+        except (KeyError, TypeError):
+            pass
+        host, port = server_of(client)
+        facts = (host, port, provider_for(client), sdk_traces(client))
+        with contextlib.suppress(TypeError):
+            self._clients[client] = facts
+        return facts
+
     def read_request(self, client: Any, options: Any) -> Request | None:
         if str(getattr(options, "method", "")).lower() != "post":
             return None
         if not path_of(options).endswith("/messages"):
             return None  # count_tokens is free; batches are billed by their own results
         body = json_body(options)
-        host, port = server_of(client)
+        host, port, provider, traced = self._client_facts(client)
         model = body.get("model")
         attrs = request_attributes(body, ("max_tokens",))
         if self.capture and "messages" in body:
             attrs[sc.GEN_AI_INPUT_MESSAGES] = content_json(body["messages"])
         return Request(
             operation="chat",
-            provider=provider_for(client),
+            provider=provider,
             model=model if isinstance(model, str) else None,
             endpoint="/v1/messages",
             stream=body.get("stream") is True,
@@ -103,7 +119,7 @@ class AnthropicAdapter:
             server_port=port,
             attributes=attrs,
             body=body,
-            defer_span=self.use_sdk_span and sdk_traces(client),
+            defer_span=self.use_sdk_span and traced,
             capture_content=self.capture,
             max_output_tokens=(
                 body["max_tokens"] if isinstance(body.get("max_tokens"), int) else None

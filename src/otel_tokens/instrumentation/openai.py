@@ -8,7 +8,9 @@ variants, ``AzureOpenAI`` and OpenAI-compatible servers at other base URLs.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -87,6 +89,9 @@ class OpenAIAdapter:
         self.capture = capture_content()
         self.provider_override = os.environ.get(PROVIDER_ENV) or None
         self._stream_types: tuple[type, ...] | None = None
+        self._clients: weakref.WeakKeyDictionary[Any, tuple[str | None, int | None, str]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def is_stream(self, result: Any) -> bool:
         if self._stream_types is None:
@@ -94,6 +99,18 @@ class OpenAIAdapter:
 
             self._stream_types = (openai.Stream, openai.AsyncStream)
         return isinstance(result, self._stream_types)
+
+    def _client_facts(self, client: Any) -> tuple[str | None, int | None, str]:
+        """(host, port, provider) of a client, worked out once per client."""
+        try:
+            return self._clients[client]
+        except (KeyError, TypeError):
+            pass
+        host, port = server_of(client)
+        facts = (host, port, provider_for(client, host, self.provider_override))
+        with contextlib.suppress(TypeError):  # a client that cannot be weakly referenced
+            self._clients[client] = facts
+        return facts
 
     def read_request(self, client: Any, options: Any) -> Request | None:
         if str(getattr(options, "method", "")).lower() != "post":
@@ -103,7 +120,7 @@ class OpenAIAdapter:
         if endpoint is None or (endpoint == "/completions" and path.endswith("/chat/completions")):
             return None
         body = json_body(options)
-        host, port = server_of(client)
+        host, port, provider = self._client_facts(client)
         model = body.get("model")
         stream = body.get("stream") is True
         attrs = request_attributes(
@@ -137,7 +154,7 @@ class OpenAIAdapter:
         request = Request(
             operation=_ENDPOINTS[endpoint],
             max_output_tokens=max_output,
-            provider=provider_for(client, host, self.provider_override),
+            provider=provider,
             model=model if isinstance(model, str) else None,
             endpoint=endpoint,
             stream=stream,
@@ -260,10 +277,11 @@ class _ChatStream(StreamState):
         usage = chunk.usage
         if usage is not None:
             self.usage = usage
-        if self.model is None and chunk.model:  # Azure's first filter chunk has model ""
-            self.model = chunk.model
-        if self.response_id is None and chunk.id:
+        if self.response_id is None and chunk.id:  # Azure's first filter chunk has id ""
             self.response_id = chunk.id
+            self.model = chunk.model or None
+        elif self.model is None and chunk.model:
+            self.model = chunk.model
         choices = chunk.choices
         if not choices:
             if self.tier is None:
