@@ -136,7 +136,7 @@ class AnthropicInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     _hooked_sdk_span = False
 
     def instrumentation_dependencies(self) -> Collection[str]:
-        return ("anthropic >= 0.40",)
+        return ("anthropic >= 0.49",)
 
     def _instrument(self, **kwargs: Any) -> None:
         from . import anthropic as provider
