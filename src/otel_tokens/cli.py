@@ -11,6 +11,7 @@ from decimal import Decimal
 from importlib.metadata import version as _dist_version
 
 from . import reporting
+from .collector.cli import add_parser as add_collector_parser
 from .pricing import (
     PROCESSING_VALUES,
     Catalog,
@@ -142,6 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     b.set_defaults(func=_cmd_budgets)
 
     reporting.add_parsers(sub)
+    add_collector_parser(sub)
     return parser
 
 

@@ -6,6 +6,7 @@ records are inserted with ``ON CONFLICT (id) DO NOTHING``.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -71,13 +72,30 @@ class PostgresLedger:
                 "the PostgreSQL ledger needs psycopg: pip install 'otel-tokens[postgres]'"
             ) from exc
         self.url = url
+        self._psycopg = psycopg
         try:
-            # autocommit: every transaction is an explicit conn.transaction() block.
-            self._conn = psycopg.connect(url, autocommit=True)
+            self._conn = self._connect()
             self._migrate()
         except psycopg.Error as exc:
-            raise LedgerError(f"cannot open ledger {url}: {exc}") from exc
+            raise LedgerError(f"cannot open ledger {_redact(url)}: {exc}") from exc
         self._lock = threading.Lock()  # one connection: one transaction at a time
+
+    def _connect(self) -> Any:
+        # autocommit: every transaction is an explicit conn.transaction() block. A bounded
+        # connect timeout unless the URL sets one: a dead server must not hang the caller.
+        kwargs: dict[str, Any] = {"autocommit": True}
+        if "connect_timeout" not in self.url:
+            kwargs["connect_timeout"] = 10
+        return self._psycopg.connect(self.url, **kwargs)
+
+    def _live(self) -> Any:
+        """The connection, reopened if it was lost (restart, failover, idle kill)."""
+        if self._conn.closed or self._conn.broken:
+            try:
+                self._conn = self._connect()
+            except self._psycopg.Error as exc:
+                raise LedgerError(f"cannot reconnect to ledger {_redact(self.url)}: {exc}") from exc
+        return self._conn
 
     def _migrate(self) -> None:
         with self._conn.transaction(), self._conn.cursor() as cur:
@@ -96,8 +114,10 @@ class PostgresLedger:
 
     @contextmanager
     def transaction(self) -> Iterator[_Tx]:
-        with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
-            yield _Tx(cur)
+        with self._lock:
+            conn = self._live()
+            with conn.transaction(), conn.cursor() as cur:
+                yield _Tx(cur)
 
     def records(
         self, since: datetime | None = None, until: datetime | None = None
@@ -111,17 +131,22 @@ class PostgresLedger:
             sql += " AND period_end <= %s"
             params.append(iso(until))
         sql += " ORDER BY period_end, id"
-        with self._lock, self._conn.cursor() as cur:
+        with self._lock, self._live().cursor() as cur:
             cur.execute(sql, params)
             rows = cur.fetchall()
         for row in rows:
             yield row_record(row)
 
     def count(self) -> int:
-        with self._lock, self._conn.cursor() as cur:
+        with self._lock, self._live().cursor() as cur:
             cur.execute("SELECT count(*) FROM cost_records")
             (n,) = cur.fetchone() or (0,)
         return int(n)
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)

@@ -90,10 +90,13 @@ class SQLiteLedger:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield _Tx(conn)
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # Also when COMMIT itself fails (disk full, I/O error): never leave the
+                # connection inside a transaction, or every later BEGIN would fail.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
 
     def records(
         self, since: datetime | None = None, until: datetime | None = None

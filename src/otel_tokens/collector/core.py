@@ -1,0 +1,476 @@
+"""The transport-independent heart of the collector: auth, tenant binding, admission,
+metering into the ledger, forwarding.
+
+A metrics batch is acknowledged only after `Meter.ingest` returned, that is after its
+ledger transaction committed. A collector killed at any moment therefore either committed
+the batch (the client's retry then changes nothing: record ids and stream marks make it a
+duplicate) or did not (the retry writes it): exactly once.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import sqlite3
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsPartialSuccess,
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.metrics.v1.metrics_pb2 import (
+    AGGREGATION_TEMPORALITY_CUMULATIVE,
+    Metric,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+from .. import semconv as sc
+from ..ledger import Ledger, LedgerError
+from ..metering import IngestResult, InvalidPointError, Meter, TokenPoint, from_otlp
+from ..pricing import Catalog
+from .config import CollectorConfig
+from .decode import PERMISSION_DENIED, UNAUTHENTICATED, ClientError
+from .stats import Stats
+from .upstream import Upstream, UpstreamAnswer
+
+log = logging.getLogger("otel_tokens.collector")
+
+_MAX_NS = 2**63 - 1  # the ledgers store nanosecond timestamps as signed 64-bit integers
+_MAX_REASONS = 10
+# Attributes the metering core reads as strings; anything else is a rejected point.
+_STRING_ATTRIBUTES = (
+    sc.BILLING_TOKEN_BUCKET,
+    sc.GEN_AI_PROVIDER_NAME,
+    sc.GEN_AI_REQUEST_MODEL,
+    sc.GEN_AI_RESPONSE_MODEL,
+    sc.GEN_AI_OPERATION_NAME,
+    sc.BILLING_USAGE_SOURCE,
+    sc.BILLING_PROCESSING,
+    sc.BILLING_CONTEXT_TIER,
+    sc.BILLING_TENANT_ID,
+    sc.BILLING_FEATURE,
+    sc.BILLING_USER_ID,
+)
+_POINT_KINDS = ("gauge", "sum", "histogram", "exponential_histogram", "summary")
+_COST_ATTRIBUTES = (
+    sc.GEN_AI_PROVIDER_NAME,
+    sc.GEN_AI_RESPONSE_MODEL,
+    sc.BILLING_TOKEN_BUCKET,
+    sc.BILLING_TENANT_ID,
+    sc.BILLING_FEATURE,
+    sc.GEN_AI_USAGE_COST_CURRENCY,
+    sc.BILLING_PRICING_STATUS,
+)
+
+
+class Unavailable(Exception):
+    """Retryable: overloaded, ledger down, upstream down. HTTP 503 / gRPC UNAVAILABLE."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who sent a request: ``tenant`` bound to their token, ``admin`` for unbound tokens
+    (and for everyone when authentication is off)."""
+
+    tenant: str | None
+    admin: bool
+
+
+ANONYMOUS = Principal(tenant=None, admin=True)
+
+
+def is_ledger_error(exc: BaseException) -> bool:
+    if isinstance(exc, (LedgerError, sqlite3.Error, OSError)):
+        return True
+    return any(c.__module__.split(".")[0] == "psycopg" for c in type(exc).__mro__)
+
+
+def guard(
+    points: Iterable[TokenPoint | InvalidPointError],
+) -> Iterator[TokenPoint | InvalidPointError]:
+    """Turn points the ledger cannot take into rejections (partial success)."""
+    for p in points:
+        if isinstance(p, TokenPoint):
+            bad = next(
+                (
+                    k
+                    for k in _STRING_ATTRIBUTES
+                    if k in p.attributes and not isinstance(p.attributes[k], str)
+                ),
+                None,
+            )
+            if bad is not None:
+                yield InvalidPointError(f"attribute {bad} must be a string")
+                continue
+            if p.time_ns > _MAX_NS or p.start_ns > _MAX_NS:
+                yield InvalidPointError("timestamp beyond 2262-04-11 (int64 nanoseconds)")
+                continue
+            if p.start_ns > p.time_ns:
+                yield InvalidPointError("start_time_unix_nano is after time_unix_nano")
+                continue
+        yield p
+
+
+def _string_attr(point: Any, key: str) -> tuple[bool, Any]:
+    for kv in point.attributes:
+        if kv.key == key:
+            kind = kv.value.WhichOneof("value")
+            return True, (kv.value.string_value if kind == "string_value" else kv.value)
+    return False, None
+
+
+def bind_tenant(request: ExportMetricsServiceRequest, tenant: str) -> list[tuple[str, str]]:
+    """Hold every data point of ``request`` to ``tenant``, in place.
+
+    A point claiming another ``gen_ai.billing.tenant.id`` is removed and returned as
+    (metric name, reason); ``gen_ai.billing.*`` points without one get ``tenant``.
+    """
+    rejected: list[tuple[str, str]] = []
+    for rm in request.resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                kind = metric.WhichOneof("data")
+                if kind not in _POINT_KINDS:
+                    continue
+                points = getattr(metric, kind).data_points
+                drop = []
+                for i, point in enumerate(points):
+                    found, value = _string_attr(point, sc.BILLING_TENANT_ID)
+                    if found:
+                        if value != tenant:
+                            drop.append(i)
+                            shown = value if isinstance(value, str) else "a non-string value"
+                            rejected.append(
+                                (
+                                    metric.name,
+                                    f"{sc.BILLING_TENANT_ID} {shown!r} is not the tenant "
+                                    "of this token",
+                                )
+                            )
+                    elif metric.name.startswith("gen_ai.billing."):
+                        point.attributes.append(
+                            KeyValue(key=sc.BILLING_TENANT_ID, value=AnyValue(string_value=tenant))
+                        )
+                for i in reversed(drop):
+                    del points[i]
+    return rejected
+
+
+def summarize(reasons: list[str]) -> str:
+    counts = Counter(reasons)
+    parts = []
+    for reason, n in counts.most_common(_MAX_REASONS):
+        shown = reason if len(reason) <= 300 else reason[:297] + "..."
+        parts.append(shown if n == 1 else f"{shown} (x{n})")
+    more = len(counts) - _MAX_REASONS
+    if more > 0:
+        parts.append(f"and {more} other reason(s)")
+    return "; ".join(parts)
+
+
+class Pipeline:
+    """Shared by the HTTP and gRPC transports; thread-safe."""
+
+    def __init__(
+        self,
+        config: CollectorConfig,
+        *,
+        ledger_factory: Callable[[], Ledger],
+        catalog: Catalog,
+        reopen: bool = True,
+    ) -> None:
+        self.config = config
+        self.stats = Stats()
+        self.catalog = catalog
+        self.upstream = (
+            Upstream(config.upstream, config.upstream_headers, config.upstream_timeout)
+            if config.upstream
+            else None
+        )
+        self._ledger_factory = ledger_factory
+        self._reopen = reopen
+        self._ledger_lock = threading.Lock()
+        self._meter: Meter | None = None
+        self._next_open = 0.0
+        self.ledger_up = False
+        self._cond = threading.Condition()
+        self._inflight = 0
+        self._closing = False
+        self._tokens = [(t.encode(), tenant) for t, tenant in config.tokens.items()]
+        self.start_ns = time.time_ns()
+        self.instance_id = str(uuid.uuid4())
+
+    # --- lifecycle ---------------------------------------------------------------------
+    def open(self) -> None:
+        """Open the ledger now (start-up): a ledger that cannot be opened is fatal here."""
+        with self._ledger_lock:
+            self._meter = Meter(self._ledger_factory(), self.catalog)
+            self.ledger_up = True
+
+    def drain(self, timeout: float) -> bool:
+        """Refuse new batches (retryable), then wait for those in flight."""
+        with self._cond:
+            self._closing = True
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._inflight:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def close(self) -> None:
+        with self._ledger_lock:
+            meter, self._meter = self._meter, None
+            self.ledger_up = False
+        if meter is not None and self._reopen:
+            with suppress(Exception):
+                meter.ledger.close()
+
+    # --- auth --------------------------------------------------------------------------
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self._tokens)
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        """The principal of an ``Authorization: Bearer`` value; 401 if it is not one."""
+        if not self._tokens:
+            return ANONYMOUS
+        scheme, _, credential = (authorization or "").strip().partition(" ")
+        given = credential.strip().encode()
+        if scheme.lower() != "bearer" or not given:
+            raise ClientError(401, "missing bearer token", UNAUTHENTICATED)
+        match: Principal | None = None
+        for token, tenant in self._tokens:  # compare with every token: constant time
+            if hmac.compare_digest(token, given):
+                match = Principal(tenant=tenant, admin=tenant is None)
+        if match is None:
+            raise ClientError(401, "invalid bearer token", UNAUTHENTICATED)
+        return match
+
+    def require_admin(self, principal: Principal) -> None:
+        if not principal.admin:
+            raise ClientError(403, "this token is bound to a tenant", PERMISSION_DENIED)
+
+    # --- admission ---------------------------------------------------------------------
+    @property
+    def queue_depth(self) -> int:
+        return self._inflight
+
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        """Hold one of ``max_queue`` in-flight slots; Unavailable when none is free."""
+        with self._cond:
+            if self._closing:
+                raise Unavailable("collector shutting down", self.config.retry_after)
+            if self._inflight >= self.config.max_queue:
+                self.stats.count("overloaded")
+                raise Unavailable(
+                    f"collector overloaded: {self._inflight} batches in flight",
+                    self.config.retry_after,
+                )
+            self._inflight += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._inflight -= 1
+                self._cond.notify_all()
+
+    # --- metrics -----------------------------------------------------------------------
+    def export_metrics(
+        self, request: ExportMetricsServiceRequest, principal: Principal
+    ) -> ExportMetricsServiceResponse:
+        """Bill the request's token points, forward it; the OTLP response (partial success).
+
+        Raises Unavailable (retryable) when the ledger or the upstream fails.
+        """
+        reasons: list[str] = []
+        rejected = 0
+        token_points_dropped = 0
+        if principal.tenant is not None:
+            dropped = bind_tenant(request, principal.tenant)
+            rejected += len(dropped)
+            token_points_dropped = sum(1 for m, _ in dropped if m == sc.METRIC_BILLING_TOKENS)
+            reasons += [reason for _, reason in dropped]
+        points = list(guard(from_otlp(request)))
+        result = self._ingest(points)
+        rejected += len(result.rejected)
+        reasons += result.rejected
+        self.stats.add_points(result.points + token_points_dropped, rejected, result.unchanged)
+        self.stats.add_records(result.records)
+        log.debug(
+            "batch committed: %d token points, %d records written, %d unchanged, %d rejected",
+            result.points + token_points_dropped,
+            len(result.records),
+            result.unchanged,
+            rejected,
+        )
+        if self.upstream is not None:
+            answer = self._forward_metrics(request)
+            if not answer.ok:
+                self.stats.count("forward_errors")
+                if answer.retryable:
+                    raise Unavailable(
+                        f"the batch is in the ledger but {answer.describe()}; retry",
+                        _retry_after(answer.retry_after, self.config.retry_after),
+                    )
+                reasons.append(f"not forwarded: {answer.describe()}")
+        response = ExportMetricsServiceResponse()
+        if rejected or reasons:
+            response.partial_success.CopyFrom(
+                ExportMetricsPartialSuccess(
+                    rejected_data_points=rejected, error_message=summarize(reasons)
+                )
+            )
+        return response
+
+    def _ingest(self, points: list[TokenPoint | InvalidPointError]) -> IngestResult:
+        if not any(isinstance(p, TokenPoint) for p in points):
+            return IngestResult(points=len(points), rejected=[str(p) for p in points])
+        meter = self._current_meter()
+        try:
+            result = meter.ingest(points)
+        except Exception as exc:
+            if not is_ledger_error(exc):
+                raise
+            self.stats.count("ledger_errors")
+            log.warning("ledger error, batch refused (the client will retry): %s", exc)
+            self._drop_meter(meter)
+            raise Unavailable(
+                f"ledger unavailable: {type(exc).__name__}: {exc}", self.config.retry_after
+            ) from exc
+        self.ledger_up = True
+        return result
+
+    def _current_meter(self) -> Meter:
+        with self._ledger_lock:
+            if self._meter is not None:
+                return self._meter
+            now = time.monotonic()
+            if now < self._next_open:
+                raise Unavailable("ledger unavailable (reconnecting)", self.config.retry_after)
+            try:
+                ledger = self._ledger_factory()
+            except Exception as exc:
+                self._next_open = now + self.config.retry_after
+                self.stats.count("ledger_errors")
+                self.ledger_up = False
+                log.warning("cannot reopen the ledger: %s", exc)
+                raise Unavailable(f"ledger unavailable: {exc}", self.config.retry_after) from exc
+            self._meter = Meter(ledger, self.catalog)
+            log.info("ledger reopened: %s", ledger.url)
+            return self._meter
+
+    def _drop_meter(self, meter: Meter) -> None:
+        """After a ledger error: reconnect on the next batch (a fresh connection)."""
+        self.ledger_up = False
+        if not self._reopen:
+            return
+        with self._ledger_lock:
+            if self._meter is not meter:
+                return
+            self._meter = None
+        with suppress(Exception):
+            meter.ledger.close()
+
+    def _forward_metrics(self, request: ExportMetricsServiceRequest) -> UpstreamAnswer:
+        assert self.upstream is not None
+        cost = self.cost_metrics()
+        if cost is not None:
+            out = ExportMetricsServiceRequest()
+            out.CopyFrom(request)
+            out.resource_metrics.append(cost)
+        else:
+            out = request
+        return self.upstream.post(
+            "metrics", out.SerializeToString(), "application/x-protobuf", compress=True
+        )
+
+    def cost_metrics(self) -> ResourceMetrics | None:
+        """``gen_ai.billing.ledger.cost``: cumulative cost of the records this collector
+        wrote, under the collector's own resource (one series per instance)."""
+        snapshot = self.stats.cost_snapshot()
+        if not snapshot:
+            return None
+        now = time.time_ns()
+        points = []
+        for key, value in sorted(snapshot.items()):
+            point = NumberDataPoint(
+                start_time_unix_nano=self.start_ns, time_unix_nano=now, as_double=float(value)
+            )
+            for name, v in zip(_COST_ATTRIBUTES, key, strict=True):
+                if v:
+                    point.attributes.append(KeyValue(key=name, value=AnyValue(string_value=v)))
+            points.append(point)
+        metric = Metric(
+            name=sc.METRIC_BILLING_LEDGER_COST,
+            description="Cost of the cost records written to the ledger (cumulative).",
+            unit="{currency}",
+            sum=Sum(
+                data_points=points,
+                aggregation_temporality=AGGREGATION_TEMPORALITY_CUMULATIVE,
+                is_monotonic=True,
+            ),
+        )
+        resource = Resource(
+            attributes=[
+                KeyValue(key="service.name", value=AnyValue(string_value="otel-tokens-collector")),
+                KeyValue(key="service.instance.id", value=AnyValue(string_value=self.instance_id)),
+            ]
+        )
+        return ResourceMetrics(
+            resource=resource,
+            scope_metrics=[
+                ScopeMetrics(
+                    scope=InstrumentationScope(name="otel_tokens.collector"), metrics=[metric]
+                )
+            ],
+        )
+
+    # --- traces and logs ---------------------------------------------------------------
+    def forward_raw(
+        self, signal: str, body: bytes, content_type: str, content_encoding: str | None
+    ) -> UpstreamAnswer | None:
+        """Forward a traces or logs body untouched; None without an upstream."""
+        if self.upstream is None:
+            return None
+        answer = self.upstream.post(signal, body, content_type, content_encoding)
+        if not answer.ok:
+            self.stats.count("forward_errors")
+            if answer.retryable:
+                raise Unavailable(
+                    answer.describe(), _retry_after(answer.retry_after, self.config.retry_after)
+                )
+        return answer
+
+    def metrics_page(self) -> str:
+        return self.stats.render(self._inflight, self.config.max_queue, self.ledger_up)
+
+
+def _retry_after(value: str | None, default: float) -> float:
+    if value:
+        with suppress(ValueError):
+            seconds = float(value)
+            if 0 < seconds <= 3600:
+                return seconds
+    return default

@@ -1,0 +1,338 @@
+"""OTLP/HTTP receiver (``POST /v1/metrics``, ``/v1/traces``, ``/v1/logs``), ``GET /metrics``
+(Prometheus text) and ``GET /healthz``, on the standard library's threading HTTP server.
+
+Answers follow the OTLP/HTTP specification: 200 with an ``Export*ServiceResponse`` (partial
+success for rejected points); 400, 401, 403, 404, 411, 413 and 415 with a
+``google.rpc.Status`` body, not retryable; 503 with ``Retry-After`` when overloaded or when
+the ledger or the upstream is down, retryable. Bodies are answered in the request's encoding
+(protobuf or JSON).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import socket
+import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from . import decode as d
+from .core import Pipeline, Principal, Unavailable
+from .stats import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
+
+log = logging.getLogger("otel_tokens.collector")
+
+_SIGNALS = {"/v1/metrics": "metrics", "/v1/traces": "traces", "/v1/logs": "logs"}
+_EMPTY_RESPONSE: dict[str, Any] = {
+    "traces": ExportTraceServiceResponse,
+    "logs": ExportLogsServiceResponse,
+}
+_HANDSHAKE_TIMEOUT = 10.0
+_IDLE_TIMEOUT = 60.0
+# Each open connection holds a thread; beyond this many, new ones get an immediate 503.
+MAX_CONNECTIONS = 1024
+_REFUSED = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
+    b"Connection: close\r\n\r\n"
+)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        pipeline: Pipeline,
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.ssl_context = ssl_context
+        self._connections: set[socket.socket] = set()
+        self._conn_lock = threading.Lock()
+        self._active = 0
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._conn_lock:
+            full = self._active >= MAX_CONNECTIONS
+            if not full:
+                self._active += 1
+        if full:
+            self.pipeline.stats.count("overloaded")
+            with contextlib.suppress(OSError):
+                request.sendall(_REFUSED)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            with self._conn_lock:
+                self._active -= 1
+            raise
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        try:
+            self._serve_connection(request, client_address)
+        finally:
+            with self._conn_lock:
+                self._active -= 1
+
+    def _serve_connection(self, request: Any, client_address: Any) -> None:
+        # Runs in the connection's own thread: a slow TLS handshake blocks nobody else.
+        conn = request
+        if self.ssl_context is not None:
+            try:
+                request.settimeout(_HANDSHAKE_TIMEOUT)
+                conn = self.ssl_context.wrap_socket(request, server_side=True)
+            except (OSError, ValueError) as exc:
+                log.debug("TLS handshake with %s failed: %s", client_address, exc)
+                request.close()
+                return
+        with self._conn_lock:
+            self._connections.add(conn)
+        try:
+            _Handler(conn, client_address, self)
+        finally:
+            with self._conn_lock:
+                self._connections.discard(conn)
+            if conn is not request:
+                with contextlib.suppress(OSError):
+                    conn.close()
+
+    def close_connections(self) -> None:
+        """Hang up on every open (keep-alive) connection, at shutdown."""
+        with self._conn_lock:
+            conns = list(self._connections)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "otel-tokens-collector"
+    sys_version = ""
+    timeout = _IDLE_TIMEOUT
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s - %s", self.address_string(), format % args)
+
+    # --- plumbing ----------------------------------------------------------------------
+    def _reply(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str,
+        headers: dict[str, str] | None = None,
+        *,
+        close: bool = False,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _status(
+        self,
+        status: int,
+        code: int,
+        message: str,
+        kind: str,
+        headers: dict[str, str] | None = None,
+        *,
+        close: bool = False,
+    ) -> None:
+        self._reply(
+            status, d.status_body(code, message, kind), d.CONTENT_TYPE[kind], headers, close=close
+        )
+
+    def _read_body(self, limit: int) -> bytes:
+        encoding = self.headers.get("Transfer-Encoding", "").strip().lower()
+        if encoding and encoding != "identity":
+            if encoding != "chunked":
+                raise d.ClientError(400, f"unsupported Transfer-Encoding {encoding!r}")
+            return self._read_chunked(limit)
+        length = self.headers.get("Content-Length")
+        if length is None:
+            raise d.ClientError(411, "Content-Length required")
+        if not length.strip().isdigit():
+            raise d.ClientError(400, f"bad Content-Length {length!r}")
+        n = int(length)
+        if n > limit:
+            raise d.too_large(limit)
+        data = self.rfile.read(n)
+        if len(data) != n:
+            raise d.ClientError(400, "body shorter than its Content-Length")
+        return data
+
+    def _read_chunked(self, limit: int) -> bytes:
+        out = bytearray()
+        while True:
+            line = self.rfile.readline(1024)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise d.ClientError(400, "malformed chunked body") from None
+            if size < 0:
+                raise d.ClientError(400, "malformed chunked body")
+            if size == 0:
+                break
+            if len(out) + size > limit:
+                raise d.too_large(limit)
+            chunk = self.rfile.read(size)
+            if len(chunk) != size or self.rfile.readline(1024).strip():
+                raise d.ClientError(400, "malformed chunked body")
+            out += chunk
+        for _ in range(100):  # trailers, up to the blank line
+            if not self.rfile.readline(8192).strip():
+                break
+        return bytes(out)
+
+    # --- routes ------------------------------------------------------------------------
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        pipeline = self.server.pipeline
+        if path == "/healthz":
+            up = pipeline.ledger_up
+            body = json.dumps(
+                {
+                    "status": "ok" if up else "degraded",
+                    "ledger": "up" if up else "down",
+                    "queue_depth": pipeline.queue_depth,
+                }
+            ).encode()
+            self._reply(200 if up else 503, body, "application/json")
+            return
+        if path == "/metrics":
+            if pipeline.auth_enabled:
+                try:
+                    pipeline.require_admin(pipeline.authenticate(self.headers.get("Authorization")))
+                except d.ClientError as exc:
+                    self._reply(
+                        exc.status,
+                        (exc.message + "\n").encode(),
+                        "text/plain; charset=utf-8",
+                        {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None,
+                    )
+                    return
+            self._reply(200, pipeline.metrics_page().encode(), PROMETHEUS_CONTENT_TYPE)
+            return
+        self._reply(404, b"not found\n", "text/plain; charset=utf-8")
+
+    do_HEAD = do_GET
+
+    def do_POST(self) -> None:
+        path = self.path.split("?", 1)[0]
+        signal = _SIGNALS.get(path)
+        pipeline = self.server.pipeline
+        if signal is None:
+            self._status(404, d.NOT_FOUND, f"no such path {path}", d.JSON, close=True)
+            return
+        kind = d.JSON
+        read = False
+        status = 500
+        try:
+            principal = pipeline.authenticate(self.headers.get("Authorization"))
+            kind = d.media_type(self.headers.get("Content-Type"))
+            encoding = d.check_encoding(self.headers.get("Content-Encoding"))
+            limit = pipeline.config.max_body_bytes
+            # Admitted before the body is read: at most max_queue bodies in memory.
+            with pipeline.admit():
+                raw = self._read_body(limit)
+                read = True
+                body = d.decompress(raw, encoding, limit)
+                if signal == "metrics":
+                    status = self._metrics(body, kind, principal)
+                else:
+                    status = self._forward(signal, raw, kind, encoding)
+        except d.ClientError as exc:
+            status = exc.status
+            headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+            self._status(exc.status, exc.grpc_code, exc.message, kind, headers, close=not read)
+        except Unavailable as exc:
+            status = 503
+            retry = str(max(1, math.ceil(exc.retry_after)))
+            self._status(
+                503, d.UNAVAILABLE, exc.message, kind, {"Retry-After": retry}, close=not read
+            )
+        except (TimeoutError, ConnectionError, ssl.SSLError) as exc:
+            status = 408
+            log.debug("connection problem while reading a request: %s", exc)
+            self.close_connection = True
+        except Exception:
+            status = 500
+            log.exception("internal error on POST %s", path)
+            self._status(500, d.INTERNAL, "internal error", kind, close=True)
+        finally:
+            pipeline.stats.request("http", signal, str(status))
+
+    def _metrics(self, body: bytes, kind: str, principal: Principal) -> int:
+        pipeline = self.server.pipeline
+        request = d.parse(body, kind, ExportMetricsServiceRequest())
+        response = pipeline.export_metrics(request, principal)
+        self._reply(200, d.encode(response, kind), d.CONTENT_TYPE[kind])
+        return 200
+
+    def _forward(self, signal: str, raw: bytes, kind: str, encoding: str) -> int:
+        answer = self.server.pipeline.forward_raw(
+            signal, raw, d.CONTENT_TYPE[kind], None if encoding == "identity" else encoding
+        )
+        if answer is None:
+            self._reply(200, d.encode(_EMPTY_RESPONSE[signal](), kind), d.CONTENT_TYPE[kind])
+            return 200
+        status = 200 if answer.ok else answer.status or 502
+        self._reply(status, answer.body, answer.content_type or d.CONTENT_TYPE[kind])
+        return status
+
+
+class HttpReceiver:
+    """The HTTP listener, serving on a background thread."""
+
+    def __init__(
+        self, host: str, port: int, pipeline: Pipeline, ssl_context: ssl.SSLContext | None
+    ) -> None:
+        cls = _Server6 if ":" in host else _Server
+        self._server = cls((host, port), pipeline, ssl_context)
+        self.host = host
+        self.port: int = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name="otel-tokens-http",
+            daemon=True,
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop_accepting(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def close_connections(self) -> None:
+        self._server.close_connections()
