@@ -192,6 +192,7 @@ budgets:
     period: monthly                  # daily, monthly, fixed (with start/end), pool
     mode: enforce                    # observe (default) or enforce
     rollover: true                   # unused balance of the previous period carries over
+    start: 2026-11-01                # with rollover: the first period it counts from
     on_store_error: open             # open (default) or closed, when Redis is unreachable
   - name: globex-prepaid
     scope: {tenant: globex}
@@ -223,6 +224,7 @@ def test_readme_config_parses(tmp_path: Path) -> None:
         scope={"tenant": "acme"},
         mode="enforce",
         rollover=True,
+        start=utc(2026, 11, 1),
     )
     assert not acme.fail_closed
     assert globex.in_tokens
@@ -845,7 +847,7 @@ def test_a_currency_pool() -> None:
 # --- rollover ------------------------------------------------------------------------------------
 def test_rollover_carries_the_unused_balance_of_the_previous_period() -> None:
     clock = Clock(utc(2026, 10, 20))
-    b = tokens(limit=100, rollover=True)
+    b = tokens(limit=100, rollover=True, start=utc(2026, 10, 1))
     plain = tokens("plain", limit=100, mode="observe")
     m = manager(b, plain, clock=clock)
     call(m, TokenUsage(input=30), n_in=30, max_out=0)
@@ -864,7 +866,7 @@ def test_rollover_carries_the_unused_balance_of_the_previous_period() -> None:
 
 def test_daily_rollover() -> None:
     clock = Clock(utc(2026, 11, 10, 18))
-    b = tokens(limit=100, period="daily", rollover=True)
+    b = tokens(limit=100, period="daily", rollover=True, start=utc(2026, 11, 10))
     m = manager(b, clock=clock)
     call(m, TokenUsage(input=10), n_in=10, max_out=0)
     clock.advance(days=1)
@@ -873,7 +875,21 @@ def test_daily_rollover() -> None:
     assert remaining(m, b) == 200
 
 
-# --- scopes --------------------------------------------------------------------------------------
+def test_rollover_does_not_carry_from_before_the_budget_started() -> None:
+    clock = Clock(utc(2026, 11, 2))
+    b = tokens(limit=100, rollover=True, start=utc(2026, 11, 1))
+    m = manager(b, clock=clock)
+    assert remaining(m, b) == 100  # October is before the budget: no carry-over
+    clock.now = utc(2026, 12, 2)
+    assert remaining(m, b) == 200  # November's unused 100 carries
+
+
+def test_rollover_needs_a_start() -> None:
+    with pytest.raises(BudgetConfigError, match="rollover needs 'start'"):
+        tokens(limit=100, rollover=True)
+
+
+# --- scopes ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("scope", "matching", "other"),
     [
@@ -1140,7 +1156,7 @@ def test_redis_down_fails_closed_when_configured() -> None:
 
 
 def test_redis_down_with_rollover_fails_closed_before_reserving() -> None:
-    b = tokens(limit=10, rollover=True, fail_closed=True)
+    b = tokens(limit=10, rollover=True, fail_closed=True, start=utc(2026, 1, 1))
     m = manager(b, store=RedisStore(DOWN_URL))
     with pytest.raises(BudgetUnavailable):
         preflight(m)

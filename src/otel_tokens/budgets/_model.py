@@ -110,6 +110,16 @@ class Budget:
             raise BudgetConfigError(f"budget {self.name!r}: a fixed window needs start and end")
         if self.start is not None and self.end is not None and self.end <= self.start:
             raise BudgetConfigError(f"budget {self.name!r}: end must be after start")
+        if self.rollover and self.period not in ("daily", "monthly"):
+            raise BudgetConfigError(
+                f"budget {self.name!r}: rollover needs a daily or monthly period"
+            )
+        if self.rollover and self.start is None:
+            # Without it, the period before the budget existed would look entirely unused
+            # and its whole limit would carry over into the first period.
+            raise BudgetConfigError(
+                f"budget {self.name!r}: rollover needs 'start', the first period it counts from"
+            )
         if self.period == "pool" and not self.top_ups:
             raise BudgetConfigError(f"budget {self.name!r}: a pool needs at least one top-up")
         if self.period != "pool" and self.limit <= 0:
@@ -169,12 +179,22 @@ class Budget:
         return first, max(t.expires for t in self.top_ups if t.expires), "pool"
 
     def previous_window(self, now: datetime) -> str | None:
+        """The id of the period before ``now``'s, if the budget already counted in it."""
         if self.period == "daily":
-            return (now.date() - timedelta(days=1)).strftime("%Y-%m-%d")
-        if self.period == "monthly":
-            prev = date(now.year, now.month, 1) - timedelta(days=1)
-            return prev.strftime("%Y-%m")
-        return None
+            day = now.date() - timedelta(days=1)
+            first = day
+            window = day.strftime("%Y-%m-%d")
+        elif self.period == "monthly":
+            last = date(now.year, now.month, 1) - timedelta(days=1)
+            first = last.replace(day=1)
+            window = last.strftime("%Y-%m")
+        else:
+            return None
+        if self.start is not None and datetime.combine(first, datetime.min.time(), UTC) < (
+            self.start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        ):
+            return None  # the budget did not exist yet then: nothing carries over
+        return window
 
 
 def _instant(value: Any, where: str) -> datetime:
