@@ -1236,3 +1236,25 @@ def test_property_engine_agrees_with_genai_prices(
     if result.status == "variant_unavailable":
         return
     assert result.total == _genai_prices_total(usage, model, provider, at, processing)
+
+
+def test_catalog_version_names_updated_price_data() -> None:
+    """Opted-in updates (genai-prices' UpdatePrices) show in the catalog version, and prices
+    resolved from the bundled data are not reused for the updated data."""
+    from genai_prices import data_snapshot
+
+    from otel_tokens.pricing import Catalog as _Catalog
+
+    catalog = _Catalog()
+    bundled = catalog.version
+    updated = data_snapshot.DataSnapshot(
+        providers=data_snapshot.get_snapshot().providers, from_auto_update=True
+    )
+    data_snapshot.set_custom_snapshot(updated)
+    try:
+        result = catalog.price(TokenUsage(input=1000), "gpt-4o", provider="openai")
+        assert result.catalog_version.startswith(bundled + "+update.")
+        assert catalog.version == result.catalog_version
+    finally:
+        data_snapshot.set_custom_snapshot(None)
+    assert catalog.version == bundled

@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 
 from ..usage import TokenUsage
-from ._catalog import Catalog, default_catalog, genai_prices_provider, set_default_catalog
+from ._catalog import (
+    ENV_PRICE_UPDATES,
+    Catalog,
+    default_catalog,
+    genai_prices_provider,
+    set_default_catalog,
+    start_price_updates,
+)
 from ._model import (
     PROCESSING_VALUES,
     Price,
@@ -19,6 +26,7 @@ from ._userfile import ENV_PRICES, PriceFileError, load_user_prices, parse_user_
 
 __all__ = [
     "ENV_PRICES",
+    "ENV_PRICE_UPDATES",
     "PROCESSING_VALUES",
     "Catalog",
     "Price",
@@ -34,6 +42,7 @@ __all__ = [
     "parse_user_prices",
     "price",
     "set_default_catalog",
+    "start_price_updates",
 ]
 
 

@@ -18,6 +18,7 @@ entry; if that entry does not define it, the status is ``variant_unavailable``.
 from __future__ import annotations
 
 import fnmatch
+import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -79,18 +80,29 @@ class Catalog:
         version = f"genai-prices@{self.genai_prices_version}"
         if user is not None:
             version += f"+user.sha256:{user.sha256[:16]}"
-        self.version = version
+        self._base_version = version
         self._fx: Mapping[str, Decimal] = user.fx if user else {"USD": Decimal(1)}
         # Resolved prices, each with the interval of instants over which it holds: the
         # lookup runs once per model and price change, not once per call.
         self._resolved: dict[
-            tuple[str, str | None, str], tuple[Price | _Unpriced, datetime, datetime]
+            tuple[str, str | None, str, int], tuple[Price | _Unpriced, datetime, datetime]
         ] = {}
         instants: set[datetime] = set()
         if user is not None:
             instants.update(e.effective_from for e in user.models if e.effective_from)
             instants.update(d.effective_from for d in user.discounts if d.effective_from)
         self._user_instants = sorted(instants)
+
+    @property
+    def version(self) -> str:
+        """genai-prices version, plus the update's time when updated data is in use, plus the
+        hash of the user price file."""
+        snapshot = _gp_snapshot.get_snapshot()
+        if not snapshot.from_auto_update:
+            return self._base_version
+        stamp = snapshot.timestamp.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+        base, plus, user = self._base_version.partition("+")
+        return f"{base}+update.{stamp}" + (f"+{user}" if plus else "")
 
     @classmethod
     def load(cls, prices: str | PathLike[str] | None = None, *, use_env: bool = True) -> Catalog:
@@ -165,7 +177,7 @@ class Catalog:
         processing: Processing = "standard",
     ) -> Price | _Unpriced:
         at = _utc(at)
-        key = (model, provider, processing)
+        key = (model, provider, processing, id(_gp_snapshot.get_snapshot()))
         hit = self._resolved.get(key)
         if hit is not None and hit[1] <= at < hit[2]:
             return hit[0]
@@ -408,13 +420,37 @@ _default: Catalog | None = None
 _default_lock = threading.Lock()
 
 
+ENV_PRICE_UPDATES = "OTEL_TOKENS_PRICE_UPDATES"
+_updater: Any = None
+
+
+def start_price_updates(interval_seconds: float = 3600) -> None:
+    """Opt in to fetching genai-prices' newest data in the background (network!).
+
+    Until the first fetch, and if fetching fails, the bundled data stays in use. Results
+    priced with updated data carry ``+update.<time>`` in their catalog version.
+    """
+    global _updater
+    with _default_lock:
+        if _updater is None:
+            from genai_prices import UpdatePrices
+
+            _updater = UpdatePrices(update_interval=interval_seconds)
+            _updater.start(wait=False)
+
+
 def default_catalog() -> Catalog:
-    """The process-wide catalog: genai-prices plus ``OTEL_TOKENS_PRICES`` if set."""
+    """The process-wide catalog: genai-prices plus ``OTEL_TOKENS_PRICES`` if set.
+
+    No network is used unless ``OTEL_TOKENS_PRICE_UPDATES=true`` opts in to updates.
+    """
     global _default
     if _default is None:
         with _default_lock:
             if _default is None:
                 _default = Catalog.load()
+        if os.environ.get(ENV_PRICE_UPDATES, "").lower() in ("1", "true", "yes", "on"):
+            start_price_updates()
     return _default
 
 
