@@ -129,33 +129,16 @@ class Catalog:
         at = _utc(at)
         resolved = self.resolve(model, provider=provider, at=at, processing=processing)
         if isinstance(resolved, _Unpriced):
-            return PriceResult(
-                status=resolved.status,  # type: ignore[arg-type]
-                usage=usage,
-                model=model,
-                provider=provider,
-                currency=self.currency,
-                catalog_version=self.version,
-                price_id=resolved.price_id,
-                processing=processing,
-                reason=resolved.reason,
-            )
+            return self._unpriced(resolved, usage, model, provider, processing)
         fx = self._fx.get(resolved.currency)
         if fx is None:  # only reachable for catalog (USD) prices with a non-USD report
-            return PriceResult(
-                status="unpriced",
-                usage=usage,
-                model=model,
-                provider=provider,
-                currency=self.currency,
-                catalog_version=self.version,
-                price_id=resolved.price_id,
-                processing=processing,
-                reason=(
-                    f"price is in {resolved.currency} but the price file has no FX rate for it: "
-                    f"add 'fx: {{{resolved.currency}: <value in {self.currency}>}}'"
-                ),
+            missing = _Unpriced(
+                "unpriced",
+                f"price is in {resolved.currency} but the price file has no FX rate for it: "
+                f"add 'fx: {{{resolved.currency}: <value in {self.currency}>}}'",
+                resolved.price_id,
             )
+            return self._unpriced(missing, usage, model, provider, processing)
         return compute(
             resolved,
             usage,
@@ -166,6 +149,26 @@ class Catalog:
             provider=provider,
             model=model,
             context_tier=context_tier,
+        )
+
+    def _unpriced(
+        self,
+        why: _Unpriced,
+        usage: TokenUsage,
+        model: str,
+        provider: str | None,
+        processing: Processing,
+    ) -> PriceResult:
+        return PriceResult(
+            status=why.status,  # type: ignore[arg-type]
+            usage=usage,
+            model=model,
+            provider=provider,
+            currency=self.currency,
+            catalog_version=self.version,
+            price_id=why.price_id,
+            processing=processing,
+            reason=why.reason,
         )
 
     def resolve(
