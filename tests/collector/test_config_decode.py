@@ -217,3 +217,38 @@ def test_malformed_bodies() -> None:
         with pytest.raises(d.ClientError) as err:
             d.parse(body, kind, ExportMetricsServiceRequest())
         assert err.value.status == 400
+
+
+def test_labelled_counters_are_bounded() -> None:
+    """Past MAX_LABELLED_SERIES label sets, new tenant/feature pairs fold into "other"."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from otel_tokens.collector import stats as stats_module
+    from otel_tokens.records import CostRecord
+
+    stats = stats_module.Stats()
+    now = datetime.now(UTC)
+    limit = stats_module.MAX_LABELLED_SERIES
+    records = [
+        CostRecord(
+            stream_id=str(i),
+            period_start=now,
+            period_end=now,
+            provider="openai",
+            model="gpt-4o",
+            bucket="input",
+            quantity=1,
+            currency="USD",
+            catalog_version="v",
+            pricing_status="priced",
+            billed_cost=Decimal("0.01"),
+            tenant=f"t{i}",
+        )
+        for i in range(limit + 50)
+    ]
+    stats.add_records(records)
+    assert len(stats.tokens) == limit + 1
+    assert stats.tokens[("openai", "gpt-4o", "input", "other", "other")] == 50
+    assert sum(stats.tokens.values()) == limit + 50
+    assert sum(stats.cost.values()) == Decimal("0.01") * (limit + 50)

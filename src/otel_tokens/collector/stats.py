@@ -34,6 +34,12 @@ def _number(value: float | int | Decimal) -> str:
     return repr(float(value))
 
 
+# Label sets kept per labelled counter; beyond it, new tenant/feature pairs are counted
+# under "other" so that memory stays bounded whatever the cardinality clients send.
+MAX_LABELLED_SERIES = 10_000
+OTHER = "other"
+
+
 class Stats:
     """Thread-safe counters; `render` gives the ``/metrics`` page."""
 
@@ -58,12 +64,16 @@ class Stats:
                 self.records += 1
                 tenant, feature = r.tenant or "", r.feature or ""
                 key = (r.provider, r.model, r.bucket, tenant, feature)
+                if key not in self.tokens and len(self.tokens) >= MAX_LABELLED_SERIES:
+                    key = (r.provider, r.model, r.bucket, OTHER, OTHER)
                 self.tokens[key] = self.tokens.get(key, 0) + r.quantity
                 if r.billed_cost is None:
                     ukey = (r.provider, r.model, r.bucket)
                     self.unpriced[ukey] = self.unpriced.get(ukey, 0) + r.quantity
                 else:
                     ckey = (*key, r.currency, r.pricing_status)
+                    if ckey not in self.cost and len(self.cost) >= MAX_LABELLED_SERIES:
+                        ckey = (*key[:3], OTHER, OTHER, r.currency, r.pricing_status)
                     self.cost[ckey] = self.cost.get(ckey, Decimal(0)) + r.billed_cost
 
     def add_points(self, points: int, rejected: int, unchanged: int) -> None:
