@@ -25,41 +25,75 @@ _LOCK_ID = 0x6F746B6E  # advisory lock that serialises migrations across replica
 
 
 class _Tx:
+    """One transaction. Marks are read and locked for a whole batch at once, and written
+    and inserted in pipelined batches: a few round trips per batch, not several per point."""
+
     def __init__(self, cur: Any) -> None:
         self.cur = cur
+        self._marks: dict[tuple[str, int], tuple[int, int]] = {}
+        self._dirty: set[tuple[str, int]] = set()
 
-    def mark(self, stream_id: str, start_ns: int) -> tuple[int, int] | None:
-        # Create the row if missing so that FOR UPDATE has something to lock: two replicas
-        # receiving the same stream then take turns instead of both billing it.
-        self.cur.execute(
+    def prefetch(self, keys: Sequence[tuple[str, int]]) -> None:
+        """Create (if missing), lock and read the marks of ``keys``, in one sorted order."""
+        ordered = sorted(set(keys) - self._marks.keys())
+        if not ordered:
+            return
+        # Create rows first so that FOR UPDATE has something to lock: two replicas
+        # receiving the same stream then take turns instead of both billing it. Sorted,
+        # so replicas lock in the same order and never deadlock.
+        self.cur.executemany(
             "INSERT INTO stream_marks (stream_id, start_ns, time_ns, value) "
             "VALUES (%s, %s, -1, 0) ON CONFLICT DO NOTHING",
-            (stream_id, start_ns),
+            ordered,
         )
         self.cur.execute(
-            "SELECT time_ns, value FROM stream_marks WHERE stream_id = %s AND start_ns = %s "
-            "FOR UPDATE",
-            (stream_id, start_ns),
+            "SELECT m.stream_id, m.start_ns, m.time_ns, m.value FROM stream_marks m "
+            "JOIN unnest(%s::text[], %s::bigint[]) AS k(stream_id, start_ns) "
+            "ON m.stream_id = k.stream_id AND m.start_ns = k.start_ns "
+            "ORDER BY m.stream_id, m.start_ns FOR UPDATE OF m",
+            ([k[0] for k in ordered], [k[1] for k in ordered]),
         )
-        time_ns, value = self.cur.fetchone()
-        return None if time_ns < 0 else (int(time_ns), int(value))
+        for stream_id, start_ns, time_ns, value in self.cur.fetchall():
+            self._marks[(stream_id, int(start_ns))] = (int(time_ns), int(value))
+
+    def mark(self, stream_id: str, start_ns: int) -> tuple[int, int] | None:
+        key = (stream_id, start_ns)
+        if key not in self._marks:
+            self.prefetch([key])
+        time_ns, value = self._marks[key]
+        return None if time_ns < 0 else (time_ns, value)
 
     def set_mark(self, stream_id: str, start_ns: int, time_ns: int, value: int) -> None:
+        key = (stream_id, start_ns)
+        self._marks[key] = (time_ns, value)
+        self._dirty.add(key)
+
+    def flush(self) -> None:
+        """Write the marks set in this transaction (before it commits)."""
+        if not self._dirty:
+            return
         # An upsert, as in SQLite: a mark set without reading it first is not lost.
-        self.cur.execute(
+        self.cur.executemany(
             "INSERT INTO stream_marks (stream_id, start_ns, time_ns, value) "
             "VALUES (%s, %s, %s, %s) ON CONFLICT (stream_id, start_ns) "
             "DO UPDATE SET time_ns = excluded.time_ns, value = excluded.value",
-            (stream_id, start_ns, time_ns, value),
+            [(*key, *self._marks[key]) for key in sorted(self._dirty)],
         )
+        self._dirty.clear()
 
     def insert(self, records: Sequence[CostRecord]) -> list[CostRecord]:
+        if not records:
+            return []
         now = datetime.now(UTC)
+        self.cur.executemany(
+            _INSERT + " RETURNING id", [record_row(r, now) for r in records], returning=True
+        )
+        # One result per statement, in order: a row when that record was new.
         new = []
         for record in records:
-            self.cur.execute(_INSERT, record_row(record, now))
-            if self.cur.rowcount:
+            if self.cur.fetchone() is not None:
                 new.append(record)
+            self.cur.nextset()
         return new
 
 
@@ -117,7 +151,9 @@ class PostgresLedger:
         with self._lock:
             conn = self._live()
             with conn.transaction(), conn.cursor() as cur:
-                yield _Tx(cur)
+                tx = _Tx(cur)
+                yield tx
+                tx.flush()
 
     def records(
         self, since: datetime | None = None, until: datetime | None = None

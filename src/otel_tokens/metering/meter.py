@@ -81,6 +81,9 @@ class Meter:
         # A fixed order: replicas locking the same marks never deadlock.
         valid.sort(key=lambda p: (p.stream_id, p.start_ns, p.time_ns))
         with self.ledger.transaction() as tx:
+            prefetch = getattr(tx, "prefetch", None)
+            if prefetch is not None:  # ledgers that can read all marks of a batch at once
+                prefetch([(p.stream_id, p.start_ns) for p in valid if p.cumulative])
             records = []
             for point in valid:
                 interval = self._interval(tx, point)
