@@ -42,6 +42,21 @@ class Ledger(Protocol):
     def close(self) -> None: ...
 
 
+def records_query(
+    placeholder: str, since: datetime | None, until: datetime | None
+) -> tuple[str, list[str]]:
+    """The SELECT of records whose period ends in ``(since, until]``, for either dialect."""
+    sql = f"SELECT {', '.join(RECORD_COLUMNS)} FROM cost_records WHERE 1=1"
+    params: list[str] = []
+    if since is not None:
+        sql += f" AND period_end > {placeholder}"
+        params.append(_iso(since))
+    if until is not None:
+        sql += f" AND period_end <= {placeholder}"
+        params.append(_iso(until))
+    return sql + " ORDER BY period_end, id", params
+
+
 def record_row(record: CostRecord, ingested_at: datetime) -> tuple[Any, ...]:
     values: dict[str, Any] = {
         "id": record.id,
@@ -109,7 +124,3 @@ def _iso(value: datetime) -> str:
 
 def _parse(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-
-
-def iso(value: datetime) -> str:
-    return _iso(value)

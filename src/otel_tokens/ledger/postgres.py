@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..records import CostRecord
-from ._base import LedgerError, iso, record_row, row_record
+from ._base import LedgerError, record_row, records_query, row_record
 from ._schema import MIGRATIONS, RECORD_COLUMNS
 
 _INSERT = (
@@ -158,15 +158,7 @@ class PostgresLedger:
     def records(
         self, since: datetime | None = None, until: datetime | None = None
     ) -> Iterator[CostRecord]:
-        sql = f"SELECT {', '.join(RECORD_COLUMNS)} FROM cost_records WHERE TRUE"
-        params: list[str] = []
-        if since is not None:
-            sql += " AND period_end > %s"
-            params.append(iso(since))
-        if until is not None:
-            sql += " AND period_end <= %s"
-            params.append(iso(until))
-        sql += " ORDER BY period_end, id"
+        sql, params = records_query("%s", since, until)
         with self._lock, self._live().cursor() as cur:
             cur.execute(sql, params)
             rows = cur.fetchall()

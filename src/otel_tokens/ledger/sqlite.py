@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..records import CostRecord
-from ._base import LedgerError, iso, record_row, row_record
+from ._base import LedgerError, record_row, records_query, row_record
 from ._schema import MIGRATIONS, RECORD_COLUMNS
 
 _INSERT = (
@@ -101,15 +101,7 @@ class SQLiteLedger:
     def records(
         self, since: datetime | None = None, until: datetime | None = None
     ) -> Iterator[CostRecord]:
-        sql = f"SELECT {', '.join(RECORD_COLUMNS)} FROM cost_records WHERE 1=1"
-        params: list[str] = []
-        if since is not None:
-            sql += " AND period_end > ?"
-            params.append(iso(since))
-        if until is not None:
-            sql += " AND period_end <= ?"
-            params.append(iso(until))
-        sql += " ORDER BY period_end, id"
+        sql, params = records_query("?", since, until)
         with self._lock:
             rows = self._conn.execute(sql, params).fetchall()
         for row in rows:
