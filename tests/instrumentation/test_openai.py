@@ -1714,7 +1714,7 @@ def test_responses_stream_dropped_mid_stream(
     assert span_usage(span) == {k: v for k, v in expected.items() if v}
 
 
-def test_long_stream_is_folded_in_batches(
+def test_long_stream_is_counted_whole(
     instrumented: OpenAIInstrumentor, client: openai.OpenAI, telemetry: Telemetry
 ) -> None:
     chunks = list(chat_stream(client, extra_headers={"x-test-output-tokens": "700"}))
