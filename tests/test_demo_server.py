@@ -751,7 +751,7 @@ def test_drop_mid_stream_openai(oai: openai.OpenAI) -> None:
 
 
 def test_drop_mid_stream_anthropic(claude: anthropic.Anthropic) -> None:
-    # anthropic 2.x lets the transport error through unwrapped (httpx2.RemoteProtocolError).
+    # anthropic >= 2.17 wraps the transport error in APIConnectionError; earlier 2.x did not.
     with (
         pytest.raises((anthropic.APIConnectionError, httpx2.TransportError)),
         claude.messages.stream(

@@ -13,6 +13,7 @@ attributes on it (through two hooks of the SDK's tracing) and make no span of ou
 from __future__ import annotations
 
 import contextlib
+import functools
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -271,6 +272,10 @@ def streamed_message_end_hook(
         if call is not None and not call.ended:
             error = kwargs.get("error", args[1] if len(args) > 1 else None)
             error = error if isinstance(error, BaseException) else None
+            raised = _raised_type(error)
+            if raised is not None:  # the user gets the client's wrapper, not this error
+                call.mark_error(raised, str(error))
+                error = None
             if call.finisher is not None:
                 call.finisher.finish(error)
             else:  # a raw stream whose .parse() we have not seen: use the SDK's snapshot
@@ -278,6 +283,31 @@ def streamed_message_end_hook(
     except Exception as exc:
         log_once("anthropic.StreamedMessage.end", exc)
     return wrapped(*args, **kwargs)
+
+
+def _raised_type(error: BaseException | None) -> str | None:
+    """The type the user will see for a transport ``error`` the SDK's span saw first.
+
+    The SDK's span sees a stream's transport failure at the body, before the client turns
+    it into its own error (``APIConnectionError``, ``APITimeoutError``; anthropic >= 2.17).
+    """
+    if error is None or not _wraps_stream_errors():
+        return None
+    import anthropic
+    import httpx2
+
+    if isinstance(error, anthropic.AnthropicError):
+        return None
+    if isinstance(error, httpx2.TimeoutException):
+        return anthropic.APITimeoutError.__qualname__
+    return anthropic.APIConnectionError.__qualname__
+
+
+@functools.cache
+def _wraps_stream_errors() -> bool:
+    from anthropic import _streaming
+
+    return hasattr(_streaming, "iter_response_bytes")
 
 
 def _snapshot_usage(call: Call, observer: Any) -> TokenUsage | None:
