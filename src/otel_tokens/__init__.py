@@ -4,6 +4,7 @@ Exact billable tokens per call (`TokenUsage`), exact `Decimal` prices over a ver
 (`price`, `Catalog`), and OpenTelemetry instrumentation that records both.
 """
 
+from ._background import flush
 from .attribution import attribute
 from .middleware import AttributionMiddleware, WSGIAttributionMiddleware
 from .pricing import (
@@ -40,6 +41,7 @@ __all__ = [
     "WSGIAttributionMiddleware",
     "attribute",
     "default_catalog",
+    "flush",
     "from_anthropic",
     "from_gemini",
     "from_openai_chat",

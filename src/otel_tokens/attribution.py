@@ -25,6 +25,7 @@ from typing import Any, TypeVar, cast
 
 from opentelemetry import baggage
 from opentelemetry import context as otel_context
+from opentelemetry.context import Context
 
 from . import semconv as sc
 
@@ -129,11 +130,11 @@ def attributes_from_headers(headers: Mapping[str, str]) -> Iterator[None]:
         yield
 
 
-def current() -> dict[str, str]:
-    """Our attribution keys in the current context (span attributes)."""
+def current(context: Context | None = None) -> dict[str, str]:
+    """Our attribution keys in ``context`` (default: the current one), as span attributes."""
     return {
         k: str(v)
-        for k, v in baggage.get_all().items()
+        for k, v in baggage.get_all(context).items()
         if k in _SHORT.values() or k.startswith(sc.BILLING_TAG_PREFIX)
     }
 

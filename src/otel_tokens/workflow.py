@@ -21,9 +21,11 @@ from typing import Any, TypeVar, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider, get_meter
 from opentelemetry.trace import Span, TracerProvider
 
+from . import _background
 from . import semconv as sc
 from .pricing import PriceResult, decimal_str
 from .usage import TokenUsage
@@ -57,9 +59,9 @@ class Rollup:
                 )
 
 
-def open_rollups() -> tuple[Rollup, ...]:
-    """The workflows enclosing the current context, outermost first."""
-    value = otel_context.get_value(_KEY)
+def open_rollups(context: Context | None = None) -> tuple[Rollup, ...]:
+    """The workflows enclosing ``context`` (default: the current one), outermost first."""
+    value = otel_context.get_value(_KEY, context)
     return value if isinstance(value, tuple) else ()
 
 
@@ -119,6 +121,7 @@ class workflow:
         _OPEN.set(stack[:i] + stack[i + 1 :])
         self._last = rollup
         otel_context.detach(token)  # type: ignore[arg-type]
+        _background.queue.flush()  # calls that ended in the block but are not recorded yet
         with rollup.lock:
             usage, costs, calls, unpriced = (
                 rollup.usage,

@@ -24,6 +24,7 @@ import pytest
 from opentelemetry.propagate import inject
 from opentelemetry.sdk.trace import ReadableSpan
 
+import otel_tokens
 from otel_tokens import semconv as sc
 from otel_tokens.attribution import ENV_CARDINALITY_LIMIT, ENV_METRIC_ATTRIBUTES, OTHER, attribute
 from otel_tokens.demo.server import ProviderServer
@@ -336,6 +337,7 @@ def test_cost_records_of_real_calls_keep_tenant_and_tags(
         response = chat(client)
     ledger = SQLiteLedger(":memory:")
     try:
+        otel_tokens.flush()  # calls are recorded on a background thread
         result = Meter(ledger, Catalog()).ingest(from_sdk(telemetry.reader.get_metrics_data()))
     finally:
         ledger.close()

@@ -2,12 +2,15 @@
 
 Registered in the ``opentelemetry_instrumentor`` entry-point group, so
 ``opentelemetry-instrument python app.py`` finds them; or call ``instrument()`` yourself.
-Both accept ``tracer_provider``, ``meter_provider`` and ``catalog`` (a `Catalog`).
+Both accept ``tracer_provider``, ``meter_provider``, ``catalog`` (a `Catalog`), ``budgets``
+and ``recording`` (``"background"``, the default, or ``"inline"``; else
+``OTEL_TOKENS_RECORDING``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Collection
 from typing import Any
@@ -16,6 +19,7 @@ import wrapt
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.utils import unwrap
 
+from .._background import queue
 from ..budgets import BudgetManager
 from ._recording import Recorder
 from ._wrapper import (
@@ -29,19 +33,30 @@ from ._wrapper import (
 __all__ = ["AnthropicInstrumentor", "OpenAIInstrumentor"]
 
 _log = logging.getLogger("otel_tokens")
+ENV_RECORDING = "OTEL_TOKENS_RECORDING"
 # Values keep their key objects alive, so that an id() in a key is never reused.
-_recorders: dict[tuple[int, int, int, int], tuple[Recorder, tuple[Any, ...]]] = {}
+_recorders: dict[tuple[int, int, int, int, bool], tuple[Recorder, tuple[Any, ...]]] = {}
 _recorders_lock = threading.Lock()
 
 
+def _background(kwargs: dict[str, Any]) -> bool:
+    mode = str(kwargs.get("recording") or os.environ.get(ENV_RECORDING) or "background")
+    mode = mode.strip().lower()
+    if mode not in ("background", "inline"):
+        _log.warning("otel-tokens: %s=%r is not 'background' or 'inline'", ENV_RECORDING, mode)
+        return True
+    return mode == "background"
+
+
 def _recorder(kwargs: dict[str, Any]) -> Recorder:
-    """One recorder per (providers, catalog, budgets): instruments are made once.
+    """One recorder per (providers, catalog, budgets, mode): instruments are made once.
 
     ``budgets``: a `BudgetManager`; by default one from ``OTEL_TOKENS_BUDGETS`` if set.
     """
     tp, mp = kwargs.get("tracer_provider"), kwargs.get("meter_provider")
     catalog, budgets = kwargs.get("catalog"), kwargs.get("budgets")
-    key = (id(tp), id(mp), id(catalog), id(budgets))
+    background = _background(kwargs)
+    key = (id(tp), id(mp), id(catalog), id(budgets), background)
     with _recorders_lock:
         found = _recorders.get(key)
         if found is not None:
@@ -49,9 +64,60 @@ def _recorder(kwargs: dict[str, Any]) -> Recorder:
         keep = (tp, mp, catalog, budgets)
         if budgets is None:
             budgets = BudgetManager.from_env(catalog=catalog, meter_provider=mp)
-        recorder = Recorder(tracer_provider=tp, meter_provider=mp, catalog=catalog, budgets=budgets)
+        recorder = Recorder(
+            tracer_provider=tp,
+            meter_provider=mp,
+            catalog=catalog,
+            budgets=budgets,
+            background=background,
+        )
         _recorders[key] = (recorder, keep)
         return recorder
+
+
+# The SDK providers flush and shut down after recording what our queue holds: a user's
+# force_flush() (serverless handlers, tests) then sees every call that has ended.
+_PROVIDER_METHODS = (
+    ("opentelemetry.sdk.trace", "TracerProvider", "force_flush"),
+    ("opentelemetry.sdk.trace", "TracerProvider", "shutdown"),
+    ("opentelemetry.sdk.metrics", "MeterProvider", "force_flush"),
+    ("opentelemetry.sdk.metrics", "MeterProvider", "shutdown"),
+)
+_active: set[str] = set()
+
+
+def _flush_first(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    try:
+        timeout = kwargs.get("timeout_millis", args[0] if args else 30_000)
+        queue.flush(min(float(timeout), 30_000) / 1000)
+    except Exception:
+        _log.debug("otel-tokens: could not flush before the provider", exc_info=True)
+    return wrapped(*args, **kwargs)
+
+
+def _hook_providers(who: str) -> None:
+    with _recorders_lock:
+        if not _active:
+            for module, cls, name in _PROVIDER_METHODS:
+                try:
+                    wrapt.wrap_function_wrapper(module, f"{cls}.{name}", _flush_first)
+                except (AttributeError, ImportError):  # the API without the SDK
+                    continue
+        _active.add(who)
+
+
+def _unhook_providers(who: str) -> None:
+    import importlib
+
+    with _recorders_lock:
+        _active.discard(who)
+        if _active:
+            return
+        for module, cls, name in _PROVIDER_METHODS:
+            try:
+                unwrap(getattr(importlib.import_module(module), cls), name)
+            except (AttributeError, ImportError):
+                continue
 
 
 def _warn_if_wrapped(module: str, attr: str, who: str) -> None:
@@ -89,6 +155,7 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
         _warn_if_wrapped("openai.resources.chat.completions", "Completions.create", "openai")
         recorder = _recorder(kwargs)
+        _hook_providers("openai")
         adapter = OpenAIAdapter(include_usage=kwargs.get("include_usage"))
         switch = self._switch = Switch()
         wrapt.wrap_function_wrapper(
@@ -115,6 +182,7 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         import openai._base_client as base
         import openai._response as response
 
+        _unhook_providers("openai")
         if self._switch is not None:
             self._switch.on = False  # wrappers captured by with_raw_response pass through
         unwrap(base.SyncAPIClient, "request")
@@ -144,6 +212,7 @@ class AnthropicInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         _warn_if_wrapped("anthropic.resources.messages", "Messages.create", "anthropic")
         self._hooked_sdk_span = self._hook_sdk_span(provider)
         recorder = _recorder(kwargs)
+        _hook_providers("anthropic")
         adapter = provider.AnthropicAdapter(use_sdk_span=self._hooked_sdk_span)
         switch = self._switch = Switch()
         wrapt.wrap_function_wrapper(
@@ -189,6 +258,7 @@ class AnthropicInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         import anthropic._base_client as base
         import anthropic._response as response
 
+        _unhook_providers("anthropic")
         if self._switch is not None:
             self._switch.on = False
         unwrap(base.SyncAPIClient, "request")

@@ -12,6 +12,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -29,6 +30,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, Trac
 from opentelemetry.util.types import AttributeValue
 
 from .. import semconv as sc
+from .._background import queue
 from ..attribution import CardinalityGuard
 from ..attribution import current as current_attribution
 from ..budgets import BudgetManager, Reservation
@@ -123,7 +125,11 @@ def _billing_sums(meter_provider: MeterProvider | None, meter: Meter) -> tuple[S
 
 
 class Recorder:
-    """Tracer, metric instruments and catalog shared by every call of an instrumentor."""
+    """Tracer, metric instruments and catalog shared by every call of an instrumentor.
+
+    ``background``: end calls on the recording thread (`otel_tokens._background`) instead of
+    the caller's; see `Call.end`.
+    """
 
     def __init__(
         self,
@@ -131,8 +137,8 @@ class Recorder:
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
         catalog: Catalog | None = None,
-        extra_attributes: Callable[[], Mapping[str, AttributeValue]] | None = None,
         budgets: BudgetManager | None = None,
+        background: bool = False,
     ) -> None:
         version = _version()
         self.tracer: Tracer = trace.get_tracer(
@@ -158,14 +164,14 @@ class Recorder:
             explicit_bucket_boundaries_advisory=list(sc.DURATION_BUCKETS),
         )
         # The billing counters are sums we keep ourselves and report when the SDK collects
-        # (asynchronous counters): a synchronous measurement costs the caller ~10 us each,
-        # and a call makes one per bucket. One set per meter provider: an instrument is
-        # registered once, whatever the number of recorders (re-instrumenting) using it.
+        # (asynchronous counters): a synchronous measurement costs ~10 us each, and a call
+        # makes one per bucket. One set per meter provider: an instrument is registered
+        # once, whatever the number of recorders (re-instrumenting) using it.
         self.billing_tokens, self.cost, self.unpriced = _billing_sums(meter_provider, meter)
         self._catalog = catalog
-        self.extra_attributes = extra_attributes
         self.guard = CardinalityGuard()
         self.budgets = budgets
+        self.background = background
 
     @property
     def catalog(self) -> Catalog:
@@ -204,7 +210,15 @@ class Recorder:
 
 
 class Call:
-    """One metered API call: its span, timing and response facts, ended exactly once."""
+    """One metered API call: its span, timing and response facts, ended exactly once.
+
+    The caller's thread does as little as it can: it notes the start, the context and what
+    the provider module read. Pricing, the span and the metric points are made when the call
+    ends, on the recording thread in background mode. Our span is then made at the end, with
+    the call's own start and end times, under the span that was current when the call began.
+    A span that another library owns (anthropic's) is ended by that library right after the
+    call ends: its attributes are written at once, and only the metric points wait.
+    """
 
     __slots__ = (
         "__weakref__",
@@ -212,22 +226,21 @@ class Call:
         "_error",
         "_owns_span",
         "_result",
-        "common",
         "finisher",
         "first_chunk_ns",
-        "metric_attribution",
-        "name",
         "operation",
         "parent",
         "pending",
         "processing",
         "provider",
         "recorder",
+        "request_attributes",
         "request_model",
         "reservation",
         "response_model",
-        "rollups",
         "salvaged",
+        "server_address",
+        "server_port",
         "span",
         "start_ns",
         "stream",
@@ -247,13 +260,17 @@ class Call:
         attributes: Mapping[str, AttributeValue] | None,
         defer_span: bool,
     ) -> None:
+        self.start_ns = time.time_ns()
         self.recorder = recorder
         self.operation = operation
         self.provider = provider
         self.request_model = request_model
-        self.response_model: str | None = None
+        self.server_address = server_address
+        self.server_port = server_port
         self.stream = stream
         self.processing: Processing = processing
+        self.request_attributes = attributes
+        self.response_model: str | None = None
         self.first_chunk_ns: int | None = None
         self.finisher: Any = None  # the stream's finisher, for hooks that end streams early
         self._ended = False
@@ -262,48 +279,31 @@ class Call:
         # Usage of a billed response the client then failed to parse (see _wrapper).
         self.salvaged: TokenUsage | None = None
         self.reservation: Reservation | None = None  # budgets drawn on before sending
-        common: dict[str, AttributeValue] = {
-            sc.GEN_AI_OPERATION_NAME: operation,
-            sc.GEN_AI_PROVIDER_NAME: provider,
-        }
-        if request_model:
-            common[sc.GEN_AI_REQUEST_MODEL] = request_model
-        if server_address:
-            common[sc.SERVER_ADDRESS] = server_address
-            if server_port:
-                common[sc.SERVER_PORT] = server_port
-        self.common = common
-        span_attributes: dict[str, AttributeValue] = dict(common)
-        if stream:
-            span_attributes[sc.GEN_AI_REQUEST_STREAM] = True
-        if attributes:
-            span_attributes.update(attributes)
-        if recorder.extra_attributes is not None:
-            span_attributes.update(recorder.extra_attributes())
-        attribution = current_attribution()
-        self.metric_attribution: dict[str, str] | None = None
-        if attribution:
-            span_attributes.update(attribution)
-            self.metric_attribution = recorder.guard.metric_attributes(attribution)
-        self.rollups = open_rollups()
-        self.start_ns = time.time_ns()
-        self.name = f"{operation} {request_model}" if request_model else operation
-        # Attributes learnt after the start are written in one go at the end.
+        # Attributes learnt after the start, written in one go at the end.
         self.pending: dict[str, AttributeValue] = {}
-        self.span: Span | None
-        # A deferred span is made at the end, perhaps in another context: keep its parent.
-        self.parent = otel_context.get_current() if defer_span else None
-        if defer_span:
-            self.span = None
-            self.pending.update(span_attributes)
-        else:
+        # The context the call was made in: our span's parent, and where its attribution
+        # (baggage) and enclosing workflows are read, whichever thread records it.
+        self.parent = otel_context.get_current()
+        self.span: Span | None = None
+        self._owns_span = False
+        if not (defer_span or recorder.background):
             self.span = recorder.tracer.start_span(
                 self.name,
+                context=self.parent,
                 kind=SpanKind.CLIENT,
-                attributes=span_attributes,
+                attributes=self._start_attributes(),
                 start_time=self.start_ns,
             )
-        self._owns_span = not defer_span
+            self._owns_span = True
+
+    @property
+    def name(self) -> str:
+        model = self.request_model
+        return f"{self.operation} {model}" if model else self.operation
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
 
     def adopt(self, span: Span) -> None:
         """Carry this call on ``span`` (the client library's own), which its owner ends."""
@@ -312,10 +312,13 @@ class Call:
             self._owns_span = False
 
     def activate(self) -> object:
-        """Make our span current (so HTTP spans nest under it); give the token to `deactivate`."""
+        """Make our span current (so HTTP spans nest under it); give the token to `deactivate`.
+
+        In background mode there is no span of ours until the call ends.
+        """
         if self.span is None:
             return None
-        return otel_context.attach(trace.set_span_in_context(self.span))
+        return otel_context.attach(trace.set_span_in_context(self.span, self.parent))
 
     @staticmethod
     def deactivate(token: object) -> None:
@@ -356,85 +359,181 @@ class Call:
 
     def end(self, usage: TokenUsage | None, error: BaseException | None = None) -> None:
         """Price, set attributes, record metrics and end the span; only the first call counts."""
-        if self._ended:
-            return
-        self._ended = True
+        if not self._ended:
+            self._ended = True
+            self._end(None, usage, error)
+
+    def end_later(
+        self, read: Callable[[], TokenUsage | None], error: BaseException | None = None
+    ) -> None:
+        """Like `end` with the usage ``read()`` returns; in background mode ``read`` (reading
+        the response) runs on the recording thread too."""
+        if not self._ended:
+            self._ended = True
+            self._end(read, None, error)
+
+    # --- internals -------------------------------------------------------------------
+    def _end(
+        self,
+        read: Callable[[], TokenUsage | None] | None,
+        usage: TokenUsage | None,
+        error: BaseException | None,
+    ) -> None:
+        end_ns = time.time_ns()
+        # Budgets are settled at once: the next call's pre-flight check must see this one.
+        background = self.recorder.background and self.reservation is None
+        if background and self.span is None:
+            queue.submit(partial(self._finish, read, usage, error, end_ns, False))
+        else:
+            self._finish(read, usage, error, end_ns, background)
+
+    def _finish(
+        self,
+        read: Callable[[], TokenUsage | None] | None,
+        usage: TokenUsage | None,
+        error: BaseException | None,
+        end_ns: int,
+        defer_metrics: bool,
+    ) -> None:
+        if read is not None:
+            try:
+                usage = read()
+            except Exception as exc:
+                log_once("response", exc)
+        result: PriceResult | None = None
         try:
-            self._record(usage, error)
+            result = self._record_span(usage, error, end_ns)
         except Exception as exc:
             log_once("recording", exc)
         finally:
             if self._owns_span and self.span is not None:
                 try:
-                    self.span.end()
+                    self.span.end(end_time=end_ns)
                 except Exception as exc:
                     log_once("span.end", exc)
+        if defer_metrics:
+            queue.submit(partial(self._record_metrics, usage, result, end_ns))
+        else:
+            self._record_metrics(usage, result, end_ns)
 
-    @property
-    def ended(self) -> bool:
-        return self._ended
+    def _common(self) -> dict[str, AttributeValue]:
+        """The attributes of the call's span and of every metric point."""
+        common: dict[str, AttributeValue] = {
+            sc.GEN_AI_OPERATION_NAME: self.operation,
+            sc.GEN_AI_PROVIDER_NAME: self.provider,
+        }
+        if self.request_model:
+            common[sc.GEN_AI_REQUEST_MODEL] = self.request_model
+        if self.server_address:
+            common[sc.SERVER_ADDRESS] = self.server_address
+            if self.server_port:
+                common[sc.SERVER_PORT] = self.server_port
+        return common
 
-    # --- internals -------------------------------------------------------------------
-    def _record(self, usage: TokenUsage | None, error: BaseException | None) -> None:
-        recorder = self.recorder
+    def _start_attributes(self) -> dict[str, AttributeValue]:
+        attrs = self._common()
+        if self.stream:
+            attrs[sc.GEN_AI_REQUEST_STREAM] = True
+        if self.request_attributes:
+            attrs.update(self.request_attributes)
+        attribution = current_attribution(self.parent)
+        if attribution:
+            attrs.update(attribution)
+        return attrs
+
+    def _record_span(
+        self, usage: TokenUsage | None, error: BaseException | None, end_ns: int
+    ) -> PriceResult | None:
         pending = self.pending
-        end_ns = time.time_ns()
-        attrs = dict(self.common)
-        if self.response_model:
-            attrs[sc.GEN_AI_RESPONSE_MODEL] = self.response_model
         if error is not None:
             self._error = (type(error).__qualname__, str(error))
         if self._error is not None:
             pending[sc.ERROR_TYPE] = self._error[0]
-            attrs[sc.ERROR_TYPE] = self._error[0]
-        recorder.duration.record((end_ns - self.start_ns) / 1e9, attrs)
         if self.first_chunk_ns is not None:
-            ttfc = (self.first_chunk_ns - self.start_ns) / 1e9
-            recorder.time_to_first_chunk.record(ttfc, attrs)
-            pending[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = ttfc
+            pending[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = (
+                self.first_chunk_ns - self.start_ns
+            ) / 1e9
+        result: PriceResult | None = None
         try:
             if usage is not None:
                 pending.update(usage.to_attributes())
-                attrs.pop(sc.ERROR_TYPE, None)
-                self._record_usage(usage, attrs)
+                try:
+                    result = self._price(usage)
+                except Exception as exc:  # a broken catalog: the tokens are still counted
+                    log_once("pricing", exc)
+                self._result = result
+                pending.update(self._billing_attributes(usage, result))
         finally:
-            if self.reservation is not None:  # settled once (a no-op if already settled)
-                self.reservation.settle(usage, self._result)
-            self._write_span(error)
+            try:
+                if self.reservation is not None:  # settled once (a no-op if already settled)
+                    self.reservation.settle(usage, result)
+            finally:
+                self._write_span(error, end_ns)
+        return result
 
-    def _write_span(self, error: BaseException | None) -> None:
+    def _write_span(self, error: BaseException | None, end_ns: int) -> None:
         span = self.span
-        if span is None:  # deferred and nothing adopted: our own span after all
+        if span is None:  # background, or deferred and nothing adopted: our own span
+            attrs = self._start_attributes()
+            attrs.update(self.pending)
             span = self.span = self.recorder.tracer.start_span(
-                self.name, context=self.parent, kind=SpanKind.CLIENT, start_time=self.start_ns
+                self.name,
+                context=self.parent,
+                kind=SpanKind.CLIENT,
+                attributes=attrs,
+                start_time=self.start_ns,
             )
             self._owns_span = True
-        if not span.is_recording():
+        elif not span.is_recording():
             return
-        span.set_attributes(self.pending)
+        elif self._owns_span:
+            span.set_attributes(self.pending)
+        else:  # the library's span: ours is not made, so it gets the request facts too
+            attrs = self._start_attributes()
+            attrs.update(self.pending)
+            span.set_attributes(attrs)
         if self._error is not None:
             span.set_status(Status(StatusCode.ERROR, self._error[1][:200]))
         if error is not None and self._owns_span:
-            span.record_exception(error)
+            span.record_exception(error, timestamp=end_ns)
 
-    def _record_usage(self, usage: TokenUsage, attrs: dict[str, AttributeValue]) -> None:
+    def _record_metrics(
+        self, usage: TokenUsage | None, result: PriceResult | None, end_ns: int
+    ) -> None:
+        try:
+            self._record_points(usage, result, end_ns)
+        except Exception as exc:
+            log_once("metrics", exc)
+
+    def _record_points(
+        self, usage: TokenUsage | None, result: PriceResult | None, end_ns: int
+    ) -> None:
         recorder = self.recorder
+        attrs = self._common()
+        if self.response_model:
+            attrs[sc.GEN_AI_RESPONSE_MODEL] = self.response_model
+        if self._error is not None:
+            attrs[sc.ERROR_TYPE] = self._error[0]
+        # Exemplars point at the call's span, whichever thread records the points.
+        span = self.span
+        context = self.parent if span is None else trace.set_span_in_context(span, self.parent)
+        recorder.duration.record((end_ns - self.start_ns) / 1e9, attrs, context)
+        if self.first_chunk_ns is not None:
+            ttfc = (self.first_chunk_ns - self.start_ns) / 1e9
+            recorder.time_to_first_chunk.record(ttfc, attrs, context)
+        if usage is None:
+            return
+        attrs.pop(sc.ERROR_TYPE, None)
         if usage.input_total or usage.output_total:
             recorder.token_usage.record(
-                usage.input_total, {**attrs, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_INPUT}
+                usage.input_total, {**attrs, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_INPUT}, context
             )
             recorder.token_usage.record(
-                usage.output_total, {**attrs, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_OUTPUT}
+                usage.output_total, {**attrs, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_OUTPUT}, context
             )
-        try:
-            result: PriceResult | None = self._price(usage)
-        except Exception as exc:  # a broken catalog: the tokens are still counted
-            log_once("pricing", exc)
-            result = None
         self._record_billing(usage, result, attrs)
-        for rollup in self.rollups:
+        for rollup in open_rollups(self.parent):
             rollup.add(usage, result)
-        self._result = result
 
     def _price(self, usage: TokenUsage) -> PriceResult:
         catalog = self.recorder.catalog
@@ -459,6 +558,29 @@ class Call:
                 return fallback
         return result
 
+    def _billing_attributes(
+        self, usage: TokenUsage, result: PriceResult | None
+    ) -> dict[str, AttributeValue]:
+        """Our billing attributes of the span."""
+        processing = result.processing if result is not None else self.processing
+        attrs: dict[str, AttributeValue] = {
+            sc.BILLING_PRICING_STATUS: (
+                result.status if result is not None else sc.STATUS_UNPRICED
+            ),
+            sc.BILLING_PROCESSING: processing,
+            sc.BILLING_CONTEXT_TIER: result.context_tier if result is not None else "base",
+        }
+        if result is not None:
+            attrs[sc.BILLING_CATALOG_VERSION] = result.catalog_version
+            if result.price_id:
+                attrs[sc.BILLING_PRICE_ID] = result.price_id
+            if result.total is not None:
+                attrs[sc.GEN_AI_USAGE_COST_AMOUNT] = float(result.total)
+                attrs[sc.GEN_AI_USAGE_COST_CURRENCY] = result.currency
+                attrs[sc.GEN_AI_USAGE_COST_SOURCE] = sc.COST_SOURCE_LOCAL
+                attrs[sc.BILLING_COST_DECIMAL] = decimal_str(result.total)
+        return attrs
+
     def _record_billing(
         self,
         usage: TokenUsage,
@@ -466,19 +588,18 @@ class Call:
         attrs: Mapping[str, AttributeValue],
     ) -> None:
         recorder = self.recorder
-        processing = result.processing if result is not None else self.processing
-        context_tier = result.context_tier if result is not None else "base"
         point: dict[str, AttributeValue] = {
             key: attrs[key]
             for key in (sc.GEN_AI_PROVIDER_NAME, sc.GEN_AI_REQUEST_MODEL, sc.GEN_AI_RESPONSE_MODEL)
             if key in attrs
         }
         point[sc.GEN_AI_OPERATION_NAME] = self.operation
-        point[sc.BILLING_PROCESSING] = processing
-        point[sc.BILLING_CONTEXT_TIER] = context_tier
+        point[sc.BILLING_PROCESSING] = result.processing if result is not None else self.processing
+        point[sc.BILLING_CONTEXT_TIER] = result.context_tier if result is not None else "base"
         point[sc.BILLING_USAGE_SOURCE] = usage.source
-        if self.metric_attribution:
-            point.update(self.metric_attribution)
+        attribution = current_attribution(self.parent)
+        if attribution:
+            point.update(recorder.guard.metric_attributes(attribution))
         # Tokens first: whatever happens to pricing, the usage is counted.
         for bucket, count in usage.buckets():
             recorder.billing_tokens.add(count, {**point, sc.BILLING_TOKEN_BUCKET: bucket})
@@ -486,26 +607,11 @@ class Call:
         if result is None or result.total is None:
             recorder.unpriced.add(1, {**point, sc.BILLING_PRICING_STATUS: status})
         else:
-            # One cost point per call (not per bucket): each metric point costs the caller
-            # microseconds, and per-bucket cost is derived exactly from the token points.
+            # One cost point per call (not per bucket): per-bucket cost is derived exactly
+            # from the token points, which carry every attribute that changes the price.
             point[sc.GEN_AI_USAGE_COST_CURRENCY] = result.currency
             point[sc.BILLING_PRICING_STATUS] = status
             recorder.cost.add(float(result.total), point)
-        span_attrs: dict[str, AttributeValue] = {
-            sc.BILLING_PRICING_STATUS: status,
-            sc.BILLING_PROCESSING: processing,
-            sc.BILLING_CONTEXT_TIER: context_tier,
-        }
-        if result is not None:
-            span_attrs[sc.BILLING_CATALOG_VERSION] = result.catalog_version
-            if result.price_id:
-                span_attrs[sc.BILLING_PRICE_ID] = result.price_id
-            if result.total is not None:
-                span_attrs[sc.GEN_AI_USAGE_COST_AMOUNT] = float(result.total)
-                span_attrs[sc.GEN_AI_USAGE_COST_CURRENCY] = result.currency
-                span_attrs[sc.GEN_AI_USAGE_COST_SOURCE] = sc.COST_SOURCE_LOCAL
-                span_attrs[sc.BILLING_COST_DECIMAL] = decimal_str(result.total)
-        self.pending.update(span_attrs)
 
 
 def _processing_of_tier(tier: str) -> Processing | None:

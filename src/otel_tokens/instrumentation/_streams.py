@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from typing import Any
 
 from ..usage import TokenUsage
@@ -50,12 +51,7 @@ class Finisher:
         if self.done:
             return
         self.done = True
-        usage: TokenUsage | None = None
-        try:
-            usage = self.state.finish(self.call, error)
-        except Exception as exc:
-            log_once("stream.finish", exc)
-        self.call.end(usage, error)
+        self.call.end_later(partial(self.state.finish, self.call, error), error)
 
     def __call__(self) -> None:  # weakref finalizer: the stream was dropped unfinished
         try:

@@ -12,6 +12,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
@@ -146,7 +147,7 @@ def complete(call: Call, request: Request, adapter: Adapter, result: Any) -> Non
         elif hasattr(result, "http_response") and hasattr(result, "parse"):
             _complete_raw(call, request, adapter, result)
         else:
-            call.end(adapter.read_response(call, request, result))
+            call.end_later(partial(adapter.read_response, call, request, result))
     except Exception as exc:
         log_once("response", exc)
         call.end(None)
@@ -155,19 +156,30 @@ def complete(call: Call, request: Request, adapter: Adapter, result: Any) -> Non
 def _complete_raw(call: Call, request: Request, adapter: Adapter, raw: Any) -> None:
     if raw in _pending_raw:  # already waiting for .parse() (seen by a library hook first)
         return
-    if not request.stream:
+    if not request.stream and _body_read(raw):
         # with_raw_response, not streamed: the client has read the body; take the usage from
         # it without calling .parse(), whose errors belong to the user's own .parse() call.
-        try:
-            data = raw.http_response.json()
-        except Exception:  # body not read (with_streaming_response) or not JSON
-            data = None
-        if data is not None:
-            call.end(adapter.read_response(call, request, data))
-            return
+        call.end_later(partial(_read_raw, call, request, adapter, raw))
+        return
     # Streamed, or body not read yet: metered when the user calls .parse(); if they never
     # do, the call ends (without usage) when the raw response is collected.
     _pending_raw[raw] = (call, request, adapter, weakref.finalize(raw, call.end, None))
+
+
+def _body_read(raw: Any) -> bool:
+    try:
+        raw.http_response.content  # noqa: B018 (raises if the body was not read)
+    except Exception:  # with_streaming_response: the user reads it
+        return False
+    return True
+
+
+def _read_raw(call: Call, request: Request, adapter: Adapter, raw: Any) -> TokenUsage | None:
+    try:
+        data = raw.http_response.json()
+    except Exception:  # not JSON
+        return None
+    return adapter.read_response(call, request, data)
 
 
 def _salvage(instance: Any) -> None:
