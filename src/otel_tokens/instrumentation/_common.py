@@ -55,25 +55,33 @@ def path_of(options: Any) -> str:
     return url.split("?", 1)[0].rstrip("/")
 
 
-def json_body(options: Any) -> Mapping[str, Any]:
+def json_body(options: Any) -> dict[str, Any]:
+    """The request body, copied one level deep (lists too).
+
+    The call may be recorded after the user's code has moved on, and a chat loop appends to
+    the very ``messages`` list it sent: the copy keeps what this request sent.
+    """
     body = getattr(options, "json_data", None)
-    return body if isinstance(body, Mapping) else {}
+    if not isinstance(body, Mapping):
+        return {}
+    return {k: (list(v) if type(v) is list else v) for k, v in body.items()}
 
 
-def request_attributes(
-    body: Mapping[str, Any], max_token_keys: tuple[str, ...]
-) -> dict[str, AttributeValue]:
+_MAX_TOKEN_KEYS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+
+
+def request_attributes(body: Mapping[str, Any]) -> dict[str, AttributeValue]:
+    """max tokens (whichever key the API uses), temperature and top_p of a request."""
     attrs: dict[str, AttributeValue] = {}
-    for key in max_token_keys:
+    for key in _MAX_TOKEN_KEYS:
         value = body.get(key)
-        if isinstance(value, int) and not isinstance(value, bool):
+        if type(value) is int:
             attrs[sc.GEN_AI_REQUEST_MAX_TOKENS] = value
             break
-    for key, name in (
-        ("temperature", sc.GEN_AI_REQUEST_TEMPERATURE),
-        ("top_p", sc.GEN_AI_REQUEST_TOP_P),
-    ):
-        value = body.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            attrs[name] = float(value)
+    value = body.get("temperature")
+    if type(value) is float or type(value) is int:
+        attrs[sc.GEN_AI_REQUEST_TEMPERATURE] = float(value)
+    value = body.get("top_p")
+    if type(value) is float or type(value) is int:
+        attrs[sc.GEN_AI_REQUEST_TOP_P] = float(value)
     return attrs

@@ -144,13 +144,27 @@ def complete(call: Call, request: Request, adapter: Adapter, result: Any) -> Non
     try:
         if adapter.is_stream(result):
             watch_stream(result, call, adapter.stream_state(request))
-        elif hasattr(result, "http_response") and hasattr(result, "parse"):
+        elif _is_raw(result):
             _complete_raw(call, request, adapter, result)
         else:
             call.end_later(partial(adapter.read_response, call, request, result))
     except Exception as exc:
         log_once("response", exc)
         call.end(None)
+
+
+_raw_types: dict[type, bool] = {}
+
+
+def _is_raw(result: Any) -> bool:
+    """A raw response (``with_raw_response``/``with_streaming_response``); known per class,
+    since looking up a missing attribute on a pydantic model costs microseconds."""
+    cls = type(result)
+    try:
+        return _raw_types[cls]
+    except KeyError:
+        raw = _raw_types[cls] = hasattr(result, "http_response") and hasattr(result, "parse")
+        return raw
 
 
 def _complete_raw(call: Call, request: Request, adapter: Adapter, raw: Any) -> None:
@@ -204,6 +218,8 @@ def parse_hook(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: An
     except Exception:
         _salvage(instance)
         raise
+    if not _pending_raw:  # the client's own .parse() of every plain call
+        return result
     try:
         pending = _pending_raw.pop(instance, None)
         if pending is not None:
@@ -223,6 +239,8 @@ async def async_parse_hook(
     except Exception:
         _salvage(instance)
         raise
+    if not _pending_raw:
+        return result
     try:
         pending = _pending_raw.pop(instance, None)
         if pending is not None:

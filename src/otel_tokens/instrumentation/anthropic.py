@@ -107,7 +107,7 @@ class AnthropicAdapter:
         body = json_body(options)
         host, port, provider, traced = self._client_facts(client)
         model = body.get("model")
-        attrs = request_attributes(body, ("max_tokens",))
+        attrs = request_attributes(body)
         if self.capture and "messages" in body:
             attrs[sc.GEN_AI_INPUT_MESSAGES] = content_json(body["messages"])
         return Request(

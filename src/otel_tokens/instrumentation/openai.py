@@ -24,7 +24,6 @@ from ._common import (
     content_json,
     env_flag,
     json_body,
-    path_of,
     request_attributes,
     server_of,
 )
@@ -60,6 +59,22 @@ _HOST_PROVIDERS = (
     ("api.cohere.com", "cohere"),
     ("bedrock-runtime", "aws.bedrock"),
 )
+
+
+_endpoints: dict[str, str | None] = {}
+
+
+def _endpoint_of(url: Any) -> str | None:
+    """The metered endpoint a request URL (path) ends with, or None; cached per URL."""
+    try:
+        return _endpoints[url]
+    except (KeyError, TypeError):
+        pass
+    path = str(url or "").split("?", 1)[0].rstrip("/")
+    found = next((e for e in _ENDPOINTS if path.endswith(e)), None)  # chat before completions
+    if isinstance(url, str) and len(_endpoints) < 1024:
+        _endpoints[url] = found
+    return found
 
 
 def provider_for(client: Any, host: str | None, override: str | None = None) -> str:
@@ -113,19 +128,19 @@ class OpenAIAdapter:
         return facts
 
     def read_request(self, client: Any, options: Any) -> Request | None:
-        if str(getattr(options, "method", "")).lower() != "post":
+        method = getattr(options, "method", "")
+        if method != "post" and str(method).lower() != "post":
             return None
-        path = path_of(options)
-        endpoint = next((e for e in _ENDPOINTS if path.endswith(e)), None)
-        if endpoint is None or (endpoint == "/completions" and path.endswith("/chat/completions")):
+        endpoint = _endpoint_of(getattr(options, "url", ""))
+        if endpoint is None:
             return None
         body = json_body(options)
         host, port, provider = self._client_facts(client)
         model = body.get("model")
         stream = body.get("stream") is True
-        attrs = request_attributes(
-            body, ("max_completion_tokens", "max_tokens", "max_output_tokens")
-        )
+        attrs = request_attributes(body)
+        max_tokens = attrs.get(sc.GEN_AI_REQUEST_MAX_TOKENS)
+        max_output = max_tokens if type(max_tokens) is int else None
         tier = body.get("service_tier")
         processing = "standard"
         if isinstance(tier, str):
@@ -136,20 +151,12 @@ class OpenAIAdapter:
             content = body.get("messages", body.get("input", body.get("prompt")))
             if content is not None:
                 attrs[sc.GEN_AI_INPUT_MESSAGES] = content_json(content)
-        max_output = next(
-            (
-                v
-                for k in ("max_completion_tokens", "max_tokens", "max_output_tokens")
-                if isinstance(v := body.get(k), int) and not isinstance(v, bool)
-            ),
-            None,
-        )
         if endpoint == "/embeddings":
             max_output = 0  # embeddings produce no output tokens
         elif endpoint == "/completions" and max_output is None:
             max_output = 16  # the legacy API's default max_tokens
         choices = body.get("n")
-        if max_output and isinstance(choices, int) and choices > 1:
+        if max_output and type(choices) is int and choices > 1:
             max_output *= choices  # every choice is billed
         request = Request(
             operation=_ENDPOINTS[endpoint],

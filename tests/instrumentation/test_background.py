@@ -1,0 +1,259 @@
+"""Background recording: what the caller's thread no longer does must still happen, once.
+
+The real ``openai`` client against the bundled server; spans and points are read from the
+SDK's in-memory exporters *without* going through ``otel_tokens.flush()`` where the point of
+the test is that something else flushes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import otel_tokens
+from otel_tokens import semconv as sc
+from otel_tokens._background import BackgroundQueue, queue
+from otel_tokens.demo.server import ProviderServer
+from otel_tokens.instrumentation import OpenAIInstrumentor
+
+from .conftest import Telemetry
+
+MESSAGES: list[Any] = [{"role": "user", "content": "Hello there"}]
+
+
+@pytest.fixture
+def background(telemetry: Telemetry) -> Iterator[OpenAIInstrumentor]:
+    inst = OpenAIInstrumentor()
+    inst.instrument(
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        recording="background",
+    )
+    try:
+        yield inst
+    finally:
+        inst.uninstrument()
+
+
+@pytest.fixture
+def client(server: ProviderServer) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(api_key="t", base_url=server.openai_base_url, max_retries=0) as c:
+        yield c
+
+
+def _ours(spans: Any) -> list[Any]:
+    return [s for s in spans if s.instrumentation_scope.name == "otel_tokens"]
+
+
+def _chat(client: openai.OpenAI) -> Any:
+    return client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+
+def test_span_has_the_calls_own_times_not_the_recording_threads(
+    background: OpenAIInstrumentor, client: openai.OpenAI, telemetry: Telemetry
+) -> None:
+    before = time.time_ns()
+    _chat(client)
+    returned = time.time_ns()
+    time.sleep(0.05)  # the recording thread runs meanwhile, later than the call
+    (span,) = _ours(telemetry.finished())
+    assert before <= span.start_time <= span.end_time <= returned
+    assert span.kind == trace.SpanKind.CLIENT
+    assert span.attributes[sc.GEN_AI_USAGE_COST_AMOUNT] > 0
+
+
+def test_span_is_a_child_of_the_span_current_at_the_call(
+    background: OpenAIInstrumentor, client: openai.OpenAI, telemetry: Telemetry
+) -> None:
+    tracer = telemetry.tracer_provider.get_tracer("app")
+    with tracer.start_as_current_span("handler") as parent:
+        _chat(client)
+    (span,) = _ours(telemetry.finished())
+    assert span.parent is not None
+    assert span.parent.span_id == parent.get_span_context().span_id
+    assert span.context.trace_id == parent.get_span_context().trace_id
+
+
+def test_provider_force_flush_records_queued_calls_first(
+    background: OpenAIInstrumentor, client: openai.OpenAI, telemetry: Telemetry
+) -> None:
+    queue.interval = 5.0  # the recording thread would not get to it in this test's time
+    try:
+        _chat(client)
+        assert telemetry.tracer_provider.force_flush()
+        spans = _ours(telemetry.spans.get_finished_spans())  # no otel_tokens.flush() here
+        assert len(spans) == 1
+        _chat(client)
+        telemetry.meter_provider.force_flush()
+        data = telemetry.reader.get_metrics_data()
+        metrics = [m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics]
+        names = {m.name for m in metrics}
+        assert sc.METRIC_CLIENT_OPERATION_DURATION in names
+    finally:
+        queue.interval = 0.02
+        otel_tokens.flush()
+
+
+def test_uninstrument_restores_the_providers_methods(telemetry: Telemetry) -> None:
+    original = TracerProvider.force_flush
+    inst = OpenAIInstrumentor()
+    inst.instrument(tracer_provider=telemetry.tracer_provider)
+    assert TracerProvider.force_flush is not original
+    inst.uninstrument()
+    assert TracerProvider.force_flush is original
+
+
+def test_many_threads_every_call_recorded_once(
+    background: OpenAIInstrumentor, client: openai.OpenAI, telemetry: Telemetry
+) -> None:
+    def work() -> None:
+        for _ in range(10):
+            _chat(client)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(_ours(telemetry.finished())) == 80
+    durations = telemetry.points(sc.METRIC_CLIENT_OPERATION_DURATION)
+    assert sum(p.count for p in durations) == 80
+
+
+def test_full_queue_records_on_the_callers_thread() -> None:
+    q = BackgroundQueue(max_pending=0)
+    ran: list[str] = []
+    q.submit(lambda: ran.append(threading.current_thread().name))
+    assert ran == [threading.current_thread().name]  # back-pressure, nothing dropped
+
+
+def test_flush_runs_queued_jobs_and_waits_for_running_ones() -> None:
+    q = BackgroundQueue(interval=0.0)
+    started = threading.Event()
+    done: list[int] = []
+
+    def slow() -> None:
+        started.set()
+        time.sleep(0.2)
+        done.append(1)
+
+    q.submit(slow)
+    assert started.wait(2)  # the recording thread is running it
+    for i in range(5):
+        q.submit(lambda i=i: done.append(i))
+    assert q.flush(5)
+    assert sorted(done) == [0, 1, 1, 2, 3, 4]
+    assert q.pending == 0
+
+
+def test_flush_times_out() -> None:
+    q = BackgroundQueue(interval=0.0)
+    started = threading.Event()
+    q.submit(lambda: (started.set(), time.sleep(0.5)))
+    assert started.wait(2)
+    assert q.flush(0.05) is False
+    assert q.flush(5) is True
+
+
+def test_a_failing_job_does_not_stop_the_thread() -> None:
+    q = BackgroundQueue(interval=0.0)
+    done: list[int] = []
+
+    def boom() -> None:
+        raise RuntimeError("job failed")
+
+    q.submit(boom)
+    q.submit(lambda: done.append(1))
+    assert q.flush(5)
+    assert done == [1]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_records_queued_calls_in_the_parent_only(
+    background: OpenAIInstrumentor, client: openai.OpenAI, telemetry: Telemetry
+) -> None:
+    queue.interval = 5.0
+    try:
+        _chat(client)
+        pid = os.fork()
+        if pid == 0:  # the child: nothing of the parent's is left to record twice
+            os._exit(0 if queue.pending == 0 else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        # flushed before the fork, by the parent
+        assert len(_ours(telemetry.spans.get_finished_spans())) == 1
+    finally:
+        queue.interval = 0.02
+        otel_tokens.flush()
+
+
+def test_inline_mode_has_no_background_work(
+    client: openai.OpenAI, telemetry: Telemetry
+) -> None:
+    inst = OpenAIInstrumentor()
+    inst.instrument(
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        recording="inline",
+    )
+    try:
+        _chat(client)
+        assert queue.pending == 0
+        assert len(_ours(telemetry.spans.get_finished_spans())) == 1  # no flush needed
+    finally:
+        inst.uninstrument()
+
+
+def test_queued_calls_are_exported_at_exit(server: ProviderServer, tmp_path: Any) -> None:
+    """A short script that exits right after its call still exports the call's span."""
+    out = tmp_path / "spans.txt"
+    script = f"""
+import openai
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from otel_tokens._background import queue
+from otel_tokens.instrumentation import OpenAIInstrumentor
+
+class ToFile(SpanExporter):
+    def export(self, spans):
+        with open({str(out)!r}, "a") as f:
+            for s in spans:
+                f.write(s.name + "\\n")
+        return SpanExportResult.SUCCESS
+
+tp = TracerProvider()
+tp.add_span_processor(SimpleSpanProcessor(ToFile()))
+OpenAIInstrumentor().instrument(tracer_provider=tp, recording="background")
+queue.interval = 60.0  # only the exit handler can record it
+c = openai.OpenAI(api_key="t", base_url={server.openai_base_url!r}, max_retries=0)
+c.chat.completions.create(model="gpt-4o-mini", messages=[{{"role": "user", "content": "hi"}}])
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    assert out.read_text().splitlines() == ["chat gpt-4o-mini"]
+
+
+def test_a_tracer_provider_made_later_still_sees_spans(
+    background: OpenAIInstrumentor, client: openai.OpenAI
+) -> None:
+    """SimpleSpanProcessor over a fresh provider: independent of the fixture's exporter."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    inst = OpenAIInstrumentor()
+    inst.uninstrument()
+    inst.instrument(tracer_provider=provider, recording="background")
+    _chat(client)
+    provider.force_flush()
+    assert len(_ours(exporter.get_finished_spans())) == 1
