@@ -42,13 +42,12 @@ class BackgroundQueue:
         # Jobs taken off the queue and not finished yet, and a condition to wait on them.
         self._running = 0
         self._idle = threading.Condition(threading.Lock())
-        self._pid = os.getpid()
 
     def submit(self, job: Job) -> None:
         """Run ``job`` soon, on the recording thread (or now, if the queue is full)."""
         jobs = self._jobs
-        if len(jobs) >= self.max_pending or self._pid != os.getpid():
-            self._run(job)  # back-pressure (or a forked child before its reset): never drop
+        if len(jobs) >= self.max_pending:
+            self._run(job)  # back-pressure: never drop
             return
         jobs.append(job)
         if not self._wake.is_set():  # once per batch, not per job
@@ -132,7 +131,6 @@ class BackgroundQueue:
         self._start_lock = threading.Lock()
         self._running = 0
         self._idle = threading.Condition(threading.Lock())
-        self._pid = os.getpid()
 
 
 queue = BackgroundQueue()

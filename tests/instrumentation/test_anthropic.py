@@ -553,14 +553,6 @@ def test_with_raw_response_async_metered_once(h: Harness) -> None:
     assert len(h.call_spans()) == len(h.spans()) == 1
 
 
-_RAW_SDK_SPAN_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="KNOWN GAP: SDK mode, with_streaming_response without stream=True: the SDK ends its "
-    "span when the body has been read, inside .parse(), before we can read the usage, so "
-    "the billing attributes do not reach that span (metrics are right)",
-)
-
-
 @pytest.mark.parametrize(
     ("kind", "mode"),
     [
@@ -568,7 +560,7 @@ _RAW_SDK_SPAN_BUG = pytest.mark.xfail(
         ("raw", "own"),
         ("raw_stream", "sdk"),
         ("raw_stream", "own"),
-        pytest.param("streaming_response", "sdk", marks=_RAW_SDK_SPAN_BUG),
+        ("streaming_response", "sdk"),
         ("streaming_response", "own"),
         ("streaming_stream", "sdk"),
         ("streaming_stream", "own"),

@@ -257,3 +257,99 @@ def test_a_tracer_provider_made_later_still_sees_spans(
     _chat(client)
     provider.force_flush()
     assert len(_ours(exporter.get_finished_spans())) == 1
+
+
+# --- anthropic's own span: its end is held until our attributes are on it ------------------
+@pytest.fixture
+def anthropic_background(telemetry: Telemetry) -> Iterator[Any]:
+    from otel_tokens.instrumentation import AnthropicInstrumentor
+
+    inst = AnthropicInstrumentor()
+    inst.instrument(
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        recording="background",
+    )
+    try:
+        yield inst
+    finally:
+        inst.uninstrument()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_sdk_span_ends_when_the_sdk_ended_it_with_our_attributes(
+    anthropic_background: Any,
+    server: ProviderServer,
+    telemetry: Telemetry,
+    monkeypatch: pytest.MonkeyPatch,
+    stream: bool,
+) -> None:
+    import anthropic
+
+    monkeypatch.delenv("ANTHROPIC_OPEN_TELEMETRY", raising=False)
+    client = anthropic.Anthropic(
+        api_key="t",
+        base_url=server.anthropic_base_url,
+        max_retries=0,
+        open_telemetry={"tracer_provider": telemetry.tracer_provider},
+    )
+    queue.interval = 0.2  # the recording thread runs well after the call returned
+    try:
+        before = time.time_ns()
+        kwargs: dict[str, Any] = {
+            "model": "claude-haiku-4-5",
+            "max_tokens": 64,
+            "messages": MESSAGES,
+        }
+        if stream:
+            for _ in client.messages.create(stream=True, **kwargs):
+                pass
+        else:
+            client.messages.create(**kwargs)
+        returned = time.time_ns()
+        (span,) = telemetry.finished()  # the SDK's span only: we made none
+    finally:
+        queue.interval = 0.02
+        client.close()
+    assert span.instrumentation_scope.name == "com.anthropic.sdk.python"
+    assert before <= span.start_time <= span.end_time <= returned
+    attrs = span.attributes or {}
+    assert attrs[sc.GEN_AI_USAGE_COST_AMOUNT] > 0
+    assert attrs[sc.BILLING_PRICING_STATUS] == sc.STATUS_PRICED
+    assert attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] > 0  # the SDK's own attributes are kept
+
+
+def test_a_chat_loop_appending_to_its_messages_does_not_change_the_estimate(
+    background: OpenAIInstrumentor, client: openai.OpenAI, telemetry: Telemetry
+) -> None:
+    """A stream without usage is estimated on the recording thread, after the user's code
+    has appended the reply to the very list it sent: the request's own messages count."""
+
+    def turn(messages: list[Any]) -> None:
+        reply = "".join(
+            c.choices[0].delta.content or ""
+            for c in client.chat.completions.create(
+                model="gpt-4o-mini", messages=messages, stream=True
+            )
+            if c.choices
+        )
+        messages.append({"role": "assistant", "content": reply * 20})
+
+    queue.interval = 0.2
+    try:
+        turn([{"role": "user", "content": "Hello there"}])
+        appended = telemetry.points(sc.METRIC_CLIENT_TOKEN_USAGE)
+        kept = [{"role": "user", "content": "Hello there"}]
+        turn(list(kept))
+        both = telemetry.points(sc.METRIC_CLIENT_TOKEN_USAGE)
+    finally:
+        queue.interval = 0.02
+
+    def input_sum(points: list[Any]) -> int:
+        return int(
+            sum(p.sum for p in points if p.attributes[sc.GEN_AI_TOKEN_TYPE] == "input")
+        )
+
+    first = input_sum(appended)
+    assert first > 0
+    assert input_sum(both) == 2 * first  # both calls sent the same single message

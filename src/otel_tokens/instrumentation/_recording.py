@@ -224,6 +224,7 @@ class Call:
         "__weakref__",
         "_ended",
         "_error",
+        "_held_end_ns",
         "_owns_span",
         "_result",
         "finisher",
@@ -275,6 +276,7 @@ class Call:
         self.finisher: Any = None  # the stream's finisher, for hooks that end streams early
         self._ended = False
         self._error: tuple[str, str] | None = None
+        self._held_end_ns: int | None = None
         self._result: PriceResult | None = None
         # Usage of a billed response the client then failed to parse (see _wrapper).
         self.salvaged: TokenUsage | None = None
@@ -310,6 +312,16 @@ class Call:
         if self.span is None and span.is_recording():
             self.span = span
             self._owns_span = False
+
+    @property
+    def adopted_span(self) -> Span | None:
+        """The client library's span carrying this call, if any."""
+        return None if self._owns_span else self.span
+
+    def hold_end(self, end_ns: int) -> None:
+        """The adopted span's owner ended it at ``end_ns`` and we held that end: we end it
+        there once our attributes are on it (on the recording thread, in background mode)."""
+        self._held_end_ns = end_ns
 
     def activate(self) -> object:
         """Make our span current (so HTTP spans nest under it); give the token to `deactivate`.
@@ -379,10 +391,11 @@ class Call:
         usage: TokenUsage | None,
         error: BaseException | None,
     ) -> None:
-        end_ns = time.time_ns()
+        held = self._held_end_ns
+        end_ns = held if held is not None else time.time_ns()
         # Budgets are settled at once: the next call's pre-flight check must see this one.
         background = self.recorder.background and self.reservation is None
-        if background and self.span is None:
+        if background and (self.span is None or held is not None):
             queue.submit(partial(self._finish, read, usage, error, end_ns, False))
         else:
             self._finish(read, usage, error, end_ns, background)
@@ -406,7 +419,7 @@ class Call:
         except Exception as exc:
             log_once("recording", exc)
         finally:
-            if self._owns_span and self.span is not None:
+            if self.span is not None and (self._owns_span or self._held_end_ns is not None):
                 try:
                     self.span.end(end_time=end_ns)
                 except Exception as exc:
@@ -491,7 +504,8 @@ class Call:
         else:  # the library's span: ours is not made, so it gets the request facts too
             attrs = self._start_attributes()
             attrs.update(self.pending)
-            span.set_attributes(attrs)
+            existing = getattr(span, "attributes", None) or {}
+            span.set_attributes({k: v for k, v in attrs.items() if existing.get(k) != v})
         if self._error is not None:
             span.set_status(Status(StatusCode.ERROR, self._error[1][:200]))
         if error is not None and self._owns_span:
@@ -612,6 +626,40 @@ class Call:
             point[sc.GEN_AI_USAGE_COST_CURRENCY] = result.currency
             point[sc.BILLING_PRICING_STATUS] = status
             recorder.cost.add(float(result.total), point)
+
+
+class HeldEnd:
+    """Stands in for an adopted span's ``end`` while its owner finishes it: it only notes the
+    end time, and the `Call` ends the span there once our attributes are on it."""
+
+    __slots__ = ("end_ns",)
+
+    def __init__(self) -> None:
+        self.end_ns: int | None = None
+
+    def __call__(self, end_time: int | None = None) -> None:
+        if self.end_ns is None:
+            self.end_ns = end_time if end_time is not None else time.time_ns()
+
+
+def hold_end(span: Any) -> HeldEnd | None:
+    """Hold ``span``'s end (see `HeldEnd`); None if the span takes no attribute."""
+    held = HeldEnd()
+    try:
+        span.end = held
+    except Exception:
+        return None
+    return held
+
+
+def release_end(call: Call, span: Any, held: HeldEnd) -> None:
+    """Give ``span`` its own ``end`` back; if its owner ended it meanwhile, ``call`` ends it."""
+    try:
+        del span.end
+    except Exception as exc:
+        log_once("span.release", exc)
+    if held.end_ns is not None:
+        call.hold_end(held.end_ns)
 
 
 def _processing_of_tier(tier: str) -> Processing | None:

@@ -22,7 +22,7 @@ from ..attribution import current as current_attribution
 from ..budgets import BudgetExceeded
 from ..pricing import Processing
 from ..usage import TokenUsage
-from ._recording import Call, Recorder
+from ._recording import Call, HeldEnd, Recorder, hold_end, release_end
 from ._safety import log_once
 from ._streams import StreamState, watch_stream
 
@@ -144,7 +144,7 @@ def complete(call: Call, request: Request, adapter: Adapter, result: Any) -> Non
     try:
         if adapter.is_stream(result):
             watch_stream(result, call, adapter.stream_state(request))
-        elif _is_raw(result):
+        elif is_raw(result):
             _complete_raw(call, request, adapter, result)
         else:
             call.end_later(partial(adapter.read_response, call, request, result))
@@ -156,7 +156,7 @@ def complete(call: Call, request: Request, adapter: Adapter, result: Any) -> Non
 _raw_types: dict[type, bool] = {}
 
 
-def _is_raw(result: Any) -> bool:
+def is_raw(result: Any) -> bool:
     """A raw response (``with_raw_response``/``with_streaming_response``); known per class,
     since looking up a missing attribute on a pydantic model costs microseconds."""
     cls = type(result)
@@ -211,15 +211,20 @@ def _salvage(instance: Any) -> None:
         log_once("salvage", exc)
 
 
-def parse_hook(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-    """Around ``APIResponse.parse()``: meter the stream or object a raw response yields."""
-    try:
-        result = wrapped(*args, **kwargs)
-    except Exception:
-        _salvage(instance)
-        raise
-    if not _pending_raw:  # the client's own .parse() of every plain call
-        return result
+def _hold(instance: Any) -> tuple[Call, Any, HeldEnd] | None:
+    """A raw response waiting for ``.parse()`` whose call rides on the client library's span:
+    the library ends that span when ``.parse()`` reads the body, before we can read the
+    usage; hold that end until our attributes are on the span."""
+    pending = _pending_raw.get(instance)
+    if pending is None:
+        return None
+    call = pending[0]
+    span = call.adopted_span
+    held = hold_end(span) if span is not None else None
+    return None if held is None else (call, span, held)
+
+
+def _parsed(instance: Any, result: Any) -> None:
     try:
         pending = _pending_raw.pop(instance, None)
         if pending is not None:
@@ -228,27 +233,44 @@ def parse_hook(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: An
             complete(call, request, adapter, result)
     except Exception as exc:
         log_once("parse", exc)
+
+
+def parse_hook(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    """Around ``APIResponse.parse()``: meter the stream or object a raw response yields."""
+    if not _pending_raw:  # the client's own .parse() of every plain call
+        return _parse_salvaging(wrapped, instance, args, kwargs)
+    holding = _hold(instance)
+    try:
+        result = _parse_salvaging(wrapped, instance, args, kwargs)
+    finally:
+        if holding is not None:
+            release_end(*holding)
+    _parsed(instance, result)
     return result
+
+
+def _parse_salvaging(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    try:
+        return wrapped(*args, **kwargs)
+    except Exception:
+        _salvage(instance)
+        raise
 
 
 async def async_parse_hook(
     wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
 ) -> Any:
+    holding = _hold(instance) if _pending_raw else None
     try:
         result = await wrapped(*args, **kwargs)
     except Exception:
         _salvage(instance)
         raise
-    if not _pending_raw:
-        return result
-    try:
-        pending = _pending_raw.pop(instance, None)
-        if pending is not None:
-            call, request, adapter, finalizer = pending
-            finalizer.detach()
-            complete(call, request, adapter, result)
-    except Exception as exc:
-        log_once("parse", exc)
+    finally:
+        if holding is not None:
+            release_end(*holding)
+    if _pending_raw:
+        _parsed(instance, result)
     return result
 
 

@@ -31,10 +31,10 @@ from ._common import (
     request_attributes,
     server_of,
 )
-from ._recording import Call
+from ._recording import Call, hold_end, release_end
 from ._safety import log_once
 from ._streams import StreamState
-from ._wrapper import ACTIVE_CALL, Request, complete
+from ._wrapper import ACTIVE_CALL, Request, complete, is_raw
 
 _USAGE_KEYS = (
     "input_tokens",
@@ -238,6 +238,9 @@ def finish_api_call_span_hook(
     wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
 ) -> Any:
     """Before the SDK ends its call span: adopt it, and meter non-streamed calls onto it."""
+    record: Callable[[], None] | None = None
+    call: Call | None = None
+    span = None
     try:
         active = ACTIVE_CALL.get()
         span = args[1] if len(args) > 1 else kwargs.get("span")
@@ -255,17 +258,24 @@ def finish_api_call_span_hook(
                 ):
                     # Streamed (raw or not): ended by the SDK's StreamedMessage.end hook.
                     _span_calls[id(span)] = call
+                elif data is not None and call.recorder.background and not is_raw(data):
+                    record = functools.partial(complete, call, request, adapter, data)
                 elif data is not None:
                     complete(call, request, adapter, data)
     except Exception as exc:
         log_once("anthropic.finish_api_call_span", exc)
-    return wrapped(*args, **kwargs)
+    if record is None or call is None:
+        return wrapped(*args, **kwargs)
+    return _holding_end(call, span, record, wrapped, args, kwargs)
 
 
 def streamed_message_end_hook(
     wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
 ) -> Any:
     """Before the SDK ends a streamed call's span: finish our call with what was seen."""
+    record: Callable[[], None] | None = None
+    call: Call | None = None
+    span = None
     try:
         span = getattr(instance, "_span", None)
         call = _span_calls.pop(id(span), None) if span is not None else None
@@ -276,13 +286,46 @@ def streamed_message_end_hook(
             if raised is not None:  # the user gets the client's wrapper, not this error
                 call.mark_error(raised, str(error))
                 error = None
-            if call.finisher is not None:
+            if call.finisher is not None and error is None and call.recorder.background:
+                record = functools.partial(call.finisher.finish, None)
+            elif call.finisher is not None:
                 call.finisher.finish(error)
             else:  # a raw stream whose .parse() we have not seen: use the SDK's snapshot
                 call.end(_snapshot_usage(call, instance), error)
     except Exception as exc:
         log_once("anthropic.StreamedMessage.end", exc)
-    return wrapped(*args, **kwargs)
+    if record is None or call is None:
+        return wrapped(*args, **kwargs)
+    return _holding_end(call, span, record, wrapped, args, kwargs)
+
+
+def _holding_end(
+    call: Call,
+    span: Any,
+    record: Callable[[], None],
+    wrapped: Callable[..., Any],
+    args: Any,
+    kwargs: Any,
+) -> Any:
+    """Background mode: the SDK writes its attributes and "ends" its span, but we hold that
+    end; ``record`` then writes ours on the recording thread and ends the span at the time
+    the SDK ended it. The caller pays for neither our reading, pricing nor attributes."""
+    held = hold_end(span)
+    if held is None:  # a span that takes no attribute: write ours before the SDK ends it
+        _record_safely(record)
+        return wrapped(*args, **kwargs)
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        release_end(call, span, held)
+        _record_safely(record)
+
+
+def _record_safely(record: Callable[[], None]) -> None:
+    try:
+        record()
+    except Exception as exc:
+        log_once("anthropic.held_end", exc)
 
 
 def _raised_type(error: BaseException | None) -> str | None:
