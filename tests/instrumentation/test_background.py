@@ -33,9 +33,7 @@ from .conftest import Telemetry
 MESSAGES: list[Any] = [{"role": "user", "content": "Hello there"}]
 
 
-@pytest.fixture
-def background(telemetry: Telemetry) -> Iterator[OpenAIInstrumentor]:
-    inst = OpenAIInstrumentor()
+def _instrumented(inst: Any, telemetry: Telemetry) -> Iterator[Any]:
     inst.instrument(
         tracer_provider=telemetry.tracer_provider,
         meter_provider=telemetry.meter_provider,
@@ -45,6 +43,11 @@ def background(telemetry: Telemetry) -> Iterator[OpenAIInstrumentor]:
         yield inst
     finally:
         inst.uninstrument()
+
+
+@pytest.fixture
+def background(telemetry: Telemetry) -> Iterator[OpenAIInstrumentor]:
+    yield from _instrumented(OpenAIInstrumentor(), telemetry)
 
 
 @pytest.fixture
@@ -264,16 +267,7 @@ def test_a_tracer_provider_made_later_still_sees_spans(
 def anthropic_background(telemetry: Telemetry) -> Iterator[Any]:
     from otel_tokens.instrumentation import AnthropicInstrumentor
 
-    inst = AnthropicInstrumentor()
-    inst.instrument(
-        tracer_provider=telemetry.tracer_provider,
-        meter_provider=telemetry.meter_provider,
-        recording="background",
-    )
-    try:
-        yield inst
-    finally:
-        inst.uninstrument()
+    yield from _instrumented(AnthropicInstrumentor(), telemetry)
 
 
 @pytest.mark.parametrize("stream", [False, True])
