@@ -32,7 +32,7 @@ Job = Callable[[], None]
 class BackgroundQueue:
     """A queue of recording jobs and the thread that runs them."""
 
-    def __init__(self, *, interval: float = 0.02, max_pending: int = 10_000) -> None:
+    def __init__(self, *, interval: float = 0.02, max_pending: int = 1_000) -> None:
         self.interval = interval  # how long the thread gathers a batch once woken
         self.max_pending = max_pending
         self._jobs: deque[Job] = deque()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,6 +44,19 @@ def given(value: Any) -> bool:
     return value is not None and type(value).__name__ not in ("NotGiven", "Omit")
 
 
+class PerClient(dict[int, Any]):
+    """Facts worked out once per client object, found by ``id`` (a plain dict lookup on every
+    call); an entry goes when its client is collected, so an id is never reused."""
+
+    def remember(self, client: Any, facts: Any) -> None:
+        key = id(client)
+        try:
+            weakref.finalize(client, self.pop, key, None)
+        except TypeError:  # cannot know when it goes: work it out again next time
+            return
+        self[key] = facts
+
+
 def server_of(client: Any) -> tuple[str | None, int | None]:
     url = getattr(client, "base_url", None)
     host = getattr(url, "host", None)
@@ -67,13 +81,13 @@ def json_body(options: Any) -> dict[str, Any]:
     return {k: (list(v) if type(v) is list else v) for k, v in body.items()}
 
 
-_MAX_TOKEN_KEYS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+MAX_TOKEN_KEYS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 
 
 def request_attributes(body: Mapping[str, Any]) -> dict[str, AttributeValue]:
     """max tokens (whichever key the API uses), temperature and top_p of a request."""
     attrs: dict[str, AttributeValue] = {}
-    for key in _MAX_TOKEN_KEYS:
+    for key in MAX_TOKEN_KEYS:
         value = body.get(key)
         if type(value) is int:
             attrs[sc.GEN_AI_REQUEST_MAX_TOKENS] = value

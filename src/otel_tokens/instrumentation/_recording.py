@@ -11,6 +11,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -124,6 +125,29 @@ def _billing_sums(meter_provider: MeterProvider | None, meter: Meter) -> tuple[S
         return sums
 
 
+@dataclass(slots=True)
+class Request:
+    """What a provider adapter read from one API request, on the caller's thread.
+
+    Only what the call needs at once; attributes that only the span needs are read from
+    ``body`` (a copy) by the adapter's ``request_attributes`` when the span is made.
+    """
+
+    operation: str
+    provider: str
+    model: str | None
+    endpoint: str = ""
+    stream: bool = False
+    server_address: str | None = None
+    server_port: int | None = None
+    processing: Processing = "standard"
+    attributes: dict[str, AttributeValue] | None = None  # known at once (captured content)
+    body: Mapping[str, Any] = field(default_factory=dict)
+    defer_span: bool = False
+    injected_usage: bool = False
+    capture_content: bool = False  # OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT
+
+
 class Recorder:
     """Tracer, metric instruments and catalog shared by every call of an instrumentor.
 
@@ -190,23 +214,23 @@ class Recorder:
         attributes: Mapping[str, AttributeValue] | None = None,
         defer_span: bool = False,
     ) -> Call:
-        """Start metering one API call.
+        """Start metering one API call (the instrumentation's wrapper uses `Call` directly).
 
         ``defer_span``: another span (the client library's own) may carry this call; create
         ours only at the end if none was adopted with `Call.adopt`.
         """
-        return Call(
-            self,
+        request = Request(
             operation=operation,
             provider=provider,
-            request_model=request_model,
+            model=request_model,
+            stream=stream,
             server_address=server_address,
             server_port=server_port,
-            stream=stream,
             processing=processing,
-            attributes=attributes,
+            attributes=dict(attributes) if attributes else None,
             defer_span=defer_span,
         )
+        return Call(self, request)
 
 
 class Call:
@@ -225,58 +249,39 @@ class Call:
         "_ended",
         "_error",
         "_held_end_ns",
+        "_outcome",
         "_owns_span",
         "_result",
+        "adapter",
         "finisher",
         "first_chunk_ns",
-        "operation",
         "parent",
         "pending",
         "processing",
-        "provider",
         "recorder",
-        "request_attributes",
-        "request_model",
+        "request",
         "reservation",
         "response_model",
         "salvaged",
-        "server_address",
-        "server_port",
         "span",
         "start_ns",
-        "stream",
     )
 
-    def __init__(
-        self,
-        recorder: Recorder,
-        *,
-        operation: str,
-        provider: str,
-        request_model: str | None,
-        server_address: str | None,
-        server_port: int | None,
-        stream: bool,
-        processing: Processing,
-        attributes: Mapping[str, AttributeValue] | None,
-        defer_span: bool,
-    ) -> None:
+    def __init__(self, recorder: Recorder, request: Request, adapter: Any = None) -> None:
+        """``adapter``: the provider's `Adapter`, whose ``request_attributes(request)`` gives
+        the span the request's own attributes."""
         self.start_ns = time.time_ns()
         self.recorder = recorder
-        self.operation = operation
-        self.provider = provider
-        self.request_model = request_model
-        self.server_address = server_address
-        self.server_port = server_port
-        self.stream = stream
-        self.processing: Processing = processing
-        self.request_attributes = attributes
+        self.request = request
+        self.adapter = adapter
+        self.processing: Processing = request.processing
         self.response_model: str | None = None
         self.first_chunk_ns: int | None = None
         self.finisher: Any = None  # the stream's finisher, for hooks that end streams early
         self._ended = False
         self._error: tuple[str, str] | None = None
         self._held_end_ns: int | None = None
+        self._outcome: tuple[Any, TokenUsage | None, BaseException | None, int] | None = None
         self._result: PriceResult | None = None
         # Usage of a billed response the client then failed to parse (see _wrapper).
         self.salvaged: TokenUsage | None = None
@@ -288,7 +293,7 @@ class Call:
         self.parent = otel_context.get_current()
         self.span: Span | None = None
         self._owns_span = False
-        if not (defer_span or recorder.background):
+        if not (request.defer_span or recorder.background):
             self.span = recorder.tracer.start_span(
                 self.name,
                 context=self.parent,
@@ -300,8 +305,8 @@ class Call:
 
     @property
     def name(self) -> str:
-        model = self.request_model
-        return f"{self.operation} {model}" if model else self.operation
+        request = self.request
+        return f"{request.operation} {request.model}" if request.model else request.operation
 
     @property
     def ended(self) -> bool:
@@ -396,9 +401,17 @@ class Call:
         # Budgets are settled at once: the next call's pre-flight check must see this one.
         background = self.recorder.background and self.reservation is None
         if background and (self.span is None or held is not None):
-            queue.submit(partial(self._finish, read, usage, error, end_ns, False))
+            self._outcome = (read, usage, error, end_ns)
+            queue.submit(self)  # runs __call__ on the recording thread
         else:
             self._finish(read, usage, error, end_ns, background)
+
+    def __call__(self) -> None:
+        """The queued end of this call (see `_end`)."""
+        outcome = self._outcome
+        if outcome is not None:
+            self._outcome = None
+            self._finish(*outcome, False)
 
     def _finish(
         self,
@@ -431,24 +444,28 @@ class Call:
 
     def _common(self) -> dict[str, AttributeValue]:
         """The attributes of the call's span and of every metric point."""
+        request = self.request
         common: dict[str, AttributeValue] = {
-            sc.GEN_AI_OPERATION_NAME: self.operation,
-            sc.GEN_AI_PROVIDER_NAME: self.provider,
+            sc.GEN_AI_OPERATION_NAME: request.operation,
+            sc.GEN_AI_PROVIDER_NAME: request.provider,
         }
-        if self.request_model:
-            common[sc.GEN_AI_REQUEST_MODEL] = self.request_model
-        if self.server_address:
-            common[sc.SERVER_ADDRESS] = self.server_address
-            if self.server_port:
-                common[sc.SERVER_PORT] = self.server_port
+        if request.model:
+            common[sc.GEN_AI_REQUEST_MODEL] = request.model
+        if request.server_address:
+            common[sc.SERVER_ADDRESS] = request.server_address
+            if request.server_port:
+                common[sc.SERVER_PORT] = request.server_port
         return common
 
     def _start_attributes(self) -> dict[str, AttributeValue]:
+        request = self.request
         attrs = self._common()
-        if self.stream:
+        if request.stream:
             attrs[sc.GEN_AI_REQUEST_STREAM] = True
-        if self.request_attributes:
-            attrs.update(self.request_attributes)
+        if self.adapter is not None:
+            attrs.update(self.adapter.request_attributes(request))
+        if request.attributes:
+            attrs.update(request.attributes)
         attribution = current_attribution(self.parent)
         if attribution:
             attrs.update(attribution)
@@ -528,9 +545,9 @@ class Call:
             attrs[sc.GEN_AI_RESPONSE_MODEL] = self.response_model
         if self._error is not None:
             attrs[sc.ERROR_TYPE] = self._error[0]
-        # Exemplars point at the call's span, whichever thread records the points.
-        span = self.span
-        context = self.parent if span is None else trace.set_span_in_context(span, self.parent)
+        # The context the call was made in, whichever thread records: exemplars then link
+        # to the caller's sampled span, if any, as when recording on the caller's thread.
+        context = self.parent
         recorder.duration.record((end_ns - self.start_ns) / 1e9, attrs, context)
         if self.first_chunk_ns is not None:
             ttfc = (self.first_chunk_ns - self.start_ns) / 1e9
@@ -552,19 +569,15 @@ class Call:
     def _price(self, usage: TokenUsage) -> PriceResult:
         catalog = self.recorder.catalog
         at = datetime.fromtimestamp(self.start_ns / 1e9, UTC)
-        model = self.response_model or self.request_model or ""
-        result = catalog.price(
-            usage, model, provider=self.provider, at=at, processing=self.processing
-        )
-        if (
-            result.status == sc.STATUS_UNPRICED
-            and self.request_model
-            and self.request_model != model
-        ):
+        requested = self.request.model
+        provider = self.request.provider
+        model = self.response_model or requested or ""
+        result = catalog.price(usage, model, provider=provider, at=at, processing=self.processing)
+        if result.status == sc.STATUS_UNPRICED and requested and requested != model:
             fallback = catalog.price(
                 usage,
-                self.request_model,
-                provider=self.provider,
+                requested,
+                provider=provider,
                 at=at,
                 processing=self.processing,
             )
@@ -607,7 +620,7 @@ class Call:
             for key in (sc.GEN_AI_PROVIDER_NAME, sc.GEN_AI_REQUEST_MODEL, sc.GEN_AI_RESPONSE_MODEL)
             if key in attrs
         }
-        point[sc.GEN_AI_OPERATION_NAME] = self.operation
+        point[sc.GEN_AI_OPERATION_NAME] = self.request.operation
         point[sc.BILLING_PROCESSING] = result.processing if result is not None else self.processing
         point[sc.BILLING_CONTEXT_TIER] = result.context_tier if result is not None else "base"
         point[sc.BILLING_USAGE_SOURCE] = usage.source

@@ -11,7 +11,6 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
@@ -20,38 +19,25 @@ from opentelemetry.util.types import AttributeValue
 
 from ..attribution import current as current_attribution
 from ..budgets import BudgetExceeded
-from ..pricing import Processing
 from ..usage import TokenUsage
-from ._recording import Call, HeldEnd, Recorder, hold_end, release_end
+from ._recording import Call, HeldEnd, Recorder, Request, hold_end, release_end
 from ._safety import log_once
 from ._streams import StreamState, watch_stream
-
-
-@dataclass(slots=True)
-class Request:
-    """What a provider adapter read from one API request."""
-
-    operation: str
-    provider: str
-    model: str | None
-    endpoint: str
-    stream: bool = False
-    server_address: str | None = None
-    server_port: int | None = None
-    processing: Processing = "standard"
-    attributes: dict[str, AttributeValue] = field(default_factory=dict)
-    body: Mapping[str, Any] = field(default_factory=dict)
-    defer_span: bool = False
-    injected_usage: bool = False
-    max_output_tokens: int | None = None
-    capture_content: bool = False  # OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT
 
 
 class Adapter(Protocol):
     """A provider's knowledge of its own shapes; everything else is shared."""
 
     def read_request(self, client: Any, options: Any) -> Request | None:
-        """The request facts, or ``None`` if this request is not metered."""
+        """The request facts the call needs at once, or ``None`` if it is not metered.
+
+        On the caller's thread: read as little as possible."""
+
+    def request_attributes(self, request: Request) -> dict[str, AttributeValue]:
+        """The span's request attributes (``gen_ai.request.*``), read from the body copy."""
+
+    def max_output_tokens(self, request: Request) -> int | None:
+        """The most output tokens the request can be billed for (budget pre-flight checks)."""
 
     def read_response(self, call: Call, request: Request, response: Any) -> TokenUsage | None:
         """Usage of a parsed, non-streamed response (a model object or decoded JSON)."""
@@ -89,6 +75,11 @@ _pending_raw: weakref.WeakKeyDictionary[
 ] = weakref.WeakKeyDictionary()
 
 
+# The dict behind _pending_raw: "is any raw response waiting?" on every call without a
+# Python-level __len__ (entries of collected keys linger until removed: then the slow path).
+_raw_waiting: dict[Any, Any] = _pending_raw.data  # type: ignore[attr-defined]
+
+
 def _options_of(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
     # request(self, cast_to, options, *, stream=..., stream_cls=...)
     if "options" in kwargs:
@@ -105,17 +96,7 @@ def _begin(
         request = adapter.read_request(client, _options_of(args, kwargs))
         if request is None:
             return None
-        call = recorder.start(
-            operation=request.operation,
-            provider=request.provider,
-            request_model=request.model,
-            server_address=request.server_address,
-            server_port=request.server_port,
-            stream=request.stream,
-            processing=request.processing,
-            attributes=request.attributes,
-            defer_span=request.defer_span,
-        )
+        call = Call(recorder, request, adapter)
     except Exception as exc:
         log_once("request", exc)
         return None
@@ -127,7 +108,7 @@ def _begin(
                 model=request.model,
                 attribution=current_attribution(),
                 input_tokens=lambda: adapter.estimate_input(request),
-                max_output_tokens=request.max_output_tokens,
+                max_output_tokens=adapter.max_output_tokens(request),
             )
         except BudgetExceeded as exc:  # enforce mode: refuse before the request is sent
             call.end(None, exc)
@@ -237,8 +218,12 @@ def _parsed(instance: Any, result: Any) -> None:
 
 def parse_hook(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
     """Around ``APIResponse.parse()``: meter the stream or object a raw response yields."""
-    if not _pending_raw:  # the client's own .parse() of every plain call
-        return _parse_salvaging(wrapped, instance, args, kwargs)
+    if not _raw_waiting:  # the client's own .parse() of a plain call: the hot path
+        try:
+            return wrapped(*args, **kwargs)
+        except Exception:
+            _salvage(instance)
+            raise
     holding = _hold(instance)
     try:
         result = _parse_salvaging(wrapped, instance, args, kwargs)
@@ -260,7 +245,7 @@ def _parse_salvaging(wrapped: Callable[..., Any], instance: Any, args: Any, kwar
 async def async_parse_hook(
     wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
 ) -> Any:
-    holding = _hold(instance) if _pending_raw else None
+    holding = _hold(instance) if _raw_waiting else None
     try:
         result = await wrapped(*args, **kwargs)
     except Exception:
@@ -269,7 +254,7 @@ async def async_parse_hook(
     finally:
         if holding is not None:
             release_end(*holding)
-    if _pending_raw:
+    if _raw_waiting:
         _parsed(instance, result)
     return result
 

@@ -12,17 +12,19 @@ attributes on it (through two hooks of the SDK's tracing) and make no span of ou
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import weakref
 from collections.abc import Callable
 from typing import Any
+
+from opentelemetry.util.types import AttributeValue
 
 from .. import semconv as sc
 from ..counting import count_messages, count_text
 from ..usage import TokenUsage, from_anthropic
 from ..usage._read import field
 from ._common import (
+    PerClient,
     capture_content,
     capture_output,
     content_json,
@@ -31,10 +33,10 @@ from ._common import (
     request_attributes,
     server_of,
 )
-from ._recording import Call, hold_end, release_end
+from ._recording import Call, Request, hold_end, release_end
 from ._safety import log_once
 from ._streams import StreamState
-from ._wrapper import ACTIVE_CALL, Request, complete, is_raw
+from ._wrapper import ACTIVE_CALL, complete, is_raw
 
 _USAGE_KEYS = (
     "input_tokens",
@@ -75,9 +77,7 @@ class AnthropicAdapter:
         # Set by the instrumentor once it has hooked the SDK's span finishing.
         self.use_sdk_span = use_sdk_span
         self.capture = capture_content()  # read once, when instrumenting
-        self._clients: weakref.WeakKeyDictionary[Any, tuple[str | None, int | None, str, bool]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._clients = PerClient()
         self._stream_types: tuple[type, ...] | None = None
 
     def is_stream(self, result: Any) -> bool:
@@ -89,14 +89,11 @@ class AnthropicAdapter:
 
     def _client_facts(self, client: Any) -> tuple[str | None, int | None, str, bool]:
         """(host, port, provider, makes its own spans) of a client, worked out once."""
-        try:
-            return self._clients[client]
-        except (KeyError, TypeError):
-            pass
-        host, port = server_of(client)
-        facts = (host, port, provider_for(client), sdk_traces(client))
-        with contextlib.suppress(TypeError):
-            self._clients[client] = facts
+        facts: tuple[str | None, int | None, str, bool] | None = self._clients.get(id(client))
+        if facts is None:
+            host, port = server_of(client)
+            facts = (host, port, provider_for(client), sdk_traces(client))
+            self._clients.remember(client, facts)
         return facts
 
     def read_request(self, client: Any, options: Any) -> Request | None:
@@ -107,25 +104,28 @@ class AnthropicAdapter:
         body = json_body(options)
         host, port, provider, traced = self._client_facts(client)
         model = body.get("model")
-        attrs = request_attributes(body)
-        if self.capture and "messages" in body:
-            attrs[sc.GEN_AI_INPUT_MESSAGES] = content_json(body["messages"])
-        return Request(
+        request = Request(
             operation="chat",
             provider=provider,
-            model=model if isinstance(model, str) else None,
+            model=model if type(model) is str else None,
             endpoint="/v1/messages",
             stream=body.get("stream") is True,
             server_address=host,
             server_port=port,
-            attributes=attrs,
             body=body,
             defer_span=self.use_sdk_span and traced,
             capture_content=self.capture,
-            max_output_tokens=(
-                body["max_tokens"] if isinstance(body.get("max_tokens"), int) else None
-            ),
         )
+        if self.capture and "messages" in body:  # serialised now: messages may change later
+            request.attributes = {sc.GEN_AI_INPUT_MESSAGES: content_json(body["messages"])}
+        return request
+
+    def request_attributes(self, request: Request) -> dict[str, AttributeValue]:
+        return request_attributes(request.body)
+
+    def max_output_tokens(self, request: Request) -> int | None:
+        value = request.body.get("max_tokens")
+        return value if type(value) is int else None
 
     def read_response(self, call: Call, request: Request, response: Any) -> TokenUsage | None:
         if response is None:

@@ -8,17 +8,20 @@ variants, ``AzureOpenAI`` and OpenAI-compatible servers at other base URLs.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
+from opentelemetry.util.types import AttributeValue
+
 from .. import semconv as sc
 from ..counting import count_messages, count_text
+from ..pricing import Processing
 from ..usage import TokenUsage, from_openai_chat, from_openai_responses
 from ..usage._read import field
 from ._common import (
+    MAX_TOKEN_KEYS,
+    PerClient,
     capture_content,
     capture_output,
     content_json,
@@ -27,9 +30,8 @@ from ._common import (
     request_attributes,
     server_of,
 )
-from ._recording import Call
+from ._recording import Call, Request
 from ._streams import StreamState
-from ._wrapper import Request
 
 INCLUDE_USAGE_ENV = "OTEL_TOKENS_OPENAI_INCLUDE_USAGE"
 PROVIDER_ENV = "OTEL_TOKENS_OPENAI_PROVIDER"
@@ -104,9 +106,7 @@ class OpenAIAdapter:
         self.capture = capture_content()
         self.provider_override = os.environ.get(PROVIDER_ENV) or None
         self._stream_types: tuple[type, ...] | None = None
-        self._clients: weakref.WeakKeyDictionary[Any, tuple[str | None, int | None, str]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._clients = PerClient()
 
     def is_stream(self, result: Any) -> bool:
         if self._stream_types is None:
@@ -117,14 +117,11 @@ class OpenAIAdapter:
 
     def _client_facts(self, client: Any) -> tuple[str | None, int | None, str]:
         """(host, port, provider) of a client, worked out once per client."""
-        try:
-            return self._clients[client]
-        except (KeyError, TypeError):
-            pass
-        host, port = server_of(client)
-        facts = (host, port, provider_for(client, host, self.provider_override))
-        with contextlib.suppress(TypeError):  # a client that cannot be weakly referenced
-            self._clients[client] = facts
+        facts: tuple[str | None, int | None, str] | None = self._clients.get(id(client))
+        if facts is None:
+            host, port = server_of(client)
+            facts = (host, port, provider_for(client, host, self.provider_override))
+            self._clients.remember(client, facts)
         return facts
 
     def read_request(self, client: Any, options: Any) -> Request | None:
@@ -137,44 +134,49 @@ class OpenAIAdapter:
         body = json_body(options)
         host, port, provider = self._client_facts(client)
         model = body.get("model")
-        stream = body.get("stream") is True
-        attrs = request_attributes(body)
-        max_tokens = attrs.get(sc.GEN_AI_REQUEST_MAX_TOKENS)
-        max_output = max_tokens if type(max_tokens) is int else None
         tier = body.get("service_tier")
-        processing = "standard"
-        if isinstance(tier, str):
-            attrs[sc.OPENAI_REQUEST_SERVICE_TIER] = tier
-            if tier in ("flex", "priority"):
-                processing = tier
-        if self.capture:
-            content = body.get("messages", body.get("input", body.get("prompt")))
-            if content is not None:
-                attrs[sc.GEN_AI_INPUT_MESSAGES] = content_json(content)
-        if endpoint == "/embeddings":
-            max_output = 0  # embeddings produce no output tokens
-        elif endpoint == "/completions" and max_output is None:
-            max_output = 16  # the legacy API's default max_tokens
-        choices = body.get("n")
-        if max_output and type(choices) is int and choices > 1:
-            max_output *= choices  # every choice is billed
+        processing: Processing = "standard"
+        if tier in ("flex", "priority"):
+            processing = tier
         request = Request(
             operation=_ENDPOINTS[endpoint],
-            max_output_tokens=max_output,
             provider=provider,
-            model=model if isinstance(model, str) else None,
+            model=model if type(model) is str else None,
             endpoint=endpoint,
-            stream=stream,
+            stream=body.get("stream") is True,
             server_address=host,
             server_port=port,
-            processing=processing,  # type: ignore[arg-type]
-            attributes=attrs,
+            processing=processing,
             body=body,
             capture_content=self.capture,
         )
-        if stream and endpoint in ("/chat/completions", "/completions"):
+        if self.capture:  # serialised now: the user's message objects may change later
+            content = body.get("messages", body.get("input", body.get("prompt")))
+            if content is not None:
+                request.attributes = {sc.GEN_AI_INPUT_MESSAGES: content_json(content)}
+        if request.stream and endpoint in ("/chat/completions", "/completions"):
             self._maybe_include_usage(options, body, request)
         return request
+
+    def request_attributes(self, request: Request) -> dict[str, AttributeValue]:
+        attrs = request_attributes(request.body)
+        tier = request.body.get("service_tier")
+        if isinstance(tier, str):
+            attrs[sc.OPENAI_REQUEST_SERVICE_TIER] = tier
+        return attrs
+
+    def max_output_tokens(self, request: Request) -> int | None:
+        body = request.body
+        if request.endpoint == "/embeddings":
+            return 0  # embeddings produce no output tokens
+        max_output = next(
+            (v for k in MAX_TOKEN_KEYS if type(v := body.get(k)) is int),
+            16 if request.endpoint == "/completions" else None,  # the legacy API's default
+        )
+        choices = body.get("n")
+        if max_output and type(choices) is int and choices > 1:
+            max_output *= choices  # every choice is billed
+        return max_output
 
     def _maybe_include_usage(self, options: Any, body: Mapping[str, Any], request: Request) -> None:
         """Opt-in: ask for the usage chunk the user did not ask for, and hide it from them."""

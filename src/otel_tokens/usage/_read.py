@@ -8,6 +8,16 @@ from typing import Any
 from ._model import MAX_TOKENS_PER_CALL, InvalidUsageError, _check_count
 
 _MISSING = object()
+# Classes that are pydantic models (the SDKs' response types), found once per class.
+_models: dict[type, bool] = {}
+
+
+def _is_model(cls: type) -> bool:
+    try:
+        return _models[cls]
+    except KeyError:
+        model = _models[cls] = hasattr(cls, "model_fields") or hasattr(cls, "__fields__")
+        return model
 
 
 def field(obj: Any, *path: str) -> Any:
@@ -18,6 +28,16 @@ def field(obj: Any, *path: str) -> Any:
         # No ABC check on the common paths (a dict, a response model): this runs per call.
         if type(obj) is dict:
             obj = obj.get(key)
+            continue
+        fields = getattr(obj, "__dict__", None) if _is_model(type(obj)) else None
+        if fields is not None:
+            # A model's fields are in its __dict__ (unknown ones in __pydantic_extra__): a
+            # field it lacks costs microseconds through pydantic's __getattr__.
+            value = fields.get(key, _MISSING)
+            if value is _MISSING:
+                extra = getattr(obj, "__pydantic_extra__", None)
+                value = extra.get(key) if extra else None
+            obj = value
             continue
         value = getattr(obj, key, _MISSING)
         if value is _MISSING:
