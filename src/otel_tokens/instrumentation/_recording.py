@@ -148,6 +148,10 @@ class Request:
     capture_content: bool = False  # OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT
 
 
+def _READ_RESPONSE() -> TokenUsage | None:  # a marker: see Call.end_with_response
+    raise AssertionError("never called")
+
+
 class Recorder:
     """Tracer, metric instruments and catalog shared by every call of an instrumentor.
 
@@ -251,6 +255,7 @@ class Call:
         "_held_end_ns",
         "_outcome",
         "_owns_span",
+        "_response",
         "_result",
         "adapter",
         "finisher",
@@ -281,6 +286,7 @@ class Call:
         self._ended = False
         self._error: tuple[str, str] | None = None
         self._held_end_ns: int | None = None
+        self._response: Any = None
         self._outcome: tuple[Any, TokenUsage | None, BaseException | None, int] | None = None
         self._result: PriceResult | None = None
         # Usage of a billed response the client then failed to parse (see _wrapper).
@@ -389,6 +395,14 @@ class Call:
             self._ended = True
             self._end(read, None, error)
 
+    def end_with_response(self, response: Any) -> None:
+        """Like `end_later` with the adapter's ``read_response`` of ``response`` (a parsed,
+        non-streamed response): no object is made per call to say so."""
+        if not self._ended:
+            self._ended = True
+            self._response = response
+            self._end(_READ_RESPONSE, None, None)
+
     # --- internals -------------------------------------------------------------------
     def _end(
         self,
@@ -423,7 +437,11 @@ class Call:
     ) -> None:
         if read is not None:
             try:
-                usage = read()
+                if read is _READ_RESPONSE:
+                    response, self._response = self._response, None
+                    usage = self.adapter.read_response(self, self.request, response)
+                else:
+                    usage = read()
             except Exception as exc:
                 log_once("response", exc)
         result: PriceResult | None = None

@@ -128,7 +128,7 @@ def complete(call: Call, request: Request, adapter: Adapter, result: Any) -> Non
         elif is_raw(result):
             _complete_raw(call, request, adapter, result)
         else:
-            call.end_later(partial(adapter.read_response, call, request, result))
+            call.end_with_response(result)
     except Exception as exc:
         log_once("response", exc)
         call.end(None)
