@@ -49,10 +49,11 @@ class BackgroundQueue:
         if len(jobs) >= self.max_pending:
             self._run(job)  # back-pressure: never drop
             return
+        if self._thread is None and not self._start():
+            self._run(job)  # no thread (interpreter shutting down): record here
+            return
         jobs.append(job)
         if not self._wake.is_set():  # once per batch, not per job
-            if self._thread is None:
-                self._start()
             self._wake.set()
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -79,16 +80,20 @@ class BackgroundQueue:
         return len(self._jobs) + self._running
 
     # --- internals -------------------------------------------------------------------
-    def _start(self) -> None:
+    def _start(self) -> bool:
         with self._start_lock:
             if self._thread is not None:
-                return
+                return True
             thread = threading.Thread(target=self._loop, name="otel-tokens-recorder", daemon=True)
-            thread.start()
+            try:
+                thread.start()
+            except RuntimeError:  # "can't create new thread at interpreter shutdown"
+                return False
             self._thread = thread
             # Registered after the SDK providers exist (the first call), so it runs before
             # their own exit handlers: jobs still queued reach the exporters.
             atexit.register(self.flush, 5.0)
+            return True
 
     def _loop(self) -> None:
         while True:

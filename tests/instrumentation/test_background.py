@@ -347,3 +347,16 @@ def test_a_chat_loop_appending_to_its_messages_does_not_change_the_estimate(
     first = input_sum(appended)
     assert first > 0
     assert input_sum(both) == 2 * first  # both calls sent the same single message
+
+
+def test_no_thread_at_interpreter_shutdown_records_on_the_callers_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    q = BackgroundQueue()
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    ran: list[str] = []
+    q.submit(lambda: ran.append(threading.current_thread().name))
+    assert ran == [threading.current_thread().name]
