@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from opentelemetry.util.types import AttributeValue
@@ -44,6 +44,20 @@ def given(value: Any) -> bool:
     return value is not None and type(value).__name__ not in ("NotGiven", "Omit")
 
 
+class PerURL(dict[Any, Any]):
+    """An answer about a request's URL (its path), worked out once per URL: an API has few."""
+
+    def __init__(self, answer: Callable[[str], Any]) -> None:
+        super().__init__()
+        self._answer = answer
+
+    def __missing__(self, url: Any) -> Any:
+        value = self._answer(str(url or "").split("?", 1)[0].rstrip("/"))
+        if isinstance(url, str) and len(self) < 1024:
+            self[url] = value
+        return value
+
+
 class PerClient(dict[int, Any]):
     """Facts worked out once per client object, found by ``id`` (a plain dict lookup on every
     call); an entry goes when its client is collected, so an id is never reused."""
@@ -62,11 +76,6 @@ def server_of(client: Any) -> tuple[str | None, int | None]:
     host = getattr(url, "host", None)
     port = getattr(url, "port", None)
     return (str(host) if host else None), (int(port) if isinstance(port, int) else None)
-
-
-def path_of(options: Any) -> str:
-    url = str(getattr(options, "url", "") or "")
-    return url.split("?", 1)[0].rstrip("/")
 
 
 def json_body(options: Any) -> dict[str, Any]:

@@ -25,11 +25,11 @@ from ..usage import TokenUsage, from_anthropic
 from ..usage._read import field
 from ._common import (
     PerClient,
+    PerURL,
     capture_content,
     capture_output,
     content_json,
     json_body,
-    path_of,
     request_attributes,
     server_of,
 )
@@ -72,6 +72,10 @@ def sdk_traces(client: Any) -> bool:
         return False
 
 
+# Messages endpoints; count_tokens is free, and batches are billed by their own results.
+_IS_MESSAGES = PerURL(lambda path: path.endswith("/messages"))
+
+
 class AnthropicAdapter:
     def __init__(self, *, use_sdk_span: bool) -> None:
         # Set by the instrumentor once it has hooked the SDK's span finishing.
@@ -97,10 +101,11 @@ class AnthropicAdapter:
         return facts
 
     def read_request(self, client: Any, options: Any) -> Request | None:
-        if str(getattr(options, "method", "")).lower() != "post":
+        method = getattr(options, "method", "")
+        if method != "post" and str(method).lower() != "post":
             return None
-        if not path_of(options).endswith("/messages"):
-            return None  # count_tokens is free; batches are billed by their own results
+        if not _IS_MESSAGES[getattr(options, "url", "")]:
+            return None
         body = json_body(options)
         host, port, provider, traced = self._client_facts(client)
         model = body.get("model")

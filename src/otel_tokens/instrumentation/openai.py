@@ -22,6 +22,7 @@ from ..usage._read import field
 from ._common import (
     MAX_TOKEN_KEYS,
     PerClient,
+    PerURL,
     capture_content,
     capture_output,
     content_json,
@@ -63,20 +64,8 @@ _HOST_PROVIDERS = (
 )
 
 
-_endpoints: dict[str, str | None] = {}
-
-
-def _endpoint_of(url: Any) -> str | None:
-    """The metered endpoint a request URL (path) ends with, or None; cached per URL."""
-    try:
-        return _endpoints[url]
-    except (KeyError, TypeError):
-        pass
-    path = str(url or "").split("?", 1)[0].rstrip("/")
-    found = next((e for e in _ENDPOINTS if path.endswith(e)), None)  # chat before completions
-    if isinstance(url, str) and len(_endpoints) < 1024:
-        _endpoints[url] = found
-    return found
+# The metered endpoint a request path ends with (chat before completions), or None.
+_ENDPOINT_OF = PerURL(lambda path: next((e for e in _ENDPOINTS if path.endswith(e)), None))
 
 
 def provider_for(client: Any, host: str | None, override: str | None = None) -> str:
@@ -128,7 +117,7 @@ class OpenAIAdapter:
         method = getattr(options, "method", "")
         if method != "post" and str(method).lower() != "post":
             return None
-        endpoint = _endpoint_of(getattr(options, "url", ""))
+        endpoint: str | None = _ENDPOINT_OF[getattr(options, "url", "")]
         if endpoint is None:
             return None
         body = json_body(options)
