@@ -36,7 +36,7 @@ class StreamState:
 class Finisher:
     """Ends one streamed call once; shared by the watcher, close hooks and the finalizer."""
 
-    __slots__ = ("__weakref__", "call", "done", "pulling", "state")
+    __slots__ = ("__weakref__", "call", "done", "pulling", "state", "watcher")
 
     def __init__(self, call: Call, state: StreamState) -> None:
         self.call = call
@@ -45,7 +45,17 @@ class Finisher:
         # True while the watcher waits on the client's iterator: a close of the HTTP
         # response then comes from the client itself (end of body, failure), and the
         # watcher ends the call with the right outcome right after.
-        self.pulling = False
+        self.pulling = False  # async watcher; the sync one is asked (see `pulling_now`)
+        self.watcher: Any = None
+
+    @property
+    def pulling_now(self) -> bool:
+        # Weakly referenced: the watcher's frame holds the client's iterator, which holds the
+        # stream, whose collection must still be able to end the call.
+        watcher = self.watcher() if self.watcher is not None else None
+        if watcher is not None and watcher.gi_running:
+            return True
+        return self.pulling
 
     def finish(self, error: BaseException | None = None) -> None:
         if self.done:
@@ -61,19 +71,16 @@ class Finisher:
 
 
 def _watch(inner: Iterator[Any], fin: Finisher) -> Iterator[Any]:
+    # Per chunk this touches as little of our own state as it can: on a real stream the
+    # client's parsing between two chunks has pushed it out of the CPU's caches. The close
+    # hook asks this generator whether it is running (`gi_running`): no flag per chunk.
     read = fin.state.event
-    call = fin.call
+    first = True
     try:
-        while True:
-            fin.pulling = True
-            try:
-                item = next(inner)
-            except StopIteration:
-                break
-            finally:
-                fin.pulling = False
-            if call.first_chunk_ns is None:
-                call.first_chunk()
+        for item in inner:
+            if first:
+                first = False
+                fin.call.first_chunk()
             try:
                 hide = read(item)
             except Exception as exc:
@@ -122,7 +129,10 @@ def watch_stream(stream: Any, call: Call, state: StreamState) -> Finisher | None
     try:
         inner = stream._iterator  # anthropic builds it lazily: this creates it
         is_async = hasattr(inner, "__anext__")
-        stream._iterator = _awatch(inner, fin) if is_async else _watch(inner, fin)
+        watcher = _awatch(inner, fin) if is_async else _watch(inner, fin)
+        if not is_async:
+            fin.watcher = weakref.ref(watcher)
+        stream._iterator = watcher
         _hook_close(stream, fin, is_async)
         weakref.finalize(stream, fin)
     except Exception as exc:
@@ -159,7 +169,7 @@ def _closer(original: Any, fin: Finisher, is_async: bool) -> Any:
             try:
                 return await original(*args, **kwargs)
             finally:
-                if not fin.pulling:
+                if not fin.pulling_now:
                     fin.finish(None)
 
         return aclose
@@ -168,7 +178,7 @@ def _closer(original: Any, fin: Finisher, is_async: bool) -> Any:
         try:
             return original(*args, **kwargs)
         finally:
-            if not fin.pulling:
+            if not fin.pulling_now:
                 fin.finish(None)
 
     return close
