@@ -42,6 +42,7 @@ class BackgroundQueue:
         # Jobs taken off the queue and not finished yet, and a condition to wait on them.
         self._running = 0
         self._idle = threading.Condition(threading.Lock())
+        self._local = threading.local()
 
     def submit(self, job: Job) -> None:
         """Run ``job`` soon, on the recording thread (or now, if the queue is full)."""
@@ -62,6 +63,9 @@ class BackgroundQueue:
         Returns False if ``timeout`` (seconds) passed first.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        if getattr(self._local, "in_job", False):  # from a job (an exporter's force_flush):
+            self._drain(deadline)  # waiting for the running jobs would wait for itself
+            return True
         while True:
             self._drain(deadline)
             with self._idle:
@@ -113,9 +117,12 @@ class BackgroundQueue:
                 return
             with self._idle:
                 self._running += 1
+            local = self._local
+            outer, local.in_job = getattr(local, "in_job", False), True
             try:
                 self._run(job)
             finally:
+                local.in_job = outer
                 with self._idle:
                     self._running -= 1
                     if not self._running:
@@ -136,6 +143,7 @@ class BackgroundQueue:
         self._start_lock = threading.Lock()
         self._running = 0
         self._idle = threading.Condition(threading.Lock())
+        self._local = threading.local()
 
 
 queue = BackgroundQueue()

@@ -360,3 +360,19 @@ def test_no_thread_at_interpreter_shutdown_records_on_the_callers_thread(
     ran: list[str] = []
     q.submit(lambda: ran.append(threading.current_thread().name))
     assert ran == [threading.current_thread().name]
+
+
+def test_flush_from_a_job_does_not_wait_for_itself() -> None:
+    q = BackgroundQueue(interval=0.0)
+    done: list[int] = []
+
+    def job() -> None:
+        done.append(1)
+        q.submit(lambda: done.append(2))
+        assert q.flush(1.0)  # e.g. a span processor's force_flush, on the recording thread
+
+    started = time.monotonic()
+    q.submit(job)
+    assert q.flush(5)
+    assert done == [1, 2]
+    assert time.monotonic() - started < 1.0
