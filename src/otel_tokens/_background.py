@@ -1,22 +1,25 @@
 """Background recording: the end of a metered call runs off the caller's thread.
 
 Making an OpenTelemetry span with ~25 attributes, three histogram points and a priced cost
-costs the caller ~100-150 microseconds on a small server, several times the target for an
+costs ~100-150 microseconds on a small server, several times the target for an
 instrumentation. The caller only captures what it must (timestamps, the context, a reference
 to the response) and puts a job on this queue; one daemon thread runs the jobs in batches.
 
-Nothing is dropped: a full queue makes the caller run its job itself, `flush()` runs what is
-queued and waits for what is running, and the queue is flushed before a fork, at exit, when
-a workflow block ends, and before an SDK provider's ``force_flush``/``shutdown`` (see
-``instrumentation``). Spans carry the call's own start and end times, so a late job changes
+Nothing is dropped: a full queue makes the caller run its job itself; `flush()` runs what was
+queued before it and waits for those jobs; the queue is flushed before a fork, at exit (in
+``multiprocessing`` children too), when a workflow block ends, and before an SDK provider's
+``force_flush``/``shutdown`` (see ``instrumentation``); after the exit flush, callers record
+their own calls. Spans carry the call's own start and end times, so a late job changes
 nothing but when the span reaches its exporter.
 """
 
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -35,41 +38,55 @@ class BackgroundQueue:
     def __init__(self, *, interval: float = 0.02, max_pending: int = 1_000) -> None:
         self.interval = interval  # how long the thread gathers a batch once woken
         self.max_pending = max_pending
-        self._jobs: deque[Job] = deque()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._jobs: deque[tuple[int, Job]] = deque()  # (sequence number, job), in order
+        self._seq = itertools.count()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        # Jobs taken off the queue and not finished yet, and a condition to wait on them.
-        self._running = 0
-        self._idle = threading.Condition(threading.Lock())
+        # Sequence numbers of the jobs taken off the queue and not finished yet; the lock
+        # (re-entrant: a signal handler may flush while this thread holds it) guards them
+        # and the order of the queue.
+        self._running: set[int] = set()
+        self._idle = threading.Condition(threading.RLock())
         self._local = threading.local()
+        self._closed = False  # after the exit flush: nobody is left to run a queued job
 
     def submit(self, job: Job) -> None:
-        """Run ``job`` soon, on the recording thread (or now, if the queue is full)."""
+        """Run ``job`` soon, on the recording thread (or now, if it cannot wait)."""
         jobs = self._jobs
-        if len(jobs) >= self.max_pending:
-            self._run(job)  # back-pressure: never drop
+        if len(jobs) >= self.max_pending or self._closed:
+            self._run(job)  # back-pressure, or exiting: never drop
             return
         if self._thread is None and not self._start():
             self._run(job)  # no thread (interpreter shutting down): record here
             return
-        jobs.append(job)
+        with self._idle:  # numbered and queued together: the queue stays in order
+            jobs.append((next(self._seq), job))
         if not self._wake.is_set():  # once per batch, not per job
             self._wake.set()
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Run every queued job on this thread, then wait for the ones running elsewhere.
+        """Run the jobs queued before this call, on this thread, and wait for those that are
+        running elsewhere; jobs queued meanwhile are left to the recording thread.
 
         Returns False if ``timeout`` (seconds) passed first.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            before = next(self._seq)  # every job queued so far has a smaller number
         if getattr(self._local, "in_job", False):  # from a job (an exporter's force_flush):
-            self._drain(deadline)  # waiting for the running jobs would wait for itself
+            self._drain(deadline, before)  # waiting for the running jobs would wait for itself
             return True
         while True:
-            self._drain(deadline)
+            self._drain(deadline, before)
             with self._idle:
-                if not self._running and not self._jobs:
+                jobs = self._jobs
+                if not (jobs and jobs[0][0] < before) and not any(
+                    seq < before for seq in self._running
+                ):
                     return True
                 wait = 0.05
                 if deadline is not None:
@@ -81,7 +98,7 @@ class BackgroundQueue:
 
     @property
     def pending(self) -> int:
-        return len(self._jobs) + self._running
+        return len(self._jobs) + len(self._running)
 
     # --- internals -------------------------------------------------------------------
     def _start(self) -> bool:
@@ -96,37 +113,51 @@ class BackgroundQueue:
             self._thread = thread
             # Registered after the SDK providers exist (the first call), so it runs before
             # their own exit handlers: jobs still queued reach the exporters.
-            atexit.register(self.flush, 5.0)
+            atexit.register(self._exit)
+            # A multiprocessing child leaves through os._exit, past atexit, after running
+            # its finalizers (registered here, after the child cleared those it inherited).
+            util = sys.modules.get("multiprocessing.util")
+            if util is not None:
+                try:
+                    util.Finalize(None, self._exit, exitpriority=10)
+                except Exception:
+                    _log.debug("otel-tokens: no multiprocessing exit flush", exc_info=True)
             return True
+
+    def _exit(self) -> None:
+        self._closed = True  # calls ended in later exit handlers are recorded by their caller
+        self.flush(5.0)
 
     def _loop(self) -> None:
         while True:
-            self._wake.wait()
-            self._wake.clear()
-            time.sleep(self.interval)  # let a batch gather: one wake-up for many calls
-            self._drain(None)
+            try:
+                self._wake.wait()
+                self._wake.clear()
+                time.sleep(self.interval)  # let a batch gather: one wake-up for many calls
+                self._drain(None, None)
+            except BaseException:  # keep the thread: it is the only one that runs the jobs
+                _log.debug("otel-tokens: the recording thread caught", exc_info=True)
 
-    def _drain(self, deadline: float | None) -> None:
+    def _drain(self, deadline: float | None, before: int | None) -> None:
+        """Run queued jobs (only those numbered below ``before``, if given)."""
         jobs = self._jobs
-        while jobs:
+        local = self._local
+        while True:
             if deadline is not None and time.monotonic() > deadline:
                 return
-            try:
-                job = jobs.popleft()
-            except IndexError:  # taken by the other drainer
-                return
-            with self._idle:
-                self._running += 1
-            local = self._local
+            with self._idle:  # taken off the queue and counted as running in one step
+                if not jobs or (before is not None and jobs[0][0] >= before):
+                    return
+                seq, job = jobs.popleft()
+                self._running.add(seq)
             outer, local.in_job = getattr(local, "in_job", False), True
             try:
                 self._run(job)
             finally:
                 local.in_job = outer
                 with self._idle:
-                    self._running -= 1
-                    if not self._running:
-                        self._idle.notify_all()
+                    self._running.discard(seq)
+                    self._idle.notify_all()
 
     @staticmethod
     def _run(job: Job) -> None:
@@ -136,20 +167,17 @@ class BackgroundQueue:
             _log.debug("otel-tokens: a recording job failed", exc_info=True)
 
     def _after_fork_in_child(self) -> None:
-        # The parent flushed before forking; a child starts empty, with no thread.
-        self._jobs.clear()
-        self._wake = threading.Event()
-        self._thread = None
-        self._start_lock = threading.Lock()
-        self._running = 0
-        self._idle = threading.Condition(threading.Lock())
-        self._local = threading.local()
+        # The parent flushed before forking; a child starts empty, with no thread (its first
+        # call starts one and registers the exit flushes).
+        self._reset()
 
 
 queue = BackgroundQueue()
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=lambda: queue.flush(5.0), after_in_child=queue._after_fork_in_child)
+    os.register_at_fork(
+        before=lambda: queue.flush(5.0), after_in_child=queue._after_fork_in_child
+    )
 
 
 def flush(timeout_millis: float = 30_000) -> bool:

@@ -376,3 +376,127 @@ def test_flush_from_a_job_does_not_wait_for_itself() -> None:
     assert q.flush(5)
     assert done == [1, 2]
     assert time.monotonic() - started < 1.0
+
+
+def test_flush_waits_for_what_was_queued_before_it_not_after() -> None:
+    """Under steady traffic the queue may never be empty: flush() has a cut-off."""
+    q = BackgroundQueue(interval=60.0)  # only flush() runs jobs here
+    ran: list[str] = []
+
+    def first() -> None:
+        ran.append("first")
+        q.submit(lambda: ran.append("later"))  # queued while the flush runs
+
+    q.submit(first)
+    assert q.flush(5)
+    assert ran == ["first"]
+    assert q.pending == 1
+    assert q.flush(5)
+    assert ran == ["first", "later"]
+
+
+_EXPORT_TO_FILE = """
+import os, sys
+import openai
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from otel_tokens.instrumentation import OpenAIInstrumentor
+
+OUT, URL = sys.argv[1], sys.argv[2]
+
+class ToFile(SpanExporter):
+    def export(self, spans):
+        with open(OUT, "a") as f:
+            for s in spans:
+                f.write(s.name + "\\n")
+        return SpanExportResult.SUCCESS
+
+tp = TracerProvider()
+tp.add_span_processor(SimpleSpanProcessor(ToFile()))
+OpenAIInstrumentor().instrument(tracer_provider=tp, recording="background")
+
+def chat(model):
+    c = openai.OpenAI(api_key="t", base_url=URL, max_retries=0)
+    c.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_multiprocessing_child_exports_its_calls(server: ProviderServer, tmp_path: Any) -> None:
+    """A multiprocessing child leaves through os._exit, past atexit."""
+    out = tmp_path / "spans.txt"
+    script = _EXPORT_TO_FILE + """
+import multiprocessing as mp
+from otel_tokens._background import queue
+if __name__ == "__main__":
+    ctx = mp.get_context("fork")
+    queue.interval = 60.0  # the child's recording thread would not get to it
+    p = ctx.Process(target=chat, args=("gpt-4o-mini",))
+    p.start()
+    p.join()
+    assert p.exitcode == 0
+"""
+    path = tmp_path / "app.py"
+    path.write_text(script)
+    subprocess.run(
+        [sys.executable, str(path), str(out), server.openai_base_url], check=True, timeout=60
+    )
+    assert out.read_text().splitlines() == ["chat gpt-4o-mini"]
+
+
+def test_a_call_in_an_earlier_registered_exit_handler_is_exported(
+    server: ProviderServer, tmp_path: Any
+) -> None:
+    """Exit handlers run last-registered first: ours (at the first call) runs before the
+    app's; a call the app makes after it is recorded on the app's thread."""
+    out = tmp_path / "spans.txt"
+    script = _EXPORT_TO_FILE + """
+import atexit
+atexit.register(chat, "gpt-4o")  # before our first call
+chat("gpt-4o-mini")
+"""
+    subprocess.run(
+        [sys.executable, "-c", script, str(out), server.openai_base_url], check=True, timeout=60
+    )
+    assert sorted(out.read_text().splitlines()) == ["chat gpt-4o", "chat gpt-4o-mini"]
+
+
+def test_the_sdk_span_keeps_what_the_sdk_wrote(
+    server: ProviderServer, telemetry: Telemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whichever mode records (CI runs this file inline too), attributes and status the SDK
+    wrote on its own span stay; ours are added beside them."""
+    import anthropic
+
+    from otel_tokens.instrumentation import AnthropicInstrumentor
+
+    monkeypatch.delenv("ANTHROPIC_OPEN_TELEMETRY", raising=False)
+    inst = AnthropicInstrumentor()
+    inst.instrument(
+        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+    )
+    client = anthropic.Anthropic(
+        api_key="t",
+        base_url=server.anthropic_base_url,
+        max_retries=0,
+        open_telemetry={"tracer_provider": telemetry.tracer_provider},
+    )
+    try:
+        stream = client.messages.create(
+            model="claude-haiku-4-5",
+            max_tokens=64,
+            messages=MESSAGES,
+            stream=True,
+            extra_headers={"x-test-scenario": "drop_mid_stream"},
+        )
+        with pytest.raises(Exception):  # the client's own connection error
+            for _ in stream:
+                pass
+        (span,) = telemetry.finished()
+    finally:
+        inst.uninstrument()
+        client.close()
+    attrs = span.attributes or {}
+    assert attrs[sc.ERROR_TYPE] == "connection_error"  # the SDK's value, not ours
+    assert span.status.status_code == trace.StatusCode.ERROR
+    assert attrs[sc.BILLING_USAGE_SOURCE] == "estimated"  # ours, beside it

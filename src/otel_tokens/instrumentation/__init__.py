@@ -88,7 +88,7 @@ _active: set[str] = set()
 
 def _flush_first(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     try:
-        timeout = kwargs.get("timeout_millis", args[0] if args else 30_000)
+        timeout = kwargs.get("timeout_millis", args[0] if args else 10_000)
         queue.flush(min(float(timeout), 30_000) / 1000)
     except Exception:
         _log.debug("otel-tokens: could not flush before the provider", exc_info=True)

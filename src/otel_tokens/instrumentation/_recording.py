@@ -244,8 +244,10 @@ class Call:
     the provider module read. Pricing, the span and the metric points are made when the call
     ends, on the recording thread in background mode. Our span is then made at the end, with
     the call's own start and end times, under the span that was current when the call began.
-    A span that another library owns (anthropic's) is ended by that library right after the
-    call ends: its attributes are written at once, and only the metric points wait.
+    A span that another library owns (anthropic's) and ends itself: where the provider module
+    holds that end (`HeldEnd`), the attributes are written on the recording thread and the
+    span ended at the held time; otherwise they are written at once, before the library ends
+    it, and only the metric points wait.
     """
 
     __slots__ = (
@@ -536,11 +538,16 @@ class Call:
             return
         elif self._owns_span:
             span.set_attributes(self.pending)
-        else:  # the library's span: ours is not made, so it gets the request facts too
+        else:
+            # The library's span: ours is not made, so it gets the request facts too. What
+            # the library wrote itself stays (as when we write first and it writes last).
             attrs = self._start_attributes()
             attrs.update(self.pending)
             existing = getattr(span, "attributes", None) or {}
-            span.set_attributes({k: v for k, v in attrs.items() if existing.get(k) != v})
+            span.set_attributes({k: v for k, v in attrs.items() if k not in existing})
+            status = getattr(span, "status", None)
+            if status is not None and status.status_code is not StatusCode.UNSET:
+                return
         if self._error is not None:
             span.set_status(Status(StatusCode.ERROR, self._error[1][:200]))
         if error is not None and self._owns_span:

@@ -196,12 +196,16 @@ def _hold(instance: Any) -> tuple[Call, Any, HeldEnd] | None:
     """A raw response waiting for ``.parse()`` whose call rides on the client library's span:
     the library ends that span when ``.parse()`` reads the body, before we can read the
     usage; hold that end until our attributes are on the span."""
-    pending = _pending_raw.get(instance)
-    if pending is None:
+    try:
+        pending = _pending_raw.get(instance)
+        if pending is None:
+            return None
+        call = pending[0]
+        span = call.adopted_span
+        held = hold_end(span) if span is not None else None
+    except Exception as exc:
+        log_once("parse.hold", exc)
         return None
-    call = pending[0]
-    span = call.adopted_span
-    held = hold_end(span) if span is not None else None
     return None if held is None else (call, span, held)
 
 
