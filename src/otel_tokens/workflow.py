@@ -121,7 +121,7 @@ class workflow:
         _OPEN.set(stack[:i] + stack[i + 1 :])
         self._last = rollup
         otel_context.detach(token)  # type: ignore[arg-type]
-        _background.queue.flush()  # calls that ended in the block but are not recorded yet
+        _background.queue.flush(5.0)  # calls that ended in the block, not recorded yet
         with rollup.lock:
             usage, costs, calls, unpriced = (
                 rollup.usage,
