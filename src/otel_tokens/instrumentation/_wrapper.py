@@ -221,29 +221,22 @@ def _parsed(instance: Any, result: Any) -> None:
 
 
 def parse_hook(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-    """Around ``APIResponse.parse()``: meter the stream or object a raw response yields."""
-    if not _raw_waiting:  # the client's own .parse() of a plain call: the hot path
-        try:
-            return wrapped(*args, **kwargs)
-        except Exception:
-            _salvage(instance)
-            raise
-    holding = _hold(instance)
-    try:
-        result = _parse_salvaging(wrapped, instance, args, kwargs)
-    finally:
-        if holding is not None:
-            release_end(*holding)
-    _parsed(instance, result)
-    return result
+    """Around ``APIResponse.parse()``: meter the stream or object a raw response yields.
 
-
-def _parse_salvaging(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    Every plain call passes here too (the client parses its own response): with no raw
+    response waiting, that is two falsy checks around the client's own call."""
+    holding = _hold(instance) if _raw_waiting else None
     try:
-        return wrapped(*args, **kwargs)
+        result = wrapped(*args, **kwargs)
     except Exception:
         _salvage(instance)
         raise
+    finally:
+        if holding is not None:
+            release_end(*holding)
+    if _raw_waiting:
+        _parsed(instance, result)
+    return result
 
 
 async def async_parse_hook(
