@@ -219,19 +219,18 @@ def test_inline_mode_has_no_background_work(
         inst.uninstrument()
 
 
-def test_queued_calls_are_exported_at_exit(server: ProviderServer, tmp_path: Any) -> None:
-    """A short script that exits right after its call still exports the call's span."""
-    out = tmp_path / "spans.txt"
-    script = f"""
+_EXPORT_TO_FILE = """
+import os, sys
 import openai
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
-from otel_tokens._background import queue
 from otel_tokens.instrumentation import OpenAIInstrumentor
+
+OUT, URL = sys.argv[1], sys.argv[2]
 
 class ToFile(SpanExporter):
     def export(self, spans):
-        with open({str(out)!r}, "a") as f:
+        with open(OUT, "a") as f:
             for s in spans:
                 f.write(s.name + "\\n")
         return SpanExportResult.SUCCESS
@@ -239,11 +238,24 @@ class ToFile(SpanExporter):
 tp = TracerProvider()
 tp.add_span_processor(SimpleSpanProcessor(ToFile()))
 OpenAIInstrumentor().instrument(tracer_provider=tp, recording="background")
-queue.interval = 60.0  # only the exit handler can record it
-c = openai.OpenAI(api_key="t", base_url={server.openai_base_url!r}, max_retries=0)
-c.chat.completions.create(model="gpt-4o-mini", messages=[{{"role": "user", "content": "hi"}}])
+
+def chat(model):
+    c = openai.OpenAI(api_key="t", base_url=URL, max_retries=0)
+    c.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
 """
-    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+
+
+def test_queued_calls_are_exported_at_exit(server: ProviderServer, tmp_path: Any) -> None:
+    """A short script that exits right after its call still exports the call's span."""
+    out = tmp_path / "spans.txt"
+    script = _EXPORT_TO_FILE + """
+from otel_tokens._background import queue
+queue.interval = 60.0  # only the exit handler can record it
+chat("gpt-4o-mini")
+"""
+    subprocess.run(
+        [sys.executable, "-c", script, str(out), server.openai_base_url], check=True, timeout=60
+    )
     assert out.read_text().splitlines() == ["chat gpt-4o-mini"]
 
 
@@ -393,32 +405,6 @@ def test_flush_waits_for_what_was_queued_before_it_not_after() -> None:
     assert q.pending == 1
     assert q.flush(5)
     assert ran == ["first", "later"]
-
-
-_EXPORT_TO_FILE = """
-import os, sys
-import openai
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
-from otel_tokens.instrumentation import OpenAIInstrumentor
-
-OUT, URL = sys.argv[1], sys.argv[2]
-
-class ToFile(SpanExporter):
-    def export(self, spans):
-        with open(OUT, "a") as f:
-            for s in spans:
-                f.write(s.name + "\\n")
-        return SpanExportResult.SUCCESS
-
-tp = TracerProvider()
-tp.add_span_processor(SimpleSpanProcessor(ToFile()))
-OpenAIInstrumentor().instrument(tracer_provider=tp, recording="background")
-
-def chat(model):
-    c = openai.OpenAI(api_key="t", base_url=URL, max_retries=0)
-    c.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
-"""
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
