@@ -75,9 +75,11 @@ def _export(exporters: Sequence[Any], start: int, data: Any, deadline: float) ->
 
 
 class _Chaos:
-    """Kills one of ``procs`` with SIGKILL and restarts it on the same ports and ledger,
-    until stopped: at random moments, and half the time right after a commit shows in the
-    ledger (so while the answer is on its way, the window exactly-once depends on)."""
+    """Kills ``procs`` with SIGKILL and restarts them on the same ports and ledger, until
+    stopped. Every other kill comes right after a commit shows in the ledger and takes every
+    process down, so the one that committed dies while its answer is on its way: the window
+    exactly-once depends on, hit on purpose rather than by luck. The others kill one process
+    at a random moment."""
 
     def __init__(
         self,
@@ -99,15 +101,18 @@ class _Chaos:
         ledger = open_ledger(self.ledger_url)
         try:
             while not self.stop.wait(self.rng.uniform(*self.pause)):
-                proc = self.rng.choice(self.procs)
-                if self.rng.random() < 0.5:
+                victims: Sequence[CollectorProcess] = [self.rng.choice(self.procs)]
+                if self.kills % 2 == 0:
+                    victims = self.procs
                     before, until = ledger.count(), time.monotonic() + 1
                     while ledger.count() == before and time.monotonic() < until:
                         time.sleep(0.001)
-                proc.kill()
+                for proc in victims:
+                    proc.kill()
                 self.kills += 1
                 time.sleep(self.rng.uniform(0, 0.2))  # clients find nobody there
-                proc.start()
+                for proc in victims:
+                    proc.start()
         except BaseException as exc:  # surfaced by the test
             self.error = exc
         finally:
