@@ -106,6 +106,9 @@ or ``--scenario``). An unknown name is answered with a 400 so that typos show.
                        750 input tokens, so the cumulative ``input_tokens`` of ``message_delta``
                        (and of the JSON answer) exceed those of ``message_start``, as on the real
                        API. Responses: ``web_search_call`` output items and their events.
+``no_stream_usage``    OpenAI chat and legacy completions streams ignore
+                       ``stream_options.include_usage`` (no usage chunk), as some
+                       OpenAI-compatible servers do.
 ``tool_call``          When the request declares a function tool: call the first one with arguments
                        built from its JSON schema (``finish_reason: tool_calls``, ``stop_reason:
                        tool_use`` or a ``function_call`` item), streamed as argument deltas.
@@ -185,6 +188,7 @@ SCENARIOS: Final = frozenset(
         "slow_stream",
         "web_search",
         "tool_call",
+        "no_stream_usage",
     }
 )
 
@@ -933,7 +937,9 @@ def _openai_chat(ctx: _Ctx) -> _Reply:
         return _Reply(200, headers, body=result, indent=2)
 
     stream_options = _sub(body, "stream_options")
-    include_usage = bool(stream_options.get("include_usage"))
+    include_usage = bool(stream_options.get("include_usage")) and not ctx.controls.has(
+        "no_stream_usage"
+    )
     obfuscate = stream_options.get("include_obfuscation", True) is not False and not ctx.azure
     events: list[tuple[str | None, str]] = []
 
@@ -1091,7 +1097,9 @@ def _openai_completions(ctx: _Ctx) -> _Reply:
         return _Reply(200, headers, body=result, indent=2)
 
     stream_options = _sub(body, "stream_options")
-    include_usage = bool(stream_options.get("include_usage"))
+    include_usage = bool(stream_options.get("include_usage")) and not ctx.controls.has(
+        "no_stream_usage"
+    )
     events: list[tuple[str | None, str]] = []
 
     def chunk(choices: list[JSONDict], final_usage: JSONDict | None = None) -> None:
