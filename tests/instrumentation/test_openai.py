@@ -438,6 +438,82 @@ def test_stream_without_usage_is_estimated_and_chunks_untouched(
     assert_metered(telemetry, buckets=buckets, rates=GPT_4O_MINI, source="estimated", stream=True)
 
 
+def test_stream_server_ignoring_include_usage_is_estimated_per_chunk(
+    instrumented: OpenAIInstrumentor, client: openai.OpenAI, telemetry: Telemetry
+) -> None:
+    # Usage asked for, so the chunks are not read as they pass; a server that sends no usage
+    # chunk anyway is billed the prompt counted locally and a token per content chunk.
+    chunks = list(
+        chat_stream(
+            client,
+            stream_options={"include_usage": True},
+            extra_headers=scenario("no_stream_usage"),
+        )
+    )
+    assert all(c.usage is None for c in chunks) and len(chunks) == REPLY_WORDS + 2
+    buckets = {"input": estimated_prompt(MESSAGES), "output": REPLY_WORDS}
+    span = assert_metered(
+        telemetry, buckets=buckets, rates=GPT_4O_MINI, source="estimated", stream=True
+    )
+    a = span.attributes or {}
+    assert list(a[sc.GEN_AI_RESPONSE_FINISH_REASONS]) == ["stop"]  # type: ignore[arg-type]
+    assert a[sc.GEN_AI_RESPONSE_ID] == chunks[0].id
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_stream_of_several_choices(
+    include_usage: bool,
+    instrumented: OpenAIInstrumentor,
+    client: openai.OpenAI,
+    telemetry: Telemetry,
+) -> None:
+    # n > 1: every choice's finish reason is read as it passes, whatever the usage chunk.
+    chunks = list(chat_stream(client, n=2, stream_options={"include_usage": include_usage}))
+    a = telemetry.only_span().attributes or {}
+    assert list(a[sc.GEN_AI_RESPONSE_FINISH_REASONS]) == ["stop", "stop"]  # type: ignore[arg-type]
+    output = a[sc.GEN_AI_USAGE_OUTPUT_TOKENS]
+    if include_usage:
+        assert chunks[-1].usage is not None
+        assert output == chunks[-1].usage.completion_tokens
+        assert a[sc.BILLING_USAGE_SOURCE] == "provider"
+    else:
+        assert output == 2 * o200k(DEFAULT_REPLY)
+        assert a[sc.BILLING_USAGE_SOURCE] == "estimated"
+
+
+def test_stream_include_usage_with_content_capture(
+    instrument: Callable[..., OpenAIInstrumentor],
+    client: openai.OpenAI,
+    telemetry: Telemetry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Capturing the reply means reading each chunk's text, usage chunk or not.
+    monkeypatch.setenv(CAPTURE, "true")
+    instrument()
+    list(chat_stream(client, stream_options={"include_usage": True}))
+    a = telemetry.only_span().attributes or {}
+    assert DEFAULT_REPLY in str(a[sc.GEN_AI_OUTPUT_MESSAGES])
+    assert a[sc.BILLING_USAGE_SOURCE] == "provider"
+
+
+def test_include_usage_injection_stream_cut_is_estimated_per_chunk(
+    instrument: Callable[..., OpenAIInstrumentor],
+    client: openai.OpenAI,
+    telemetry: Telemetry,
+) -> None:
+    instrument(include_usage=True)
+    stream = chat_stream(client)
+    seen = [next(stream) for _ in range(4)]
+    stream.close()
+    assert_metered(
+        telemetry,
+        buckets=_estimated_partial(seen, include_usage=True),
+        rates=GPT_4O_MINI,
+        source="estimated",
+        stream=True,
+    )
+
+
 @pytest.mark.parametrize("how", ["env", "kwarg"])
 def test_include_usage_injection_hides_usage_chunk(
     how: str,
@@ -876,11 +952,15 @@ def test_async_stream_object_is_the_clients_own(
     assert_metered(telemetry, buckets=USAGE, rates=GPT_4O_MINI, stream=True)
 
 
-def _estimated_partial(chunks: list[Any]) -> dict[str, int]:
+def _estimated_partial(chunks: list[Any], include_usage: bool = False) -> dict[str, int]:
+    """What a stream cut after ``chunks`` is billed: the prompt counted locally, and its reply
+    text counted, or (usage asked for, so the chunks were not read) one token per chunk after
+    the role chunk."""
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    output = len(chunks) - 1 if include_usage else o200k(text)
     buckets = {"input": estimated_prompt(MESSAGES)}
-    if o200k(text):
-        buckets["output"] = o200k(text)
+    if output:
+        buckets["output"] = output
     return buckets
 
 
@@ -898,7 +978,7 @@ def test_stream_break_and_close(
     assert stream.response.is_closed
     assert_metered(
         telemetry,
-        buckets=_estimated_partial(seen),
+        buckets=_estimated_partial(seen, include_usage=True),
         rates=GPT_4O_MINI,
         source="estimated",
         stream=True,
@@ -1002,15 +1082,17 @@ def test_stream_dropped_mid_stream(
     span = assert_error(telemetry, "APIConnectionError")
     assert any(e.name == "exception" for e in span.events)
     # the provider never sent usage: estimated from what was received
-    assert span_usage(span) == _estimated_partial(seen)
+    assert span_usage(span) == _estimated_partial(seen, include_usage)
     a = span.attributes or {}
     assert a[sc.BILLING_USAGE_SOURCE] == "estimated"
     assert a[sc.BILLING_PRICING_STATUS] == sc.STATUS_ESTIMATED
     assert D(a[sc.BILLING_COST_DECIMAL]) == cost_of(  # type: ignore[arg-type]
-        GPT_4O_MINI, _estimated_partial(seen)
+        GPT_4O_MINI, _estimated_partial(seen, include_usage)
     )
     assert a[sc.GEN_AI_RESPONSE_MODEL] == SERVED
-    assert telemetry.sum_of(sc.METRIC_BILLING_TOKENS) == sum(_estimated_partial(seen).values())
+    assert telemetry.sum_of(sc.METRIC_BILLING_TOKENS) == sum(
+        _estimated_partial(seen, include_usage).values()
+    )
     stream.close()
     del stream
     gc.collect()

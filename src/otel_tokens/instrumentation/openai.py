@@ -32,7 +32,7 @@ from ._common import (
     server_of,
 )
 from ._recording import Call, Request
-from ._streams import StreamState
+from ._streams import StreamState, TailState
 
 INCLUDE_USAGE_ENV = "OTEL_TOKENS_OPENAI_INCLUDE_USAGE"
 PROVIDER_ENV = "OTEL_TOKENS_OPENAI_PROVIDER"
@@ -211,7 +211,23 @@ class OpenAIAdapter:
     def stream_state(self, request: Request) -> StreamState:
         if request.endpoint == "/responses":
             return _ResponsesStream(request)
+        if _usage_at_end(request):
+            return _HiddenUsageTail(request) if request.injected_usage else _ChatTail(request)
         return _ChatStream(request)
+
+
+def _usage_at_end(request: Request) -> bool:
+    """The stream ends with a usage chunk (``include_usage``, the user's or ours), and only
+    its last chunks are needed: one choice, and no reply text to capture."""
+    if request.capture_content:
+        return False
+    choices = request.body.get("n")
+    if type(choices) is int and choices > 1:
+        return False
+    if request.injected_usage:
+        return True
+    options = request.body.get("stream_options")
+    return isinstance(options, Mapping) and options.get("include_usage") is True
 
 
 def _response_text(endpoint: str, response: Any) -> str:
@@ -231,7 +247,8 @@ def _response_text(endpoint: str, response: Any) -> str:
     return "".join(parts)
 
 
-def _estimate(request: Request, output_text: str) -> TokenUsage:
+def _estimate(request: Request, output_text: str, output: int | None = None) -> TokenUsage:
+    """Count the request's prompt, and ``output_text`` (or take ``output`` as counted)."""
     body = request.body
     model = request.model
     tools = body.get("tools")
@@ -247,7 +264,9 @@ def _estimate(request: Request, output_text: str) -> TokenUsage:
         raw = body.get("prompt", body.get("input"))
         texts = raw if isinstance(raw, list) else [raw]
         prompt = sum(count_text(t, model) for t in texts if isinstance(t, str))
-    return TokenUsage(input=prompt, output=count_text(output_text, model), source="estimated")
+    if output is None:
+        output = count_text(output_text, model)
+    return TokenUsage(input=prompt, output=output, source="estimated")
 
 
 def _as_messages(value: Any) -> Any:
@@ -315,6 +334,55 @@ class _ChatStream(StreamState):
         if self.usage is not None:
             return from_openai_chat(self.usage)
         return _estimate(self.request, "".join(self.text))
+
+
+class _ChatTail(TailState):
+    """A chat or legacy completions stream that ends with its usage chunk: nothing is read
+    per chunk. The last two chunks give the usage and the response facts (the usage chunk
+    has no choices; the one before it has the finish reason).
+
+    A stream that ends before its usage chunk (closed, failed, or a server that ignores
+    ``include_usage``) is estimated: the prompt counted locally, and one output token per
+    content chunk (all but the role chunk and a finish chunk), as OpenAI streams a token per
+    chunk. Reading every chunk's text to count it would cost each chunk about 2 µs.
+    """
+
+    def __init__(self, request: Request) -> None:
+        super().__init__()
+        self.request = request
+
+    def finish(self, call: Call, error: BaseException | None) -> TokenUsage | None:
+        usage: Any = None
+        model = response_id = tier = None
+        reasons: list[str] = []
+        for chunk in (self.previous, self.last):
+            if chunk is None:
+                continue
+            usage = field(chunk, "usage") or usage
+            model = field(chunk, "model") or model
+            response_id = field(chunk, "id") or response_id
+            tier = field(chunk, "service_tier") or tier
+            reasons += [
+                str(r) for c in field(chunk, "choices") or () if (r := field(c, "finish_reason"))
+            ]
+        call.set_response(
+            model=model, response_id=response_id, finish_reasons=reasons, service_tier=tier
+        )
+        if usage is not None:
+            return from_openai_chat(usage)
+        # One token per chunk, but for the role chunk and a finish chunk (an empty delta).
+        return _estimate(self.request, "", output=max(self.events - 1 - len(reasons), 0))
+
+
+class _HiddenUsageTail(_ChatTail):
+    """`_ChatTail` for a stream whose usage chunk we asked for: that chunk is hidden from the
+    user's code, so each chunk is looked at (its ``usage`` only)."""
+
+    passive = False
+
+    def event(self, chunk: Any) -> bool:
+        self.keep(chunk)
+        return chunk.usage is not None and not chunk.choices
 
 
 _RESPONSE_EVENTS = frozenset(
