@@ -733,6 +733,25 @@ def test_legacy_completions(
     )
 
 
+def test_legacy_completions_stream_without_its_usage_chunk(
+    instrumented: OpenAIInstrumentor, client: openai.OpenAI, telemetry: Telemetry
+) -> None:
+    # Usage asked for but never sent: a token per text chunk (no role chunk here).
+    chunks = list(
+        client.completions.create(
+            model="gpt-3.5-turbo-instruct",
+            prompt="Hi",
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_headers=scenario("no_stream_usage"),
+        )
+    )
+    assert len(chunks) == REPLY_WORDS + 1  # the words, then the finish chunk
+    span = telemetry.only_span()
+    assert (span.attributes or {})[sc.BILLING_USAGE_SOURCE] == "estimated"
+    assert span_usage(span) == {"input": estimate_tokens("Hi"), "output": REPLY_WORDS}
+
+
 def test_legacy_completions_stream_injection_hides_usage_chunk(
     instrument: Callable[..., OpenAIInstrumentor],
     client: openai.OpenAI,

@@ -343,8 +343,8 @@ class _ChatTail(TailState):
 
     A stream that ends before its usage chunk (closed, failed, or a server that ignores
     ``include_usage``) is estimated: the prompt counted locally, and one output token per
-    content chunk (all but the role chunk and a finish chunk), as OpenAI streams a token per
-    chunk. Reading every chunk's text to count it would cost each chunk about 2 µs.
+    content chunk (all but a chat stream's role chunk and a finish chunk), as OpenAI streams a
+    token per chunk. Reading every chunk's text to count it would cost each chunk about 2 µs.
     """
 
     def __init__(self, request: Request) -> None:
@@ -370,8 +370,10 @@ class _ChatTail(TailState):
         )
         if usage is not None:
             return from_openai_chat(usage)
-        # One token per chunk, but for the role chunk and a finish chunk (an empty delta).
-        return _estimate(self.request, "", output=max(self.events - 1 - len(reasons), 0))
+        # A token per chunk, but for a chat stream's role chunk and a finish chunk (empty).
+        lead = 1 if self.request.endpoint == "/chat/completions" else 0
+        output = max(self.events - lead - len(reasons), 0)
+        return _estimate(self.request, "", output=output)
 
 
 class _HiddenUsageTail(_ChatTail):
