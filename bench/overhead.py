@@ -121,8 +121,9 @@ def _sse(data: Any, event: str | None = None) -> bytes:
     return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-def openai_stream(chunks: int) -> tuple[bytes, ...]:
-    """A role chunk, ``chunks`` content chunks, a finish chunk, the usage chunk and [DONE]."""
+def openai_stream(chunks: int, usage_chunk: bool = True) -> tuple[bytes, ...]:
+    """A role chunk, ``chunks`` content chunks, a finish chunk, the usage chunk (as asked
+    for with ``include_usage``) and [DONE]."""
     base = {
         "id": "chatcmpl-bench0002",
         "object": "chat.completion.chunk",
@@ -134,6 +135,8 @@ def openai_stream(chunks: int) -> tuple[bytes, ...]:
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        if not usage_chunk:
+            return _sse({**base, "choices": [choice]})
         return _sse({**base, "choices": [choice], "usage": None})
 
     events = [chunk({"role": "assistant", "content": "", "refusal": None})]
@@ -146,7 +149,8 @@ def openai_stream(chunks: int) -> tuple[bytes, ...]:
         "prompt_tokens_details": {"cached_tokens": 1_024, "audio_tokens": 0},
         "completion_tokens_details": {"reasoning_tokens": 128, "audio_tokens": 0},
     }
-    events.append(_sse({**base, "choices": [], "usage": usage}))
+    if usage_chunk:
+        events.append(_sse({**base, "choices": [], "usage": usage}))
     events.append(b"data: [DONE]\n\n")
     return tuple(events)
 
@@ -353,6 +357,7 @@ class Plan:
     long_calls: int  # long streams
     clock: str
     span_processor: str
+    include_usage: bool = True  # OpenAI streams ask for their usage chunk
 
     @classmethod
     def of(cls, args: argparse.Namespace) -> Plan:
@@ -368,6 +373,7 @@ class Plan:
             long_calls=max(1, round((1 if quick else 3) * scale)),
             clock=args.clock,
             span_processor=args.span_processor,
+            include_usage=not args.no_include_usage,
         )
 
     def argv(self) -> list[str]:
@@ -470,6 +476,10 @@ def openai_workloads(plan: Plan, isolated: bool = False) -> list[Workload]:
             model=OPENAI_MODEL, messages=messages, max_completion_tokens=512
         )
 
+    usage_chunk: dict[str, Any] = (
+        {"stream_options": {"include_usage": True}} if plan.include_usage else {}
+    )
+
     def streamer(c: Any) -> Callable[[], None]:
         def run() -> None:
             stream = c.chat.completions.create(
@@ -477,7 +487,7 @@ def openai_workloads(plan: Plan, isolated: bool = False) -> list[Workload]:
                 messages=messages,
                 max_completion_tokens=512,
                 stream=True,
-                stream_options={"include_usage": True},
+                **usage_chunk,
             )
             for _ in stream:
                 pass
@@ -488,12 +498,15 @@ def openai_workloads(plan: Plan, isolated: bool = False) -> list[Workload]:
         Workload("call", nonstream, plan.calls),
         Workload(
             "stream_short",
-            streamer(client(openai_stream(plan.short))),
+            streamer(client(openai_stream(plan.short, plan.include_usage))),
             plan.short_calls,
             plan.short,
         ),
         Workload(
-            "stream_long", streamer(client(openai_stream(plan.long))), plan.long_calls, plan.long
+            "stream_long",
+            streamer(client(openai_stream(plan.long, plan.include_usage))),
+            plan.long_calls,
+            plan.long,
         ),
     ]
     if isolated:
@@ -504,10 +517,13 @@ def openai_workloads(plan: Plan, isolated: bool = False) -> list[Workload]:
                 messages=messages,
                 max_completion_tokens=512,
                 stream=True,
-                stream_options={"include_usage": True},
+                **usage_chunk,
             )
 
-        clients = (client(openai_stream(plan.short)), client(openai_stream(plan.long)))
+        clients = (
+            client(openai_stream(plan.short, plan.include_usage)),
+            client(openai_stream(plan.long, plan.include_usage)),
+        )
         work += isolated_workloads(open_stream, clients, plan)
     return work
 
@@ -1389,7 +1405,8 @@ def _print_report(report: dict[str, Any], out: Callable[[str], None]) -> None:
         f"load average {machine['load_average_at_start'][0]} at start, "
         f"{machine['load_average_at_end'][0]} at end; {plan['rounds']} rounds, "
         f"{plan['clock']} clock, {plan['span_processor']} span processor, "
-        f"{report['elapsed_s']:.0f} s"
+        f"openai streams {'with' if plan.get('include_usage', True) else 'without'} "
+        f"include_usage, {report['elapsed_s']:.0f} s"
     )
     out(
         "caller thread: the time the application's call takes longer; all threads: CPU the "
@@ -1413,6 +1430,12 @@ def main(argv: list[str] | None = None) -> int:
         "(the background recording included) is reported too",
     )
     parser.add_argument("--span-processor", choices=("batch", "simple"), default="batch")
+    parser.add_argument(
+        "--no-include-usage",
+        action="store_true",
+        help="OpenAI streams without stream_options.include_usage: no usage chunk, so "
+        "otel-tokens reads every chunk's text and counts it",
+    )
     parser.add_argument("--only", nargs="+", choices=tuple(SUBJECTS), help="subjects to run")
     parser.add_argument("--no-peers", action="store_true", help="measure otel-tokens only")
     parser.add_argument(

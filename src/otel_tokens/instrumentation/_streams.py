@@ -105,6 +105,7 @@ def _watch(inner: Iterator[Any], fin: Finisher) -> Iterator[Any]:
     first = True
     try:
         if isinstance(state, TailState) and state.passive:
+            # `TailState.keep`, inlined: a call per chunk would cost more than the stores.
             for item in inner:
                 if first:
                     first = False

@@ -1,0 +1,173 @@
+"""Instructions added per call and per chunk, counted by valgrind: figures a busy machine
+cannot blur.
+
+`overhead.py` times calls; on a shared machine its figures move from run to run by more than
+a microsecond per chunk and tens of microseconds per call. This script runs the same
+workloads (overhead.py's canned responses, mock transport and SDK setup) under
+``valgrind --tool=callgrind --separate-threads=yes`` and counts the instructions executed,
+by the main thread (the application's) and by all threads, with and without the
+instrumentation, each in a fresh process:
+
+- per call: ``[(on, 3n calls) - (on, n calls)] - [(off, 3n) - (off, n)]``, over ``2n``:
+  process start-up and one-time costs cancel out. "your thread" is the main thread's count;
+  "all threads" adds the recording thread and the SDK's export thread;
+- per chunk: ``[(on, long) - (on, short)] - [(off, long) - (off, short)]`` of the main
+  thread, over the chunks the long streams have more: what a stream costs once cancels out.
+  Only the main thread: the recording thread's work is per call, and under valgrind's
+  serialised threads its count grows with the (50 times longer) time a stream takes.
+
+Instructions are not time (a cache miss costs far more than an add), but identical runs agree
+to well under 1%. Each run takes one to three minutes; two run at once (``--jobs``).
+
+    python bench/instructions.py                      # otel-tokens, openai and anthropic
+    python bench/instructions.py --only ours_openai --no-include-usage
+    /tmp/peers-venv/bin/python bench/instructions.py --only openai_v2   # a peer
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import overhead as oh  # noqa: E402  (the workloads are overhead.py's own)
+
+_TOTALS = re.compile(r"^totals:\s+(\d+)", re.M)
+_SHORT, _LONG = 10, 200  # content chunks of the two streams
+
+
+def _worker(subject: str, key: str, count: int, on: bool, include_usage: bool) -> None:
+    plan = oh.Plan(
+        rounds=1,
+        warmup=0,
+        short=_SHORT,
+        long=_LONG,
+        calls=1,
+        short_calls=1,
+        long_calls=1,
+        clock="cpu",
+        span_processor="batch",
+        include_usage=include_usage,
+    )
+    telemetry = oh.Telemetry.make("batch")
+    s = oh.SUBJECTS[subject]
+    reason = s.load()
+    if reason:
+        raise SystemExit(f"{subject}: {reason}")
+    if s.provider == "openai":
+        work = oh.openai_workloads(plan)
+    else:
+        work = oh.anthropic_workloads(plan, telemetry.tracer_provider, sdk_span=False)
+    call = next(w.call for w in work if w.key.startswith(key))
+    with s.active(on, telemetry):
+        for _ in range(3):  # the first calls load catalogs, encodings and caches
+            call()
+        # What start-up left (modules, catalogs) out of the collector's sight: a full
+        # collection walking it would land in one run and not another, tens of millions of
+        # instructions apart. The objects the calls make are still collected as usual.
+        gc.collect()
+        gc.freeze()
+        for _ in range(count):
+            call()
+        if on and not s.peer:
+            import otel_tokens
+
+            otel_tokens.flush()
+
+
+def _count(python: str, *args: str) -> tuple[int, int]:
+    """Instructions of one worker run: its main thread's, and all its threads'."""
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    with tempfile.TemporaryDirectory() as tmp:
+        done = subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                "--separate-threads=yes",  # a file per thread; "-01" is the main thread
+                f"--callgrind-out-file={tmp}/out",
+                python,
+                __file__,
+                "--worker",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        threads: dict[str, int] = {}
+        for path in Path(tmp).glob("out-*"):
+            found = _TOTALS.search(path.read_text(errors="replace"))
+            if found:
+                threads[path.name] = int(found.group(1))
+    if done.returncode != 0 or "out-01" not in threads:
+        raise RuntimeError(f"{args}: valgrind run failed:\n{done.stderr[-2000:]}")
+    return threads["out-01"], sum(threads.values())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=tuple(oh.SUBJECTS))
+    parser.add_argument("--calls", type=int, default=30, help="n, non-streamed calls")
+    parser.add_argument("--streams", type=int, default=20, help="streams of each length")
+    parser.add_argument("--no-include-usage", action="store_true", help="as in overhead.py")
+    parser.add_argument("--jobs", type=int, default=2, help="valgrind runs at once")
+    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        subject, key, count, on = args.worker
+        _worker(subject, key, int(count), on == "on", not args.no_include_usage)
+        return
+
+    subjects = args.only or ["ours_openai", "ours_anthropic"]
+    n, m = args.calls, args.streams
+    runs = sorted(
+        (s, key, count, on)
+        for s in subjects
+        for on in ("on", "off")
+        for key, count in (("call", n), ("call", 3 * n), ("stream_short", m), ("stream_long", m))
+    )
+    flag = ["--no-include-usage"] if args.no_include_usage else []
+    with ThreadPoolExecutor(args.jobs) as pool:
+        futures = {
+            run: pool.submit(_count, sys.executable, run[0], run[1], str(run[2]), run[3], *flag)
+            for run in runs
+        }
+        counts = {run: f.result() for run, f in futures.items()}
+    for run, (main_thread, all_threads) in counts.items():
+        print(
+            f"  {' '.join(map(str, run)):40s} {main_thread:>16,} {all_threads:>16,}",
+            file=sys.stderr,
+        )
+
+    def added(s: str, key: str, more: int, fewer: int, thread: int) -> int:
+        """[(on, more) - (on, fewer)] - [(off, more) - (off, fewer)]; for streams, "more" is
+        the long stream and "fewer" the short one (m of each)."""
+        longer, shorter = (key, more), ("stream_short" if key == "stream_long" else key, fewer)
+        return sum(
+            sign * counts[(s, k, count, on)][thread]
+            for on, sign_on in (("on", 1), ("off", -1))
+            for (k, count), sign in ((longer, sign_on), (shorter, -sign_on))
+        )
+
+    usage = "with" if not args.no_include_usage else "without"
+    print(f"instructions added (valgrind); openai streams {usage} include_usage")
+    print(f"{'subject':22s} {'per call: your thread':>22s} {'all threads':>12s} {'per chunk':>10s}")
+    for s in subjects:
+        caller = added(s, "call", 3 * n, n, 0) / (2 * n)
+        total = added(s, "call", 3 * n, n, 1) / (2 * n)
+        chunk = added(s, "stream_long", m, m, 0) / (m * (_LONG - _SHORT))
+        print(f"{s:22s} {caller:>22,.0f} {total:>12,.0f} {chunk:>10,.0f}")
+
+
+if __name__ == "__main__":
+    main()
