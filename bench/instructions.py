@@ -153,23 +153,22 @@ def main() -> None:
             file=sys.stderr,
         )
 
-    def added(s: str, key: str, more: int, fewer: int, thread: int) -> int:
-        """[(on, more) - (on, fewer)] - [(off, more) - (off, fewer)]; for streams, "more" is
-        the long stream and "fewer" the short one (m of each)."""
-        longer, shorter = (key, more), ("stream_short" if key == "stream_long" else key, fewer)
+    def added(s: str, more: tuple[str, int], fewer: tuple[str, int], thread: int) -> int:
+        """[(on, more) - (on, fewer)] - [(off, more) - (off, fewer)], ``more`` and ``fewer``
+        being (workload, count) runs, of ``thread`` (0: the main thread; 1: all threads)."""
         return sum(
-            sign * counts[(s, k, count, on)][thread]
+            sign * sign_on * counts[(s, key, count, on)][thread]
             for on, sign_on in (("on", 1), ("off", -1))
-            for (k, count), sign in ((longer, sign_on), (shorter, -sign_on))
+            for (key, count), sign in ((more, 1), (fewer, -1))
         )
 
     usage = "with" if not args.no_include_usage else "without"
     print(f"instructions added (valgrind); openai streams {usage} include_usage")
     print(f"{'subject':22s} {'per call: your thread':>22s} {'all threads':>12s} {'per chunk':>10s}")
     for s in subjects:
-        caller = added(s, "call", 3 * n, n, 0) / (2 * n)
-        total = added(s, "call", 3 * n, n, 1) / (2 * n)
-        chunk = added(s, "stream_long", m, m, 0) / (m * (_LONG - _SHORT))
+        caller = added(s, ("call", 3 * n), ("call", n), 0) / (2 * n)
+        total = added(s, ("call", 3 * n), ("call", n), 1) / (2 * n)
+        chunk = added(s, ("stream_long", m), ("stream_short", m), 0) / (m * (_LONG - _SHORT))
         print(f"{s:22s} {caller:>22,.0f} {total:>12,.0f} {chunk:>10,.0f}")
 
 
