@@ -252,6 +252,7 @@ class Call:
 
     __slots__ = (
         "__weakref__",
+        "_attribution",
         "_ended",
         "_error",
         "_held_end_ns",
@@ -286,6 +287,7 @@ class Call:
         self.first_chunk_ns: int | None = None
         self.finisher: Any = None  # the stream's finisher, for hooks that end streams early
         self._ended = False
+        self._attribution: dict[str, str] | None = None  # read once: see `attribution`
         self._error: tuple[str, str] | None = None
         self._held_end_ns: int | None = None
         self._response: Any = None
@@ -319,6 +321,15 @@ class Call:
     @property
     def ended(self) -> bool:
         return self._ended
+
+    @property
+    def attribution(self) -> dict[str, str]:
+        """Our attribution keys in the context the call was made in (its baggage), read once
+        for the span and the metric points."""
+        found = self._attribution
+        if found is None:
+            found = self._attribution = current_attribution(self.parent)
+        return found
 
     def adopt(self, span: Span) -> None:
         """Carry this call on ``span`` (the client library's own), which its owner ends."""
@@ -486,7 +497,7 @@ class Call:
             attrs.update(self.adapter.request_attributes(request))
         if request.attributes:
             attrs.update(request.attributes)
-        attribution = current_attribution(self.parent)
+        attribution = self.attribution
         if attribution:
             attrs.update(attribution)
         return attrs
@@ -649,7 +660,7 @@ class Call:
         point[sc.BILLING_PROCESSING] = result.processing if result is not None else self.processing
         point[sc.BILLING_CONTEXT_TIER] = result.context_tier if result is not None else "base"
         point[sc.BILLING_USAGE_SOURCE] = usage.source
-        attribution = current_attribution(self.parent)
+        attribution = self.attribution
         if attribution:
             point.update(recorder.guard.metric_attributes(attribution))
         # Tokens first: whatever happens to pricing, the usage is counted.
