@@ -505,13 +505,7 @@ def test_include_usage_injection_stream_cut_is_estimated_per_chunk(
     stream = chat_stream(client)
     seen = [next(stream) for _ in range(4)]
     stream.close()
-    assert_metered(
-        telemetry,
-        buckets=_estimated_partial(seen, include_usage=True),
-        rates=GPT_4O_MINI,
-        source="estimated",
-        stream=True,
-    )
+    assert_cut_stream_metered(telemetry, seen, include_usage=True)
 
 
 @pytest.mark.parametrize("how", ["env", "kwarg"])
@@ -983,6 +977,19 @@ def _estimated_partial(chunks: list[Any], include_usage: bool = False) -> dict[s
     return buckets
 
 
+def assert_cut_stream_metered(
+    telemetry: Telemetry, seen: list[Any], include_usage: bool = False
+) -> None:
+    """One streamed call, billed the estimate of a stream cut after ``seen``."""
+    assert_metered(
+        telemetry,
+        buckets=_estimated_partial(seen, include_usage),
+        rates=GPT_4O_MINI,
+        source="estimated",
+        stream=True,
+    )
+
+
 def test_stream_break_and_close(
     instrumented: OpenAIInstrumentor, client: openai.OpenAI, telemetry: Telemetry
 ) -> None:
@@ -995,13 +1002,7 @@ def test_stream_break_and_close(
     assert telemetry.finished() == []
     stream.close()
     assert stream.response.is_closed
-    assert_metered(
-        telemetry,
-        buckets=_estimated_partial(seen, include_usage=True),
-        rates=GPT_4O_MINI,
-        source="estimated",
-        stream=True,
-    )
+    assert_cut_stream_metered(telemetry, seen, include_usage=True)
     del stream
     gc.collect()  # the suspended watcher is collected: still one span, one record
     assert len(telemetry.finished()) == 1
@@ -1019,13 +1020,7 @@ def test_stream_with_block_exited_early(
             if len(seen) == 3:
                 break
     assert stream.response.is_closed
-    assert_metered(
-        telemetry,
-        buckets=_estimated_partial(seen),
-        rates=GPT_4O_MINI,
-        source="estimated",
-        stream=True,
-    )
+    assert_cut_stream_metered(telemetry, seen)
 
 
 def test_stream_dropped_without_iteration(
@@ -1053,13 +1048,7 @@ def test_stream_dropped_half_read(
     seen = [next(stream) for _ in range(5)]
     del stream
     gc.collect()
-    assert_metered(
-        telemetry,
-        buckets=_estimated_partial(seen),
-        rates=GPT_4O_MINI,
-        source="estimated",
-        stream=True,
-    )
+    assert_cut_stream_metered(telemetry, seen)
 
 
 def test_stream_closed_before_iteration(
