@@ -5,6 +5,13 @@ costs ~100-150 microseconds on a small server, several times the target for an
 instrumentation. The caller only captures what it must (timestamps, the context, a reference
 to the response) and puts a job on this queue; one daemon thread runs the jobs in batches.
 
+The thread needs the GIL. In a process that never waits (calls made back to back on an
+in-process transport, a saturated event loop), CPython hands the GIL to a waiting thread only
+when its holder has not released it for 5 ms, and such a process releases it for an instant
+more often than that: the thread then hardly ever runs. So no call waits long: once the
+oldest queued job is ``max_delay`` old (250 ms), each submitting caller also runs the oldest
+job, which bounds the backlog (and the responses it holds) to that much time of calls.
+
 Nothing is dropped: a full queue makes the caller run its job itself; `flush()` runs what was
 queued before it and waits for those jobs; the queue is flushed before a fork, at exit (in
 ``multiprocessing`` children too), when a workflow block ends, and before an SDK provider's
@@ -35,13 +42,17 @@ Job = Callable[[], None]
 class BackgroundQueue:
     """A queue of recording jobs and the thread that runs them."""
 
-    def __init__(self, *, interval: float = 0.02, max_pending: int = 1_000) -> None:
+    def __init__(
+        self, *, interval: float = 0.02, max_pending: int = 1_000, max_delay: float = 0.25
+    ) -> None:
         self.interval = interval  # how long the thread gathers a batch once woken
         self.max_pending = max_pending
+        self.max_delay = max_delay  # seconds a job may wait before its successors' callers help
         self._reset()
 
     def _reset(self) -> None:
-        self._jobs: deque[tuple[int, Job]] = deque()  # (sequence number, job), in order
+        # (sequence number, job, monotonic ns when queued), in order
+        self._jobs: deque[tuple[int, Job, int]] = deque()
         self._seq = itertools.count()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -63,10 +74,17 @@ class BackgroundQueue:
         if self._thread is None and not self._start():
             self._run(job)  # no thread (interpreter shutting down): record here
             return
+        now = time.monotonic_ns()
         with self._idle:  # numbered and queued together: the queue stays in order
-            jobs.append((next(self._seq), job))
+            jobs.append((next(self._seq), job, now))
         if not self._wake.is_set():  # once per batch, not per job
             self._wake.set()
+        try:
+            seq, _, queued = jobs[0]
+        except IndexError:  # the recording thread emptied the queue meanwhile
+            return
+        if now - queued > self.max_delay * 1e9:  # the thread is not getting the GIL: help
+            self._drain(None, seq + 1)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Run the jobs queued before this call, on this thread, and wait for those that are
@@ -148,7 +166,7 @@ class BackgroundQueue:
             with self._idle:  # taken off the queue and counted as running in one step
                 if not jobs or (before is not None and jobs[0][0] >= before):
                     return
-                seq, job = jobs.popleft()
+                seq, job, _ = jobs.popleft()
                 self._running.add(seq)
             outer, local.in_job = getattr(local, "in_job", False), True
             try:

@@ -142,6 +142,24 @@ def test_full_queue_records_on_the_callers_thread() -> None:
     assert ran == [threading.current_thread().name]  # back-pressure, nothing dropped
 
 
+def test_a_job_waiting_too_long_is_run_by_the_next_caller() -> None:
+    # The recording thread sleeps 10 s before each batch: as if it could not get the GIL.
+    q = BackgroundQueue(interval=10.0, max_delay=0.05)
+    ran: list[tuple[str, str]] = []
+    me = threading.current_thread().name
+    q.submit(lambda: ran.append(("first", threading.current_thread().name)))
+    q.submit(lambda: ran.append(("second", threading.current_thread().name)))
+    assert ran == []  # young jobs wait for the thread
+    time.sleep(0.1)
+    q.submit(lambda: ran.append(("third", threading.current_thread().name)))
+    assert ran == [("first", me)]  # the oldest, one per submit: the backlog stops growing
+    q.submit(lambda: ran.append(("fourth", threading.current_thread().name)))
+    assert ran == [("first", me), ("second", me)]
+    assert q.pending == 2
+    assert q.flush(5)
+    assert [name for name, _ in ran] == ["first", "second", "third", "fourth"]
+
+
 def test_flush_runs_queued_jobs_and_waits_for_running_ones() -> None:
     q = BackgroundQueue(interval=0.0)
     started = threading.Event()
