@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from decimal import Context, Decimal, Inexact, localcontext
+from decimal import Context, Decimal, Inexact
 
 from ..usage import TokenUsage
-from ._model import Price, PriceResult, Processing, Tiered, per_units
+from ._model import PRICE_KEYS, Price, PriceResult, Processing, Tiered, per_units
 
 # Token counts times decimal rates over powers of ten are exact in this precision; the
 # Inexact trap turns any rounding, which would be a bug, into an error instead of a
 # silently wrong bill.
 EXACT = Context(prec=80, traps=[Inexact])
+# The context's own methods, not `localcontext`: the same results without switching the
+# thread's context per call (pricing runs once per metered call).
+_multiply, _divide, _add = EXACT.multiply, EXACT.divide, EXACT.add
+_UNITS = {key: Decimal(per_units(key)) for key in PRICE_KEYS}
+_ZERO = Decimal(0)
 
 
 def compute(
@@ -31,20 +36,22 @@ def compute(
     # A known context tier (from an aggregated metric point, whose single bucket does not
     # tell the call's input size) selects the tier directly.
     input_total = usage.input_total if context_tier is None else tier_input(context_tier)
-    with localcontext(EXACT):
-        for bucket, count in usage.buckets():
-            key = price.rate_key(bucket)
-            if key is None:
-                unpriced.append(bucket)
-                continue
-            rate = price.rates[key]
-            if isinstance(rate, Tiered):
-                rate, start = rate.rate_for(input_total)
-                if start is not None:
-                    tier_start = start if tier_start is None else max(tier_start, start)
-            amount = Decimal(count) * rate / per_units(key)
-            amounts[bucket] = amount * fx if fx != 1 else amount
-        total = sum(amounts.values(), Decimal(0))
+    total = _ZERO
+    for bucket, count in usage.buckets():
+        key = price.rate_key(bucket)
+        if key is None:
+            unpriced.append(bucket)
+            continue
+        rate = price.rates[key]
+        if isinstance(rate, Tiered):
+            rate, start = rate.rate_for(input_total)
+            if start is not None:
+                tier_start = start if tier_start is None else max(tier_start, start)
+        amount = _divide(_multiply(count, rate), _UNITS[key])
+        if fx != 1:
+            amount = _multiply(amount, fx)
+        amounts[bucket] = amount
+        total = _add(total, amount)
     context_tier = "base" if tier_start is None else f"above_{_short(tier_start)}"
     if unpriced and not amounts:
         return PriceResult(
