@@ -64,11 +64,15 @@ class BackgroundQueue:
         self._idle = threading.Condition(threading.RLock())
         self._local = threading.local()
         self._closed = False  # after the exit flush: nobody is left to run a queued job
+        # Jobs that submitting callers ran themselves (back-pressure or a stale queue): a
+        # diagnostic for bench/backlog.py.
+        self.run_by_callers = 0
 
     def submit(self, job: Job) -> None:
         """Run ``job`` soon, on the recording thread (or now, if it cannot wait)."""
         jobs = self._jobs
         if len(jobs) >= self.max_pending or self._closed:
+            self.run_by_callers += 1
             self._run(job)  # back-pressure, or exiting: never drop
             return
         if self._thread is None and not self._start():
@@ -84,7 +88,7 @@ class BackgroundQueue:
         except IndexError:  # the recording thread emptied the queue meanwhile
             return
         if now - queued > self.max_delay * 1e9:  # the thread is not getting the GIL: help
-            self._drain(None, seq + 1)
+            self.run_by_callers += self._drain(None, seq + 1)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Run the jobs queued before this call, on this thread, and wait for those that are
@@ -156,19 +160,21 @@ class BackgroundQueue:
             except BaseException:  # keep the thread: it is the only one that runs the jobs
                 _log.debug("otel-tokens: the recording thread caught", exc_info=True)
 
-    def _drain(self, deadline: float | None, before: int | None) -> None:
-        """Run queued jobs (only those numbered below ``before``, if given)."""
+    def _drain(self, deadline: float | None, before: int | None) -> int:
+        """Run queued jobs (only those numbered below ``before``, if given); how many ran."""
         jobs = self._jobs
         local = self._local
+        ran = 0
         while True:
             if deadline is not None and time.monotonic() > deadline:
-                return
+                return ran
             with self._idle:  # taken off the queue and counted as running in one step
                 if not jobs or (before is not None and jobs[0][0] >= before):
-                    return
+                    return ran
                 seq, job, _ = jobs.popleft()
                 self._running.add(seq)
             outer, local.in_job = getattr(local, "in_job", False), True
+            ran += 1
             try:
                 self._run(job)
             finally:

@@ -140,6 +140,7 @@ def test_full_queue_records_on_the_callers_thread() -> None:
     ran: list[str] = []
     q.submit(lambda: ran.append(threading.current_thread().name))
     assert ran == [threading.current_thread().name]  # back-pressure, nothing dropped
+    assert q.run_by_callers == 1
 
 
 def test_a_job_waiting_too_long_is_run_by_the_next_caller() -> None:
@@ -156,6 +157,7 @@ def test_a_job_waiting_too_long_is_run_by_the_next_caller() -> None:
     q.submit(lambda: ran.append(("fourth", threading.current_thread().name)))
     assert ran == [("first", me), ("second", me)]
     assert q.pending == 2
+    assert q.run_by_callers == 2
     assert q.flush(5)
     assert [name for name, _ in ran] == ["first", "second", "third", "fourth"]
 
