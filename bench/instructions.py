@@ -13,8 +13,8 @@ instrumentation, each in a fresh process:
   "all threads" adds the recording thread and the SDK's export thread;
 - per chunk: ``[(on, long) - (on, short)] - [(off, long) - (off, short)]`` of the main
   thread, over the chunks the long streams have more: what a stream costs once cancels out.
-  Only the main thread: the recording thread's work is per call, and under valgrind's
-  serialised threads its count grows with the (50 times longer) time a stream takes.
+  These runs record inline (``OTEL_TOKENS_RECORDING=inline``): the watcher is the same,
+  and no recording thread's GIL hand-offs blur the slope.
 
 Instructions are not time (a cache miss costs far more than an add), but identical runs agree
 to well under 1%. Each run takes one to three minutes; two run at once (``--jobs``).
@@ -30,6 +30,7 @@ import argparse
 import gc
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,7 +43,13 @@ sys.path.insert(0, str(HERE))
 
 import overhead as oh  # noqa: E402  (the workloads are overhead.py's own)
 
+# Without address-space randomisation, where setarch can turn it off: where interned names
+# land decides which of them collide in CPython's type-attribute cache, and the misses that
+# follow moved the main thread's count of identical runs by ~5M instructions (~0.8M with it).
+_NO_ASLR = ("setarch", os.uname().machine, "-R") if shutil.which("setarch") else ()
 _TOTALS = re.compile(r"^totals:\s+(\d+)", re.M)
+# The collector's own entry point, whose inclusive count is the garbage collection's.
+_GC = re.compile(r"^\s*([\d,]+)\s.*gcmodule\.c:gc_collect_main\b", re.M)
 _SHORT, _LONG = 10, 200  # content chunks of the two streams
 
 
@@ -92,12 +99,19 @@ def _worker(subject: str, key: str, count: int, on: bool, include_usage: bool) -
                 time.sleep(0.005)
 
 
-def _count(python: str, *args: str) -> tuple[int, int]:
-    """Instructions of one worker run: its main thread's, and all its threads'."""
+def _count(python: str, *args: str) -> tuple[int, int, int]:
+    """Instructions of one worker run: its main thread's, all its threads', and the main
+    thread's garbage collections'."""
     env = {**os.environ, "PYTHONHASHSEED": "0"}
+    if args[1].startswith("stream"):
+        # Per chunk, only the watcher counts, whichever thread records the call. Recording
+        # inline leaves no recording thread whose GIL hand-offs (a number that varies from
+        # run to run) are counted on the main thread.
+        env["OTEL_TOKENS_RECORDING"] = "inline"
     with tempfile.TemporaryDirectory() as tmp:
         done = subprocess.run(
             [
+                *_NO_ASLR,
                 "valgrind",
                 "--tool=callgrind",
                 "--separate-threads=yes",  # a file per thread; "-01" is the main thread
@@ -117,9 +131,17 @@ def _count(python: str, *args: str) -> tuple[int, int]:
             found = _TOTALS.search(path.read_text(errors="replace"))
             if found:
                 threads[path.name] = int(found.group(1))
-    if done.returncode != 0 or "out-01" not in threads:
-        raise RuntimeError(f"{args}: valgrind run failed:\n{done.stderr[-2000:]}")
-    return threads["out-01"], sum(threads.values())
+        if done.returncode != 0 or "out-01" not in threads:
+            raise RuntimeError(f"{args}: valgrind run failed:\n{done.stderr[-2000:]}")
+        annotated = subprocess.run(
+            ["callgrind_annotate", "--inclusive=yes", "--threshold=100", f"{tmp}/out-01"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        gc_found = _GC.search(annotated)
+        collected = int(gc_found.group(1).replace(",", "")) if gc_found else 0
+    return threads["out-01"], sum(threads.values()), collected
 
 
 def main() -> None:
@@ -129,6 +151,9 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=20, help="streams of each length")
     parser.add_argument("--no-include-usage", action="store_true", help="as in overhead.py")
     parser.add_argument("--jobs", type=int, default=2, help="valgrind runs at once")
+    parser.add_argument(
+        "--what", choices=("call", "chunk", "both"), default="both", help="which figures"
+    )
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -143,6 +168,7 @@ def main() -> None:
         for s in subjects
         for on in ("on", "off")
         for key, count in (("call", n), ("call", 3 * n), ("stream_short", m), ("stream_long", m))
+        if args.what == "both" or (args.what == "call") == (key == "call")
     )
     flag = ["--no-include-usage"] if args.no_include_usage else []
     with ThreadPoolExecutor(args.jobs) as pool:
@@ -151,29 +177,52 @@ def main() -> None:
             for run in runs
         }
         counts = {run: f.result() for run, f in futures.items()}
-    for run, (main_thread, all_threads) in counts.items():
+    for run, (main_thread, all_threads, collected) in counts.items():
         print(
-            f"  {' '.join(map(str, run)):40s} {main_thread:>16,} {all_threads:>16,}",
+            f"  {' '.join(map(str, run)):40s} {main_thread:>16,} {all_threads:>16,} "
+            f"{collected:>14,}",
             file=sys.stderr,
         )
 
-    def added(s: str, more: tuple[str, int], fewer: tuple[str, int], thread: int) -> int:
+    def added(s: str, more: tuple[str, int], fewer: tuple[str, int], part: str) -> int:
         """[(on, more) - (on, fewer)] - [(off, more) - (off, fewer)], ``more`` and ``fewer``
-        being (workload, count) runs, of ``thread`` (0: the main thread; 1: all threads)."""
+        being (workload, count) runs, of ``part``: "main" (the main thread), "all" (all
+        threads), or "main-gc" (the main thread without its garbage collections)."""
+
+        def value(run: tuple[int, int, int]) -> int:
+            main_thread, all_threads, collected = run
+            return {"main": main_thread, "all": all_threads, "main-gc": main_thread - collected}[
+                part
+            ]
+
         return sum(
-            sign * sign_on * counts[(s, key, count, on)][thread]
+            sign * sign_on * value(counts[(s, key, count, on)])
             for on, sign_on in (("on", 1), ("off", -1))
             for (key, count), sign in ((more, 1), (fewer, -1))
         )
 
     usage = "with" if not args.no_include_usage else "without"
     print(f"instructions added (valgrind); openai streams {usage} include_usage")
-    print(f"{'subject':22s} {'per call: your thread':>22s} {'all threads':>12s} {'per chunk':>10s}")
+    print(
+        f"{'':22s} {'per call':>36s} {'':>12s} {'per chunk':>22s}\n"
+        f"{'subject':22s} {'your thread':>12s} {'(GC excluded)':>14s} {'all threads':>12s} "
+        f"{'your thread':>12s} {'(GC excluded)':>14s}"
+    )
     for s in subjects:
-        caller = added(s, ("call", 3 * n), ("call", n), 0) / (2 * n)
-        total = added(s, ("call", 3 * n), ("call", n), 1) / (2 * n)
-        chunk = added(s, ("stream_long", m), ("stream_short", m), 0) / (m * (_LONG - _SHORT))
-        print(f"{s:22s} {caller:>22,.0f} {total:>12,.0f} {chunk:>10,.0f}")
+        figures = ["-"] * 5
+        if args.what != "chunk":
+            calls = (("call", 3 * n), ("call", n))
+            figures[:3] = [
+                f"{added(s, *calls, p) / (2 * n):,.0f}" for p in ("main", "main-gc", "all")
+            ]
+        if args.what != "call":
+            streams = (("stream_long", m), ("stream_short", m))
+            chunks = m * (_LONG - _SHORT)
+            figures[3:] = [f"{added(s, *streams, p) / chunks:,.0f}" for p in ("main", "main-gc")]
+        print(
+            f"{s:22s} {figures[0]:>12s} {figures[1]:>14s} {figures[2]:>12s} "
+            f"{figures[3]:>12s} {figures[4]:>14s}"
+        )
 
 
 if __name__ == "__main__":
