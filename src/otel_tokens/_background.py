@@ -8,9 +8,11 @@ to the response) and puts a job on this queue; one daemon thread runs the jobs i
 The thread needs the GIL. In a process that never waits (calls made back to back on an
 in-process transport, a saturated event loop), CPython hands the GIL to a waiting thread only
 when its holder has not released it for 5 ms, and such a process releases it for an instant
-more often than that: the thread then hardly ever runs. So no call waits long: once the
-oldest queued job is ``max_delay`` old (250 ms), each submitting caller also runs the oldest
-job, which bounds the backlog (and the responses it holds) to that much time of calls.
+more often than that (the openai and anthropic clients read random bytes for each request's
+idempotency key with the GIL released): the thread then hardly ever runs. So no call waits
+long: once the oldest queued job is ``max_delay`` old (250 ms), each submitting caller also
+runs the oldest job, which bounds the backlog (and the responses it holds) to that much time
+of calls.
 
 Nothing is dropped: a full queue makes the caller run its job itself; `flush()` runs what was
 queued before it and waits for those jobs; the queue is flushed before a fork, at exit (in
