@@ -32,28 +32,7 @@ def run(subject: str, calls: int, rounds: int) -> dict[str, float]:
     import otel_tokens
     from otel_tokens._background import queue
 
-    plan = oh.Plan(
-        rounds=1,
-        warmup=0,
-        short=10,
-        long=200,
-        calls=1,
-        short_calls=1,
-        long_calls=1,
-        clock="cpu",
-        span_processor="batch",
-        include_usage=True,
-    )
-    telemetry = oh.Telemetry.make("batch")
-    s = oh.SUBJECTS[subject]
-    reason = s.load()
-    if reason:
-        raise SystemExit(f"{subject}: {reason}")
-    if s.provider == "openai":
-        work = oh.openai_workloads(plan)
-    else:
-        work = oh.anthropic_workloads(plan, telemetry.tracer_provider, sdk_span=False)
-    call = next(w.call for w in work if w.key.startswith("call"))
+    s, telemetry, call = oh.single_workload(subject, "call")
     times: dict[bool, list[float]] = {False: [], True: []}
     most, by_caller = 0, 0
     for round_ in range(rounds):  # on and off alternate, so that drift hits both

@@ -54,28 +54,9 @@ _SHORT, _LONG = 10, 200  # content chunks of the two streams
 
 
 def _worker(subject: str, key: str, count: int, on: bool, include_usage: bool) -> None:
-    plan = oh.Plan(
-        rounds=1,
-        warmup=0,
-        short=_SHORT,
-        long=_LONG,
-        calls=1,
-        short_calls=1,
-        long_calls=1,
-        clock="cpu",
-        span_processor="batch",
-        include_usage=include_usage,
+    s, telemetry, call = oh.single_workload(
+        subject, key, short=_SHORT, long=_LONG, include_usage=include_usage
     )
-    telemetry = oh.Telemetry.make("batch")
-    s = oh.SUBJECTS[subject]
-    reason = s.load()
-    if reason:
-        raise SystemExit(f"{subject}: {reason}")
-    if s.provider == "openai":
-        work = oh.openai_workloads(plan)
-    else:
-        work = oh.anthropic_workloads(plan, telemetry.tracer_provider, sdk_span=False)
-    call = next(w.call for w in work if w.key.startswith(key))
     from otel_tokens._background import queue
 
     # Under valgrind a call takes ~50 times as long, so the queue's "the recording thread is

@@ -733,6 +733,36 @@ DISTRIBUTIONS = {
 }
 
 
+def single_workload(
+    subject: str, key: str, *, short: int = 10, long: int = 200, include_usage: bool = True
+) -> tuple[Subject, Telemetry, Callable[[], None]]:
+    """``subject``'s first workload whose key starts with ``key`` (anthropic's with its SDK
+    span off), with telemetry of its own: for the scripts that drive one workload in a
+    process of their own (instructions.py, backlog.py)."""
+    plan = Plan(
+        rounds=1,
+        warmup=0,
+        short=short,
+        long=long,
+        calls=1,
+        short_calls=1,
+        long_calls=1,
+        clock="cpu",
+        span_processor="batch",
+        include_usage=include_usage,
+    )
+    telemetry = Telemetry.make("batch")
+    s = SUBJECTS[subject]
+    reason = s.load()
+    if reason:
+        raise SystemExit(f"{subject}: {reason}")
+    if s.provider == "openai":
+        work = openai_workloads(plan)
+    else:
+        work = anthropic_workloads(plan, telemetry.tracer_provider, sdk_span=False)
+    return s, telemetry, next(w.call for w in work if w.key.startswith(key))
+
+
 # --- timing -------------------------------------------------------------------------------
 CLOCKS: dict[str, Callable[[], int]] = {
     "wall": time.perf_counter_ns,
