@@ -135,9 +135,10 @@ def openai_stream(chunks: int, usage_chunk: bool = True) -> tuple[bytes, ...]:
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        if not usage_chunk:
-            return _sse({**base, "choices": [choice]})
-        return _sse({**base, "choices": [choice], "usage": None})
+        body = {**base, "choices": [choice]}
+        if usage_chunk:  # with include_usage, every other chunk says "usage": null
+            body["usage"] = None
+        return _sse(body)
 
     events = [chunk({"role": "assistant", "content": "", "refusal": None})]
     events += [chunk({"content": _WORDS[i % len(_WORDS)]}) for i in range(chunks)]
