@@ -1107,9 +1107,15 @@ def test_stream_dropped_mid_stream(
     assert len(telemetry.finished()) == 1
 
 
+@pytest.mark.parametrize("include_usage", [False, True])
 def test_async_stream_dropped_mid_stream(
-    instrumented: OpenAIInstrumentor, server: ProviderServer, telemetry: Telemetry
+    include_usage: bool,
+    instrumented: OpenAIInstrumentor,
+    server: ProviderServer,
+    telemetry: Telemetry,
 ) -> None:
+    # The client closes the response itself as the drop fails its read: the watcher, not
+    # the close hook, must end the call (with the error).
     async def main() -> list[Any]:
         seen: list[Any] = []
         async with async_client(server) as aclient:
@@ -1117,6 +1123,7 @@ def test_async_stream_dropped_mid_stream(
                 model=MODEL,
                 messages=MESSAGES,
                 stream=True,
+                stream_options={"include_usage": include_usage},
                 extra_headers=scenario("drop_mid_stream", **{"x-test-drop-after": "4"}),
             )
             with pytest.raises(openai.APIConnectionError):
@@ -1126,7 +1133,38 @@ def test_async_stream_dropped_mid_stream(
 
     seen = asyncio.run(main())
     span = assert_error(telemetry, "APIConnectionError")
-    assert span_usage(span) == _estimated_partial(seen)
+    assert span_usage(span) == _estimated_partial(seen, include_usage)
+    assert len(telemetry.finished()) == 1
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_async_stream_closed_early(
+    include_usage: bool,
+    instrumented: OpenAIInstrumentor,
+    server: ProviderServer,
+    telemetry: Telemetry,
+) -> None:
+    async def main() -> list[Any]:
+        seen: list[Any] = []
+        async with async_client(server) as aclient:
+            stream = await aclient.chat.completions.create(
+                model=MODEL,
+                messages=MESSAGES,
+                stream=True,
+                stream_options={"include_usage": include_usage},
+            )
+            async for chunk in stream:
+                seen.append(chunk)
+                if len(seen) == 3:
+                    break
+            await stream.close()  # the watcher is suspended: the close hook ends the call
+        return seen
+
+    seen = asyncio.run(main())
+    assert len(telemetry.finished()) == 1
+    span = telemetry.finished()[0]
+    assert span.status.status_code != StatusCode.ERROR
+    assert span_usage(span) == _estimated_partial(seen, include_usage)
 
 
 def test_in_stream_error_event(

@@ -62,26 +62,28 @@ class TailState(StreamState):
 class Finisher:
     """Ends one streamed call once; shared by the watcher, close hooks and the finalizer."""
 
-    __slots__ = ("__weakref__", "call", "done", "pulling", "state", "watcher")
+    __slots__ = ("__weakref__", "call", "done", "is_async", "state", "watcher")
 
     def __init__(self, call: Call, state: StreamState) -> None:
         self.call = call
         self.state = state
         self.done = False
-        # True while the watcher waits on the client's iterator: a close of the HTTP
-        # response then comes from the client itself (end of body, failure), and the
-        # watcher ends the call with the right outcome right after.
-        self.pulling = False  # async watcher; the sync one is asked (see `pulling_now`)
-        self.watcher: Any = None
+        self.watcher: Any = None  # a weak reference to the watching generator
+        self.is_async = False
 
     @property
     def pulling_now(self) -> bool:
+        """True while the watcher runs: it waits on the client's iterator, so a close of the
+        HTTP response comes from the client itself (end of body, failure), and the watcher
+        ends the call with the right outcome right after. Asked of the generator, so that
+        nothing is stored per chunk."""
         # Weakly referenced: the watcher's frame holds the client's iterator, which holds the
         # stream, whose collection must still be able to end the call.
         watcher = self.watcher() if self.watcher is not None else None
-        if watcher is not None and watcher.gi_running:
-            return True
-        return self.pulling
+        if watcher is None:
+            return False
+        running: bool = watcher.ag_running if self.is_async else watcher.gi_running
+        return running
 
     def finish(self, error: BaseException | None = None) -> None:
         if self.done:
@@ -134,21 +136,16 @@ def _watch(inner: Iterator[Any], fin: Finisher) -> Iterator[Any]:
 
 
 async def _awatch(inner: AsyncIterator[Any], fin: Finisher) -> AsyncIterator[Any]:
+    # As `_watch`; the close hook asks `ag_running`, which is true while this awaits.
     state = fin.state
     read = state.event
     tail = state if isinstance(state, TailState) and state.passive else None
-    call = fin.call
+    first = True
     try:
-        while True:
-            fin.pulling = True
-            try:
-                item = await inner.__anext__()
-            except StopAsyncIteration:
-                break
-            finally:
-                fin.pulling = False
-            if call.first_chunk_ns is None:
-                call.first_chunk()
+        async for item in inner:
+            if first:
+                first = False
+                fin.call.first_chunk()
             if tail is not None:
                 tail.previous = tail.last
                 tail.last = item
@@ -176,8 +173,8 @@ def watch_stream(stream: Any, call: Call, state: StreamState) -> Finisher | None
         inner = stream._iterator  # anthropic builds it lazily: this creates it
         is_async = hasattr(inner, "__anext__")
         watcher = _awatch(inner, fin) if is_async else _watch(inner, fin)
-        if not is_async:
-            fin.watcher = weakref.ref(watcher)
+        fin.watcher = weakref.ref(watcher)
+        fin.is_async = is_async
         stream._iterator = watcher
         _hook_close(stream, fin, is_async)
         weakref.finalize(stream, fin)
