@@ -7,14 +7,17 @@ the test is that something else flushes.
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 from opentelemetry import trace
@@ -26,7 +29,7 @@ import otel_tokens
 from otel_tokens import semconv as sc
 from otel_tokens._background import BackgroundQueue, queue
 from otel_tokens.demo.server import ProviderServer
-from otel_tokens.instrumentation import OpenAIInstrumentor
+from otel_tokens.instrumentation import AnthropicInstrumentor, OpenAIInstrumentor
 
 from .conftest import Telemetry
 
@@ -133,6 +136,76 @@ def test_many_threads_every_call_recorded_once(
     assert len(_ours(telemetry.finished())) == 80
     durations = telemetry.points(sc.METRIC_CLIENT_OPERATION_DURATION)
     assert sum(p.count for p in durations) == 80
+
+
+def test_a_queued_openai_call_does_not_hold_its_response(
+    background: OpenAIInstrumentor, client: openai.OpenAI, telemetry: Telemetry
+) -> None:
+    # While it waits for the recording thread, a call keeps the few fields it will read,
+    # not the whole response (dozens of objects the garbage collector would walk).
+    queue.interval = 5.0  # the recording thread would not get to it in this test's time
+    try:
+        response = _chat(client)
+        usage = response.usage
+        assert usage is not None
+        expected = (response.model, response.id, usage.prompt_tokens, usage.completion_tokens)
+        reasons = (response.choices[0].finish_reason,)
+        gone = weakref.ref(response)
+        del response
+        gc.collect()
+        assert gone() is None
+        assert queue.pending == 1  # not recorded yet
+    finally:
+        queue.interval = 0.02
+    (span,) = _ours(telemetry.finished())
+    a = span.attributes
+    assert (
+        a[sc.GEN_AI_RESPONSE_MODEL],
+        a[sc.GEN_AI_RESPONSE_ID],
+        a[sc.GEN_AI_USAGE_INPUT_TOKENS],
+        a[sc.GEN_AI_USAGE_OUTPUT_TOKENS],
+    ) == expected
+    assert tuple(a[sc.GEN_AI_RESPONSE_FINISH_REASONS]) == reasons
+    assert a[sc.GEN_AI_USAGE_COST_AMOUNT] > 0
+
+
+def test_a_queued_anthropic_call_does_not_hold_its_response(
+    server: ProviderServer, telemetry: Telemetry
+) -> None:
+    inst = AnthropicInstrumentor()
+    queue.interval = 5.0
+    try:
+        for _ in _instrumented(inst, telemetry):
+            with anthropic.Anthropic(
+                api_key="t", base_url=server.anthropic_base_url, max_retries=0
+            ) as c:
+                message = c.messages.create(
+                    model="claude-sonnet-4-5", max_tokens=64, messages=MESSAGES
+                )
+                expected = (
+                    message.model,
+                    message.id,
+                    message.stop_reason,
+                    message.usage.output_tokens,
+                )
+                gone = weakref.ref(message)
+                del message
+                gc.collect()
+                assert gone() is None
+            queue.interval = 0.02
+            (span,) = [
+                s for s in telemetry.finished() if s.attributes.get(sc.GEN_AI_USAGE_COST_AMOUNT)
+            ]
+            a = span.attributes
+            assert (
+                a[sc.GEN_AI_RESPONSE_MODEL],
+                a[sc.GEN_AI_RESPONSE_ID],
+                a[sc.GEN_AI_RESPONSE_FINISH_REASONS][0],
+                a[sc.GEN_AI_USAGE_OUTPUT_TOKENS],
+            ) == expected
+    finally:
+        queue.interval = 0.02
+        otel_tokens.flush()
 
 
 def test_full_queue_records_on_the_callers_thread() -> None:

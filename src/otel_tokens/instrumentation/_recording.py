@@ -413,6 +413,11 @@ class Call:
         non-streamed response): no object is made per call to say so."""
         if not self._ended:
             self._ended = True
+            if self.recorder.background:  # read later: hold only what will be read
+                try:
+                    response = self.adapter.keep_response(self.request, response)
+                except Exception as exc:
+                    log_once("response.keep", exc)
             self._response = response
             self._end(_READ_RESPONSE, None, None)
 

@@ -42,6 +42,12 @@ class Adapter(Protocol):
     def read_response(self, call: Call, request: Request, response: Any) -> TokenUsage | None:
         """Usage of a parsed, non-streamed response (a model object or decoded JSON)."""
 
+    def keep_response(self, request: Request, response: Any) -> Any:
+        """What `read_response` will read of ``response``, taken on the caller's thread when
+        the reading waits for the recording thread: a few fields, so that the whole response
+        (dozens of objects the garbage collector walks) is not held meanwhile. ``response``
+        itself where more of it is needed (content capture, usage to count from the text)."""
+
     def stream_state(self, request: Request) -> StreamState:
         """A fresh accumulator for one stream of this request."""
 

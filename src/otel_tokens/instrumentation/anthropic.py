@@ -22,7 +22,7 @@ from opentelemetry.util.types import AttributeValue
 from .. import semconv as sc
 from ..counting import count_messages, count_text
 from ..usage import TokenUsage, from_anthropic
-from ..usage._read import field
+from ..usage._read import field, is_model
 from ._common import (
     PerClient,
     PerURL,
@@ -148,6 +148,17 @@ class AnthropicAdapter:
         if usage is None:
             return _estimate(request, _text(response))
         return from_anthropic(usage)
+
+    def keep_response(self, request: Request, response: Any) -> Any:
+        usage = field(response, "usage") if is_model(response) else None
+        if usage is None or request.capture_content:
+            return response  # its text is read too
+        return {
+            "usage": usage,
+            "model": field(response, "model"),
+            "id": field(response, "id"),
+            "stop_reason": field(response, "stop_reason"),
+        }
 
     def estimate_input(self, request: Request) -> int:
         return _estimate_input(request)
