@@ -311,6 +311,12 @@ def chat_stream(client: openai.OpenAI, **kwargs: Any) -> Any:
     return client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True, **kwargs)
 
 
+async def async_chat_stream(client: openai.AsyncOpenAI, **kwargs: Any) -> Any:
+    return await client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, stream=True, **kwargs
+    )
+
+
 # ==========================================================================================
 def test_price_table_matches_installed_genai_prices() -> None:
     from genai_prices import data_snapshot
@@ -1119,10 +1125,8 @@ def test_async_stream_dropped_mid_stream(
     async def main() -> list[Any]:
         seen: list[Any] = []
         async with async_client(server) as aclient:
-            stream = await aclient.chat.completions.create(
-                model=MODEL,
-                messages=MESSAGES,
-                stream=True,
+            stream = await async_chat_stream(
+                aclient,
                 stream_options={"include_usage": include_usage},
                 extra_headers=scenario("drop_mid_stream", **{"x-test-drop-after": "4"}),
             )
@@ -1147,11 +1151,8 @@ def test_async_stream_closed_early(
     async def main() -> list[Any]:
         seen: list[Any] = []
         async with async_client(server) as aclient:
-            stream = await aclient.chat.completions.create(
-                model=MODEL,
-                messages=MESSAGES,
-                stream=True,
-                stream_options={"include_usage": include_usage},
+            stream = await async_chat_stream(
+                aclient, stream_options={"include_usage": include_usage}
             )
             async for chunk in stream:
                 seen.append(chunk)

@@ -11,6 +11,7 @@ from typing import Any
 from opentelemetry.util.types import AttributeValue
 
 from .. import semconv as sc
+from ..usage._read import field, is_model
 
 CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 _MAX_CONTENT = 64 * 1024
@@ -31,6 +32,17 @@ def content_json(value: Any) -> str:
     except (TypeError, ValueError):
         text = str(value)
     return text[:_MAX_CONTENT]
+
+
+def keep_fields(request: Any, response: Any, *names: str) -> dict[str, Any] | None:
+    """A response model's ``usage`` and ``names``, for an Adapter's ``keep_response``;
+    ``None`` where the whole response is needed (no usage to read, or content captured)."""
+    usage = field(response, "usage") if is_model(response) else None
+    if usage is None or request.capture_content:
+        return None
+    kept = {name: field(response, name) for name in names}
+    kept["usage"] = usage
+    return kept
 
 
 def capture_output(call: Any, request: Any, text: str) -> None:

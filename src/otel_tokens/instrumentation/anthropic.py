@@ -22,7 +22,7 @@ from opentelemetry.util.types import AttributeValue
 from .. import semconv as sc
 from ..counting import count_messages, count_text
 from ..usage import TokenUsage, from_anthropic
-from ..usage._read import field, is_model
+from ..usage._read import field
 from ._common import (
     PerClient,
     PerURL,
@@ -30,6 +30,7 @@ from ._common import (
     capture_output,
     content_json,
     json_body,
+    keep_fields,
     request_attributes,
     server_of,
 )
@@ -150,15 +151,8 @@ class AnthropicAdapter:
         return from_anthropic(usage)
 
     def keep_response(self, request: Request, response: Any) -> Any:
-        usage = field(response, "usage") if is_model(response) else None
-        if usage is None or request.capture_content:
-            return response  # its text is read too
-        return {
-            "usage": usage,
-            "model": field(response, "model"),
-            "id": field(response, "id"),
-            "stop_reason": field(response, "stop_reason"),
-        }
+        kept = keep_fields(request, response, "model", "id", "stop_reason")
+        return response if kept is None else kept  # the whole response: its text is read too
 
     def estimate_input(self, request: Request) -> int:
         return _estimate_input(request)

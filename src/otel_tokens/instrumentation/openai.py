@@ -18,7 +18,7 @@ from .. import semconv as sc
 from ..counting import count_messages, count_text
 from ..pricing import Processing
 from ..usage import TokenUsage, from_openai_chat, from_openai_responses
-from ..usage._read import field, is_model
+from ..usage._read import field
 from ._common import (
     MAX_TOKEN_KEYS,
     PerClient,
@@ -28,6 +28,7 @@ from ._common import (
     content_json,
     env_flag,
     json_body,
+    keep_fields,
     request_attributes,
     server_of,
 )
@@ -206,19 +207,12 @@ class OpenAIAdapter:
         return _estimate(request, _response_text(request.endpoint, response))
 
     def keep_response(self, request: Request, response: Any) -> Any:
-        usage = field(response, "usage") if is_model(response) else None
-        if usage is None or request.capture_content:
+        kept = keep_fields(request, response, "model", "id", "service_tier")
+        if kept is None:
             return response  # its text is read too
-        return {
-            "usage": usage,
-            "model": field(response, "model"),
-            "id": field(response, "id"),
-            "service_tier": field(response, "service_tier"),
-            "choices": [
-                {"finish_reason": field(c, "finish_reason")}
-                for c in field(response, "choices") or ()
-            ],
-        }
+        choices = field(response, "choices") or ()
+        kept["choices"] = [{"finish_reason": field(c, "finish_reason")} for c in choices]
+        return kept
 
     def estimate_input(self, request: Request) -> int:
         return _estimate(request, "").input_total
