@@ -53,7 +53,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -903,6 +903,8 @@ class Row:
     # CPU time added across all threads of the process (the background recording included),
     # figured like ``added_us`` from the medians of the rounds' per-call values.
     all_threads_added_us: float | None = None
+    # With --runs: each run's added time (the row itself then holds medians across runs).
+    added_us_by_run: tuple[float, ...] = ()
 
     @property
     def added_us(self) -> float:
@@ -933,8 +935,43 @@ class Row:
             "noisy": self.noisy,
             "valid": self.valid,
             "ratio": round(self.ratio, 4),
+            "added_us_by_run": [round(x, 3) for x in self.added_us_by_run],
             "note": self.note,
         }
+
+
+def combine_runs(runs: list[list[Row]]) -> list[Row]:
+    """One row per measurement from several runs (each subject a fresh process per run): the
+    median across runs of each figure, and every run's added time.
+
+    Runs move as a whole by more than their rounds do (where a process's objects land), so
+    the median of a few runs is steadier than one long run."""
+    by_key: dict[tuple[str, str], list[Row]] = {}
+    for rows in runs:
+        for r in rows:
+            by_key.setdefault((r.what, r.who), []).append(r)
+    out = []
+    for rs in by_key.values():
+        if len(rs) == 1:
+            out.append(rs[0])
+            continue
+        med = statistics.median
+        uninstrumented = med(r.uninstrumented_us for r in rs)
+        added = tuple(r.added_us for r in rs)
+        all_threads = [r.all_threads_added_us for r in rs if r.all_threads_added_us is not None]
+        q1, q2, q3 = (med(r.rounds_us[i] for r in rs) for i in range(3))
+        out.append(
+            replace(
+                rs[0],
+                uninstrumented_us=uninstrumented,
+                instrumented_us=uninstrumented + med(added),
+                rounds_us=(q1, q2, q3),
+                all_threads_added_us=med(all_threads) if all_threads else None,
+                valid=all(r.valid for r in rs),
+                added_us_by_run=added,
+            )
+        )
+    return out
 
 
 def _round(x: float | None, digits: int = 3) -> float | None:
@@ -1106,6 +1143,9 @@ def format_table(rows: list[Row]) -> str:
         "ratio",
         "added by round: median [quartiles]",
     )
+    runs = any(r.added_us_by_run for r in rows)
+    if runs:
+        head = (*head, "added, lowest..highest run")
     body = []
     for r in rows:
         fine = r.kind in ("chunk", "chunk_isolated", "sdk_chunk")
@@ -1126,6 +1166,10 @@ def format_table(rows: list[Row]) -> str:
                 by_round.format(*r.rounds_us) + (" noisy" if r.noisy else ""),
             )
         )
+        if runs:
+            by_run = r.added_us_by_run
+            span = "{:+.3f}..{:+.3f}" if fine else "{:+.1f}..{:+.1f}"
+            body[-1] = (*body[-1], span.format(min(by_run), max(by_run)) if by_run else "-")
     widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(head, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
@@ -1363,12 +1407,25 @@ def _git_state() -> dict[str, Any]:
     return {}
 
 
-def _report(
-    results: list[dict[str, Any]], plan: Plan, elapsed: float, load_at_start: list[float]
-) -> dict[str, Any]:
-    rows = [
-        Row(**{**r, "rounds_us": tuple(r["rounds_us"])}) for res in results for r in res["rows"]
+def _rows_of(results: list[dict[str, Any]]) -> list[Row]:
+    return [
+        Row(
+            **{
+                **r,
+                "rounds_us": tuple(r["rounds_us"]),
+                "added_us_by_run": tuple(r.get("added_us_by_run", ())),
+            }
+        )
+        for res in results
+        for r in res["rows"]
     ]
+
+
+def _report(
+    runs: list[list[dict[str, Any]]], plan: Plan, elapsed: float, load_at_start: list[float]
+) -> dict[str, Any]:
+    rows = combine_runs([_rows_of(results) for results in runs])
+    results = [res for results in runs for res in results]
     machine = {
         "nproc": os.cpu_count(),
         "python": platform.python_version(),
@@ -1379,14 +1436,16 @@ def _report(
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }
     skipped = {res["subject"]: res["skipped"] for res in results if res["skipped"]}
-    problems = []
+    problems: list[str] = []
     for res in results:
         if res.get("leftover_wrappers"):
-            problems.append(
+            problem = (
                 f"{res['subject']}: uninstrument() leaves {len(res['leftover_wrappers'])} "
                 f"functions wrapped ({', '.join(res['leftover_wrappers'][:4])}...); the bench "
                 "put the originals back after each instrumented round"
             )
+            if problem not in problems:
+                problems.append(problem)
         for key, c in (res.get("checks") or {}).get("workloads", {}).items():
             if not c["records_usage"]:
                 problems.append(f"{res['subject']}: no usage recorded on {key}: {c}")
@@ -1395,6 +1454,7 @@ def _report(
         "versions": _versions(),
         "git": _git_state(),
         "plan": asdict(plan),
+        "runs": len(runs),
         "elapsed_s": round(elapsed, 1),
         "rows": rows,
         "verdicts": verdicts(rows),
@@ -1436,7 +1496,9 @@ def _print_report(report: dict[str, Any], out: Callable[[str], None]) -> None:
     out(
         f"machine: {machine['nproc']} CPUs ({machine['processor']}), Python {machine['python']}, "
         f"load average {machine['load_average_at_start'][0]} at start, "
-        f"{machine['load_average_at_end'][0]} at end; {plan['rounds']} rounds, "
+        f"{machine['load_average_at_end'][0]} at end; "
+        + (f"{report['runs']} runs (medians across runs), " if report.get("runs", 1) > 1 else "")
+        + f"{plan['rounds']} rounds, "
         f"{plan['clock']} clock, {plan['span_processor']} span processor, "
         f"openai streams {'with' if plan.get('include_usage', True) else 'without'} "
         f"include_usage, {report['elapsed_s']:.0f} s"
@@ -1475,6 +1537,13 @@ def main(argv: list[str] | None = None) -> int:
         "--in-process",
         action="store_true",
         help="measure every subject in this process, not one process each",
+    )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="run every subject this many times, each in a fresh process, and report the "
+        "median across runs (with each run's added time)",
     )
     parser.add_argument("--json", metavar="PATH", help="also write JSON to PATH ('-': stdout)")
     parser.add_argument(
@@ -1524,13 +1593,16 @@ def main(argv: list[str] | None = None) -> int:
             + ("; prefer --clock cpu" if plan.clock == "wall" else "")
         )
     started = time.perf_counter()
-    results = []
-    for name in names:
-        res = run_subject(name, plan) if args.in_process else run_isolated(name, plan)
-        status = f"skipped: {res['skipped']}" if res["skipped"] else f"{res['elapsed_s']} s"
-        _log(f"{name}: {status}")
-        results.append(res)
-    report = _report(results, plan, time.perf_counter() - started, load)
+    runs = []
+    for run in range(max(1, args.runs)):
+        results = []
+        for name in names:
+            res = run_subject(name, plan) if args.in_process else run_isolated(name, plan)
+            status = f"skipped: {res['skipped']}" if res["skipped"] else f"{res['elapsed_s']} s"
+            _log(f"{name}{f' (run {run + 1})' if args.runs > 1 else ''}: {status}")
+            results.append(res)
+        runs.append(results)
+    report = _report(runs, plan, time.perf_counter() - started, load)
     _print_report(report, _log if args.json == "-" else print)
     if args.json:
         doc = {**report, "rows": [r.as_dict() for r in report["rows"]]}
