@@ -18,6 +18,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
+from types import AsyncGeneratorType
 from typing import Any
 
 from ..usage import TokenUsage
@@ -62,14 +63,13 @@ class TailState(StreamState):
 class Finisher:
     """Ends one streamed call once; shared by the watcher, close hooks and the finalizer."""
 
-    __slots__ = ("__weakref__", "call", "done", "is_async", "state", "watcher")
+    __slots__ = ("__weakref__", "call", "done", "state", "watcher")
 
     def __init__(self, call: Call, state: StreamState) -> None:
         self.call = call
         self.state = state
         self.done = False
         self.watcher: Any = None  # a weak reference to the watching generator
-        self.is_async = False
 
     @property
     def pulling_now(self) -> bool:
@@ -82,7 +82,9 @@ class Finisher:
         watcher = self.watcher() if self.watcher is not None else None
         if watcher is None:
             return False
-        running: bool = watcher.ag_running if self.is_async else watcher.gi_running
+        running: bool = (
+            watcher.ag_running if isinstance(watcher, AsyncGeneratorType) else watcher.gi_running
+        )
         return running
 
     def finish(self, error: BaseException | None = None) -> None:
@@ -174,7 +176,6 @@ def watch_stream(stream: Any, call: Call, state: StreamState) -> Finisher | None
         is_async = hasattr(inner, "__anext__")
         watcher = _awatch(inner, fin) if is_async else _watch(inner, fin)
         fin.watcher = weakref.ref(watcher)
-        fin.is_async = is_async
         stream._iterator = watcher
         _hook_close(stream, fin, is_async)
         weakref.finalize(stream, fin)
