@@ -1439,13 +1439,11 @@ def _report(
     problems: list[str] = []
     for res in results:
         if res.get("leftover_wrappers"):
-            problem = (
+            problems.append(
                 f"{res['subject']}: uninstrument() leaves {len(res['leftover_wrappers'])} "
                 f"functions wrapped ({', '.join(res['leftover_wrappers'][:4])}...); the bench "
                 "put the originals back after each instrumented round"
             )
-            if problem not in problems:
-                problems.append(problem)
         for key, c in (res.get("checks") or {}).get("workloads", {}).items():
             if not c["records_usage"]:
                 problems.append(f"{res['subject']}: no usage recorded on {key}: {c}")
@@ -1459,7 +1457,7 @@ def _report(
         "rows": rows,
         "verdicts": verdicts(rows),
         "skipped": skipped,
-        "problems": problems,
+        "problems": list(dict.fromkeys(problems)),  # --runs: once, not once per run
         "checks": {res["subject"]: res.get("checks") for res in results},
     }
 
