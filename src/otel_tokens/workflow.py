@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from contextvars import ContextVar
 from decimal import Decimal
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -25,10 +25,11 @@ from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider, get_meter
 from opentelemetry.trace import Span, TracerProvider
 
-from . import _background
 from . import semconv as sc
-from .pricing import PriceResult, decimal_str
 from .usage import TokenUsage
+
+if TYPE_CHECKING:  # pricing loads the price catalog's data: not at start-up
+    from .pricing import PriceResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 _KEY = otel_context.create_key("otel_tokens.workflows")
@@ -121,7 +122,6 @@ class workflow:
         _OPEN.set(stack[:i] + stack[i + 1 :])
         self._last = rollup
         otel_context.detach(token)  # type: ignore[arg-type]
-        _background.queue.flush(5.0)  # calls that ended in the block, not recorded yet
         with rollup.lock:
             usage, costs, calls, unpriced = (
                 rollup.usage,
@@ -136,6 +136,8 @@ class workflow:
         attrs[sc.BILLING_WORKFLOW_UNPRICED_CALLS] = unpriced
         if len(costs) == 1:
             ((currency, total),) = costs.items()
+            from .pricing import decimal_str
+
             attrs[sc.BILLING_WORKFLOW_COST_DECIMAL] = decimal_str(total)
             attrs[sc.BILLING_WORKFLOW_COST_CURRENCY] = currency
         span.set_attributes(attrs)

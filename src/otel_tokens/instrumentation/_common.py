@@ -11,7 +11,6 @@ from typing import Any
 from opentelemetry.util.types import AttributeValue
 
 from .. import semconv as sc
-from ..usage._read import field, is_model
 
 CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 _MAX_CONTENT = 64 * 1024
@@ -34,21 +33,12 @@ def content_json(value: Any) -> str:
     return text[:_MAX_CONTENT]
 
 
-def keep_fields(request: Any, response: Any, *names: str) -> dict[str, Any] | None:
-    """A response model's ``usage`` and ``names``, for an Adapter's ``keep_response``;
-    ``None`` where the whole response is needed (no usage to read, or content captured)."""
-    usage = field(response, "usage") if is_model(response) else None
-    if usage is None or request.capture_content:
-        return None
-    kept = {name: field(response, name) for name in names}
-    kept["usage"] = usage
-    return kept
-
-
-def capture_output(call: Any, request: Any, text: str) -> None:
-    """Put the response text on the span, only when the user opted in to content capture."""
+def output_attributes(request: Any, text: str) -> dict[str, AttributeValue] | None:
+    """The response text as a span attribute, only when the user opted in to content
+    capture."""
     if text and request.capture_content:
-        call.set_response(attributes={sc.GEN_AI_OUTPUT_MESSAGES: content_json(text)})
+        return {sc.GEN_AI_OUTPUT_MESSAGES: content_json(text)}
+    return None
 
 
 def given(value: Any) -> bool:

@@ -1,6 +1,8 @@
 """One sync and one async stream watcher for every provider.
 
-The user gets back the very stream object the client made (``type(s) is openai.Stream``
+The call ends when the stream does, on the thread that ends it: after the last chunk, a
+``close()`` or a failure the span is finished and exported. The user gets back the very
+stream object the client made (``type(s) is openai.Stream``
 holds): we swap its private ``_iterator`` for a generator that passes every event through
 the provider's `StreamState`. The call is ended exactly once, whichever comes first: the
 stream is exhausted, fails, is closed, or is garbage-collected unfinished (even if it was
@@ -16,48 +18,15 @@ in between: its `TailState` is not called per event, and the watcher only keeps 
 from __future__ import annotations
 
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from functools import partial
 from types import AsyncGeneratorType
 from typing import Any
 
-from ..usage import TokenUsage
-from ._recording import Call
+from ._adapter import ResponseFacts, StreamState, TailState
+from ._call import Call
 from ._safety import log_once
-
-
-class StreamState:
-    """What a provider knows how to read from its stream events. Subclass per provider."""
-
-    def event(self, event: Any) -> bool:
-        """Read one event (cheaply: this is per chunk); True hides it from the user's code
-        (an event we asked for that they did not)."""
-        return False
-
-    def finish(self, call: Call, error: BaseException | None) -> TokenUsage | None:
-        """Set response facts on ``call``; return the usage (estimated where not reported)."""
-        return None
-
-
-class TailState(StreamState):
-    """A state read only at the end (`finish`): per event the watcher keeps the last two
-    events (``last``, ``previous``) and counts them (``events``), and calls nothing.
-
-    A subclass that must see every event (to hide one) sets ``passive = False`` and calls
-    `keep` from its `event`.
-    """
-
-    passive = True
-
-    def __init__(self) -> None:
-        self.events = 0
-        self.last: Any = None
-        self.previous: Any = None
-
-    def keep(self, event: Any) -> None:
-        self.previous = self.last
-        self.last = event
-        self.events += 1
 
 
 class Finisher:
@@ -87,17 +56,28 @@ class Finisher:
         )
         return running
 
-    def finish(self, error: BaseException | None = None) -> None:
+    def finish(
+        self, error: BaseException | None = None, reported: tuple[str, str] | None = None
+    ) -> None:
+        """End the call with the state's facts; ``reported``: the (type, message) of a
+        failure the user sees in another form than ``error`` (a library's wrapper)."""
         if self.done:
             return
         self.done = True
-        self.call.end_later(partial(self.state.finish, self.call, error), error)
+        read = partial(self.state.finish, error)
+        if reported is not None:
+            read = partial(_reporting, read, reported)
+        self.call.end_reading(read, error)
 
     def __call__(self) -> None:  # weakref finalizer: the stream was dropped unfinished
         try:
             self.finish(None)
         except Exception as exc:
             log_once("stream.gc", exc)
+
+
+def _reporting(read: Callable[[], ResponseFacts], reported: tuple[str, str]) -> ResponseFacts:
+    return replace(read(), error=reported)
 
 
 def _watch(inner: Iterator[Any], fin: Finisher) -> Iterator[Any]:

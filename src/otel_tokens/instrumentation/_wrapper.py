@@ -8,61 +8,22 @@ provider `Adapter` only reads its own request and response shapes.
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
+from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
-from opentelemetry.util.types import AttributeValue
 
 from ..attribution import current as current_attribution
-from ..budgets import BudgetExceeded
-from ..usage import TokenUsage
-from ._recording import Call, HeldEnd, Recorder, Request, hold_end, release_end
+from ._adapter import Adapter, Request, ResponseFacts
+from ._call import Call
+from ._recording import Recorder
 from ._safety import log_once
-from ._streams import StreamState, watch_stream
-
-
-class Adapter(Protocol):
-    """A provider's knowledge of its own shapes; everything else is shared."""
-
-    def read_request(self, client: Any, options: Any) -> Request | None:
-        """The request facts the call needs at once, or ``None`` if it is not metered.
-
-        On the caller's thread: read as little as possible."""
-
-    def request_attributes(self, request: Request) -> dict[str, AttributeValue]:
-        """The span's request attributes (``gen_ai.request.*``), read from the body copy."""
-
-    def max_output_tokens(self, request: Request) -> int | None:
-        """The most output tokens the request can be billed for (budget pre-flight checks)."""
-
-    def read_response(self, call: Call, request: Request, response: Any) -> TokenUsage | None:
-        """Usage of a parsed, non-streamed response (a model object or decoded JSON)."""
-
-    def keep_response(self, request: Request, response: Any) -> Any:
-        """What `read_response` will read of ``response``, taken on the caller's thread when
-        the reading waits for the recording thread: a few fields, so that the whole response
-        (dozens of objects the garbage collector walks) is not held meanwhile. ``response``
-        itself where more of it is needed (content capture, usage to count from the text)."""
-
-    def stream_state(self, request: Request) -> StreamState:
-        """A fresh accumulator for one stream of this request."""
-
-    def is_stream(self, result: Any) -> bool:
-        """True for the library's sync or async stream objects."""
-
-    def estimate_input(self, request: Request) -> int:
-        """Input tokens of the request, counted locally (for budget pre-flight checks)."""
-
-
-# The call being metered in this context: nested paths (a helper calling another
-# instrumented method, a second instrumentation of ours) count it once.
-ACTIVE_CALL: ContextVar[tuple[Call, Request, Adapter] | None] = ContextVar(
-    "otel_tokens_active_call", default=None
-)
+from ._streams import watch_stream
 
 
 class Switch:
@@ -74,10 +35,30 @@ class Switch:
         self.on = True
 
 
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """One instrumented client library: its adapter, the recorder its calls end through, its
+    stream classes, and the switch ``uninstrument()`` turns off."""
+
+    recorder: Recorder
+    adapter: Adapter
+    stream_types: tuple[type, ...]
+    switch: Switch
+
+    def is_stream(self, result: Any) -> bool:
+        return isinstance(result, self.stream_types)
+
+
+# The call being metered in this context: nested paths (a helper calling another
+# instrumented method, a second instrumentation of ours) count it once.
+ACTIVE_CALL: ContextVar[tuple[Call, Request, Bound] | None] = ContextVar(
+    "otel_tokens_active_call", default=None
+)
+
 # Raw responses (``with_raw_response``/``with_streaming_response``) whose body we have not
 # seen yet: metered when the user calls ``.parse()`` (hooked), or ended at collection.
 _pending_raw: weakref.WeakKeyDictionary[
-    Any, tuple[Call, Request, Adapter, weakref.finalize[Any, Any]]
+    Any, tuple[Call, Request, Bound, weakref.finalize[Any, Any]]
 ] = weakref.WeakKeyDictionary()
 
 
@@ -93,21 +74,22 @@ def _options_of(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
     return args[1] if len(args) > 1 else None
 
 
-def _begin(
-    recorder: Recorder, adapter: Adapter, switch: Switch, client: Any, args: Any, kwargs: Any
-) -> tuple[Call, Request] | None:
-    if not switch.on or ACTIVE_CALL.get() is not None or not is_instrumentation_enabled():
+def _begin(bound: Bound, client: Any, args: Any, kwargs: Any) -> tuple[Call, Request] | None:
+    if not bound.switch.on or ACTIVE_CALL.get() is not None or not is_instrumentation_enabled():
         return None
+    adapter = bound.adapter
     try:
         request = adapter.read_request(client, _options_of(args, kwargs))
         if request is None:
             return None
-        call = Call(recorder, request, adapter)
+        call = Call(bound.recorder, request, adapter)
     except Exception as exc:
         log_once("request", exc)
         return None
-    budgets = recorder.budgets
+    budgets = bound.recorder.budgets
     if budgets is not None:
+        from ..budgets import BudgetExceeded
+
         try:
             call.reservation = budgets.preflight(
                 provider=request.provider,
@@ -124,17 +106,17 @@ def _begin(
     return call, request
 
 
-def complete(call: Call, request: Request, adapter: Adapter, result: Any) -> None:
+def complete(call: Call, request: Request, bound: Bound, result: Any) -> None:
     """Meter a successful result; never raises, never replaces the result."""
     if call.ended:  # already metered by a library hook (the client's own span)
         return
     try:
-        if adapter.is_stream(result):
-            watch_stream(result, call, adapter.stream_state(request))
+        if bound.is_stream(result):
+            watch_stream(result, call, bound.adapter.stream_state(request))
         elif is_raw(result):
-            _complete_raw(call, request, adapter, result)
+            _complete_raw(call, request, bound, result)
         else:
-            call.end_with_response(result)
+            call.end_reading(partial(bound.adapter.read_response, request, result))
     except Exception as exc:
         log_once("response", exc)
         call.end(None)
@@ -154,17 +136,17 @@ def is_raw(result: Any) -> bool:
         return raw
 
 
-def _complete_raw(call: Call, request: Request, adapter: Adapter, raw: Any) -> None:
+def _complete_raw(call: Call, request: Request, bound: Bound, raw: Any) -> None:
     if raw in _pending_raw:  # already waiting for .parse() (seen by a library hook first)
         return
     if not request.stream and _body_read(raw):
         # with_raw_response, not streamed: the client has read the body; take the usage from
         # it without calling .parse(), whose errors belong to the user's own .parse() call.
-        call.end_later(partial(_read_raw, call, request, adapter, raw))
+        call.end_reading(partial(_read_raw, request, bound.adapter, raw))
         return
     # Streamed, or body not read yet: metered when the user calls .parse(); if they never
     # do, the call ends (without usage) when the raw response is collected.
-    _pending_raw[raw] = (call, request, adapter, weakref.finalize(raw, call.end, None))
+    _pending_raw[raw] = (call, request, bound, weakref.finalize(raw, call.end, None))
 
 
 def _body_read(raw: Any) -> bool:
@@ -175,12 +157,12 @@ def _body_read(raw: Any) -> bool:
     return True
 
 
-def _read_raw(call: Call, request: Request, adapter: Adapter, raw: Any) -> TokenUsage | None:
+def _read_raw(request: Request, adapter: Adapter, raw: Any) -> ResponseFacts:
     try:
         data = raw.http_response.json()
     except Exception:  # not JSON
-        return None
-    return adapter.read_response(call, request, data)
+        return ResponseFacts()
+    return adapter.read_response(request, data)
 
 
 def _salvage(instance: Any) -> None:
@@ -188,40 +170,64 @@ def _salvage(instance: Any) -> None:
     active = ACTIVE_CALL.get()
     if active is None or instance in _pending_raw:
         return
-    call, request, adapter = active
+    call, request, bound = active
     if call.ended or request.stream:
         return
     try:
         data = instance.http_response.json()
-        call.salvaged = adapter.read_response(call, request, data)
+        call.salvaged = bound.adapter.read_response(request, data)
     except Exception as exc:
         log_once("salvage", exc)
 
 
-def _hold(instance: Any) -> tuple[Call, Any, HeldEnd] | None:
-    """A raw response waiting for ``.parse()`` whose call rides on the client library's span:
-    the library ends that span when ``.parse()`` reads the body, before we can read the
-    usage; hold that end until our attributes are on the span."""
+class _HeldEnd:
+    """Stands in for an adopted span's ``end`` while ``.parse()`` runs: the client library
+    ends its span when ``.parse()`` reads the body, before we can read the usage from it; the
+    end is noted, and made once our attributes are on the span."""
+
+    __slots__ = ("end_ns", "span")
+
+    def __init__(self, span: Any) -> None:
+        self.span = span
+        self.end_ns: int | None = None
+
+    def __call__(self, end_time: int | None = None) -> None:
+        if self.end_ns is None:
+            self.end_ns = end_time if end_time is not None else time.time_ns()
+
+    def release(self) -> None:
+        try:
+            del self.span.end  # its own method again
+            if self.end_ns is not None:
+                self.span.end(end_time=self.end_ns)
+        except Exception as exc:
+            log_once("parse.release", exc)
+
+
+def _hold(instance: Any) -> _HeldEnd | None:
+    """A raw response waiting for ``.parse()`` whose call rides on the library's span."""
     try:
         pending = _pending_raw.get(instance)
         if pending is None:
             return None
         call = pending[0]
-        span = call.adopted_span
-        held = hold_end(span) if span is not None else None
+        if call.span is None or call.owns_span:
+            return None
+        held = _HeldEnd(call.span)
+        call.span.end = held  # type: ignore[method-assign]
     except Exception as exc:
         log_once("parse.hold", exc)
         return None
-    return None if held is None else (call, span, held)
+    return held
 
 
 def _parsed(instance: Any, result: Any) -> None:
     try:
         pending = _pending_raw.pop(instance, None)
         if pending is not None:
-            call, request, adapter, finalizer = pending
+            call, request, bound, finalizer = pending
             finalizer.detach()  # the stream or object now carries the call
-            complete(call, request, adapter, result)
+            complete(call, request, bound, result)
     except Exception as exc:
         log_once("parse", exc)
 
@@ -231,82 +237,80 @@ def parse_hook(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: An
 
     Every plain call passes here too (the client parses its own response): with no raw
     response waiting, that is two falsy checks around the client's own call."""
-    holding = _hold(instance) if _raw_waiting else None
+    held = _hold(instance) if _raw_waiting else None
     try:
-        result = wrapped(*args, **kwargs)
-    except Exception:
-        _salvage(instance)
-        raise
+        try:
+            result = wrapped(*args, **kwargs)
+        except Exception:
+            _salvage(instance)
+            raise
+        if _raw_waiting:
+            _parsed(instance, result)
     finally:
-        if holding is not None:
-            release_end(*holding)
-    if _raw_waiting:
-        _parsed(instance, result)
+        if held is not None:
+            held.release()
     return result
 
 
 async def async_parse_hook(
     wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
 ) -> Any:
-    holding = _hold(instance) if _raw_waiting else None
+    held = _hold(instance) if _raw_waiting else None
     try:
-        result = await wrapped(*args, **kwargs)
-    except Exception:
-        _salvage(instance)
-        raise
+        try:
+            result = await wrapped(*args, **kwargs)
+        except Exception:
+            _salvage(instance)
+            raise
+        if _raw_waiting:
+            _parsed(instance, result)
     finally:
-        if holding is not None:
-            release_end(*holding)
-    if _raw_waiting:
-        _parsed(instance, result)
+        if held is not None:
+            held.release()
     return result
 
 
-def sync_request_wrapper(
-    recorder: Recorder, adapter: Adapter, switch: Switch
-) -> Callable[..., Any]:
+def sync_request_wrapper(bound: Bound) -> Callable[..., Any]:
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        started = _begin(recorder, adapter, switch, instance, args, kwargs)
+        started = _begin(bound, instance, args, kwargs)
         if started is None:
             return wrapped(*args, **kwargs)
         call, request = started
-        active = ACTIVE_CALL.set((call, request, adapter))
+        active = ACTIVE_CALL.set((call, request, bound))
         context = call.activate()
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
             call.deactivate(context)
             ACTIVE_CALL.reset(active)
-            call.end(call.salvaged, exc)
+            call.end(None, exc)
             raise
         call.deactivate(context)
         ACTIVE_CALL.reset(active)
-        complete(call, request, adapter, result)
+        complete(call, request, bound, result)
         return result
 
     return wrapper
 
 
-def async_request_wrapper(
-    recorder: Recorder, adapter: Adapter, switch: Switch
-) -> Callable[..., Any]:
+def async_request_wrapper(bound: Bound) -> Callable[..., Any]:
     async def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        started = _begin(recorder, adapter, switch, instance, args, kwargs)
+        started = _begin(bound, instance, args, kwargs)
         if started is None:
             return await wrapped(*args, **kwargs)
         call, request = started
-        active = ACTIVE_CALL.set((call, request, adapter))
+        active = ACTIVE_CALL.set((call, request, bound))
         context = call.activate()
         try:
             result = await wrapped(*args, **kwargs)
         except BaseException as exc:
             call.deactivate(context)
             ACTIVE_CALL.reset(active)
-            call.end(call.salvaged, exc)
+            call.end(None, exc)
             raise
         call.deactivate(context)
         ACTIVE_CALL.reset(active)
-        complete(call, request, adapter, result)
+        complete(call, request, bound, result)
         return result
 
     return wrapper

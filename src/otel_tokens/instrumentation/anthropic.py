@@ -6,16 +6,15 @@ and Vertex clients.
 
 anthropic 2.x makes its own OpenTelemetry span per API call (scope
 ``com.anthropic.sdk.python``) with usage on it. Two spans with usage would double-count in
-any backend that sums spans, so when that span exists we put our cost and billing
-attributes on it (through two hooks of the SDK's tracing) and make no span of our own.
+any backend that sums spans, so when that span exists the core puts our cost and billing
+attributes on it (through two hooks of the SDK's tracing, see `LibrarySpan` in the
+description) and makes no span of its own; this adapter reads those hooks' arguments.
 """
 
 from __future__ import annotations
 
 import functools
-import weakref
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.util.types import AttributeValue
 
@@ -23,21 +22,20 @@ from .. import semconv as sc
 from ..counting import count_messages, count_text
 from ..usage import TokenUsage, from_anthropic
 from ..usage._read import field
+from ._adapter import Request, ResponseFacts, StreamState
 from ._common import (
     PerClient,
     PerURL,
     capture_content,
-    capture_output,
     content_json,
     json_body,
-    keep_fields,
+    output_attributes,
     request_attributes,
     server_of,
 )
-from ._recording import Call, Request, hold_end, release_end
-from ._safety import log_once
-from ._streams import StreamState
-from ._wrapper import ACTIVE_CALL, complete, is_raw
+
+if TYPE_CHECKING:
+    from ..pricing import Processing
 
 _USAGE_KEYS = (
     "input_tokens",
@@ -48,8 +46,13 @@ _USAGE_KEYS = (
     "output_tokens_details",
 )
 
-# SDK spans carrying a streamed call of ours, until the SDK ends them.
-_span_calls: weakref.WeakValueDictionary[int, Call] = weakref.WeakValueDictionary()
+
+def processing_of_tier(tier: Any) -> Processing | None:
+    """Anthropic's ``usage.service_tier`` as our processing tier (None: unknown)."""
+    return _TIERS.get(tier) if isinstance(tier, str) else None
+
+
+_TIERS: dict[str, Processing] = {"standard": "standard", "priority": "priority", "batch": "batch"}
 
 
 def provider_for(client: Any) -> str:
@@ -65,10 +68,11 @@ def provider_for(client: Any) -> str:
 
 
 def sdk_traces(client: Any) -> bool:
-    """True when this client makes its own call spans (anthropic 2.x, not switched off)."""
+    """True when this client makes its own call spans (anthropic 2.x, not switched off, and
+    a tracer to make them with)."""
     try:
         options = client.open_telemetry
-        return bool(options["traces"]["enabled"])
+        return bool(options["traces"]["enabled"]) and client._tracer is not None
     except Exception:
         return False
 
@@ -78,19 +82,11 @@ _IS_MESSAGES = PerURL(lambda path: path.endswith("/messages"))
 
 
 class AnthropicAdapter:
-    def __init__(self, *, use_sdk_span: bool) -> None:
-        # Set by the instrumentor once it has hooked the SDK's span finishing.
-        self.use_sdk_span = use_sdk_span
+    def __init__(self, *, library_span: bool = False) -> None:
+        # True once the instrumentor has hooked the SDK's span finishing (anthropic 2.x).
+        self.use_sdk_span = library_span
         self.capture = capture_content()  # read once, when instrumenting
         self._clients = PerClient()
-        self._stream_types: tuple[type, ...] | None = None
-
-    def is_stream(self, result: Any) -> bool:
-        if self._stream_types is None:
-            import anthropic
-
-            self._stream_types = (anthropic.Stream, anthropic.AsyncStream)
-        return isinstance(result, self._stream_types)
 
     def _client_facts(self, client: Any) -> tuple[str | None, int | None, str, bool]:
         """(host, port, provider, makes its own spans) of a client, worked out once."""
@@ -133,32 +129,82 @@ class AnthropicAdapter:
         value = request.body.get("max_tokens")
         return value if type(value) is int else None
 
-    def read_response(self, call: Call, request: Request, response: Any) -> TokenUsage | None:
+    def read_response(self, request: Request, response: Any) -> ResponseFacts:
         if response is None:
-            return None
+            return ResponseFacts()
         reason = field(response, "stop_reason")
         usage = field(response, "usage")
-        call.set_response(
+        return ResponseFacts(
+            usage=_estimate(request, _text(response)) if usage is None else from_anthropic(usage),
             model=field(response, "model") or None,
             response_id=field(response, "id") or None,
-            finish_reasons=[str(reason)] if reason else None,
-            service_tier=field(usage, "service_tier"),
+            finish_reasons=(str(reason),) if reason else (),
+            processing=processing_of_tier(field(usage, "service_tier")),
+            attributes=(
+                output_attributes(request, _text(response)) if request.capture_content else None
+            ),
         )
-        if request.capture_content:
-            capture_output(call, request, _text(response))
-        if usage is None:
-            return _estimate(request, _text(response))
-        return from_anthropic(usage)
-
-    def keep_response(self, request: Request, response: Any) -> Any:
-        kept = keep_fields(request, response, "model", "id", "stop_reason")
-        return response if kept is None else kept  # the whole response: its text is read too
 
     def estimate_input(self, request: Request) -> int:
         return _estimate_input(request)
 
     def stream_state(self, request: Request) -> StreamState:
         return _MessagesStream(request)
+
+    # --- reading anthropic 2.x's own tracing hooks (a `LibrarySpanReader`) -----------------
+    def finished_call(self, args: Any, kwargs: Any) -> tuple[Any, BaseException | None, Any]:
+        """``finish_api_call_span(client, span, result)``: the span, and the call's error or
+        data."""
+        span = args[1] if len(args) > 1 else kwargs.get("span")
+        result = args[2] if len(args) > 2 else kwargs.get("result")
+        error = getattr(result, "error", None)
+        return (
+            span,
+            error if isinstance(error, BaseException) else None,
+            getattr(result, "data", None),
+        )
+
+    def finished_stream(self, instance: Any, args: Any, kwargs: Any) -> tuple[Any, Any]:
+        """``StreamedMessage.end(self, error=None)``: its span, and the error it ended with."""
+        return getattr(instance, "_span", None), kwargs.get(
+            "error", args[1] if len(args) > 1 else None
+        )
+
+    def raised_type(self, error: BaseException | None) -> str | None:
+        """The type the user will see for a transport ``error`` the SDK's span saw first.
+
+        The SDK's span sees a stream's transport failure at the body, before the client turns
+        it into its own error (``APIConnectionError``, ``APITimeoutError``; anthropic >= 2.17).
+        """
+        if error is None or not _wraps_stream_errors():
+            return None
+        import anthropic
+        import httpx2
+
+        if isinstance(error, anthropic.AnthropicError):
+            return None
+        if isinstance(error, httpx2.TimeoutException):
+            return anthropic.APITimeoutError.__qualname__
+        return anthropic.APIConnectionError.__qualname__
+
+    def stream_snapshot(self, request: Request, instance: Any) -> ResponseFacts:
+        """The SDK's own accumulated message of a stream (a raw stream we never saw)."""
+        shared = getattr(instance, "_shared_snapshot", None)
+        message = shared() if shared is not None else getattr(instance, "_snapshot", None)
+        if message is None:
+            return ResponseFacts()
+        usage = field(message, "usage")
+        complete = bool(getattr(instance, "_has_message_delta", False))
+        return ResponseFacts(
+            usage=(
+                None
+                if usage is None
+                else from_anthropic(usage, source="provider" if complete else "estimated")
+            ),
+            model=field(message, "model") or None,
+            response_id=field(message, "id") or None,
+            processing=processing_of_tier(field(usage, "service_tier")),
+        )
 
 
 def _text(message: Any) -> str:
@@ -217,23 +263,27 @@ class _MessagesStream(StreamState):
                 self.reason = reason
         return False
 
-    def finish(self, call: Call, error: BaseException | None) -> TokenUsage | None:
+    def finish(self, error: BaseException | None) -> ResponseFacts:
         message = self.message
         start_usage = field(message, "usage")
-        call.set_response(
+        text = "".join(self.text)
+        return ResponseFacts(
+            usage=self._usage(start_usage, text),
             model=field(message, "model") or None,
             response_id=field(message, "id") or None,
-            finish_reasons=[self.reason] if self.reason else None,
-            service_tier=field(start_usage, "service_tier"),
+            finish_reasons=(self.reason,) if self.reason else (),
+            processing=processing_of_tier(field(start_usage, "service_tier")),
+            attributes=output_attributes(self.request, text),
         )
-        capture_output(call, self.request, "".join(self.text))
+
+    def _usage(self, start_usage: Any, text: str) -> TokenUsage:
         if start_usage is None:
-            return _estimate(self.request, "".join(self.text))
+            return _estimate(self.request, text)
         merged: dict[str, Any] = {key: field(start_usage, key) for key in _USAGE_KEYS}
         delta = self.delta_usage
         if delta is None:
             # Cut off before the final usage: input as reported, output counted by us.
-            merged["output_tokens"] = count_text("".join(self.text), self.request.model)
+            merged["output_tokens"] = count_text(text, self.request.model)
             return from_anthropic(merged, source="estimated")
         for key in _USAGE_KEYS:
             value = field(delta, key)
@@ -243,138 +293,8 @@ class _MessagesStream(StreamState):
         return from_anthropic(merged)
 
 
-# --- hooks into anthropic 2.x's own tracing -----------------------------------------------
-def finish_api_call_span_hook(
-    wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
-) -> Any:
-    """Before the SDK ends its call span: adopt it, and meter non-streamed calls onto it."""
-    record: Callable[[], None] | None = None
-    call: Call | None = None
-    span = None
-    try:
-        active = ACTIVE_CALL.get()
-        span = args[1] if len(args) > 1 else kwargs.get("span")
-        result = args[2] if len(args) > 2 else kwargs.get("result")
-        if active is not None and span is not None:
-            call, request, adapter = active
-            call.adopt(span)
-            if call.span is span:
-                error = getattr(result, "error", None)
-                data = getattr(result, "data", None)
-                if error is not None:
-                    call.end(call.salvaged, error)
-                elif data is not None and (
-                    adapter.is_stream(data) or (request.stream and hasattr(data, "parse"))
-                ):
-                    # Streamed (raw or not): ended by the SDK's StreamedMessage.end hook.
-                    _span_calls[id(span)] = call
-                elif data is not None and call.recorder.background and not is_raw(data):
-                    record = functools.partial(complete, call, request, adapter, data)
-                elif data is not None:
-                    complete(call, request, adapter, data)
-    except Exception as exc:
-        log_once("anthropic.finish_api_call_span", exc)
-    if record is None or call is None:
-        return wrapped(*args, **kwargs)
-    return _holding_end(call, span, record, wrapped, args, kwargs)
-
-
-def streamed_message_end_hook(
-    wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
-) -> Any:
-    """Before the SDK ends a streamed call's span: finish our call with what was seen."""
-    record: Callable[[], None] | None = None
-    call: Call | None = None
-    span = None
-    try:
-        span = getattr(instance, "_span", None)
-        call = _span_calls.pop(id(span), None) if span is not None else None
-        if call is not None and not call.ended:
-            error = kwargs.get("error", args[1] if len(args) > 1 else None)
-            error = error if isinstance(error, BaseException) else None
-            raised = _raised_type(error)
-            if raised is not None:  # the user gets the client's wrapper, not this error
-                call.mark_error(raised, str(error))
-                error = None
-            if call.finisher is not None and error is None and call.recorder.background:
-                record = functools.partial(call.finisher.finish, None)
-            elif call.finisher is not None:
-                call.finisher.finish(error)
-            else:  # a raw stream whose .parse() we have not seen: use the SDK's snapshot
-                call.end(_snapshot_usage(call, instance), error)
-    except Exception as exc:
-        log_once("anthropic.StreamedMessage.end", exc)
-    if record is None or call is None:
-        return wrapped(*args, **kwargs)
-    return _holding_end(call, span, record, wrapped, args, kwargs)
-
-
-def _holding_end(
-    call: Call,
-    span: Any,
-    record: Callable[[], None],
-    wrapped: Callable[..., Any],
-    args: Any,
-    kwargs: Any,
-) -> Any:
-    """Background mode: the SDK writes its attributes and "ends" its span, but we hold that
-    end; ``record`` then writes ours on the recording thread and ends the span at the time
-    the SDK ended it. The caller pays for neither our reading, pricing nor attributes."""
-    held = hold_end(span)
-    if held is None:  # a span that takes no attribute: write ours before the SDK ends it
-        _record_safely(record)
-        return wrapped(*args, **kwargs)
-    try:
-        return wrapped(*args, **kwargs)
-    finally:
-        release_end(call, span, held)
-        _record_safely(record)
-
-
-def _record_safely(record: Callable[[], None]) -> None:
-    try:
-        record()
-    except Exception as exc:
-        log_once("anthropic.held_end", exc)
-
-
-def _raised_type(error: BaseException | None) -> str | None:
-    """The type the user will see for a transport ``error`` the SDK's span saw first.
-
-    The SDK's span sees a stream's transport failure at the body, before the client turns
-    it into its own error (``APIConnectionError``, ``APITimeoutError``; anthropic >= 2.17).
-    """
-    if error is None or not _wraps_stream_errors():
-        return None
-    import anthropic
-    import httpx2
-
-    if isinstance(error, anthropic.AnthropicError):
-        return None
-    if isinstance(error, httpx2.TimeoutException):
-        return anthropic.APITimeoutError.__qualname__
-    return anthropic.APIConnectionError.__qualname__
-
-
 @functools.cache
 def _wraps_stream_errors() -> bool:
     from anthropic import _streaming
 
     return hasattr(_streaming, "iter_response_bytes")
-
-
-def _snapshot_usage(call: Call, observer: Any) -> TokenUsage | None:
-    shared = getattr(observer, "_shared_snapshot", None)
-    message = shared() if shared is not None else getattr(observer, "_snapshot", None)
-    if message is None:
-        return None
-    usage = field(message, "usage")
-    call.set_response(
-        model=field(message, "model") or None,
-        response_id=field(message, "id") or None,
-        service_tier=field(usage, "service_tier"),
-    )
-    if usage is None:
-        return None
-    complete = bool(getattr(observer, "_has_message_delta", False))
-    return from_anthropic(usage, source="provider" if complete else "estimated")

@@ -10,30 +10,29 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.util.types import AttributeValue
 
 from .. import semconv as sc
 from ..counting import count_messages, count_text
-from ..pricing import Processing
 from ..usage import TokenUsage, from_openai_chat, from_openai_responses
 from ..usage._read import field
+from ._adapter import Request, ResponseFacts, StreamState, TailState
 from ._common import (
     MAX_TOKEN_KEYS,
     PerClient,
     PerURL,
     capture_content,
-    capture_output,
     content_json,
-    env_flag,
     json_body,
-    keep_fields,
+    output_attributes,
     request_attributes,
     server_of,
 )
-from ._recording import Call, Request
-from ._streams import StreamState, TailState
+
+if TYPE_CHECKING:
+    from ..pricing import Processing
 
 INCLUDE_USAGE_ENV = "OTEL_TOKENS_OPENAI_INCLUDE_USAGE"
 PROVIDER_ENV = "OTEL_TOKENS_OPENAI_PROVIDER"
@@ -89,28 +88,63 @@ def provider_for(client: Any, host: str | None, override: str | None = None) -> 
     return "openai"  # an OpenAI-compatible server we do not know: override with the env var
 
 
+def sends_usage_chunk(client: Any, host: str | None) -> bool:
+    """True where the endpoint is known to honour ``stream_options.include_usage``: OpenAI's
+    own API and Azure OpenAI. Another OpenAI-compatible server may reject the option, and a
+    request of the user's must never fail because of us."""
+    if hasattr(client, "_azure_deployment") or type(client).__name__.endswith("AzureOpenAI"):
+        return True
+    host = (host or "").lower()
+    return host == "api.openai.com" or host.endswith(".openai.azure.com")
+
+
+def include_usage_default(value: str | None) -> bool | None:
+    """``OTEL_TOKENS_OPENAI_INCLUDE_USAGE``: true asks every server for the usage chunk,
+    false none; unset (None) asks the endpoints `sends_usage_chunk` knows."""
+    if value is None or not value.strip():
+        return None
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def processing_of_tier(tier: Any) -> Processing | None:
+    """OpenAI's ``service_tier`` of a response as our processing tier (None: unknown)."""
+    if not isinstance(tier, str):
+        return None
+    return _TIERS.get(tier.lower())
+
+
+_TIERS: dict[str, Processing] = {
+    "flex": "flex",
+    "priority": "priority",
+    "batch": "batch",
+    "default": "standard",
+    "standard": "standard",
+    "auto": "standard",
+    "scale": "standard",
+}
+
+
 class OpenAIAdapter:
-    def __init__(self, *, include_usage: bool | None = None) -> None:
+    def __init__(self, *, library_span: bool = False, include_usage: bool | None = None) -> None:
         # The environment is read once, when instrumenting: not on every call.
-        self.include_usage = env_flag(INCLUDE_USAGE_ENV) if include_usage is None else include_usage
+        self.include_usage = (
+            include_usage_default(os.environ.get(INCLUDE_USAGE_ENV))
+            if include_usage is None
+            else include_usage
+        )
         self.capture = capture_content()
         self.provider_override = os.environ.get(PROVIDER_ENV) or None
-        self._stream_types: tuple[type, ...] | None = None
         self._clients = PerClient()
 
-    def is_stream(self, result: Any) -> bool:
-        if self._stream_types is None:
-            import openai
-
-            self._stream_types = (openai.Stream, openai.AsyncStream)
-        return isinstance(result, self._stream_types)
-
-    def _client_facts(self, client: Any) -> tuple[str | None, int | None, str]:
-        """(host, port, provider) of a client, worked out once per client."""
-        facts: tuple[str | None, int | None, str] | None = self._clients.get(id(client))
+    def _client_facts(self, client: Any) -> tuple[str | None, int | None, str, bool]:
+        """(host, port, provider, asks for the usage chunk) of a client, worked out once."""
+        facts: tuple[str | None, int | None, str, bool] | None = self._clients.get(id(client))
         if facts is None:
             host, port = server_of(client)
-            facts = (host, port, provider_for(client, host, self.provider_override))
+            usage_chunk = self.include_usage
+            if usage_chunk is None:
+                usage_chunk = sends_usage_chunk(client, host)
+            facts = (host, port, provider_for(client, host, self.provider_override), usage_chunk)
             self._clients.remember(client, facts)
         return facts
 
@@ -122,7 +156,7 @@ class OpenAIAdapter:
         if endpoint is None:
             return None
         body = json_body(options)
-        host, port, provider = self._client_facts(client)
+        host, port, provider, usage_chunk = self._client_facts(client)
         model = body.get("model")
         tier = body.get("service_tier")
         processing: Processing = "standard"
@@ -144,8 +178,8 @@ class OpenAIAdapter:
             content = body.get("messages", body.get("input", body.get("prompt")))
             if content is not None:
                 request.attributes = {sc.GEN_AI_INPUT_MESSAGES: content_json(content)}
-        if request.stream and endpoint in ("/chat/completions", "/completions"):
-            self._maybe_include_usage(options, body, request)
+        if usage_chunk and request.stream and endpoint in ("/chat/completions", "/completions"):
+            _include_usage(options, body, request)
         return request
 
     def request_attributes(self, request: Request) -> dict[str, AttributeValue]:
@@ -168,51 +202,31 @@ class OpenAIAdapter:
             max_output *= choices  # every choice is billed
         return max_output
 
-    def _maybe_include_usage(self, options: Any, body: Mapping[str, Any], request: Request) -> None:
-        """Opt-in: ask for the usage chunk the user did not ask for, and hide it from them."""
-        enabled = (
-            self.include_usage if self.include_usage is not None else env_flag(INCLUDE_USAGE_ENV)
-        )
-        stream_options = body.get("stream_options")
-        if not enabled or (
-            isinstance(stream_options, Mapping) and "include_usage" in stream_options
-        ):
-            return
-        merged = dict(stream_options) if isinstance(stream_options, Mapping) else {}
-        merged["include_usage"] = True
-        new_body = {**body, "stream_options": merged}
-        options.json_data = new_body
-        request.body = new_body
-        request.injected_usage = True
-
-    def read_response(self, call: Call, request: Request, response: Any) -> TokenUsage | None:
+    def read_response(self, request: Request, response: Any) -> ResponseFacts:
         if response is None:
-            return None
+            return ResponseFacts()
         choices = field(response, "choices") or ()
-        reasons = [str(r) for c in choices if (r := field(c, "finish_reason"))]
-        call.set_response(
-            model=field(response, "model") or None,
-            response_id=field(response, "id") or None,
-            finish_reasons=reasons,
-            service_tier=field(response, "service_tier"),
-        )
-        if request.capture_content:
-            capture_output(call, request, _response_text(request.endpoint, response))
         usage = field(response, "usage")
         if usage is not None:
-            if request.endpoint == "/responses":
-                return from_openai_responses(usage)
-            return from_openai_chat(usage)
-        # An OpenAI-compatible server that reports no usage: count it ourselves.
-        return _estimate(request, _response_text(request.endpoint, response))
-
-    def keep_response(self, request: Request, response: Any) -> Any:
-        kept = keep_fields(request, response, "model", "id", "service_tier")
-        if kept is None:
-            return response  # its text is read too
-        choices = field(response, "choices") or ()
-        kept["choices"] = [{"finish_reason": field(c, "finish_reason")} for c in choices]
-        return kept
+            tokens = (
+                from_openai_responses(usage)
+                if request.endpoint == "/responses"
+                else from_openai_chat(usage)
+            )
+        else:  # an OpenAI-compatible server that reports no usage: count it ourselves
+            tokens = _estimate(request, _response_text(request.endpoint, response))
+        return ResponseFacts(
+            usage=tokens,
+            model=field(response, "model") or None,
+            response_id=field(response, "id") or None,
+            finish_reasons=tuple(str(r) for c in choices if (r := field(c, "finish_reason"))),
+            processing=processing_of_tier(field(response, "service_tier")),
+            attributes=(
+                output_attributes(request, _response_text(request.endpoint, response))
+                if request.capture_content
+                else None
+            ),
+        )
 
     def estimate_input(self, request: Request) -> int:
         return _estimate(request, "").input_total
@@ -223,6 +237,20 @@ class OpenAIAdapter:
         if _usage_at_end(request):
             return _HiddenUsageTail(request) if request.injected_usage else _ChatTail(request)
         return _ChatStream(request)
+
+
+def _include_usage(options: Any, body: Mapping[str, Any], request: Request) -> None:
+    """Ask for the usage chunk the user did not ask for, and hide it from them (reasoning
+    tokens are in no text we could count)."""
+    stream_options = body.get("stream_options")
+    if isinstance(stream_options, Mapping) and "include_usage" in stream_options:
+        return
+    merged = dict(stream_options) if isinstance(stream_options, Mapping) else {}
+    merged["include_usage"] = True
+    new_body = {**body, "stream_options": merged}
+    options.json_data = new_body
+    request.body = new_body
+    request.injected_usage = True
 
 
 def _usage_at_end(request: Request) -> bool:
@@ -332,17 +360,20 @@ class _ChatStream(StreamState):
                 self.tier = getattr(chunk, "service_tier", None) or self.tier
         return False
 
-    def finish(self, call: Call, error: BaseException | None) -> TokenUsage | None:
-        call.set_response(
+    def finish(self, error: BaseException | None) -> ResponseFacts:
+        text = "".join(self.text)
+        return ResponseFacts(
+            usage=(
+                from_openai_chat(self.usage)
+                if self.usage is not None
+                else _estimate(self.request, text)
+            ),
             model=self.model,
             response_id=self.response_id,
-            finish_reasons=self.reasons,
-            service_tier=self.tier,
+            finish_reasons=tuple(self.reasons),
+            processing=processing_of_tier(self.tier),
+            attributes=output_attributes(self.request, text),
         )
-        capture_output(call, self.request, "".join(self.text))
-        if self.usage is not None:
-            return from_openai_chat(self.usage)
-        return _estimate(self.request, "".join(self.text))
 
 
 class _ChatTail(TailState):
@@ -360,7 +391,7 @@ class _ChatTail(TailState):
         super().__init__()
         self.request = request
 
-    def finish(self, call: Call, error: BaseException | None) -> TokenUsage | None:
+    def finish(self, error: BaseException | None) -> ResponseFacts:
         usage: Any = None
         model = response_id = tier = None
         reasons: list[str] = []
@@ -374,15 +405,20 @@ class _ChatTail(TailState):
             reasons += [
                 str(r) for c in field(chunk, "choices") or () if (r := field(c, "finish_reason"))
             ]
-        call.set_response(
-            model=model, response_id=response_id, finish_reasons=reasons, service_tier=tier
-        )
         if usage is not None:
-            return from_openai_chat(usage)
-        # A token per chunk, but for a chat stream's role chunk and a finish chunk (empty).
-        lead = 1 if self.request.endpoint == "/chat/completions" else 0
-        output = max(self.events - lead - len(reasons), 0)
-        return _estimate(self.request, "", output=output)
+            tokens = from_openai_chat(usage)
+        else:
+            # A token per chunk, but for a chat stream's role chunk and a finish chunk.
+            lead = 1 if self.request.endpoint == "/chat/completions" else 0
+            output = max(self.events - lead - len(reasons), 0)
+            tokens = _estimate(self.request, "", output=output)
+        return ResponseFacts(
+            usage=tokens,
+            model=model,
+            response_id=response_id,
+            finish_reasons=tuple(reasons),
+            processing=processing_of_tier(tier),
+        )
 
 
 class _HiddenUsageTail(_ChatTail):
@@ -425,22 +461,27 @@ class _ResponsesStream(StreamState):
             self.final = event.response
         return False
 
-    def finish(self, call: Call, error: BaseException | None) -> TokenUsage | None:
+    def finish(self, error: BaseException | None) -> ResponseFacts:
         final = self.final
-        capture_output(call, self.request, "".join(self.text))
-        if final is not None:
-            call.set_response(
-                model=field(final, "model") or None,
-                response_id=field(final, "id") or None,
-                service_tier=field(final, "service_tier"),
+        text = "".join(self.text)
+        attributes = output_attributes(self.request, text)
+        if final is None:
+            return ResponseFacts(usage=_estimate(self.request, text), attributes=attributes)
+        failed: tuple[str, str] | None = None
+        if field(final, "status") == "failed":  # the client yields it, it does not raise
+            failure = field(final, "error")
+            failed = (
+                str(field(failure, "code") or "response.failed"),
+                str(field(failure, "message") or "response failed"),
             )
-            if field(final, "status") == "failed":  # the client yields it, it does not raise
-                failure = field(final, "error")
-                call.mark_error(
-                    str(field(failure, "code") or "response.failed"),
-                    str(field(failure, "message") or "response failed"),
-                )
-            usage = field(final, "usage")
-            if usage is not None:
-                return from_openai_responses(usage)
-        return _estimate(self.request, "".join(self.text))
+        usage = field(final, "usage")
+        return ResponseFacts(
+            usage=from_openai_responses(usage)
+            if usage is not None
+            else _estimate(self.request, text),
+            model=field(final, "model") or None,
+            response_id=field(final, "id") or None,
+            processing=processing_of_tier(field(final, "service_tier")),
+            attributes=attributes,
+            error=failed,
+        )

@@ -1,0 +1,42 @@
+"""One `Description` per instrumented client library (see docs/ARCHITECTURE.md, "Adding a
+provider")."""
+
+from __future__ import annotations
+
+from ._description import Description, LibrarySpan, Target
+
+OPENAI = Description(
+    name="openai",
+    requirement="openai >= 1.66",
+    module="openai",
+    adapter="otel_tokens.instrumentation.openai:OpenAIAdapter",
+    streams=("openai:Stream", "openai:AsyncStream"),
+    sync_request=Target("openai._base_client", "SyncAPIClient.request"),
+    async_request=Target("openai._base_client", "AsyncAPIClient.request"),
+    parse=(
+        Target("openai._legacy_response", "LegacyAPIResponse.parse"),
+        Target("openai._response", "APIResponse.parse"),
+    ),
+    async_parse=(Target("openai._response", "AsyncAPIResponse.parse"),),
+    public_method=Target("openai.resources.chat.completions", "Completions.create"),
+    options=("include_usage",),
+)
+
+ANTHROPIC = Description(
+    name="anthropic",
+    requirement="anthropic >= 0.49",
+    module="anthropic",
+    adapter="otel_tokens.instrumentation.anthropic:AnthropicAdapter",
+    streams=("anthropic:Stream", "anthropic:AsyncStream"),
+    sync_request=Target("anthropic._base_client", "SyncAPIClient.request"),
+    async_request=Target("anthropic._base_client", "AsyncAPIClient.request"),
+    parse=(Target("anthropic._response", "APIResponse.parse"),),
+    async_parse=(Target("anthropic._response", "AsyncAPIResponse.parse"),),
+    # anthropic 2.x makes its own span per API call: we ride on it (one span with usage).
+    library_span=LibrarySpan(
+        call_started=Target("anthropic._base_client", "start_api_call_span"),
+        call_finished=Target("anthropic._base_client", "finish_api_call_span"),
+        stream_ended=Target("anthropic.lib._tracing._streaming", "StreamedMessage.end"),
+    ),
+    public_method=Target("anthropic.resources.messages", "Messages.create"),
+)
