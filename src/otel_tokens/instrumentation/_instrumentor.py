@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import threading
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
     from ._recording import Recorder
 
 _log = logging.getLogger("otel_tokens")
-ENV_RECORDING = "OTEL_TOKENS_RECORDING"  # gone: calls are recorded when they end
+# budgets.ENV_BUDGETS, named here: importing budgets loads the price catalog.
+ENV_BUDGETS = "OTEL_TOKENS_BUDGETS"
 
 # One recorder per (providers, catalog, budgets): instruments are made once. Values keep
 # their key objects alive, so that an id() in a key is never reused.
@@ -46,15 +48,10 @@ def _recorder(options: dict[str, Any]) -> Recorder:
         if found is not None:
             return found[0]
         keep = (tp, mp, catalog, budgets)
-        if budgets is None:
-            import os
+        if budgets is None and os.environ.get(ENV_BUDGETS):
+            from ..budgets import BudgetManager
 
-            from ..budgets import ENV_BUDGETS
-
-            if os.environ.get(ENV_BUDGETS):
-                from ..budgets import BudgetManager
-
-                budgets = BudgetManager.from_env(catalog=catalog, meter_provider=mp)
+            budgets = BudgetManager.from_env(catalog=catalog, meter_provider=mp)
         recorder = Recorder(tracer_provider=tp, meter_provider=mp, catalog=catalog, budgets=budgets)
         _recorders[key] = (recorder, keep)
         return recorder
