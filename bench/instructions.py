@@ -10,11 +10,9 @@ instrumentation, each in a fresh process:
 
 - per call: ``[(on, 3n calls) - (on, n calls)] - [(off, 3n) - (off, n)]``, over ``2n``:
   process start-up and one-time costs cancel out. "your thread" is the main thread's count;
-  "all threads" adds the recording thread and the SDK's export thread;
+  "all threads" adds the SDK's export thread;
 - per chunk: ``[(on, long) - (on, short)] - [(off, long) - (off, short)]`` of the main
   thread, over the chunks the long streams have more: what a stream costs once cancels out.
-  These runs record inline (``OTEL_TOKENS_RECORDING=inline``): the watcher is the same,
-  and no recording thread's GIL hand-offs blur the slope.
 
 Instructions are not time (a cache miss costs far more than an add), but identical runs agree
 to well under 1%. Each run takes one to three minutes; two run at once (``--jobs``).
@@ -34,7 +32,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -57,12 +54,6 @@ def _worker(subject: str, key: str, count: int, on: bool, include_usage: bool) -
     s, telemetry, call = oh.single_workload(
         subject, key, short=_SHORT, long=_LONG, include_usage=include_usage
     )
-    from otel_tokens._background import queue
-
-    # Under valgrind a call takes ~50 times as long, so the queue's "the recording thread is
-    # starved, callers help" delay (250 ms) would pass within a few calls and move jobs onto
-    # the counted thread: measure the recording thread's design point instead.
-    queue.max_delay = 3600.0
     with s.active(on, telemetry):
         for _ in range(3):  # the first calls load catalogs, encodings and caches
             call()
@@ -73,22 +64,12 @@ def _worker(subject: str, key: str, count: int, on: bool, include_usage: bool) -
         gc.freeze()
         for _ in range(count):
             call()
-        if on and not s.peer:
-            # Let the recording thread finish its queue: a flush() here would run what is
-            # left on this (the counted "your thread") thread, more or less by the run.
-            while queue.pending:
-                time.sleep(0.005)
 
 
 def _count(python: str, *args: str) -> tuple[int, int, int]:
     """Instructions of one worker run: its main thread's, all its threads', and the main
     thread's garbage collections'."""
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    if args[1].startswith("stream"):
-        # Per chunk, only the watcher counts, whichever thread records the call. Recording
-        # inline leaves no recording thread whose GIL hand-offs (a number that varies from
-        # run to run) are counted on the main thread.
-        env["OTEL_TOKENS_RECORDING"] = "inline"
     with tempfile.TemporaryDirectory() as tmp:
         done = subprocess.run(
             [

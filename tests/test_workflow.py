@@ -70,7 +70,6 @@ class Env:
         self.recorder.start(operation="chat", provider="openai", request_model=model).end(usage)
 
     def spans(self) -> list[ReadableSpan]:
-        otel_tokens.flush()  # calls are recorded on a background thread
         return list(self.exporter.get_finished_spans())
 
     def workflow_spans(self, name: str | None = None) -> list[ReadableSpan]:
@@ -89,7 +88,6 @@ class Env:
         return [s for s in self.spans() if sc.GEN_AI_WORKFLOW_NAME not in (s.attributes or {})]
 
     def histogram(self) -> dict[tuple[str, str], Any]:
-        otel_tokens.flush()  # calls are recorded on a background thread
         data = self.reader.get_metrics_data()
         out: dict[tuple[str, str], Any] = {}
         if data is None:

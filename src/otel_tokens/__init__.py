@@ -34,7 +34,10 @@ if TYPE_CHECKING:
         from_openai_chat,
         from_openai_responses,
     )
-    from .workflow import workflow
+
+# Imported now, unlike the rest: importing the submodule later (the instrumentation does, on
+# the first call) would otherwise leave the module, not the function, under this name.
+from .workflow import workflow
 
 _HOMES = {
     "attribute": ".attribution",
@@ -55,7 +58,6 @@ _HOMES = {
     "from_gemini": ".usage",
     "from_openai_chat": ".usage",
     "from_openai_responses": ".usage",
-    "workflow": ".workflow",
 }
 
 

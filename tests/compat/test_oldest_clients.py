@@ -20,7 +20,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-import otel_tokens
 from otel_tokens import semconv as sc
 from otel_tokens.demo.server import ProviderServer
 from otel_tokens.instrumentation import AnthropicInstrumentor, OpenAIInstrumentor
@@ -42,7 +41,6 @@ class T:
         self.mp = MeterProvider(metric_readers=[self.reader])
 
     def usage_spans(self) -> list[Any]:
-        otel_tokens.flush()  # calls are recorded on a background thread
         return [
             s
             for s in self.spans.get_finished_spans()
@@ -50,7 +48,6 @@ class T:
         ]
 
     def tokens(self) -> int:
-        otel_tokens.flush()  # calls are recorded on a background thread
         data = self.reader.get_metrics_data()
         total = 0
         for rm in data.resource_metrics if data else ():
