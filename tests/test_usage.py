@@ -6,6 +6,10 @@ cases that cost real money when they are got wrong are named after the trap.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -25,6 +29,7 @@ from otel_tokens.usage import (
     from_openai_chat,
     from_openai_responses,
 )
+from otel_tokens.usage._stability import latest_only_from
 
 # ---------------------------------------------------------------------------------------
 # OpenAI Chat Completions
@@ -514,6 +519,63 @@ def test_to_attributes_has_inclusive_totals_and_disjoint_buckets() -> None:
     # zero buckets are left out
     assert sc.BILLING_USAGE_PREFIX + "input_audio" not in attrs
     assert TokenUsage.from_attributes(attrs) == usage
+
+
+CACHE_WRITES = TokenUsage(input=12, cache_write_5m=1000, cache_write_1h=2000, output=250)
+
+
+def test_cache_writes_carry_the_renamed_attribute_and_by_default_the_deprecated_one() -> None:
+    # semantic-conventions-genai PR #440 renamed cache_creation to cache_write.
+    attrs = CACHE_WRITES.to_attributes(latest_only=False)
+    assert attrs["gen_ai.usage.cache_write.input_tokens"] == 3000
+    assert attrs[sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS] == 3000
+    assert attrs["gen_ai.usage.cache_creation.input_tokens"] == 3000
+    assert TokenUsage.from_attributes(attrs) == CACHE_WRITES
+
+
+def test_latest_conventions_leave_the_deprecated_name_out() -> None:
+    attrs = CACHE_WRITES.to_attributes(latest_only=True)
+    assert attrs[sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS] == 3000
+    assert sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS not in attrs
+    assert {**attrs, sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: 3000} == (
+        CACHE_WRITES.to_attributes(latest_only=False)
+    )
+    assert TokenUsage.from_attributes(attrs) == CACHE_WRITES
+
+
+@pytest.mark.parametrize(
+    ("value", "latest"),
+    [
+        (None, False),
+        ("", False),
+        ("gen_ai_latest_experimental", True),
+        ("http/dup, gen_ai_latest_experimental ", True),
+        ("http,database", False),
+        ("GEN_AI_LATEST_EXPERIMENTAL", False),  # upstream matches the token exactly
+        ("gen_ai_latest_experimental/dup", False),
+    ],
+)
+def test_semconv_stability_opt_in_values(value: str | None, latest: bool) -> None:
+    assert latest_only_from(value) is latest
+
+
+@pytest.mark.parametrize("value", [None, "http/dup, gen_ai_latest_experimental "])
+def test_semconv_stability_opt_in_is_read_from_the_environment(value: str | None) -> None:
+    # A fresh process: like upstream, the variable is read once per process.
+    env = {k: v for k, v in os.environ.items() if k != "OTEL_SEMCONV_STABILITY_OPT_IN"}
+    if value is not None:
+        env["OTEL_SEMCONV_STABILITY_OPT_IN"] = value
+    script = (
+        "import json\n"
+        "from otel_tokens.usage import TokenUsage\n"
+        "print(json.dumps(TokenUsage(input=1, cache_write_5m=2, output=3).to_attributes()))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    attrs = json.loads(done.stdout)
+    assert attrs[sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS] == 2
+    assert (sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS in attrs) is (value is None)
 
 
 def test_from_attributes_accepts_otlp_json_strings() -> None:

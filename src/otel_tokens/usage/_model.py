@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 from .. import semconv as sc
+from . import _stability
 
 UsageSource = Literal["provider", "estimated"]
 
@@ -109,19 +110,24 @@ class TokenUsage:
         return replace(self, source=source)
 
     # --- semantic-convention attributes ------------------------------------------------
-    def to_attributes(self) -> dict[str, int | str]:
+    def to_attributes(self, *, latest_only: bool | None = None) -> dict[str, int | str]:
         """Span attributes: upstream inclusive totals plus our disjoint buckets.
 
         The disjoint buckets make the conversion lossless; ``from_attributes`` inverts it.
+        Deprecated upstream names are emitted beside their replacements unless
+        ``latest_only`` (default: ``OTEL_SEMCONV_STABILITY_OPT_IN`` lists
+        ``gen_ai_latest_experimental``).
         """
         attrs: dict[str, int | str] = {
             sc.GEN_AI_USAGE_INPUT_TOKENS: self.input_total,
             sc.GEN_AI_USAGE_OUTPUT_TOKENS: self.output_total,
             sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: self.cache_read,
-            sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: self.cache_write,
+            sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: self.cache_write,
             sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: self.reasoning,
             sc.BILLING_USAGE_SOURCE: self.source,
         }
+        if not (_stability.latest_only() if latest_only is None else latest_only):
+            attrs[sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = self.cache_write
         for name, value in self.buckets():
             attrs[sc.BILLING_USAGE_PREFIX + name] = value
         return attrs
