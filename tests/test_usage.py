@@ -23,6 +23,7 @@ from otel_tokens import semconv as sc
 from otel_tokens.usage import (
     MAX_TOKENS_PER_CALL,
     InvalidUsageError,
+    Modalities,
     TokenUsage,
     from_anthropic,
     from_gemini,
@@ -99,7 +100,9 @@ def test_openai_chat_audio_in_and_out() -> None:
             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 500},
         }
     )
-    assert usage == TokenUsage(input=400, input_audio=600, output=200, output_audio=500)
+    assert usage == TokenUsage(
+        input=400, input_audio=600, output=200, output_audio=500
+    ).with_modalities(Modalities(audio_input=600, audio_output=500))
     assert (usage.input_total, usage.output_total) == (1000, 700)
 
 
@@ -113,7 +116,11 @@ def test_openai_chat_cached_audio_overlap_is_real_usage() -> None:
             "prompt_tokens_details": {"cached_tokens": 800, "audio_tokens": 600},
         }
     )
-    assert usage == TokenUsage(input_audio=200, cache_read=800, output=10)
+    # The reported breakdown keeps OpenAI's 600: upstream's audio.input_tokens includes any
+    # cached audio.
+    assert usage == TokenUsage(input_audio=200, cache_read=800, output=10).with_modalities(
+        Modalities(audio_input=600)
+    )
     assert usage.input_total == 1000
 
 
@@ -345,7 +352,9 @@ def test_gemini_sdk_like_object_with_enum_modalities() -> None:
         cache_tokens_details = None
         candidates_tokens_details = [Detail("TEXT", 200)]
 
-    assert from_gemini(Meta()) == TokenUsage(input=1000, input_audio=2000, output=200)
+    assert from_gemini(Meta()) == TokenUsage(
+        input=1000, input_audio=2000, output=200
+    ).with_modalities(Modalities(text_input=1000, audio_input=2000, text_output=200))
 
 
 def test_gemini_modalities_exclude_the_cached_part() -> None:
@@ -362,7 +371,11 @@ def test_gemini_modalities_exclude_the_cached_part() -> None:
             "cacheTokensDetails": [{"modality": "AUDIO", "tokenCount": 400}],
         }
     )
-    assert usage == TokenUsage(input=1000, input_audio=100, cache_read=400, output=50)
+    # Billing splits the cache off; the reported breakdown keeps it inside audio, as upstream
+    # counts it (audio.input_tokens 500, of which audio.cache_read.input_tokens 400).
+    assert usage == TokenUsage(
+        input=1000, input_audio=100, cache_read=400, output=50
+    ).with_modalities(Modalities(text_input=1000, audio_input=500, audio_cache_read=400))
 
 
 def test_gemini_image_output() -> None:
@@ -376,7 +389,10 @@ def test_gemini_image_output() -> None:
             ],
         }
     )
-    assert usage == TokenUsage(input=20, output=10, output_image=1290)
+    # No promptTokensDetails: no input modality is reported.
+    assert usage == TokenUsage(input=20, output=10, output_image=1290).with_modalities(
+        Modalities(text_output=10, image_output=1290)
+    )
 
 
 def test_gemini_cache_beyond_prompt_is_rejected() -> None:
@@ -674,6 +690,211 @@ def test_source_keyword_on_converters() -> None:
     assert from_openai_chat({"prompt_tokens": 5}, source="estimated").is_estimated
     assert from_anthropic({"input_tokens": 5}, source="estimated").is_estimated
     assert from_gemini({"promptTokenCount": 5}, source="estimated").is_estimated
+
+
+# ---------------------------------------------------------------------------------------
+# Per-modality counts (semantic-conventions-genai PR #440): reported, inclusive, overlapping
+# ---------------------------------------------------------------------------------------
+
+MODALITY_NAMES = {
+    sc.GEN_AI_USAGE_TEXT_INPUT_TOKENS,
+    sc.GEN_AI_USAGE_IMAGE_INPUT_TOKENS,
+    sc.GEN_AI_USAGE_AUDIO_INPUT_TOKENS,
+    sc.GEN_AI_USAGE_TEXT_CACHE_READ_INPUT_TOKENS,
+    sc.GEN_AI_USAGE_IMAGE_CACHE_READ_INPUT_TOKENS,
+    sc.GEN_AI_USAGE_AUDIO_CACHE_READ_INPUT_TOKENS,
+    sc.GEN_AI_USAGE_TEXT_OUTPUT_TOKENS,
+    sc.GEN_AI_USAGE_IMAGE_OUTPUT_TOKENS,
+    sc.GEN_AI_USAGE_AUDIO_OUTPUT_TOKENS,
+}
+
+
+def _modality_attributes(usage: TokenUsage) -> dict[str, int | str]:
+    return {k: v for k, v in usage.to_attributes().items() if k in MODALITY_NAMES}
+
+
+def test_modality_attributes_count_as_upstream_does() -> None:
+    # Upstream's own example (gen_ai.usage.input_tokens note): 100 text tokens, 40 of them
+    # cached, and 200 image tokens.
+    usage = from_gemini(
+        {
+            "promptTokenCount": 300,
+            "cachedContentTokenCount": 40,
+            "candidatesTokenCount": 50,
+            "promptTokensDetails": [
+                {"modality": "TEXT", "tokenCount": 100},
+                {"modality": "IMAGE", "tokenCount": 200},
+            ],
+            "cacheTokensDetails": [{"modality": "TEXT", "tokenCount": 40}],
+            "candidatesTokensDetails": [{"modality": "TEXT", "tokenCount": 50}],
+        }
+    )
+    attrs = usage.to_attributes()
+    assert attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] == 300
+    assert attrs[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] == 40
+    assert _modality_attributes(usage) == {
+        "gen_ai.usage.text.input_tokens": 100,
+        "gen_ai.usage.text.cache_read.input_tokens": 40,
+        "gen_ai.usage.image.input_tokens": 200,
+        "gen_ai.usage.text.output_tokens": 50,
+    }
+    # Billing is unchanged: the cache is split off whatever its modality.
+    assert dict(usage.buckets()) == {
+        "input": 60,
+        "input_image": 200,
+        "cache_read": 40,
+        "output": 50,
+    }
+    assert TokenUsage.from_attributes(attrs) == usage
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        from_openai_chat(CHAT),  # reports audio_tokens 0: a zero says nothing
+        from_openai_chat(CompletionUsage.model_validate(CHAT)),
+        from_openai_responses({"input_tokens": 10, "output_tokens": 5}),
+        from_anthropic(ANTHROPIC),
+        from_gemini({"promptTokenCount": 5, "candidatesTokenCount": 1}),
+        TokenUsage(input=5, input_audio=3, output_image=2),  # buckets alone are not a report
+    ],
+    ids=[
+        "openai-zeros",
+        "openai-sdk-zeros",
+        "responses",
+        "anthropic",
+        "gemini-no-details",
+        "buckets",
+    ],
+)
+def test_modality_attributes_only_for_what_the_provider_reported(usage: TokenUsage) -> None:
+    assert usage.modalities is None
+    assert not _modality_attributes(usage)
+
+
+def test_openai_modality_counts_are_copied_with_text_where_reported() -> None:
+    # gpt-4o-audio-preview also reports text_tokens; image_tokens 0 is not an attribute.
+    usage = from_openai_chat(
+        {
+            "prompt_tokens": 1000,
+            "completion_tokens": 700,
+            "prompt_tokens_details": {
+                "cached_tokens": 800,
+                "audio_tokens": 600,
+                "text_tokens": 400,
+                "image_tokens": 0,
+            },
+            "completion_tokens_details": {"audio_tokens": 500, "text_tokens": 200},
+        }
+    )
+    assert _modality_attributes(usage) == {
+        "gen_ai.usage.text.input_tokens": 400,
+        "gen_ai.usage.audio.input_tokens": 600,  # cached audio included, as upstream counts
+        "gen_ai.usage.text.output_tokens": 200,
+        "gen_ai.usage.audio.output_tokens": 500,
+    }
+    assert usage.input_audio == 200  # billing: only the uncached remainder can be audio
+
+
+def test_gemini_tool_use_prompt_without_details_leaves_input_modalities_unknown() -> None:
+    raw: dict[str, Any] = {
+        "promptTokenCount": 1000,
+        "toolUsePromptTokenCount": 300,
+        "candidatesTokenCount": 20,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 1000}],
+        "candidatesTokensDetails": [{"modality": "TEXT", "tokenCount": 20}],
+    }
+    # 1000 would be short of the text input: the 300 tool-use tokens have no modality.
+    assert _modality_attributes(from_gemini(raw)) == {sc.GEN_AI_USAGE_TEXT_OUTPUT_TOKENS: 20}
+    raw["toolUsePromptTokensDetails"] = [{"modality": "TEXT", "tokenCount": 300}]
+    assert _modality_attributes(from_gemini(raw)) == {
+        sc.GEN_AI_USAGE_TEXT_INPUT_TOKENS: 1300,
+        sc.GEN_AI_USAGE_TEXT_OUTPUT_TOKENS: 20,
+    }
+    assert from_gemini(raw).input_total == 1300
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {  # modality details add up to more than the prompt
+            "promptTokenCount": 100,
+            "promptTokensDetails": [
+                {"modality": "TEXT", "tokenCount": 80},
+                {"modality": "IMAGE", "tokenCount": 40},
+            ],
+        },
+        {  # more text read from the cache than text in the prompt
+            "promptTokenCount": 100,
+            "cachedContentTokenCount": 60,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 50}],
+            "cacheTokensDetails": [{"modality": "TEXT", "tokenCount": 60}],
+        },
+        {  # cache details beyond the cached count
+            "promptTokenCount": 100,
+            "cachedContentTokenCount": 10,
+            "cacheTokensDetails": [{"modality": "TEXT", "tokenCount": 20}],
+        },
+    ],
+    ids=["inputs-beyond-prompt", "text-cache-beyond-text", "cache-details-beyond-cache"],
+)
+def test_a_contradictory_breakdown_is_left_out_and_the_usage_kept(raw: dict[str, Any]) -> None:
+    usage = from_gemini(raw)
+    assert usage.modalities is None
+    assert not _modality_attributes(usage)
+    assert usage.input_total == 100
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        ({sc.GEN_AI_USAGE_TEXT_INPUT_TOKENS: 11}, "per-modality input counts add up to 11"),
+        (
+            {sc.GEN_AI_USAGE_TEXT_INPUT_TOKENS: 6, sc.GEN_AI_USAGE_AUDIO_INPUT_TOKENS: 5},
+            "per-modality input",
+        ),
+        ({sc.GEN_AI_USAGE_AUDIO_CACHE_READ_INPUT_TOKENS: 1}, "per-modality cache read"),
+        (
+            {
+                sc.GEN_AI_USAGE_TEXT_INPUT_TOKENS: 2,
+                sc.GEN_AI_USAGE_TEXT_CACHE_READ_INPUT_TOKENS: 3,
+            },
+            "text cache reads",
+        ),
+        ({sc.GEN_AI_USAGE_IMAGE_OUTPUT_TOKENS: 6}, "per-modality output"),
+        ({sc.GEN_AI_USAGE_TEXT_OUTPUT_TOKENS: -1}, "must not be negative"),
+    ],
+)
+def test_from_attributes_rejects_modality_counts_beyond_their_totals(
+    extra: dict[str, int], fragment: str
+) -> None:
+    attrs = TokenUsage(input=10, output=5).to_attributes()
+    with pytest.raises(InvalidUsageError, match=fragment):
+        TokenUsage.from_attributes({**attrs, **extra})
+
+
+def test_modalities_reject_bad_counts_and_types() -> None:
+    with pytest.raises(InvalidUsageError, match="must not be negative"):
+        Modalities(text_input=-1)
+    with pytest.raises(InvalidUsageError, match="must be an int"):
+        Modalities(audio_output=True)
+    with pytest.raises(InvalidUsageError, match="must be Modalities"):
+        TokenUsage(input=1).with_modalities({"text_input": 1})  # type: ignore[arg-type]
+    assert Modalities(text_input=0) == Modalities()  # a reported zero is no count
+    assert TokenUsage(input=1).with_modalities(Modalities()).modalities is None
+
+
+def test_modalities_survive_attributes_source_and_addition() -> None:
+    text = TokenUsage(input=10, output=5).with_modalities(Modalities(text_input=10, text_output=5))
+    audio = TokenUsage(input_audio=7, output=1).with_modalities(
+        Modalities(text_input=0, audio_input=7, text_output=1)
+    )
+    assert TokenUsage.from_attributes(text.to_attributes()) == text
+    assert text.with_source("estimated").modalities == text.modalities
+    # A sum keeps a count only where every part reported it.
+    assert (text + audio).modalities == Modalities(text_output=6)
+    assert (text + TokenUsage(input=1)).modalities is None
+    assert (text + text).modalities == Modalities(text_input=20, text_output=10)
 
 
 # ---------------------------------------------------------------------------------------
