@@ -927,6 +927,66 @@ def test_property_attributes_round_trip_losslessly(usage: TokenUsage) -> None:
     assert TokenUsage.from_attributes(attrs) == usage
 
 
+@st.composite
+def usages_with_modalities(draw: st.DrawFn) -> TokenUsage:
+    """A usage with a breakdown that fits its totals, some counts not reported."""
+    usage = draw(usages)
+
+    def parts(total: int) -> list[int | None]:
+        counts: list[int | None] = []
+        for _ in range(3):
+            count = draw(
+                st.none() | st.integers(min_value=0, max_value=min(total, MAX_TOKENS_PER_CALL))
+            )
+            counts.append(count)
+            total -= count or 0
+        return counts
+
+    inputs, outputs = parts(usage.input_total), parts(usage.output_total)
+    cache_left = usage.cache_read
+    cached: list[int | None] = []
+    for modality_input in inputs:
+        count = draw(
+            st.none() | st.integers(min_value=0, max_value=min(modality_input or 0, cache_left))
+        )
+        cached.append(count)
+        cache_left -= count or 0
+    return usage.with_modalities(
+        Modalities(
+            text_input=inputs[0],
+            image_input=inputs[1],
+            audio_input=inputs[2],
+            text_cache_read=cached[0],
+            image_cache_read=cached[1],
+            audio_cache_read=cached[2],
+            text_output=outputs[0],
+            image_output=outputs[1],
+            audio_output=outputs[2],
+        )
+    )
+
+
+@settings(max_examples=300)
+@given(usages_with_modalities())
+def test_property_modality_attributes_round_trip_and_fit_the_totals(usage: TokenUsage) -> None:
+    for latest_only in (False, True):
+        attrs = usage.to_attributes(latest_only=latest_only)
+        assert TokenUsage.from_attributes(attrs) == usage
+        assert TokenUsage.from_attributes({k: str(v) for k, v in attrs.items()}) == usage
+        modality = {k: int(v) for k, v in attrs.items() if k in MODALITY_NAMES}
+        assert all(v > 0 for v in modality.values())  # never a 0 for "not reported"
+        inputs = sum(
+            v
+            for k, v in modality.items()
+            if k.endswith(("text.input_tokens", "image.input_tokens", "audio.input_tokens"))
+        )
+        assert inputs <= usage.input_total
+        cached = sum(v for k, v in modality.items() if ".cache_read." in k)
+        assert cached <= usage.cache_read
+        outputs = sum(v for k, v in modality.items() if k.endswith(".output_tokens"))
+        assert outputs <= usage.output_total
+
+
 @settings(max_examples=300)
 @given(usages)
 def test_property_inclusive_totals_are_sums_of_buckets(usage: TokenUsage) -> None:
