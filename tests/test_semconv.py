@@ -49,6 +49,9 @@ DEFINED: dict[str, dict[str, Any]] = {
     a["id"]: a for g in GROUPS for a in g.get("attributes", ()) if "id" in a
 }
 REFS: set[str] = {a["ref"] for g in GROUPS for a in g.get("attributes", ()) if "ref" in a}
+DEPRECATED: dict[str, dict[str, Any]] = {
+    a["ref"]: a["deprecated"] for g in GROUPS for a in g.get("attributes", ()) if "deprecated" in a
+}
 METRICS: dict[str, dict[str, Any]] = {g["metric_name"]: g for g in GROUPS if g["type"] == "metric"}
 CONSTANTS: dict[str, str] = {
     name: value for name, value in vars(sc).items() if name.isupper() and isinstance(value, str)
@@ -123,6 +126,27 @@ def test_attributes_are_well_formed() -> None:
 def test_every_ref_resolves() -> None:
     upstream = {v for v in _attribute_constants().values() if not _ours(v)}
     assert REFS - set(DEFINED) <= upstream, "refs to names neither defined nor upstream"
+
+
+def test_deprecated_names_point_at_their_replacement() -> None:
+    # Upstream renames (semantic-conventions-genai PR #440): the old name stays ref'd, marked
+    # deprecated, while it is still emitted during the transition.
+    assert set(DEPRECATED) == {sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS}
+    cache_creation = DEPRECATED[sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS]
+    assert cache_creation["reason"] == "renamed"
+    assert cache_creation["renamed_to"] == sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS
+    code = set(_attribute_constants().values())
+    for name, deprecated in DEPRECATED.items():
+        assert name in code and deprecated["renamed_to"] in code
+        assert deprecated["renamed_to"] in REFS and deprecated["renamed_to"] not in DEPRECATED
+        assert "gen_ai_latest_experimental" in deprecated["note"], name
+
+
+def test_spec_documents_each_deprecated_name_and_when_it_goes() -> None:
+    spec = SPEC.read_text(encoding="utf-8")
+    assert "OTEL_SEMCONV_STABILITY_OPT_IN" in spec and "gen_ai_latest_experimental" in spec
+    for name, deprecated in DEPRECATED.items():
+        assert f"`{name}`" in spec and f"`{deprecated['renamed_to']}`" in spec
 
 
 # --- code -> standard ---------------------------------------------------------------------

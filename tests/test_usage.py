@@ -6,6 +6,10 @@ cases that cost real money when they are got wrong are named after the trap.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -19,12 +23,14 @@ from otel_tokens import semconv as sc
 from otel_tokens.usage import (
     MAX_TOKENS_PER_CALL,
     InvalidUsageError,
+    Modalities,
     TokenUsage,
     from_anthropic,
     from_gemini,
     from_openai_chat,
     from_openai_responses,
 )
+from otel_tokens.usage._stability import latest_only_from
 
 # ---------------------------------------------------------------------------------------
 # OpenAI Chat Completions
@@ -94,7 +100,9 @@ def test_openai_chat_audio_in_and_out() -> None:
             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 500},
         }
     )
-    assert usage == TokenUsage(input=400, input_audio=600, output=200, output_audio=500)
+    assert usage == TokenUsage(
+        input=400, input_audio=600, output=200, output_audio=500
+    ).with_modalities(Modalities(audio_input=600, audio_output=500))
     assert (usage.input_total, usage.output_total) == (1000, 700)
 
 
@@ -108,7 +116,11 @@ def test_openai_chat_cached_audio_overlap_is_real_usage() -> None:
             "prompt_tokens_details": {"cached_tokens": 800, "audio_tokens": 600},
         }
     )
-    assert usage == TokenUsage(input_audio=200, cache_read=800, output=10)
+    # The reported breakdown keeps OpenAI's 600: upstream's audio.input_tokens includes any
+    # cached audio.
+    assert usage == TokenUsage(input_audio=200, cache_read=800, output=10).with_modalities(
+        Modalities(audio_input=600)
+    )
     assert usage.input_total == 1000
 
 
@@ -340,7 +352,9 @@ def test_gemini_sdk_like_object_with_enum_modalities() -> None:
         cache_tokens_details = None
         candidates_tokens_details = [Detail("TEXT", 200)]
 
-    assert from_gemini(Meta()) == TokenUsage(input=1000, input_audio=2000, output=200)
+    assert from_gemini(Meta()) == TokenUsage(
+        input=1000, input_audio=2000, output=200
+    ).with_modalities(Modalities(text_input=1000, audio_input=2000, text_output=200))
 
 
 def test_gemini_modalities_exclude_the_cached_part() -> None:
@@ -357,7 +371,11 @@ def test_gemini_modalities_exclude_the_cached_part() -> None:
             "cacheTokensDetails": [{"modality": "AUDIO", "tokenCount": 400}],
         }
     )
-    assert usage == TokenUsage(input=1000, input_audio=100, cache_read=400, output=50)
+    # Billing splits the cache off; the reported breakdown keeps it inside audio, as upstream
+    # counts it (audio.input_tokens 500, of which audio.cache_read.input_tokens 400).
+    assert usage == TokenUsage(
+        input=1000, input_audio=100, cache_read=400, output=50
+    ).with_modalities(Modalities(text_input=1000, audio_input=500, audio_cache_read=400))
 
 
 def test_gemini_image_output() -> None:
@@ -371,7 +389,10 @@ def test_gemini_image_output() -> None:
             ],
         }
     )
-    assert usage == TokenUsage(input=20, output=10, output_image=1290)
+    # No promptTokensDetails: no input modality is reported.
+    assert usage == TokenUsage(input=20, output=10, output_image=1290).with_modalities(
+        Modalities(text_output=10, image_output=1290)
+    )
 
 
 def test_gemini_cache_beyond_prompt_is_rejected() -> None:
@@ -516,6 +537,63 @@ def test_to_attributes_has_inclusive_totals_and_disjoint_buckets() -> None:
     assert TokenUsage.from_attributes(attrs) == usage
 
 
+CACHE_WRITES = TokenUsage(input=12, cache_write_5m=1000, cache_write_1h=2000, output=250)
+
+
+def test_cache_writes_carry_the_renamed_attribute_and_by_default_the_deprecated_one() -> None:
+    # semantic-conventions-genai PR #440 renamed cache_creation to cache_write.
+    attrs = CACHE_WRITES.to_attributes(latest_only=False)
+    assert attrs["gen_ai.usage.cache_write.input_tokens"] == 3000
+    assert attrs[sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS] == 3000
+    assert attrs["gen_ai.usage.cache_creation.input_tokens"] == 3000
+    assert TokenUsage.from_attributes(attrs) == CACHE_WRITES
+
+
+def test_latest_conventions_leave_the_deprecated_name_out() -> None:
+    attrs = CACHE_WRITES.to_attributes(latest_only=True)
+    assert attrs[sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS] == 3000
+    assert sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS not in attrs
+    assert {**attrs, sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: 3000} == (
+        CACHE_WRITES.to_attributes(latest_only=False)
+    )
+    assert TokenUsage.from_attributes(attrs) == CACHE_WRITES
+
+
+@pytest.mark.parametrize(
+    ("value", "latest"),
+    [
+        (None, False),
+        ("", False),
+        ("gen_ai_latest_experimental", True),
+        ("http/dup, gen_ai_latest_experimental ", True),
+        ("http,database", False),
+        ("GEN_AI_LATEST_EXPERIMENTAL", False),  # upstream matches the token exactly
+        ("gen_ai_latest_experimental/dup", False),
+    ],
+)
+def test_semconv_stability_opt_in_values(value: str | None, latest: bool) -> None:
+    assert latest_only_from(value) is latest
+
+
+@pytest.mark.parametrize("value", [None, "http/dup, gen_ai_latest_experimental "])
+def test_semconv_stability_opt_in_is_read_from_the_environment(value: str | None) -> None:
+    # A fresh process: like upstream, the variable is read once per process.
+    env = {k: v for k, v in os.environ.items() if k != "OTEL_SEMCONV_STABILITY_OPT_IN"}
+    if value is not None:
+        env["OTEL_SEMCONV_STABILITY_OPT_IN"] = value
+    script = (
+        "import json\n"
+        "from otel_tokens.usage import TokenUsage\n"
+        "print(json.dumps(TokenUsage(input=1, cache_write_5m=2, output=3).to_attributes()))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    attrs = json.loads(done.stdout)
+    assert attrs[sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS] == 2
+    assert (sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS in attrs) is (value is None)
+
+
 def test_from_attributes_accepts_otlp_json_strings() -> None:
     attrs = TokenUsage(input=7, output=3, source="estimated").to_attributes()
     as_strings = {k: str(v) for k, v in attrs.items()}
@@ -615,6 +693,211 @@ def test_source_keyword_on_converters() -> None:
 
 
 # ---------------------------------------------------------------------------------------
+# Per-modality counts (semantic-conventions-genai PR #440): reported, inclusive, overlapping
+# ---------------------------------------------------------------------------------------
+
+MODALITY_NAMES = {
+    sc.GEN_AI_USAGE_TEXT_INPUT_TOKENS,
+    sc.GEN_AI_USAGE_IMAGE_INPUT_TOKENS,
+    sc.GEN_AI_USAGE_AUDIO_INPUT_TOKENS,
+    sc.GEN_AI_USAGE_TEXT_CACHE_READ_INPUT_TOKENS,
+    sc.GEN_AI_USAGE_IMAGE_CACHE_READ_INPUT_TOKENS,
+    sc.GEN_AI_USAGE_AUDIO_CACHE_READ_INPUT_TOKENS,
+    sc.GEN_AI_USAGE_TEXT_OUTPUT_TOKENS,
+    sc.GEN_AI_USAGE_IMAGE_OUTPUT_TOKENS,
+    sc.GEN_AI_USAGE_AUDIO_OUTPUT_TOKENS,
+}
+
+
+def _modality_attributes(usage: TokenUsage) -> dict[str, int | str]:
+    return {k: v for k, v in usage.to_attributes().items() if k in MODALITY_NAMES}
+
+
+def test_modality_attributes_count_as_upstream_does() -> None:
+    # Upstream's own example (gen_ai.usage.input_tokens note): 100 text tokens, 40 of them
+    # cached, and 200 image tokens.
+    usage = from_gemini(
+        {
+            "promptTokenCount": 300,
+            "cachedContentTokenCount": 40,
+            "candidatesTokenCount": 50,
+            "promptTokensDetails": [
+                {"modality": "TEXT", "tokenCount": 100},
+                {"modality": "IMAGE", "tokenCount": 200},
+            ],
+            "cacheTokensDetails": [{"modality": "TEXT", "tokenCount": 40}],
+            "candidatesTokensDetails": [{"modality": "TEXT", "tokenCount": 50}],
+        }
+    )
+    attrs = usage.to_attributes()
+    assert attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] == 300
+    assert attrs[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] == 40
+    assert _modality_attributes(usage) == {
+        "gen_ai.usage.text.input_tokens": 100,
+        "gen_ai.usage.text.cache_read.input_tokens": 40,
+        "gen_ai.usage.image.input_tokens": 200,
+        "gen_ai.usage.text.output_tokens": 50,
+    }
+    # Billing is unchanged: the cache is split off whatever its modality.
+    assert dict(usage.buckets()) == {
+        "input": 60,
+        "input_image": 200,
+        "cache_read": 40,
+        "output": 50,
+    }
+    assert TokenUsage.from_attributes(attrs) == usage
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        from_openai_chat(CHAT),  # reports audio_tokens 0: a zero says nothing
+        from_openai_chat(CompletionUsage.model_validate(CHAT)),
+        from_openai_responses({"input_tokens": 10, "output_tokens": 5}),
+        from_anthropic(ANTHROPIC),
+        from_gemini({"promptTokenCount": 5, "candidatesTokenCount": 1}),
+        TokenUsage(input=5, input_audio=3, output_image=2),  # buckets alone are not a report
+    ],
+    ids=[
+        "openai-zeros",
+        "openai-sdk-zeros",
+        "responses",
+        "anthropic",
+        "gemini-no-details",
+        "buckets",
+    ],
+)
+def test_modality_attributes_only_for_what_the_provider_reported(usage: TokenUsage) -> None:
+    assert usage.modalities is None
+    assert not _modality_attributes(usage)
+
+
+def test_openai_modality_counts_are_copied_with_text_where_reported() -> None:
+    # gpt-4o-audio-preview also reports text_tokens; image_tokens 0 is not an attribute.
+    usage = from_openai_chat(
+        {
+            "prompt_tokens": 1000,
+            "completion_tokens": 700,
+            "prompt_tokens_details": {
+                "cached_tokens": 800,
+                "audio_tokens": 600,
+                "text_tokens": 400,
+                "image_tokens": 0,
+            },
+            "completion_tokens_details": {"audio_tokens": 500, "text_tokens": 200},
+        }
+    )
+    assert _modality_attributes(usage) == {
+        "gen_ai.usage.text.input_tokens": 400,
+        "gen_ai.usage.audio.input_tokens": 600,  # cached audio included, as upstream counts
+        "gen_ai.usage.text.output_tokens": 200,
+        "gen_ai.usage.audio.output_tokens": 500,
+    }
+    assert usage.input_audio == 200  # billing: only the uncached remainder can be audio
+
+
+def test_gemini_tool_use_prompt_without_details_leaves_input_modalities_unknown() -> None:
+    raw: dict[str, Any] = {
+        "promptTokenCount": 1000,
+        "toolUsePromptTokenCount": 300,
+        "candidatesTokenCount": 20,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 1000}],
+        "candidatesTokensDetails": [{"modality": "TEXT", "tokenCount": 20}],
+    }
+    # 1000 would be short of the text input: the 300 tool-use tokens have no modality.
+    assert _modality_attributes(from_gemini(raw)) == {sc.GEN_AI_USAGE_TEXT_OUTPUT_TOKENS: 20}
+    raw["toolUsePromptTokensDetails"] = [{"modality": "TEXT", "tokenCount": 300}]
+    assert _modality_attributes(from_gemini(raw)) == {
+        sc.GEN_AI_USAGE_TEXT_INPUT_TOKENS: 1300,
+        sc.GEN_AI_USAGE_TEXT_OUTPUT_TOKENS: 20,
+    }
+    assert from_gemini(raw).input_total == 1300
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {  # modality details add up to more than the prompt
+            "promptTokenCount": 100,
+            "promptTokensDetails": [
+                {"modality": "TEXT", "tokenCount": 80},
+                {"modality": "IMAGE", "tokenCount": 40},
+            ],
+        },
+        {  # more text read from the cache than text in the prompt
+            "promptTokenCount": 100,
+            "cachedContentTokenCount": 60,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 50}],
+            "cacheTokensDetails": [{"modality": "TEXT", "tokenCount": 60}],
+        },
+        {  # cache details beyond the cached count
+            "promptTokenCount": 100,
+            "cachedContentTokenCount": 10,
+            "cacheTokensDetails": [{"modality": "TEXT", "tokenCount": 20}],
+        },
+    ],
+    ids=["inputs-beyond-prompt", "text-cache-beyond-text", "cache-details-beyond-cache"],
+)
+def test_a_contradictory_breakdown_is_left_out_and_the_usage_kept(raw: dict[str, Any]) -> None:
+    usage = from_gemini(raw)
+    assert usage.modalities is None
+    assert not _modality_attributes(usage)
+    assert usage.input_total == 100
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        ({sc.GEN_AI_USAGE_TEXT_INPUT_TOKENS: 11}, "per-modality input counts add up to 11"),
+        (
+            {sc.GEN_AI_USAGE_TEXT_INPUT_TOKENS: 6, sc.GEN_AI_USAGE_AUDIO_INPUT_TOKENS: 5},
+            "per-modality input",
+        ),
+        ({sc.GEN_AI_USAGE_AUDIO_CACHE_READ_INPUT_TOKENS: 1}, "per-modality cache read"),
+        (
+            {
+                sc.GEN_AI_USAGE_TEXT_INPUT_TOKENS: 2,
+                sc.GEN_AI_USAGE_TEXT_CACHE_READ_INPUT_TOKENS: 3,
+            },
+            "text cache reads",
+        ),
+        ({sc.GEN_AI_USAGE_IMAGE_OUTPUT_TOKENS: 6}, "per-modality output"),
+        ({sc.GEN_AI_USAGE_TEXT_OUTPUT_TOKENS: -1}, "must not be negative"),
+    ],
+)
+def test_from_attributes_rejects_modality_counts_beyond_their_totals(
+    extra: dict[str, int], fragment: str
+) -> None:
+    attrs = TokenUsage(input=10, output=5).to_attributes()
+    with pytest.raises(InvalidUsageError, match=fragment):
+        TokenUsage.from_attributes({**attrs, **extra})
+
+
+def test_modalities_reject_bad_counts_and_types() -> None:
+    with pytest.raises(InvalidUsageError, match="must not be negative"):
+        Modalities(text_input=-1)
+    with pytest.raises(InvalidUsageError, match="must be an int"):
+        Modalities(audio_output=True)
+    with pytest.raises(InvalidUsageError, match="must be Modalities"):
+        TokenUsage(input=1).with_modalities({"text_input": 1})  # type: ignore[arg-type]
+    assert Modalities(text_input=0) == Modalities()  # a reported zero is no count
+    assert TokenUsage(input=1).with_modalities(Modalities()).modalities is None
+
+
+def test_modalities_survive_attributes_source_and_addition() -> None:
+    text = TokenUsage(input=10, output=5).with_modalities(Modalities(text_input=10, text_output=5))
+    audio = TokenUsage(input_audio=7, output=1).with_modalities(
+        Modalities(text_input=0, audio_input=7, text_output=1)
+    )
+    assert TokenUsage.from_attributes(text.to_attributes()) == text
+    assert text.with_source("estimated").modalities == text.modalities
+    # A sum keeps a count only where every part reported it.
+    assert (text + audio).modalities == Modalities(text_output=6)
+    assert (text + TokenUsage(input=1)).modalities is None
+    assert (text + text).modalities == Modalities(text_input=20, text_output=10)
+
+
+# ---------------------------------------------------------------------------------------
 # Properties
 # ---------------------------------------------------------------------------------------
 
@@ -642,6 +925,66 @@ def test_property_attributes_round_trip_losslessly(usage: TokenUsage) -> None:
     attrs = usage.to_attributes()
     assert all(isinstance(v, (int, str)) and not isinstance(v, bool) for v in attrs.values())
     assert TokenUsage.from_attributes(attrs) == usage
+
+
+@st.composite
+def usages_with_modalities(draw: st.DrawFn) -> TokenUsage:
+    """A usage with a breakdown that fits its totals, some counts not reported."""
+    usage = draw(usages)
+
+    def parts(total: int) -> list[int | None]:
+        counts: list[int | None] = []
+        for _ in range(3):
+            count = draw(
+                st.none() | st.integers(min_value=0, max_value=min(total, MAX_TOKENS_PER_CALL))
+            )
+            counts.append(count)
+            total -= count or 0
+        return counts
+
+    inputs, outputs = parts(usage.input_total), parts(usage.output_total)
+    cache_left = usage.cache_read
+    cached: list[int | None] = []
+    for modality_input in inputs:
+        count = draw(
+            st.none() | st.integers(min_value=0, max_value=min(modality_input or 0, cache_left))
+        )
+        cached.append(count)
+        cache_left -= count or 0
+    return usage.with_modalities(
+        Modalities(
+            text_input=inputs[0],
+            image_input=inputs[1],
+            audio_input=inputs[2],
+            text_cache_read=cached[0],
+            image_cache_read=cached[1],
+            audio_cache_read=cached[2],
+            text_output=outputs[0],
+            image_output=outputs[1],
+            audio_output=outputs[2],
+        )
+    )
+
+
+@settings(max_examples=300)
+@given(usages_with_modalities())
+def test_property_modality_attributes_round_trip_and_fit_the_totals(usage: TokenUsage) -> None:
+    for latest_only in (False, True):
+        attrs = usage.to_attributes(latest_only=latest_only)
+        assert TokenUsage.from_attributes(attrs) == usage
+        assert TokenUsage.from_attributes({k: str(v) for k, v in attrs.items()}) == usage
+        modality = {k: int(v) for k, v in attrs.items() if k in MODALITY_NAMES}
+        assert all(v > 0 for v in modality.values())  # never a 0 for "not reported"
+        inputs = sum(
+            v
+            for k, v in modality.items()
+            if k.endswith(("text.input_tokens", "image.input_tokens", "audio.input_tokens"))
+        )
+        assert inputs <= usage.input_total
+        cached = sum(v for k, v in modality.items() if ".cache_read." in k)
+        assert cached <= usage.cache_read
+        outputs = sum(v for k, v in modality.items() if k.endswith(".output_tokens"))
+        assert outputs <= usage.output_total
 
 
 @settings(max_examples=300)

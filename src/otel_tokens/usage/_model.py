@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from .. import semconv as sc
+from . import _stability
+from ._counts import InvalidUsageError, attribute_int, check_count
+from ._modality import Modalities
 
 UsageSource = Literal["provider", "estimated"]
-
-# A single call reporting more than this in one bucket is a bug upstream, not usage.
-MAX_TOKENS_PER_CALL = 1_000_000_000
-
-
-class InvalidUsageError(ValueError):
-    """Raised for usage that cannot be real: negative counts, cache larger than input, ..."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +22,8 @@ class TokenUsage:
     fields, so the fields add up to everything billed. ``input`` is uncached input that is
     not audio or image; ``output`` is output that is not reasoning, audio or image.
     ``input_total`` and ``output_total`` give the GenAI semantic conventions' inclusive
-    totals.
+    totals. ``modalities`` is the provider's own per-modality breakdown, when it reported
+    one: not billing, overlapping, checked against the totals (see `Modalities`).
     """
 
     input: int = 0
@@ -41,6 +38,9 @@ class TokenUsage:
     reasoning: int = 0
     web_search_requests: int = 0
     source: UsageSource = "provider"
+    # Set by with_modalities(), not by __init__: TokenUsage(**{bucket: count}) stays a call
+    # with int counts only.
+    modalities: Modalities | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         for name in _COUNT_FIELDS:
@@ -57,6 +57,36 @@ class TokenUsage:
             raise InvalidUsageError(
                 f"source must be 'provider' or 'estimated', got {self.source!r}"
             )
+
+    def with_modalities(self, modalities: Modalities | None) -> TokenUsage:
+        """This usage with the provider's per-modality breakdown (``None``: none reported)."""
+        if modalities is None and self.modalities is None:
+            return self  # frozen: nothing to copy
+        usage = replace(self)  # with no breakdown: `modalities` is not an __init__ argument
+        if modalities is not None:
+            usage._attach(modalities)
+        return usage
+
+    def _attach(self, modalities: Modalities) -> None:
+        """Set the breakdown of a usage just built, before anyone holds it (frozen after)."""
+        self._check_modalities(modalities)
+        object.__setattr__(self, "modalities", modalities.or_none())
+
+    def _check_modalities(self, modalities: Modalities) -> None:
+        if not isinstance(modalities, Modalities):
+            raise InvalidUsageError(
+                f"modalities must be Modalities, got {type(modalities).__name__}"
+            )
+        for what, part, total in (
+            ("input", modalities.input_sum(), self.input_total),
+            ("cache read", modalities.cache_read_sum(), self.cache_read),
+            ("output", modalities.output_sum(), self.output_total),
+        ):
+            if part > total:
+                raise InvalidUsageError(
+                    f"the per-modality {what} counts add up to {part}, more than the {what} "
+                    f"total ({total}) that includes them"
+                )
 
     # --- inclusive totals, as the GenAI semantic conventions count them -----------------
     @property
@@ -97,31 +127,37 @@ class TokenUsage:
     def __add__(self, other: object) -> TokenUsage:
         if not isinstance(other, TokenUsage):
             return NotImplemented
-        values = {
-            f.name: getattr(self, f.name) + getattr(other, f.name)
-            for f in fields(self)
-            if f.name != "source"
-        }
+        values = {name: getattr(self, name) + getattr(other, name) for name in _COUNT_FIELDS}
         source: UsageSource = "estimated" if self.is_estimated or other.is_estimated else "provider"
-        return TokenUsage(**values, source=source)
+        modalities = None  # a breakdown only where both parts have one
+        if self.modalities is not None and other.modalities is not None:
+            modalities = (self.modalities + other.modalities).or_none()
+        return TokenUsage(**values, source=source).with_modalities(modalities)
 
     def with_source(self, source: UsageSource) -> TokenUsage:
-        return replace(self, source=source)
+        return replace(self, source=source).with_modalities(self.modalities)
 
     # --- semantic-convention attributes ------------------------------------------------
-    def to_attributes(self) -> dict[str, int | str]:
+    def to_attributes(self, *, latest_only: bool | None = None) -> dict[str, int | str]:
         """Span attributes: upstream inclusive totals plus our disjoint buckets.
 
         The disjoint buckets make the conversion lossless; ``from_attributes`` inverts it.
+        Deprecated upstream names are emitted beside their replacements unless
+        ``latest_only`` (default: ``OTEL_SEMCONV_STABILITY_OPT_IN`` lists
+        ``gen_ai_latest_experimental``).
         """
         attrs: dict[str, int | str] = {
             sc.GEN_AI_USAGE_INPUT_TOKENS: self.input_total,
             sc.GEN_AI_USAGE_OUTPUT_TOKENS: self.output_total,
             sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: self.cache_read,
-            sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: self.cache_write,
+            sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: self.cache_write,
             sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: self.reasoning,
             sc.BILLING_USAGE_SOURCE: self.source,
         }
+        if not (_stability.latest_only() if latest_only is None else latest_only):
+            attrs[sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = self.cache_write
+        if self.modalities is not None:
+            attrs.update(self.modalities.to_attributes())
         for name, value in self.buckets():
             attrs[sc.BILLING_USAGE_PREFIX + name] = value
         return attrs
@@ -133,14 +169,14 @@ class TokenUsage:
         for name in (*sc.TOKEN_BUCKETS, sc.BUCKET_WEB_SEARCH):
             key = sc.BILLING_USAGE_PREFIX + name
             field_name = "web_search_requests" if name == sc.BUCKET_WEB_SEARCH else name
-            values[field_name] = _attribute_int(key, attrs.get(key, 0))
+            values[field_name] = attribute_int(key, attrs.get(key, 0))
         source = attrs.get(sc.BILLING_USAGE_SOURCE, sc.USAGE_SOURCE_PROVIDER)
-        usage = cls(**values, source=source)
+        usage = cls(**values, source=source).with_modalities(Modalities.from_attributes(attrs))
         declared_in = attrs.get(sc.GEN_AI_USAGE_INPUT_TOKENS)
         declared_out = attrs.get(sc.GEN_AI_USAGE_OUTPUT_TOKENS)
         if (
             declared_in is not None
-            and _attribute_int(sc.GEN_AI_USAGE_INPUT_TOKENS, declared_in) != usage.input_total
+            and attribute_int(sc.GEN_AI_USAGE_INPUT_TOKENS, declared_in) != usage.input_total
         ):
             raise InvalidUsageError(
                 f"{sc.GEN_AI_USAGE_INPUT_TOKENS}={declared_in} disagrees with the buckets "
@@ -148,7 +184,7 @@ class TokenUsage:
             )
         if (
             declared_out is not None
-            and _attribute_int(sc.GEN_AI_USAGE_OUTPUT_TOKENS, declared_out) != usage.output_total
+            and attribute_int(sc.GEN_AI_USAGE_OUTPUT_TOKENS, declared_out) != usage.output_total
         ):
             raise InvalidUsageError(
                 f"{sc.GEN_AI_USAGE_OUTPUT_TOKENS}={declared_out} disagrees with the buckets "
@@ -178,7 +214,7 @@ class TokenUsage:
             ("cache_write_1h", cache_write_1h),
             ("reasoning", reasoning),
         ):
-            _check_count(name, value)
+            check_count(name, value)
         cached = cache_read + cache_write_5m + cache_write_1h
         if cached > input_total:
             raise InvalidUsageError(
@@ -202,27 +238,4 @@ class TokenUsage:
         )
 
 
-_COUNT_FIELDS = tuple(f.name for f in fields(TokenUsage) if f.name != "source")
-
-
-def _check_count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidUsageError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < 0:
-        raise InvalidUsageError(f"{name} must not be negative, got {value}")
-    if value > MAX_TOKENS_PER_CALL:
-        raise InvalidUsageError(
-            f"{name}={value} is more than any single call can use ({MAX_TOKENS_PER_CALL})"
-        )
-    return value
-
-
-def _attribute_int(key: str, raw: object) -> int:
-    """An int attribute value; OTLP/JSON sends int64 as a string. Never truncates."""
-    if isinstance(raw, str) and raw.strip().isdigit():
-        return int(raw)
-    if isinstance(raw, float) and raw.is_integer():
-        return int(raw)
-    if isinstance(raw, bool) or not isinstance(raw, int):
-        raise InvalidUsageError(f"{key} must be a whole number, got {raw!r}")
-    return raw
+_COUNT_FIELDS = tuple(f.name for f in fields(TokenUsage) if f.name not in ("source", "modalities"))

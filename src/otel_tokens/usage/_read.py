@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ._model import MAX_TOKENS_PER_CALL, InvalidUsageError, _check_count
+from ._counts import MAX_TOKENS_PER_CALL, InvalidUsageError, check_count
 
 _MISSING = object()
 # Classes that are pydantic models (the SDKs' response types), found once per class.
@@ -65,7 +65,17 @@ def count(obj: Any, *path: str) -> int:
         value = int(value)  # Gemini's REST API sends int64 as JSON strings
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidUsageError(f"{name} must be a whole number, got {value!r}")
-    return _check_count(name, value)
+    return check_count(name, value)
+
+
+def reported(obj: Any, *path: str) -> int | None:
+    """A count at ``path`` if the provider reported one (0 included), else ``None``."""
+    value = field(obj, *path)
+    if value is None:
+        return None
+    if type(value) is int and 0 <= value <= MAX_TOKENS_PER_CALL:  # the usual case, fast
+        return value
+    return count(obj, *path)  # validates, with the clear error
 
 
 def require_mapping_like(obj: Any, what: str) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._model import InvalidUsageError, TokenUsage, UsageSource
+from ._counts import InvalidUsageError
+from ._model import TokenUsage, UsageSource
 from ._read import count, field, require_mapping_like
 
 

@@ -4,14 +4,18 @@ The known trap: ``prompt_tokens`` / ``input_tokens`` *include* ``cached_tokens``
 and ``cache_write_tokens`` (cache writes, billed above the input rate by the models that
 charge for them), and ``completion_tokens`` / ``output_tokens`` *include* reasoning and audio
 tokens. The modality counts (``audio_tokens``, ``image_tokens``) may overlap the cached ones.
+They, and ``text_tokens`` where a model reports it, are also the provider's per-modality
+breakdown (`Modalities`), copied as reported.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ._model import InvalidUsageError, TokenUsage, UsageSource
-from ._read import count, require_mapping_like
+from ._counts import InvalidUsageError
+from ._modality import with_reported
+from ._model import TokenUsage, UsageSource
+from ._read import count, reported, require_mapping_like
 
 
 def from_openai_chat(usage: Any, *, source: UsageSource = "provider") -> TokenUsage:
@@ -20,47 +24,46 @@ def from_openai_chat(usage: Any, *, source: UsageSource = "provider") -> TokenUs
     Also right for legacy completions and embeddings, which report ``prompt_tokens`` only.
     """
     require_mapping_like(usage, "OpenAI chat")
-    prompt = count(usage, "prompt_tokens")
-    completion = count(usage, "completion_tokens")
-    cached = count(usage, "prompt_tokens_details", "cached_tokens")
-    cache_write = count(usage, "prompt_tokens_details", "cache_write_tokens")
-    audio_in = count(usage, "prompt_tokens_details", "audio_tokens")
-    image_in = count(usage, "prompt_tokens_details", "image_tokens")
-    reasoning = count(usage, "completion_tokens_details", "reasoning_tokens")
-    audio_out = count(usage, "completion_tokens_details", "audio_tokens")
-    image_out = count(usage, "completion_tokens_details", "image_tokens")
-    return _split(
-        "prompt_tokens",
-        prompt,
-        cached,
-        cache_write,
-        audio_in,
-        image_in,
-        "completion_tokens",
-        completion,
-        reasoning,
-        audio_out,
-        image_out,
-        source,
-    )
+    return _convert(usage, "prompt_tokens", "completion_tokens", source)
 
 
 def from_openai_responses(usage: Any, *, source: UsageSource = "provider") -> TokenUsage:
     """Convert a Responses API ``usage`` object (or dict)."""
     require_mapping_like(usage, "OpenAI responses")
-    return _split(
-        "input_tokens",
-        count(usage, "input_tokens"),
-        count(usage, "input_tokens_details", "cached_tokens"),
-        count(usage, "input_tokens_details", "cache_write_tokens"),
-        count(usage, "input_tokens_details", "audio_tokens"),
-        count(usage, "input_tokens_details", "image_tokens"),
-        "output_tokens",
-        count(usage, "output_tokens"),
-        count(usage, "output_tokens_details", "reasoning_tokens"),
-        count(usage, "output_tokens_details", "audio_tokens"),
-        count(usage, "output_tokens_details", "image_tokens"),
+    return _convert(usage, "input_tokens", "output_tokens", source)
+
+
+def _convert(usage: Any, in_name: str, out_name: str, source: UsageSource) -> TokenUsage:
+    """Both shapes: ``<in_name>`` with ``<in_name>_details``, the same for the output."""
+    in_details, out_details = f"{in_name}_details", f"{out_name}_details"
+    audio_in = reported(usage, in_details, "audio_tokens")
+    image_in = reported(usage, in_details, "image_tokens")
+    audio_out = reported(usage, out_details, "audio_tokens")
+    image_out = reported(usage, out_details, "image_tokens")
+    split = _split(
+        in_name,
+        count(usage, in_name),
+        count(usage, in_details, "cached_tokens"),
+        count(usage, in_details, "cache_write_tokens"),
+        audio_in or 0,
+        image_in or 0,
+        out_name,
+        count(usage, out_name),
+        count(usage, out_details, "reasoning_tokens"),
+        audio_out or 0,
+        image_out or 0,
         source,
+    )
+    # OpenAI reports no per-modality cache reads in these shapes; its modality counts
+    # include the cached tokens, as upstream's <modality>.input_tokens do.
+    return with_reported(
+        split,
+        text_input=reported(usage, in_details, "text_tokens"),
+        image_input=image_in,
+        audio_input=audio_in,
+        text_output=reported(usage, out_details, "text_tokens"),
+        image_output=image_out,
+        audio_output=audio_out,
     )
 
 
