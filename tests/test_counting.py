@@ -110,6 +110,19 @@ def test_bundled_encodings_equal_tiktokens_own(encoding: str) -> None:
     assert ours.encode_ordinary(text) == theirs.encode_ordinary(text)
 
 
+def test_text_that_looks_like_a_special_token_is_counted_as_text() -> None:
+    """A user's message containing "<|endoftext|>" is billed as plain text; counting it
+    used to raise (tiktoken's encode refuses special tokens), losing the estimate."""
+    import tiktoken
+
+    text = "ends with <|endoftext|> and <|endofprompt|>"
+    expected = len(tiktoken.get_encoding("o200k_base").encode_ordinary(text))
+    assert counting.count_text(text, "gpt-4o") == expected
+    assert counting.count_messages([{"role": "user", "content": text}], "gpt-4o") == (
+        3 + 3 + 1 + expected
+    )
+
+
 def test_a_damaged_encoding_is_reported_not_guessed_silently(tmp_path: Path) -> None:
     """An install whose encoding file is damaged still counts (the call is not lost), but
     logs an error naming the encoding and `counts_exactly` says the count is a guess."""

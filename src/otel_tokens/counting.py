@@ -117,8 +117,13 @@ def count_text(text: str, model: str | None = None) -> int:
     encoder = encoder_for(model)
     if encoder is None:
         return max(1, (len(text) + 3) // 4)
+    # tiktoken: encode_ordinary, because a provider bills text that looks like a special
+    # token ("<|endoftext|>" in a user's message) as plain text, and encode() raises on it.
+    ordinary = getattr(encoder, "encode_ordinary", None)
+    if ordinary is not None:
+        return len(ordinary(text))
     encoded = encoder.encode(text)
-    ids = getattr(encoded, "ids", encoded)  # tokenizers returns an Encoding, tiktoken a list
+    ids = getattr(encoded, "ids", encoded)  # tokenizers returns an Encoding
     return len(ids)
 
 
