@@ -48,6 +48,7 @@ from otel_tokens.budgets import (
     TopUp,
     budget_status,
     budgets_from_config,
+    expect,
     load_budgets,
     open_store,
     scope_values,
@@ -452,6 +453,65 @@ def test_enforce_raises_before_the_call_with_a_clear_message() -> None:
         "and 200 tokens remain"
     )
     assert used(m, b) == 800  # nothing was reserved by the refused call
+
+
+# --- a block of calls: budgets.expect -------------------------------------------------------
+def test_a_block_its_budget_cannot_pay_for_is_refused_at_its_first_call() -> None:
+    """A workflow of three calls whose pool can pay for its first call but not for all of
+    them used to send and bill the first call, then be refused at a later one."""
+    b = tokens("globex-prepaid", limit=800)
+    m = manager(b)
+    call(m, TokenUsage(input=300, output=108), n_in=300, max_out=200)  # 392 left
+    with expect(tokens=1_360), pytest.raises(BudgetExceeded) as info:
+        preflight(m, n_in=33, max_out=200)  # would fit alone (233 <= 392)
+    assert (info.value.needed, info.value.available) == (1_360, 392)
+    assert str(info.value) == (
+        "budget 'globex-prepaid' would be exceeded: the calls of this block may use up to "
+        "1,360 tokens and 392 tokens remain"
+    )
+    assert used(m, b) == 408  # nothing reserved, nothing sent
+
+
+def test_a_block_that_fits_reserves_its_maximum_at_the_first_call_only() -> None:
+    b = tokens(limit=2_000)
+    m = manager(b)
+    with expect(tokens=1_000):
+        first = preflight(m, n_in=20, max_out=200)
+        assert first is not None and first.plan == [[1_000]]  # the block's maximum, held
+        settle(first, TokenUsage(input=20, output=150))
+        assert used(m, b) == 170  # settled to the real usage
+        second = preflight(m, n_in=400, max_out=400)
+        assert second is not None and second.plan == [[800]]  # its own maximum
+        settle(second, TokenUsage(input=400, output=300))
+    assert used(m, b) == 870
+    outside = preflight(m, n_in=10, max_out=10)
+    assert outside is not None and outside.plan == [[20]]
+
+
+def test_a_block_larger_than_its_first_call_only_where_it_declares_a_maximum() -> None:
+    """``tokens`` bounds token budgets, ``cost`` currency budgets (in their currency); a
+    call's own larger maximum still wins."""
+    tok = tokens("tok", limit=10_000)
+    usd = Budget("usd", limit=D("1"), unit="USD", mode="enforce")
+    m = manager(tok, usd)
+    own = _nano(price(TokenUsage(input=100, output=100)).total or D(0))
+    with expect(tokens=50):
+        r = preflight(m, n_in=100, max_out=100)
+    assert r is not None and r.plan == [[200], [own]]
+    settle(r, None)
+    with expect(cost="0.25"):
+        r = preflight(m, n_in=100, max_out=100)
+    assert r is not None and r.plan == [[200], [250_000_000]]
+    settle(r, None)
+    with expect(tokens=20_000, cost="0.25"), pytest.raises(BudgetExceeded) as info:
+        preflight(m, n_in=100, max_out=100)
+    assert info.value.budget == "tok"
+
+
+def test_expect_checks_its_arguments() -> None:
+    for bad in ({"tokens": -1}, {"tokens": 1.5}, {"cost": "NaN"}, {"cost": "-0.01"}):
+        with pytest.raises(ValueError):
+            expect(**bad)  # type: ignore[arg-type]
 
 
 def test_enforce_uses_the_default_max_output_when_the_request_sets_none() -> None:

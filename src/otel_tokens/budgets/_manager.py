@@ -15,6 +15,7 @@ from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation, g
 from .. import semconv as sc
 from ..pricing import Catalog, PriceResult, default_catalog
 from ..usage import TokenUsage
+from ._expect import current_block
 from ._model import NANO, THRESHOLDS, Budget, BudgetExceeded, BudgetUnavailable, load_budgets
 from ._store import Draw, Shortfall, Store, StoreError, open_store
 
@@ -169,19 +170,28 @@ class BudgetManager:
             n_out = (
                 self.default_max_output_tokens if max_output_tokens is None else max_output_tokens
             )
-            draws, which = [], []
+            # The first call of an `expect` block is checked for the whole block.
+            block = current_block()
+            whole = block is not None and block.claim()
+            draws, which, for_block = [], [], []
             for i, budget in enumerate(budgets):
                 if budget.mode != "enforce":
                     continue
                 amount = self._estimate(budget, provider, model, n_in, n_out, now)
-                draws.append(Draw(accounts[i], amount))
+                declared = block.units(budget) if whole and block is not None else 0
+                draws.append(Draw(accounts[i], max(amount, declared)))
                 which.append(i)
+                for_block.append(declared > amount)
             try:
                 taken = self.store.reserve(draws)
             except Shortfall as short:
                 budget = budgets[which[short.index]]
                 raise BudgetExceeded(
-                    budget.name, draws[short.index].amount, short.available, budget.unit
+                    budget.name,
+                    draws[short.index].amount,
+                    short.available,
+                    budget.unit,
+                    what="the calls of this block" if for_block[short.index] else "this call",
                 ) from None
             except StoreError as exc:
                 self._store_down(enforce, exc)
