@@ -12,6 +12,7 @@ output 0.6), so 1000 input + 500 output tokens cost exactly 0.00045 USD.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import multiprocessing
@@ -1443,3 +1444,104 @@ def test_cli_budgets_command_line(tmp_path: Path, ledger_file: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert {r.pop("budget"): r for r in json.loads(done.stdout)} == EXPECTED
+
+
+# --- balances start from the ledger -------------------------------------------------------------
+def _ledger_budgets(tmp_path: Path, name: str) -> Budget:
+    (budget,) = [b for b in load_budgets(_report_budgets(tmp_path)) if b.name == name]
+    return dataclasses.replace(budget, mode="enforce")
+
+
+def test_a_new_process_starts_a_pool_from_the_ledger(tmp_path: Path, ledger_file: Path) -> None:
+    """A new memory store (each new process) used to hold every pool full again, so calls
+    the pool could not pay for any more were sent ("816 used of 800")."""
+    pool_budget = _ledger_budgets(tmp_path, "globex-pool")
+    m = manager(pool_budget, ledger=f"sqlite:///{ledger_file}")
+    # The ledger: 400 then 600 tokens, drawn on the 700 top-up (expired now) first: 300 of
+    # the 5,000 top-up are used, 4,700 remain.
+    with pytest.raises(BudgetExceeded) as info:
+        preflight(m, n_in=4_000, max_out=701, tenant="globex")
+    assert info.value.available == 4_700
+    assert remaining(m, pool_budget) == 4_700
+    reservation = preflight(m, n_in=4_000, max_out=700, tenant="globex")
+    assert reservation is not None and reservation.plan == [[4_700]]
+
+
+def test_a_period_budget_starts_from_the_ledger_and_a_held_account_is_kept(
+    tmp_path: Path, ledger_file: Path
+) -> None:
+    monthly = tokens("acme-tokens", limit=20_000, scope={"tenant": "acme"})
+    url = f"sqlite:///{ledger_file}"
+    m = manager(monthly, ledger=url)
+    with pytest.raises(BudgetExceeded) as info:  # the ledger: 14,000 of November's tokens
+        preflight(m, n_in=5_000, max_out=1_001)
+    assert info.value.available == 6_000
+    # A store that already holds the account (another process's Redis, this process) is
+    # the live balance: the ledger, which lags it, never overwrites it.
+    store = MemoryStore()
+    store.add([("acme-tokens:2026-11", 100)])
+    held = manager(monthly, store=store, ledger=url)
+    assert preflight(held, n_in=10_000, max_out=9_900) is not None
+    assert store.used(["acme-tokens:2026-11"]) == [20_000]
+
+
+def test_currency_budgets_start_from_the_ledger_in_nano_units(
+    tmp_path: Path, ledger_file: Path
+) -> None:
+    usd = _ledger_budgets(tmp_path, "acme-usd")
+    m = manager(usd, ledger=f"sqlite:///{ledger_file}")
+    assert used(m, usd) == 0  # nothing read before the first call
+    with pytest.raises(BudgetExceeded):
+        preflight(m, n_in=1, max_out=1)
+    assert used(m, usd) == _nano(D("0.03135"))  # billed USD in November, exactly
+
+
+def test_a_new_redis_starts_from_the_ledger(
+    tmp_path: Path, ledger_file: Path, redis_prefix: str
+) -> None:
+    pool_budget = _ledger_budgets(tmp_path, "globex-pool")
+    first = manager(
+        pool_budget,
+        store=RedisStore(REDIS_URL, prefix=redis_prefix),
+        ledger=f"sqlite:///{ledger_file}",
+    )
+    settle(preflight(first, n_in=100, max_out=0, tenant="globex"), TokenUsage(input=100))
+    assert remaining(first, pool_budget) == 4_600
+    # A second process on the same Redis: the store holds the account, the ledger (which
+    # does not have the 100 yet) changes nothing.
+    second = manager(
+        pool_budget,
+        store=RedisStore(REDIS_URL, prefix=redis_prefix),
+        ledger=f"sqlite:///{ledger_file}",
+    )
+    assert preflight(second, n_in=1, max_out=0, tenant="globex") is not None
+    assert remaining(second, pool_budget) == 4_599
+
+
+def test_an_unreadable_ledger_is_logged_and_budgets_count_from_the_store(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    not_a_db = tmp_path / "ledger.db"
+    not_a_db.write_text("not sqlite")
+    m = manager(tokens(limit=1_000), ledger=f"sqlite:///{not_a_db}")
+    with caplog.at_level(logging.WARNING, logger="otel_tokens.budgets"):
+        assert preflight(m, n_in=10, max_out=10) is not None
+        assert preflight(m, n_in=10, max_out=10) is not None
+    assert caplog.text.count("cannot read the ledger") == 1
+
+
+def test_manager_from_env_reads_the_ledger_of_otel_tokens_ledger(
+    tmp_path: Path, ledger_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "b.yaml"
+    config.write_text(
+        "budgets:\n  - {name: acme-tokens, scope: {tenant: acme}, limit: 20000, unit: tokens,"
+        " mode: enforce}\n"
+    )
+    monkeypatch.setenv(ENV_BUDGETS, str(config))
+    monkeypatch.delenv(ENV_BUDGET_STORE, raising=False)
+    monkeypatch.setenv("OTEL_TOKENS_LEDGER", f"sqlite:///{ledger_file}")
+    m = BudgetManager.from_env(catalog=CATALOG, clock=Clock())
+    assert m is not None
+    with pytest.raises(BudgetExceeded):
+        preflight(m, n_in=5_000, max_out=1_001)
