@@ -225,8 +225,10 @@ class BudgetManager:
         the store already holds it. Without this a prepaid pool was full again in every new
         process on the memory store (and on a new Redis), and calls it could not pay for
         were sent. The ledger lags by at most one metric export."""
-        if self._ledger_source is None:
-            return
+        if self._ledger_source is None or all(
+            key in self._seeded for a in accounts for key, _ in a
+        ):
+            return  # every call but a new account's first: no lock on the caller's thread
         with self._seed_lock:
             todo = [
                 (b, a)
