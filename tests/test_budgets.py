@@ -12,6 +12,7 @@ output 0.6), so 1000 input + 500 output tokens cost exactly 0.00045 USD.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import multiprocessing
@@ -48,6 +49,7 @@ from otel_tokens.budgets import (
     TopUp,
     budget_status,
     budgets_from_config,
+    expect,
     load_budgets,
     open_store,
     scope_values,
@@ -452,6 +454,65 @@ def test_enforce_raises_before_the_call_with_a_clear_message() -> None:
         "and 200 tokens remain"
     )
     assert used(m, b) == 800  # nothing was reserved by the refused call
+
+
+# --- a block of calls: budgets.expect -------------------------------------------------------
+def test_a_block_its_budget_cannot_pay_for_is_refused_at_its_first_call() -> None:
+    """A workflow of three calls whose pool can pay for its first call but not for all of
+    them used to send and bill the first call, then be refused at a later one."""
+    b = tokens("globex-prepaid", limit=800)
+    m = manager(b)
+    call(m, TokenUsage(input=300, output=108), n_in=300, max_out=200)  # 392 left
+    with expect(tokens=1_360), pytest.raises(BudgetExceeded) as info:
+        preflight(m, n_in=33, max_out=200)  # would fit alone (233 <= 392)
+    assert (info.value.needed, info.value.available) == (1_360, 392)
+    assert str(info.value) == (
+        "budget 'globex-prepaid' would be exceeded: the calls of this block may use up to "
+        "1,360 tokens and 392 tokens remain"
+    )
+    assert used(m, b) == 408  # nothing reserved, nothing sent
+
+
+def test_a_block_that_fits_reserves_its_maximum_at_the_first_call_only() -> None:
+    b = tokens(limit=2_000)
+    m = manager(b)
+    with expect(tokens=1_000):
+        first = preflight(m, n_in=20, max_out=200)
+        assert first is not None and first.plan == [[1_000]]  # the block's maximum, held
+        settle(first, TokenUsage(input=20, output=150))
+        assert used(m, b) == 170  # settled to the real usage
+        second = preflight(m, n_in=400, max_out=400)
+        assert second is not None and second.plan == [[800]]  # its own maximum
+        settle(second, TokenUsage(input=400, output=300))
+    assert used(m, b) == 870
+    outside = preflight(m, n_in=10, max_out=10)
+    assert outside is not None and outside.plan == [[20]]
+
+
+def test_a_block_larger_than_its_first_call_only_where_it_declares_a_maximum() -> None:
+    """``tokens`` bounds token budgets, ``cost`` currency budgets (in their currency); a
+    call's own larger maximum still wins."""
+    tok = tokens("tok", limit=10_000)
+    usd = Budget("usd", limit=D("1"), unit="USD", mode="enforce")
+    m = manager(tok, usd)
+    own = _nano(price(TokenUsage(input=100, output=100)).total or D(0))
+    with expect(tokens=50):
+        r = preflight(m, n_in=100, max_out=100)
+    assert r is not None and r.plan == [[200], [own]]
+    settle(r, None)
+    with expect(cost="0.25"):
+        r = preflight(m, n_in=100, max_out=100)
+    assert r is not None and r.plan == [[200], [250_000_000]]
+    settle(r, None)
+    with expect(tokens=20_000, cost="0.25"), pytest.raises(BudgetExceeded) as info:
+        preflight(m, n_in=100, max_out=100)
+    assert info.value.budget == "tok"
+
+
+def test_expect_checks_its_arguments() -> None:
+    for bad in ({"tokens": -1}, {"tokens": 1.5}, {"cost": "NaN"}, {"cost": "-0.01"}):
+        with pytest.raises(ValueError):
+            expect(**bad)  # type: ignore[arg-type]
 
 
 def test_enforce_uses_the_default_max_output_when_the_request_sets_none() -> None:
@@ -1383,3 +1444,104 @@ def test_cli_budgets_command_line(tmp_path: Path, ledger_file: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert {r.pop("budget"): r for r in json.loads(done.stdout)} == EXPECTED
+
+
+# --- balances start from the ledger -------------------------------------------------------------
+def _ledger_budgets(tmp_path: Path, name: str) -> Budget:
+    (budget,) = [b for b in load_budgets(_report_budgets(tmp_path)) if b.name == name]
+    return dataclasses.replace(budget, mode="enforce")
+
+
+def test_a_new_process_starts_a_pool_from_the_ledger(tmp_path: Path, ledger_file: Path) -> None:
+    """A new memory store (each new process) used to hold every pool full again, so calls
+    the pool could not pay for any more were sent ("816 used of 800")."""
+    pool_budget = _ledger_budgets(tmp_path, "globex-pool")
+    m = manager(pool_budget, ledger=f"sqlite:///{ledger_file}")
+    # The ledger: 400 then 600 tokens, drawn on the 700 top-up (expired now) first: 300 of
+    # the 5,000 top-up are used, 4,700 remain.
+    with pytest.raises(BudgetExceeded) as info:
+        preflight(m, n_in=4_000, max_out=701, tenant="globex")
+    assert info.value.available == 4_700
+    assert remaining(m, pool_budget) == 4_700
+    reservation = preflight(m, n_in=4_000, max_out=700, tenant="globex")
+    assert reservation is not None and reservation.plan == [[4_700]]
+
+
+def test_a_period_budget_starts_from_the_ledger_and_a_held_account_is_kept(
+    tmp_path: Path, ledger_file: Path
+) -> None:
+    monthly = tokens("acme-tokens", limit=20_000, scope={"tenant": "acme"})
+    url = f"sqlite:///{ledger_file}"
+    m = manager(monthly, ledger=url)
+    with pytest.raises(BudgetExceeded) as info:  # the ledger: 14,000 of November's tokens
+        preflight(m, n_in=5_000, max_out=1_001)
+    assert info.value.available == 6_000
+    # A store that already holds the account (another process's Redis, this process) is
+    # the live balance: the ledger, which lags it, never overwrites it.
+    store = MemoryStore()
+    store.add([("acme-tokens:2026-11", 100)])
+    held = manager(monthly, store=store, ledger=url)
+    assert preflight(held, n_in=10_000, max_out=9_900) is not None
+    assert store.used(["acme-tokens:2026-11"]) == [20_000]
+
+
+def test_currency_budgets_start_from_the_ledger_in_nano_units(
+    tmp_path: Path, ledger_file: Path
+) -> None:
+    usd = _ledger_budgets(tmp_path, "acme-usd")
+    m = manager(usd, ledger=f"sqlite:///{ledger_file}")
+    assert used(m, usd) == 0  # nothing read before the first call
+    with pytest.raises(BudgetExceeded):
+        preflight(m, n_in=1, max_out=1)
+    assert used(m, usd) == _nano(D("0.03135"))  # billed USD in November, exactly
+
+
+def test_a_new_redis_starts_from_the_ledger(
+    tmp_path: Path, ledger_file: Path, redis_prefix: str
+) -> None:
+    pool_budget = _ledger_budgets(tmp_path, "globex-pool")
+    first = manager(
+        pool_budget,
+        store=RedisStore(REDIS_URL, prefix=redis_prefix),
+        ledger=f"sqlite:///{ledger_file}",
+    )
+    settle(preflight(first, n_in=100, max_out=0, tenant="globex"), TokenUsage(input=100))
+    assert remaining(first, pool_budget) == 4_600
+    # A second process on the same Redis: the store holds the account, the ledger (which
+    # does not have the 100 yet) changes nothing.
+    second = manager(
+        pool_budget,
+        store=RedisStore(REDIS_URL, prefix=redis_prefix),
+        ledger=f"sqlite:///{ledger_file}",
+    )
+    assert preflight(second, n_in=1, max_out=0, tenant="globex") is not None
+    assert remaining(second, pool_budget) == 4_599
+
+
+def test_an_unreadable_ledger_is_logged_and_budgets_count_from_the_store(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    not_a_db = tmp_path / "ledger.db"
+    not_a_db.write_text("not sqlite")
+    m = manager(tokens(limit=1_000), ledger=f"sqlite:///{not_a_db}")
+    with caplog.at_level(logging.WARNING, logger="otel_tokens.budgets"):
+        assert preflight(m, n_in=10, max_out=10) is not None
+        assert preflight(m, n_in=10, max_out=10) is not None
+    assert caplog.text.count("cannot read the ledger") == 1
+
+
+def test_manager_from_env_reads_the_ledger_of_otel_tokens_ledger(
+    tmp_path: Path, ledger_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "b.yaml"
+    config.write_text(
+        "budgets:\n  - {name: acme-tokens, scope: {tenant: acme}, limit: 20000, unit: tokens,"
+        " mode: enforce}\n"
+    )
+    monkeypatch.setenv(ENV_BUDGETS, str(config))
+    monkeypatch.delenv(ENV_BUDGET_STORE, raising=False)
+    monkeypatch.setenv("OTEL_TOKENS_LEDGER", f"sqlite:///{ledger_file}")
+    m = BudgetManager.from_env(catalog=CATALOG, clock=Clock())
+    assert m is not None
+    with pytest.raises(BudgetExceeded):
+        preflight(m, n_in=5_000, max_out=1_001)

@@ -391,6 +391,51 @@ def test_wrapped_exporter_from_environment(tmp_path: Path, monkeypatch: pytest.M
     bare.shutdown()
 
 
+def test_otlp_follows_the_otlp_protocol_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No package registers an entry point named "otlp": like the SDK, it means the gRPC or
+    the HTTP exporter by OTEL_EXPORTER_OTLP_(METRICS_)PROTOCOL, gRPC by default."""
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+        OTLPMetricExporter as GrpcExporter,
+    )
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+        OTLPMetricExporter as HttpExporter,
+    )
+
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_PROTOCOL", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", raising=False)
+    expected: list[tuple[dict[str, str], type[Any]]] = [
+        ({}, GrpcExporter),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, HttpExporter),
+        ({"OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "grpc"}, GrpcExporter),
+    ]
+    for env, cls in expected:
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        exporter = _entry_point_exporter("otlp")
+        assert type(exporter) is cls, env
+        exporter.shutdown()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/json")
+    with pytest.raises(ValueError, match="unsupported OTLP protocol 'http/json'"):
+        _entry_point_exporter("otlp")
+
+
+def test_an_exporter_that_cannot_be_wrapped_never_raises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under opentelemetry-instrument an exception here would stop all telemetry; instead
+    the error is logged and the ledger still gets every point."""
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    monkeypatch.setenv("OTEL_TOKENS_METRICS_EXPORTER", "no_such_exporter")
+    exporter = PricingMetricExporter(ledger=url, catalog=CATALOG)
+    assert exporter.wrapped is None
+    assert "no_such_exporter" in caplog.text and "cannot be created" in caplog.text
+    app = App(exporter)
+    app.call(output=7)
+    app.flush()
+    assert exporter.ledger is not None and _totals(exporter.ledger) == {"output": 7}
+    exporter.shutdown()
+
+
 # --- under opentelemetry-instrument -------------------------------------------------------
 APP = """
 import json, openai

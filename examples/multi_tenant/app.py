@@ -1,9 +1,10 @@
 """A multi-tenant ASGI service: each request runs an agent workflow of several LLM calls.
 
-Nothing here is otel-tokens specific except two lines: the attribution middleware (tenants
-come from the gateway's ``x-tenant-id`` header) and the ``workflow`` roll-up. Budgets are
-enforced by the instrumentation (``OTEL_TOKENS_BUDGETS``); a refused call surfaces as
-``BudgetExceeded``, which the app turns into HTTP 402.
+Nothing here is otel-tokens specific except the attribution middleware (tenants come from
+the gateway's ``x-tenant-id`` header), the ``workflow`` roll-up and ``budgets.expect`` (the
+most one request may use). Budgets are enforced by the instrumentation
+(``OTEL_TOKENS_BUDGETS``); a refused call surfaces as ``BudgetExceeded``, which the app turns
+into HTTP 402.
 
 Run it with any ASGI server, e.g. ``opentelemetry-instrument uvicorn app:app``, or drive it
 in-process with ``run.py``.
@@ -18,7 +19,9 @@ import anthropic
 import openai
 
 import otel_tokens
+from otel_tokens import budgets
 from otel_tokens.budgets import BudgetExceeded
+from otel_tokens.counting import count_text
 
 _openai: openai.AsyncOpenAI | None = None
 _anthropic: anthropic.AsyncAnthropic | None = None
@@ -31,8 +34,22 @@ def clients() -> tuple[openai.AsyncOpenAI, anthropic.AsyncAnthropic]:
     return _openai, _anthropic
 
 
+def most_tokens(question: str) -> int:
+    """The most the workflow below can use: every call's max_tokens, and every input (the
+    question twice, the plan and the draft as they are passed on, a few words of prompt)."""
+    q = count_text(question, "gpt-4o-mini")
+    return (200 + 400 + 100) + (q + 20) + (200 + q + 20) + (400 + 20)
+
+
 @otel_tokens.workflow("answer-question")
 async def answer(question: str) -> str:
+    # A tenant whose budget cannot pay for all three calls is refused at the first, before
+    # anything is sent, instead of paying for a plan and then being refused the answer.
+    with budgets.expect(tokens=most_tokens(question)):
+        return await _answer(question)
+
+
+async def _answer(question: str) -> str:
     oai, claude = clients()
     plan = await oai.chat.completions.create(
         model="gpt-4o-mini",

@@ -43,6 +43,9 @@ def main() -> int:
             ANTHROPIC_OPEN_TELEMETRY="false",
         )
     os.environ.setdefault("OTEL_TOKENS_BUDGETS", str(HERE / "budgets.yaml"))
+    # Budgets start from what this ledger says is used (a new process's memory store, a
+    # new Redis), so a second run does not find globex's pool full again.
+    os.environ["OTEL_TOKENS_LEDGER"] = args.ledger
 
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader

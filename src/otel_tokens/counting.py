@@ -3,11 +3,13 @@
 Everything counted here is an *estimate* and is recorded with usage source
 ``estimated``. OpenAI models use tiktoken (``o200k_base`` for gpt-4o, gpt-4.1, gpt-5 and the
 o-series, ``cl100k_base`` for older models); other models use a registered Hugging Face
-``tokenizer.json`` when one matches, else ``o200k_base`` as a close stand-in, else four
-characters per token when no encoding can be loaded (offline, no cached files).
+``tokenizer.json`` when one matches, else ``o200k_base`` as a close stand-in.
 
-tiktoken finds its encodings offline in ``TIKTOKEN_CACHE_DIR`` (files named by the sha1 of
-their download URL); see README "Offline token counting".
+Both OpenAI encodings ship with the package (``_encodings/``, gzipped, byte-identical to
+tiktoken's downloads) and are built from there, each file checked against tiktoken's own
+sha256: counting is exact with no network and no ``TIKTOKEN_CACHE_DIR``. Only when an encoding
+cannot be loaded (a damaged install, an unreadable tokenizer.json) does counting fall back to
+four characters per token; that is logged as an error, and `counts_exactly` says so.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import threading
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any, Protocol
+
+from . import _encodings
 
 _log = logging.getLogger(__name__)
 
@@ -62,17 +66,14 @@ def encoding_name_for(model: str | None) -> str:
 @lru_cache(maxsize=4)
 def _tiktoken(name: str) -> _Encoder | None:
     try:
-        import tiktoken
-
-        return tiktoken.get_encoding(name)
-    except Exception as exc:  # no network and no cached file: fall back to a heuristic
-        _log.warning(
-            "otel-tokens: tiktoken encoding %s is not available offline (%s); estimated "
-            "token counts use 4 characters per token. See README 'Offline token counting'.",
+        return _encodings.load(name)
+    except Exception as exc:  # a damaged install: count, but say loudly that it is a guess
+        _log.error(
+            "otel-tokens: the bundled tiktoken encoding %s cannot be loaded (%s); estimated "
+            "token counts use 4 characters per token until it is reinstalled.",
             name,
-            type(exc).__name__,
+            exc,
         )
-        _log.debug("tiktoken load failure", exc_info=exc)
         return None
 
 
@@ -83,7 +84,12 @@ def _hf_tokenizer(path: str) -> _Encoder | None:
 
         return Tokenizer.from_file(path)
     except Exception as exc:
-        _log.warning("otel-tokens: cannot load tokenizer %s (%s)", path, exc)
+        _log.error(
+            "otel-tokens: cannot load tokenizer %s (%s); its models are counted at 4 "
+            "characters per token",
+            path,
+            exc,
+        )
         return None
 
 
@@ -98,6 +104,12 @@ def encoder_for(model: str | None) -> _Encoder | None:
     return _tiktoken(encoding_name_for(model))
 
 
+def counts_exactly(model: str | None = None) -> bool:
+    """True when ``model``'s tokens are counted with a real tokenizer, False when no tokenizer
+    could be loaded and counts are four characters per token."""
+    return encoder_for(model) is not None
+
+
 def count_text(text: str, model: str | None = None) -> int:
     """Estimated tokens in ``text`` for ``model``."""
     if not text:
@@ -105,8 +117,13 @@ def count_text(text: str, model: str | None = None) -> int:
     encoder = encoder_for(model)
     if encoder is None:
         return max(1, (len(text) + 3) // 4)
+    # tiktoken: encode_ordinary, because a provider bills text that looks like a special
+    # token ("<|endoftext|>" in a user's message) as plain text, and encode() raises on it.
+    ordinary = getattr(encoder, "encode_ordinary", None)
+    if ordinary is not None:
+        return len(ordinary(text))
     encoded = encoder.encode(text)
-    ids = getattr(encoded, "ids", encoded)  # tokenizers returns an Encoding, tiktoken a list
+    ids = getattr(encoded, "ids", encoded)  # tokenizers returns an Encoding
     return len(ids)
 
 
@@ -147,32 +164,35 @@ def count_messages(messages: Any, model: str | None = None) -> int:
 
 
 _TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
-TIKTOKEN_ENCODINGS = ("o200k_base", "cl100k_base")
+TIKTOKEN_ENCODINGS = _encodings.NAMES
 
 
-def install_tiktoken_files(source_dir: str, cache_dir: str) -> list[str]:
-    """Copy ``<name>.tiktoken`` files into a ``TIKTOKEN_CACHE_DIR`` for offline use.
+def install_tiktoken_files(source_dir: str | None, cache_dir: str) -> list[str]:
+    """Put ``<name>.tiktoken`` files into a ``TIKTOKEN_CACHE_DIR``, for other code that calls
+    ``tiktoken.get_encoding`` offline (otel-tokens itself needs none of this).
 
-    tiktoken looks up each encoding under the sha1 of its download URL; this names the
-    files that way, so unmodified tiktoken works without network. Returns the encodings
-    installed.
+    ``source_dir``: a folder of ``<name>.tiktoken`` files, or ``None`` for the encodings
+    shipped with otel-tokens. tiktoken looks up each encoding under the sha1 of its download
+    URL; this names the files that way, so unmodified tiktoken works without network.
+    Returns the encodings installed.
     """
     import hashlib
-    import shutil
     from pathlib import Path
 
-    src, dst = Path(source_dir), Path(cache_dir)
+    dst = Path(cache_dir)
     dst.mkdir(parents=True, exist_ok=True)
     installed = []
     for name in TIKTOKEN_ENCODINGS:
-        file = src / f"{name}.tiktoken"
-        if not file.is_file():
-            continue
         key = hashlib.sha1(_TIKTOKEN_URL.format(name=name).encode()).hexdigest()
         target = dst / key
+        if source_dir is None:
+            data = _encodings.rank_file(name)
+        else:
+            file = Path(source_dir) / f"{name}.tiktoken"
+            if not file.is_file():
+                continue
+            data = file.read_bytes()
         if not target.exists():
-            shutil.copyfile(file, target)
+            target.write_bytes(data)
         installed.append(name)
-    _tiktoken.cache_clear()
-    encoder_for.cache_clear()
     return installed

@@ -8,11 +8,15 @@ prices every ``gen_ai.billing.tokens`` point into exactly-once cost records in t
 adds a ``gen_ai.billing.ledger.cost`` metric (cost of the records written, by provider,
 model, bucket, tenant and feature) and hands everything to the wrapped exporter, chosen by
 ``OTEL_TOKENS_METRICS_EXPORTER`` (any name of the SDK's metric exporter entry points:
-``otlp`` by default, ``console``, ``none``).
+``otlp`` by default, which, as in the SDK, means ``otlp_proto_grpc`` or ``otlp_proto_http`` by
+``OTEL_EXPORTER_OTLP_METRICS_PROTOCOL``/``OTEL_EXPORTER_OTLP_PROTOCOL``; ``console``, ``none``).
+An exporter that is not installed is logged as an error and leaves the ledger and the
+application's other telemetry working.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -40,8 +44,38 @@ from .metering import Meter, from_sdk
 from .pricing import Catalog
 from .records import CostRecord
 
+_log = logging.getLogger(__name__)
 ENV_WRAPPED = "OTEL_TOKENS_METRICS_EXPORTER"
 _COST_KEYS = ("provider", "model", "bucket", "tenant", "feature", "currency", "pricing_status")
+
+
+# "otlp" is not an entry point: the SDK picks one of these by the OTLP protocol setting
+# (its default, and opentelemetry-distro's, is grpc); the wrapped exporter must follow it.
+_OTLP_BY_PROTOCOL = {"grpc": "otlp_proto_grpc", "http/protobuf": "otlp_proto_http"}
+_OTLP_PACKAGE = {
+    "otlp_proto_grpc": "opentelemetry-exporter-otlp-proto-grpc",
+    "otlp_proto_http": "opentelemetry-exporter-otlp-proto-http (pip install 'otel-tokens[otlp]')",
+}
+
+
+class WrappedExporterError(ValueError):
+    """The metric exporter named to be wrapped is unknown or not installed."""
+
+
+def _entry_point_name(name: str) -> str:
+    if name != "otlp":
+        return name
+    protocol = (
+        os.environ.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "grpc"
+    ).strip()
+    if protocol not in _OTLP_BY_PROTOCOL:
+        raise WrappedExporterError(
+            f"{ENV_WRAPPED}=otlp: unsupported OTLP protocol {protocol!r} "
+            f"(use {' or '.join(_OTLP_BY_PROTOCOL)})"
+        )
+    return _OTLP_BY_PROTOCOL[protocol]
 
 
 def _entry_point_exporter(name: str) -> MetricExporter | None:
@@ -49,11 +83,16 @@ def _entry_point_exporter(name: str) -> MetricExporter | None:
         return None
     from importlib.metadata import entry_points
 
+    entry_point = _entry_point_name(name)
     for ep in entry_points(group="opentelemetry_metrics_exporter"):
-        if ep.name == name:
+        if ep.name == entry_point:
             exporter: MetricExporter = ep.load()()
             return exporter
-    raise ValueError(f"{ENV_WRAPPED}={name!r}: no such metric exporter entry point")
+    via = f" (OTLP over its protocol: {entry_point!r})" if entry_point != name else ""
+    hint = f"; install {_OTLP_PACKAGE[entry_point]}" if entry_point in _OTLP_PACKAGE else ""
+    raise WrappedExporterError(
+        f"{ENV_WRAPPED}={name!r}{via}: no such metric exporter entry point is installed{hint}"
+    )
 
 
 class PricingMetricExporter(MetricExporter):
@@ -68,7 +107,16 @@ class PricingMetricExporter(MetricExporter):
         wrap_from_env: bool = True,
     ) -> None:
         if wrapped is None and wrap_from_env:
-            wrapped = _entry_point_exporter(os.environ.get(ENV_WRAPPED, "otlp"))
+            try:
+                wrapped = _entry_point_exporter(os.environ.get(ENV_WRAPPED, "otlp"))
+            except Exception as exc:
+                # Raising here would make opentelemetry-instrument give up on all telemetry
+                # (no spans either); the ledger still gets every point.
+                _log.error(
+                    "otel-tokens: the metric exporter to wrap cannot be created: %s. Metrics are "
+                    "priced into the ledger but not exported anywhere else.",
+                    exc,
+                )
         self.wrapped = wrapped
         super().__init__(
             preferred_temporality=getattr(wrapped, "_preferred_temporality", None),

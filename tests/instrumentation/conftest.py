@@ -1,11 +1,9 @@
-"""Fixtures for instrumentation tests: real SDK providers with in-memory exporters, the
-bundled provider server, and offline tiktoken files."""
+"""Fixtures for instrumentation tests: real SDK providers with in-memory exporters and the
+bundled provider server."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,20 +14,6 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel_tokens.demo.server import ProviderServer
-
-_SHARED_TIKTOKEN = Path(__file__).resolve().parents[3] / "shared" / "data" / "tiktoken"
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _offline_tiktoken(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Use the shared offline encodings when present; else tiktoken downloads as usual."""
-    if "TIKTOKEN_CACHE_DIR" in os.environ or not _SHARED_TIKTOKEN.is_dir():
-        return
-    from otel_tokens.counting import install_tiktoken_files
-
-    cache = tmp_path_factory.mktemp("tiktoken")
-    install_tiktoken_files(str(_SHARED_TIKTOKEN), str(cache))
-    os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
 
 
 @pytest.fixture(scope="session")

@@ -2,9 +2,12 @@
 
 Declare them in YAML (``OTEL_TOKENS_BUDGETS``) or in code; balances live in this process
 (default) or in Redis (``OTEL_TOKENS_BUDGET_STORE=redis://...``), shared by every process.
+``with expect(tokens=N):`` around a workflow refuses it at its first call, before anything is
+sent, when its budgets cannot pay for all of it.
 See README "Budgets".
 """
 
+from ._expect import expect
 from ._manager import ENV_BUDGET_STORE, ENV_BUDGETS, BudgetManager, Reservation, scope_values
 from ._model import (
     Budget,
@@ -35,6 +38,7 @@ __all__ = [
     "TopUp",
     "budget_status",
     "budgets_from_config",
+    "expect",
     "load_budgets",
     "open_store",
     "scope_values",

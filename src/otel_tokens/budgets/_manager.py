@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation, get_meter
 
 from .. import semconv as sc
 from ..pricing import Catalog, PriceResult, default_catalog
 from ..usage import TokenUsage
+from ._expect import current_block
 from ._model import NANO, THRESHOLDS, Budget, BudgetExceeded, BudgetUnavailable, load_budgets
+from ._report import account_usage
 from ._store import Draw, Shortfall, Store, StoreError, open_store
 
+if TYPE_CHECKING:
+    from ..ledger import Ledger
+
 _log = logging.getLogger("otel_tokens.budgets")
+ENV_LEDGER = "OTEL_TOKENS_LEDGER"  # = otel_tokens.ledger.ENV_LEDGER, without importing it
 ENV_BUDGETS = "OTEL_TOKENS_BUDGETS"
 ENV_BUDGET_STORE = "OTEL_TOKENS_BUDGET_STORE"
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
@@ -78,9 +85,16 @@ class BudgetManager:
         default_max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
         meter_provider: MeterProvider | None = None,
         clock: Callable[[], datetime] | None = None,
+        ledger: Ledger | str | None = None,
     ) -> None:
         self.budgets = list(budgets)
         self.store = store or open_store(None)
+        # The ledger, when known, holds what was used before this store did (a restarted
+        # process's memory store, a new Redis): accounts start from it (see `_seed`).
+        self._ledger_source = ledger
+        self._ledger: Ledger | None = None
+        self._seeded: set[str] = set()
+        self._seed_lock = threading.Lock()
         self._catalog = catalog
         self.default_max_output_tokens = default_max_output_tokens
         self.clock = clock or (lambda: datetime.now(UTC))
@@ -111,6 +125,7 @@ class BudgetManager:
         path = os.environ.get(ENV_BUDGETS)
         if not path:
             return None
+        kwargs.setdefault("ledger", os.environ.get(ENV_LEDGER) or None)  # the exporter's
         return cls(load_budgets(path), open_store(os.environ.get(ENV_BUDGET_STORE)), **kwargs)
 
     @property
@@ -161,6 +176,7 @@ class BudgetManager:
         plan: list[list[int] | None] = [None] * len(budgets)
         try:
             accounts = [self.accounts(b, now) for b in budgets]
+            self._seed(budgets, accounts, now)
         except StoreError as exc:
             self._store_down(enforce, exc)
             return Reservation(self, budgets, [() for _ in budgets], plan)
@@ -169,19 +185,28 @@ class BudgetManager:
             n_out = (
                 self.default_max_output_tokens if max_output_tokens is None else max_output_tokens
             )
-            draws, which = [], []
+            # The first call of an `expect` block is checked for the whole block.
+            block = current_block()
+            whole = block is not None and block.claim()
+            draws, which, for_block = [], [], []
             for i, budget in enumerate(budgets):
                 if budget.mode != "enforce":
                     continue
                 amount = self._estimate(budget, provider, model, n_in, n_out, now)
-                draws.append(Draw(accounts[i], amount))
+                declared = block.units(budget) if whole and block is not None else 0
+                draws.append(Draw(accounts[i], max(amount, declared)))
                 which.append(i)
+                for_block.append(declared > amount)
             try:
                 taken = self.store.reserve(draws)
             except Shortfall as short:
                 budget = budgets[which[short.index]]
                 raise BudgetExceeded(
-                    budget.name, draws[short.index].amount, short.available, budget.unit
+                    budget.name,
+                    draws[short.index].amount,
+                    short.available,
+                    budget.unit,
+                    what="the calls of this block" if for_block[short.index] else "this call",
                 ) from None
             except StoreError as exc:
                 self._store_down(enforce, exc)
@@ -189,6 +214,62 @@ class BudgetManager:
             for i, takes in zip(which, taken, strict=True):
                 plan[i] = takes
         return Reservation(self, budgets, accounts, plan)
+
+    def _seed(
+        self,
+        budgets: Sequence[Budget],
+        accounts: Sequence[tuple[tuple[str, int], ...]],
+        now: datetime,
+    ) -> None:
+        """Start each account this manager has not seen yet from the ledger's usage, unless
+        the store already holds it. Without this a prepaid pool was full again in every new
+        process on the memory store (and on a new Redis), and calls it could not pay for
+        were sent. The ledger lags by at most one metric export."""
+        if self._ledger_source is None or all(
+            key in self._seeded for a in accounts for key, _ in a
+        ):
+            return  # every call but a new account's first: no lock on the caller's thread
+        with self._seed_lock:
+            todo = [
+                (b, a)
+                for b, a in zip(budgets, accounts, strict=True)
+                if any(key not in self._seeded for key, _ in a)
+            ]
+            if not todo:
+                return
+            keys = {key for _, a in todo for key, _ in a}
+            try:
+                ledger = self._open_ledger()
+                since = min(b.window(now)[0] for b, _ in todo)
+                found = account_usage([b for b, _ in todo], ledger.records(since=since), now)
+            except Exception as exc:
+                _log.warning(
+                    "otel-tokens: cannot read the ledger for budget balances (%s); budgets "
+                    "count from the store alone",
+                    exc,
+                )
+                self._seeded |= keys
+                return
+            values = [
+                (key, _units(budget, amount))
+                for (budget, _), usage in zip(todo, found, strict=True)
+                for key, amount in usage.items()
+                if amount > 0
+            ]
+            if values:
+                self.store.seed(values)  # StoreError: the store is down, tried again next call
+            self._seeded |= keys
+
+    def _open_ledger(self) -> Ledger:
+        if self._ledger is None:
+            if isinstance(self._ledger_source, str):
+                from ..ledger import open_ledger  # only when a ledger is configured
+
+                self._ledger = open_ledger(self._ledger_source)
+            else:
+                self._ledger = self._ledger_source
+        assert self._ledger is not None  # _seed returns early without a ledger source
+        return self._ledger
 
     def _store_down(self, enforce: Iterable[Budget], exc: Exception) -> None:
         for budget in enforce:
@@ -345,6 +426,11 @@ class BudgetManager:
 
     def _observe_projected(self, options: CallbackOptions) -> Iterable[Observation]:
         return self._gauge("projected")
+
+
+def _units(budget: Budget, amount: Decimal) -> int:
+    """Store units of a used amount: tokens, or nano-units of the currency rounded up."""
+    return int(amount) if budget.in_tokens else _nano(amount)
 
 
 def _value(budget: Budget, units: int | Decimal) -> Decimal:

@@ -34,13 +34,15 @@ SCOPE_KEYS = {
 class BudgetExceeded(Exception):
     """Raised before a request is sent when it could take a budget past its limit."""
 
-    def __init__(self, budget: str, needed: int, available: int, unit: str) -> None:
+    def __init__(
+        self, budget: str, needed: int, available: int, unit: str, *, what: str = "this call"
+    ) -> None:
         self.budget = budget
         self.needed = needed
         self.available = available
         self.unit = unit
         super().__init__(
-            f"budget {budget!r} would be exceeded: this call may use up to "
+            f"budget {budget!r} would be exceeded: {what} may use up to "
             f"{_show(needed, unit)} and {_show(available, unit)} remain"
         )
 

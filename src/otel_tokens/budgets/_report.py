@@ -68,9 +68,9 @@ def _amount(budget: Budget, record: CostRecord) -> Decimal | None:
     return None
 
 
-def _pool_used(budget: Budget, uses: list[tuple[datetime, Decimal]], now: datetime) -> Decimal:
-    """Used of the top-ups active at ``now``, replaying each use on the top-ups active then,
-    earliest expiry first, as the live budget store draws them."""
+def _pool_used_by_top_up(budget: Budget, uses: list[tuple[datetime, Decimal]]) -> list[Decimal]:
+    """Used of each top-up, replaying each use on the top-ups active then, earliest expiry
+    first, as the live budget store draws them."""
     top_ups = budget.top_ups
     used = [Decimal(0)] * len(top_ups)
     for at, amount in sorted(uses, key=lambda u: u[0]):
@@ -86,20 +86,13 @@ def _pool_used(budget: Budget, uses: list[tuple[datetime, Decimal]], now: dateti
             used[i] += take
             remaining -= take
         used[active[-1]] += remaining  # beyond the credit: still counted
-    return sum((used[i] for i, t in enumerate(top_ups) if t.active(now)), Decimal(0))
+    return used
 
 
-def budget_status(
-    budgets: Sequence[Budget], records: Iterable[CostRecord], now: datetime | None = None
-) -> list[BudgetStatus]:
-    """Spent, remaining and projected end-of-period spend of each budget, from cost records.
-
-    Token budgets count tokens (requests are not tokens); currency budgets count billed
-    cost in their currency. A pool replays its use since its first top-up on the top-ups
-    active at each use (earliest expiry first) and shows what is used of the top-ups
-    active now.
-    """
-    now = now or datetime.now(UTC)
+def _uses(
+    budgets: Sequence[Budget], records: Iterable[CostRecord], now: datetime
+) -> tuple[list[Decimal], list[list[tuple[datetime, Decimal]]]]:
+    """Per budget: spent in its current window, and (pools) each use with its time."""
     windows = [b.window(now) for b in budgets]
     spent = [Decimal(0)] * len(budgets)
     pool_uses: list[list[tuple[datetime, Decimal]]] = [[] for _ in budgets]
@@ -116,12 +109,56 @@ def budget_status(
                 pool_uses[i].append((record.period_end, amount))
             else:
                 spent[i] += amount
+    return spent, pool_uses
+
+
+def account_usage(
+    budgets: Sequence[Budget], records: Iterable[CostRecord], now: datetime
+) -> list[dict[str, Decimal]]:
+    """Per budget, what the ledger says is used of each of its live accounts at ``now`` (the
+    keys the budget store uses: the current window, or each active top-up of a pool)."""
+    spent, pool_uses = _uses(budgets, records, now)
+    result = []
+    for budget, total, uses in zip(budgets, spent, pool_uses, strict=True):
+        if budget.period == "pool":
+            by_top_up = _pool_used_by_top_up(budget, uses)
+            result.append(
+                {
+                    key: used
+                    for key, used, top_up in zip(
+                        budget.top_up_keys(), by_top_up, budget.top_ups, strict=True
+                    )
+                    if top_up.active(now)
+                }
+            )
+        else:
+            result.append({f"{budget.name}:{budget.window(now)[2]}": total})
+    return result
+
+
+def budget_status(
+    budgets: Sequence[Budget], records: Iterable[CostRecord], now: datetime | None = None
+) -> list[BudgetStatus]:
+    """Spent, remaining and projected end-of-period spend of each budget, from cost records.
+
+    Token budgets count tokens (requests are not tokens); currency budgets count billed
+    cost in their currency. A pool replays its use since its first top-up on the top-ups
+    active at each use (earliest expiry first) and shows what is used of the top-ups
+    active now.
+    """
+    now = now or datetime.now(UTC)
+    windows = [b.window(now) for b in budgets]
+    spent, pool_uses = _uses(budgets, records, now)
     rows = []
     for i, (budget, (start, end, window)) in enumerate(zip(budgets, windows, strict=True)):
         projected: Decimal | None
         if budget.period == "pool":
             limit = sum((t.amount for t in budget.top_ups if t.active(now)), Decimal(0))
-            used = _pool_used(budget, pool_uses[i], now)
+            by_top_up = _pool_used_by_top_up(budget, pool_uses[i])
+            used = sum(
+                (u for u, t in zip(by_top_up, budget.top_ups, strict=True) if t.active(now)),
+                Decimal(0),
+            )
             projected = None
         else:
             limit, used = budget.limit, spent[i]

@@ -44,6 +44,10 @@ class Store(Protocol):
 
     def used(self, keys: Sequence[str]) -> list[int]: ...
 
+    def seed(self, values: Sequence[tuple[str, int]]) -> None:
+        """Set each account the store does not hold yet (a new process's memory, a new
+        Redis) to ``used``; an account it holds is never changed."""
+
 
 def _allocate(draw: Draw, used: Sequence[int], force: bool) -> tuple[list[int], int]:
     remaining = draw.amount
@@ -88,6 +92,11 @@ class MemoryStore:
     def used(self, keys: Sequence[str]) -> list[int]:
         with self._lock:
             return [self._used.get(k, 0) for k in keys]
+
+    def seed(self, values: Sequence[tuple[str, int]]) -> None:
+        with self._lock:
+            for key, used in values:
+                self._used.setdefault(key, used)
 
 
 # KEYS: every account of every draw, in order. ARGV: force (0/1), number of draws, then for
@@ -181,6 +190,15 @@ class RedisStore:
         except self._errors as exc:
             raise StoreError(str(exc)) from exc
         return [int(v) if v is not None else 0 for v in values]
+
+    def seed(self, values: Sequence[tuple[str, int]]) -> None:
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for key, used in values:
+                pipe.set(self._key(key), used, nx=True)
+            pipe.execute()
+        except self._errors as exc:
+            raise StoreError(str(exc)) from exc
 
 
 def open_store(url: str | None) -> Store:

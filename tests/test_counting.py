@@ -1,0 +1,209 @@
+"""Local token counting: exact with no network, no cache folder and nothing beside the
+checkout; a damaged encoding is reported, never a silent guess."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import otel_tokens
+from otel_tokens import counting
+
+# Token ids published with tiktoken (its README) and OpenAI's tokenizer page.
+GOLDEN = {
+    "o200k_base": {
+        "hello world": [24912, 2375],
+        "tiktoken is great!": [83, 8251, 2488, 382, 2212, 0],
+    },
+    "cl100k_base": {
+        "hello world": [15339, 1917],
+        "tiktoken is great!": [83, 1609, 5963, 374, 2294, 0],
+    },
+}
+MODELS = {"o200k_base": "gpt-4o-mini", "cl100k_base": "gpt-4"}
+PACKAGE = Path(otel_tokens.__file__).resolve().parent
+
+
+def _offline_env(tmp_path: Path) -> dict[str, str]:
+    """A new user's process: a fresh HOME, an empty tiktoken cache folder, and any download
+    sent to a port where nothing listens (so it fails at once, as with no network)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIKTOKEN", "DATA_GYM"))}
+    (tmp_path / "home").mkdir()
+    (tmp_path / "empty-cache").mkdir()
+    env.update(
+        HOME=str(tmp_path / "home"),
+        TIKTOKEN_CACHE_DIR=str(tmp_path / "empty-cache"),
+        HTTPS_PROXY="http://127.0.0.1:9",
+        HTTP_PROXY="http://127.0.0.1:9",
+        NO_PROXY="",
+    )
+    return env
+
+
+_PROBE = textwrap.dedent(
+    """
+    import json, sys
+    from otel_tokens import counting
+    out = {}
+    for model in sys.argv[1:]:
+        out[model] = {
+            "exact": counting.counts_exactly(model),
+            "hello world": counting.count_text("hello world", model),
+            "tiktoken is great!": counting.count_text("tiktoken is great!", model),
+        }
+    print(json.dumps(out))
+    """
+)
+
+
+def test_counts_exactly_offline_with_no_cache_folder(tmp_path: Path) -> None:
+    """A fresh install with no network counts with the real encodings, not 4 chars/token."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, *MODELS.values()],
+        env=_offline_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    got = json.loads(proc.stdout)
+    for encoding, model in MODELS.items():
+        assert got[model] == {
+            "exact": True,
+            **{text: len(ids) for text, ids in GOLDEN[encoding].items()},
+        }
+    assert "4 characters per token" not in proc.stderr
+    assert not any((tmp_path / "empty-cache").iterdir())  # nothing was downloaded or cached
+
+
+@pytest.mark.parametrize("encoding", sorted(GOLDEN))
+def test_bundled_encodings_give_the_published_token_ids(encoding: str) -> None:
+    encoder = counting.encoder_for(MODELS[encoding])
+    assert encoder is not None
+    assert getattr(encoder, "name", None) == encoding
+    for text, ids in GOLDEN[encoding].items():
+        assert encoder.encode(text) == ids
+
+
+@pytest.mark.parametrize("encoding", sorted(GOLDEN))
+def test_bundled_encodings_equal_tiktokens_own(encoding: str) -> None:
+    """Same ranks, pattern and special tokens as unmodified tiktoken builds from its download
+    (tests/conftest.py gives tiktoken the files through its cache folder)."""
+    import tiktoken
+
+    ours = counting.encoder_for(MODELS[encoding])
+    theirs = tiktoken.get_encoding(encoding)
+    assert isinstance(ours, tiktoken.Encoding)
+    assert ours is not theirs
+    assert ours._mergeable_ranks == theirs._mergeable_ranks
+    assert ours._pat_str == theirs._pat_str
+    assert ours._special_tokens == theirs._special_tokens
+    text = "Ünïcödé ✓ 日本語\r\n  x = 12345;  I'LL've don't\n\n\t end  "
+    assert ours.encode_ordinary(text) == theirs.encode_ordinary(text)
+
+
+def test_text_that_looks_like_a_special_token_is_counted_as_text() -> None:
+    """A user's message containing "<|endoftext|>" is billed as plain text; counting it
+    used to raise (tiktoken's encode refuses special tokens), losing the estimate."""
+    import tiktoken
+
+    text = "ends with <|endoftext|> and <|endofprompt|>"
+    expected = len(tiktoken.get_encoding("o200k_base").encode_ordinary(text))
+    assert counting.count_text(text, "gpt-4o") == expected
+    assert counting.count_messages([{"role": "user", "content": text}], "gpt-4o") == (
+        3 + 3 + 1 + expected
+    )
+
+
+def test_a_damaged_encoding_is_reported_not_guessed_silently(tmp_path: Path) -> None:
+    """An install whose encoding file is damaged still counts (the call is not lost), but
+    logs an error naming the encoding and `counts_exactly` says the count is a guess."""
+    copy = tmp_path / "site" / "otel_tokens"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    damaged = copy / "_encodings" / "o200k_base.tiktoken.gz"
+    damaged.write_bytes(damaged.read_bytes()[:100_000])
+    env = _offline_env(tmp_path)
+    env["PYTHONPATH"] = str(tmp_path / "site")
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, "gpt-4o", "gpt-4"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    got = json.loads(proc.stdout)
+    assert got["gpt-4o"] == {"exact": False, "hello world": 3, "tiktoken is great!": 5}
+    assert got["gpt-4"]["exact"] is True  # the other encoding is intact
+    assert "o200k_base cannot be loaded" in proc.stderr
+    assert "4 characters per token" in proc.stderr
+
+
+def test_a_tampered_encoding_fails_its_sha256(tmp_path: Path) -> None:
+    import gzip
+
+    copy = tmp_path / "site" / "otel_tokens"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    file = copy / "_encodings" / "cl100k_base.tiktoken.gz"
+    data = gzip.decompress(file.read_bytes()).replace(b" 0\n", b" 1\n", 1)
+    file.write_bytes(gzip.compress(data))
+    env = _offline_env(tmp_path)
+    env["PYTHONPATH"] = str(tmp_path / "site")
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, "gpt-4"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert json.loads(proc.stdout)["gpt-4"]["exact"] is False
+    assert "cl100k_base encoding is damaged: sha256" in proc.stderr
+
+
+def test_an_unreadable_tokenizer_json_is_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = tmp_path / "tokenizer.json"
+    bad.write_text("{not json")
+    counting.register_tokenizer("broken-model*", str(bad))  # a name no other test uses
+    with caplog.at_level(logging.ERROR, logger="otel_tokens.counting"):
+        assert counting.count_text("abcdefgh", "broken-model-7b") == 2
+    assert not counting.counts_exactly("broken-model-7b")
+    assert "4 characters per token" in caplog.text
+
+
+def test_install_tiktoken_files_from_the_package_serves_unmodified_tiktoken(
+    tmp_path: Path,
+) -> None:
+    """Other code in the application that calls tiktoken.get_encoding can be served offline
+    from the encodings we ship."""
+    cache = tmp_path / "cache"
+    assert counting.install_tiktoken_files(None, str(cache)) == ["o200k_base", "cl100k_base"]
+    env = _offline_env(tmp_path)
+    env["TIKTOKEN_CACHE_DIR"] = str(cache)
+    code = "import tiktoken; print(tiktoken.get_encoding('cl100k_base').encode('hello world'))"
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[15339, 1917]"
+
+
+def test_package_data_is_small_and_complete() -> None:
+    files = sorted(p.name for p in (PACKAGE / "_encodings").glob("*.gz"))
+    assert files == ["cl100k_base.tiktoken.gz", "o200k_base.tiktoken.gz"]
+    assert sum((PACKAGE / "_encodings" / f).stat().st_size for f in files) < 2_600_000
