@@ -858,3 +858,14 @@ def test_invalid_token_points_rejected_valid_ones_written(meter: Meter) -> None:
     assert sum("time_unix_nano out of range" in m for m in result.rejected) == 2
     assert any("start_time_unix_nano" in m for m in result.rejected)
     assert meter.ledger.count() == 2
+
+
+def test_buckets_are_priced_one_by_one_and_fail_closed(meter: Meter) -> None:
+    # genai-prices has only text rates for gpt-4o-audio-preview: its text bucket is billed,
+    # its audio bucket is recorded unpriced (null cost), never at the text rate.
+    model = "gpt-4o-audio-preview"
+    text = price_one(meter, 1_000_000, attrs("input", model=model))
+    assert (text.pricing_status, text.billed_cost) == ("priced", Decimal("2.5"))
+    audio = price_one(meter, 1_000_000, attrs("input_audio", model=model), time=T0 + 2 * MIN)
+    assert (audio.pricing_status, audio.billed_cost, audio.list_cost) == ("unpriced", None, None)
+    assert audio.quantity == 1_000_000  # the tokens are kept, only the price is missing

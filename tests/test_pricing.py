@@ -10,6 +10,7 @@ divided by 1,000,000 at the end; web searches are ``count x $/1K / 1000``.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Context, Decimal, Inexact, localcontext
 from importlib.metadata import version as dist_version
@@ -24,6 +25,7 @@ from hypothesis import strategies as st
 
 from otel_tokens.pricing import (
     Catalog,
+    Price,
     PriceFileError,
     PriceResult,
     Processing,
@@ -613,15 +615,15 @@ def test_estimated_usage_is_priced_with_status_estimated() -> None:
 
 def test_bucket_without_a_rate_is_reported_not_zeroed() -> None:
     # The user's gpt-4o entry (contract.yaml) lists no web_searches_kcount: the searches are
-    # reported as unpriced, and are not billed at genai-prices' rate.
+    # not billed at genai-prices' rate, and the call is not priced without them either (a
+    # total of the text alone would look exact and be short).
     catalog = Catalog.load(PRICES / "contract.yaml")
     usage = TokenUsage(input=1000, output=100, web_search_requests=2)
     result = catalog.price(usage, "gpt-4o", provider="openai", at=AT)
-    # $2/MTok x 1000 + $8/MTok x 100 = 2000 + 800 -> $0.0028
-    assert result.status == "priced"
-    assert result.total == Decimal("0.0028")
+    assert (result.status, result.total, dict(result.amounts)) == ("unpriced", None, {})
     assert result.unpriced_buckets == ("web_search",)
     assert "web_search" in (result.reason or "")
+    assert result.price_id == "user:openai/gpt-4o"
     only_searches = catalog.price(
         TokenUsage(web_search_requests=2), "gpt-4o", provider="openai", at=AT
     )
@@ -713,14 +715,22 @@ def contract() -> Catalog:
 
 
 def test_user_exact_model_beats_pattern_and_catalog(contract: Catalog) -> None:
-    # contract.yaml models[0]: gpt-4o $2.00 input, $8.00 output (no cache_read price, so the
-    # 1920 cached tokens cost the input rate within that entry, not genai-prices' $1.25):
-    # (86 + 1920) x 2 = 4012; 300 x 8 = 2400 -> 6412 -> $0.006412
-    result = contract.price(from_openai_chat(CHAT_CACHED), "gpt-4o", provider="openai", at=AT)
+    # contract.yaml models[0]: gpt-4o $2.00 input, $8.00 output:
+    # 1000 x 2 + 300 x 8 = 4400 -> $0.0044
+    usage = TokenUsage(input=1000, output=300)
+    result = contract.price(usage, "gpt-4o", provider="openai", at=AT)
     assert result.status == "priced"
-    assert result.total == Decimal("0.006412")
-    assert result.amounts["cache_read"] == Decimal("0.00384")
+    assert result.total == Decimal("0.0044")
     assert result.price_id == "user:openai/gpt-4o"
+    # It has no cache_read price: the 1920 cached tokens are neither billed at the input rate
+    # nor at genai-prices' $1.25 (an entry replaces the catalog's whole): unpriced.
+    cached = contract.price(from_openai_chat(CHAT_CACHED), "gpt-4o", provider="openai", at=AT)
+    assert (cached.status, cached.total, cached.unpriced_buckets) == (
+        "unpriced",
+        None,
+        ("cache_read",),
+    )
+    assert "cache_read_mtok" in (cached.reason or "")
 
 
 def test_user_pattern_beats_catalog(contract: Catalog) -> None:
@@ -961,12 +971,13 @@ def _assert_no_float(value: Any) -> None:
 
 
 def test_no_float_anywhere(contract: Catalog) -> None:
-    usage = TokenUsage(input=12345, cache_read=6789, cache_write_5m=11, output=987, reasoning=3)
-    for model, provider, catalog in [
-        ("claude-sonnet-4-5", "anthropic", CATALOG),
-        ("gemini-2.5-pro", "google", CATALOG),
-        ("claude-haiku-4-5", "anthropic", contract),
-        ("mistral-contract", None, Catalog.load(PRICES / "eur_contract.yaml")),
+    full = TokenUsage(input=12345, cache_read=6789, cache_write_5m=11, output=987, reasoning=3)
+    no_cache = TokenUsage(input=12345, output=987, reasoning=3)
+    for model, provider, catalog, usage in [
+        ("claude-sonnet-4-5", "anthropic", CATALOG, full),
+        ("gemini-2.5-pro", "google", CATALOG, replace(full, cache_write_5m=0)),
+        ("claude-haiku-4-5", "anthropic", contract, full),
+        ("mistral-contract", None, Catalog.load(PRICES / "eur_contract.yaml"), no_cache),
     ]:
         result = catalog.price(usage, model, provider=provider, at=AT)
         assert result.is_priced, result.reason
@@ -1152,9 +1163,18 @@ TIERED_MODELS = [("claude-sonnet-4-5", "anthropic"), ("gemini-2.5-pro", "google"
 def test_property_total_is_the_sum_of_amounts(usage: TokenUsage, which: tuple[str, str]) -> None:
     model, provider = which
     result = price(usage, model, provider=provider, at=AT, catalog=CATALOG)
+    billed = {b for b, _ in usage.buckets()}
+    resolved = CATALOG.resolve(model, provider=provider, at=AT)
+    assert isinstance(resolved, Price)
+    without_rate = {b for b in billed if resolved.rate_key(b) is None}
+    if without_rate:  # fail closed: no total, every bucket without a rate named
+        assert (result.status, result.total) == ("unpriced", None)
+        assert set(result.unpriced_buckets) == without_rate
+        return
     assert result.status == ("estimated" if usage.is_estimated else "priced")
     assert result.total == sum(result.amounts.values(), Decimal(0))
-    assert set(result.amounts) | set(result.unpriced_buckets) == {b for b, _ in usage.buckets()}
+    assert set(result.amounts) == billed
+    assert result.unpriced_buckets == ()
 
 
 @settings(max_examples=150, deadline=None)
@@ -1164,12 +1184,14 @@ def test_property_pricing_is_additive_for_flat_models(
 ) -> None:
     model, provider = which
 
-    def total(u: TokenUsage) -> Decimal:
-        result = price(u, model, provider=provider, at=AT, catalog=CATALOG)
-        assert result.total is not None
-        return result.total
+    def total(u: TokenUsage) -> Decimal | None:
+        return price(u, model, provider=provider, at=AT, catalog=CATALOG).total
 
-    assert total(a) + total(b) == total(a + b)
+    ta, tb, tab = total(a), total(b), total(a + b)
+    if ta is None or tb is None:  # a bucket without a rate stays unpriced in the sum
+        assert tab is None
+    else:
+        assert ta + tb == tab
 
 
 @settings(max_examples=100, deadline=None)
@@ -1182,7 +1204,9 @@ def test_property_discounts_scale_exactly(a: TokenUsage, b: TokenUsage, percent:
     catalog = _user_catalog(f"discounts:\n  - provider: openai\n    percent: '{percent}'\n")
     full = price(a + b, "gpt-4o", provider="openai", at=AT, catalog=CATALOG).total
     off = catalog.price(a + b, "gpt-4o", provider="openai", at=AT).total
-    assert full is not None and off is not None
+    assert (full is None) == (off is None)
+    if full is None or off is None:
+        return
     with localcontext(Context(prec=100, traps=[Inexact])):
         assert off == full * (100 - percent) / 100
 
@@ -1235,6 +1259,14 @@ def test_property_engine_agrees_with_genai_prices(
     result = price(usage, model, provider=provider, at=at, processing=processing, catalog=CATALOG)
     if result.status == "variant_unavailable":
         return
+    if result.status == "unpriced":
+        # Where genai-prices bills a bucket at its parent's rate (a 1-hour cache write as
+        # input), we have no rate for it: every bucket named has none of its own.
+        resolved = CATALOG.resolve(model, provider=provider, at=at, processing=processing)
+        assert isinstance(resolved, Price)
+        assert result.unpriced_buckets
+        assert all(resolved.rate_key(b) is None for b in result.unpriced_buckets)
+        return
     assert result.total == _genai_prices_total(usage, model, provider, at, processing)
 
 
@@ -1258,3 +1290,93 @@ def test_catalog_version_names_updated_price_data() -> None:
     finally:
         data_snapshot.set_custom_snapshot(None)
     assert catalog.version == bundled
+
+
+# ---------------------------------------------------------------------------------------
+# Fail closed, bucket by bucket: a bucket with tokens and no rate of its own
+# ---------------------------------------------------------------------------------------
+
+
+def test_audio_tokens_without_an_audio_rate_are_unpriced_not_text_priced() -> None:
+    # genai-prices gives gpt-4o-audio-preview only text rates ($2.50 / $10 per MTok), while
+    # OpenAI bills its audio tokens at $40 in / $80 out: pricing the audio at the text rate
+    # would look exact and be 16x short.
+    usage = from_openai_chat(
+        {
+            "prompt_tokens": 1000,
+            "completion_tokens": 700,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 600},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 500},
+        }
+    )
+    result = price(usage, "gpt-4o-audio-preview", provider="openai", at=AT, catalog=CATALOG)
+    assert (result.status, result.total, dict(result.amounts)) == ("unpriced", None, {})
+    assert result.unpriced_buckets == ("input_audio", "output_audio")
+    assert "input_audio_mtok" in (result.reason or "")
+    assert "output_audio_mtok" in (result.reason or "")
+    # The text alone is still priced: 400 x 2.50 + 200 x 10 = 3000 -> $0.003
+    text = TokenUsage(input=usage.input, output=usage.output)
+    check(text, "gpt-4o-audio-preview", "openai", "0.003")
+
+
+def test_audio_tokens_with_audio_rates_are_priced_at_them() -> None:
+    # genai-prices: gpt-4o-realtime-preview $5 text in, $40 audio in, $20 text out, $80 audio
+    # out per MTok: 400 x 5 + 600 x 40 + 200 x 20 + 500 x 80 = 2000 + 24000 + 4000 + 40000
+    # = 70000 -> $0.07
+    usage = TokenUsage(input=400, input_audio=600, output=200, output_audio=500)
+    check(
+        usage,
+        "gpt-4o-realtime-preview",
+        "openai",
+        "0.07",
+        amounts={
+            "input": "0.002",
+            "input_audio": "0.024",
+            "output": "0.004",
+            "output_audio": "0.04",
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    ("usage", "model", "provider", "missing"),
+    [
+        # genai-prices' aws entry has a (5-minute) cache write rate but none for 1-hour writes,
+        # which Anthropic bills at 2x input, not at the 1.25x of a 5-minute write.
+        (
+            TokenUsage(input=10, cache_write_1h=100, output=5),
+            "global.anthropic.claude-sonnet-4-20250514-v1:0",
+            "aws.bedrock",
+            ("cache_write_1h",),
+        ),
+        # gpt-4o has no cache write rate at all: not billed at the input rate.
+        (TokenUsage(input=10, cache_write_5m=100), "gpt-4o", "openai", ("cache_write_5m",)),
+        # Image input and output without an image rate.
+        (
+            TokenUsage(input=10, input_image=258, output_image=1290),
+            "gpt-4o",
+            "openai",
+            ("input_image", "output_image"),
+        ),
+    ],
+)
+def test_every_bucket_without_its_own_rate_fails_closed(
+    usage: TokenUsage, model: str, provider: str, missing: tuple[str, ...]
+) -> None:
+    result = price(usage, model, provider=provider, at=AT, catalog=CATALOG)
+    assert (result.status, result.total) == ("unpriced", None), result
+    assert result.unpriced_buckets == missing
+    assert result.price_id is not None  # which entry lacks the rate
+
+
+def test_a_price_file_rate_prices_the_bucket_the_catalog_lacks() -> None:
+    # The fix the message suggests: OpenAI's price page lists gpt-4o-audio-preview audio
+    # at $40 / $80 per MTok. 600 x 40 + 500 x 80 = 64000 -> $0.064; + text 0.003 = $0.067
+    catalog = _user_catalog(
+        "models:\n  - provider: openai\n    model: gpt-4o-audio-preview\n"
+        "    prices: {input_mtok: '2.50', output_mtok: '10', input_audio_mtok: '40',"
+        " output_audio_mtok: '80'}\n"
+    )
+    usage = TokenUsage(input=400, input_audio=600, output=200, output_audio=500)
+    result = catalog.price(usage, "gpt-4o-audio-preview", provider="openai", at=AT)
+    assert (result.status, result.total) == ("priced", Decimal("0.067"))
