@@ -735,8 +735,9 @@ def test_user_exact_model_beats_pattern_and_catalog(contract: Catalog) -> None:
 
 def test_user_pattern_beats_catalog(contract: Catalog) -> None:
     # contract.yaml models[1]: 'gpt-4o*' $9/$9: 1000 x 9 + 100 x 9 = 9900 -> $0.0099
+    # (gpt-4o-search-preview is a model of its own, not a dated snapshot of gpt-4o)
     result = contract.price(
-        TokenUsage(input=1000, output=100), "gpt-4o-2024-08-06", provider="openai", at=AT
+        TokenUsage(input=1000, output=100), "gpt-4o-search-preview", provider="openai", at=AT
     )
     assert result.total == Decimal("0.0099")
     assert result.price_id == "user:openai/pattern:gpt-4o*"
@@ -747,9 +748,13 @@ def test_user_first_matching_pattern_in_file_order_wins(contract: Catalog) -> No
     result = contract.price(TokenUsage(input=1000), "gpt-4o-mini", provider="openai", at=AT)
     assert result.total == Decimal("0.009")
     assert result.price_id == "user:openai/pattern:gpt-4o*"
-    # Without the provider, models[1] (provider: openai) does not apply; models[2] does.
+    # Without the provider, the provider is genai-prices' (openai), as a call would name it:
+    # models[1] (provider: openai) still applies.
     result = contract.price(TokenUsage(input=1000), "gpt-4o-mini", at=AT)
-    assert result.total == Decimal("0.007")
+    assert result.total == Decimal("0.009")
+    assert result.price_id == "user:openai/pattern:gpt-4o*"
+    # A model genai-prices does not know has no provider to infer: models[2] applies.
+    result = contract.price(TokenUsage(input=1000), "gpt-4o-mini-selfhosted", at=AT)
     assert result.price_id == "user:*/pattern:gpt-4o-mini*"
 
 
@@ -920,7 +925,8 @@ def test_unquoted_decimals_in_the_file_are_exact() -> None:
 
 def test_catalog_version_names_genai_prices_and_hashes_the_user_file(tmp_path: Path) -> None:
     gp_version = dist_version("genai-prices")
-    assert Catalog().version == f"genai-prices@{gp_version}"
+    assert Catalog(corrections=False).version == f"genai-prices@{gp_version}"
+    assert Catalog().version.startswith(f"genai-prices@{gp_version}+corrections.sha256:")
     text = (PRICES / "contract.yaml").read_text()
     a = tmp_path / "a.yaml"
     a.write_text(text)
@@ -929,7 +935,7 @@ def test_catalog_version_names_genai_prices_and_hashes_the_user_file(tmp_path: P
     c = tmp_path / "c.yaml"
     c.write_text(text + "# a comment is a change too\n")
     va, vb, vc = (Catalog.load(p).version for p in (a, b, c))
-    assert va.startswith(f"genai-prices@{gp_version}+user.sha256:")
+    assert va.startswith(f"{Catalog().version}+user.sha256:")
     assert va == vb
     assert va != vc
     result = Catalog.load(c).price(TokenUsage(input=1), "gpt-4.1", provider="openai", at=AT)
@@ -1285,7 +1291,10 @@ def test_catalog_version_names_updated_price_data() -> None:
     data_snapshot.set_custom_snapshot(updated)
     try:
         result = catalog.price(TokenUsage(input=1000), "gpt-4o", provider="openai")
-        assert result.catalog_version.startswith(bundled + "+update.")
+        # genai-prices@<v>+update.<time>, then the rest of the bundled version
+        base, _, rest = bundled.partition("+")
+        assert result.catalog_version.startswith(base + "+update.")
+        assert result.catalog_version.endswith("+" + rest)
         assert catalog.version == result.catalog_version
     finally:
         data_snapshot.set_custom_snapshot(None)

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from importlib.metadata import version as _dist_version
 
@@ -18,7 +18,9 @@ from .pricing import (
     PriceFileError,
     PriceResult,
     Processing,
+    correction_status,
     decimal_str,
+    known_to_catalog,
 )
 from .usage import InvalidUsageError, TokenUsage
 
@@ -93,10 +95,15 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser(
         "check-prices",
-        help="validate a price file",
-        description="Validate a user price file and print its catalog version.",
+        help="validate a price file; list otel-tokens' price corrections",
+        description=(
+            "Validate a user price file, list its entries that match no model genai-prices "
+            "knows (a custom model, or a typo), and list otel-tokens' own corrections over "
+            "genai-prices with their source, date and whether genai-prices now covers them. "
+            "Without FILE, only the corrections."
+        ),
     )
-    c.add_argument("file")
+    c.add_argument("file", nargs="?")
     c.set_defaults(func=_cmd_check_prices)
 
     t = sub.add_parser(
@@ -321,16 +328,39 @@ def _format_result(result: PriceResult) -> str:
 
 def _cmd_check_prices(args: argparse.Namespace) -> int:
     try:
-        catalog = Catalog.load(args.file)
+        catalog = Catalog.load(args.file, use_env=False)
     except PriceFileError as exc:
         print(f"otel-tokens: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    assert catalog.user is not None
+    user = catalog.user
+    if user is not None:
+        print(
+            f"{args.file}: OK: {len(user.models)} model price(s), "
+            f"{len(user.discounts)} discount(s), reporting currency {catalog.currency}"
+        )
+        entries = [("models", e) for e in user.models] + [("discounts", e) for e in user.discounts]
+        for kind, entry in entries:
+            if known_to_catalog(entry, catalog.corrections):
+                continue
+            what = f"model {entry.model}" if entry.model else f"pattern {entry.pattern}"
+            scope = f" of provider {entry.provider}" if entry.provider else ""
+            print(
+                f"  {kind}[{entry.index}] ({what}{scope}) matches no model genai-prices knows: "
+                "a custom model, or a typo?"
+            )
+    print(f"catalog version: {catalog.version}")
+    corrections = catalog.corrections.models if catalog.corrections is not None else ()
     print(
-        f"{args.file}: OK: {len(catalog.user.models)} model price(s), "
-        f"{len(catalog.user.discounts)} discount(s), reporting currency {catalog.currency}\n"
-        f"catalog version: {catalog.version}"
+        f"otel-tokens corrections over genai-prices {catalog.genai_prices_version}: "
+        f"{len(corrections)}"
     )
+    now = datetime.now(UTC)
+    for entry in corrections:
+        status = correction_status(entry, now)
+        print(
+            f"  {entry.key}: {status.state}: {status.detail}\n"
+            f"    source: {entry.source} (read {entry.date})"
+        )
     return 0
 
 

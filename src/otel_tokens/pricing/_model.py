@@ -94,7 +94,7 @@ class Price:
     currency: str
     rates: Mapping[str, Rate]
     effective_from: datetime | None = None
-    origin: Literal["genai-prices", "user"] = "genai-prices"
+    origin: Literal["genai-prices", "user", "correction"] = "genai-prices"
 
     def rate_key(self, bucket: str) -> str | None:
         for key in BUCKET_PRICE_KEYS[bucket]:
