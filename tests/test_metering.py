@@ -869,3 +869,20 @@ def test_buckets_are_priced_one_by_one_and_fail_closed(meter: Meter) -> None:
     audio = price_one(meter, 1_000_000, attrs("input_audio", model=model), time=T0 + 2 * MIN)
     assert (audio.pricing_status, audio.billed_cost, audio.list_cost) == ("unpriced", None, None)
     assert audio.quantity == 1_000_000  # the tokens are kept, only the price is missing
+
+
+def test_a_contract_for_a_model_bills_its_served_snapshot() -> None:
+    # The README's price-file example: a gpt-4o contract ($2.00 input). Calls are metered by
+    # the served snapshot gpt-4o-2024-08-06, which the contract covers.
+    catalog = Catalog(
+        parse_user_prices(
+            b"models:\n  - provider: openai\n    model: gpt-4o\n"
+            b"    prices: {input_mtok: '2.00', output_mtok: '8.00'}\n",
+            "contract.yaml",
+        )
+    )
+    meter = Meter(SQLiteLedger(":memory:"), catalog)
+    served = attrs(**{sc.GEN_AI_RESPONSE_MODEL: "gpt-4o-2024-08-06"})
+    record = price_one(meter, 1_000_000, served)
+    assert (record.model, record.price_id) == ("gpt-4o-2024-08-06", "user:openai/gpt-4o")
+    assert (record.billed_cost, record.list_cost) == (Decimal("2"), Decimal("2.5"))

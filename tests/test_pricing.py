@@ -1389,3 +1389,104 @@ def test_a_price_file_rate_prices_the_bucket_the_catalog_lacks() -> None:
     usage = TokenUsage(input=400, input_audio=600, output=200, output_audio=500)
     result = catalog.price(usage, "gpt-4o-audio-preview", provider="openai", at=AT)
     assert (result.status, result.total) == ("priced", Decimal("0.067"))
+
+
+# ---------------------------------------------------------------------------------------
+# Contracts apply to snapshots; calls without a provider; entries that match nothing
+# ---------------------------------------------------------------------------------------
+
+SNAPSHOT_CONTRACT = """
+models:
+  - provider: openai
+    model: gpt-4o
+    prices: {input_mtok: '2.00', cache_read_mtok: '1.00', output_mtok: '8.00'}
+  - provider: openai
+    model: gpt-4o-2024-11-20
+    prices: {input_mtok: '1.50', output_mtok: '6.00'}
+"""
+
+
+@pytest.mark.parametrize(
+    ("model", "price_id", "expected"),
+    [
+        # The README's example: an entry for gpt-4o prices the snapshot OpenAI serves for it.
+        # 1000 x 2 + 100 x 8 = 2800 -> $0.0028
+        ("gpt-4o-2024-08-06", "user:openai/gpt-4o", "0.0028"),
+        # A snapshot genai-prices does not know yet: one of gpt-4o by its name.
+        ("gpt-4o-2099-01-01", "user:openai/gpt-4o", "0.0028"),
+        # An exact entry for the snapshot is more specific: 1000 x 1.5 + 100 x 6 -> $0.0021
+        ("gpt-4o-2024-11-20", "user:openai/gpt-4o-2024-11-20", "0.0021"),
+        # genai-prices prices gpt-4o-2024-05-13 as a model of its own ($5 / $15), not as
+        # gpt-4o: 1000 x 5 + 100 x 15 = 6500 -> $0.0065
+        ("gpt-4o-2024-05-13", "genai-prices:openai/gpt-4o-2024-05-13", "0.0065"),
+        # Not a snapshot: a model of its own ($0.15 / $0.60): 150 + 60 -> $0.00021
+        ("gpt-4o-mini", "genai-prices:openai/gpt-4o-mini", "0.00021"),
+    ],
+)
+def test_an_entry_for_a_model_applies_to_its_dated_snapshots(
+    model: str, price_id: str, expected: str
+) -> None:
+    catalog = _user_catalog(SNAPSHOT_CONTRACT)
+    result = catalog.price(TokenUsage(input=1000, output=100), model, provider="openai", at=AT)
+    assert (result.price_id, result.total) == (price_id, Decimal(expected))
+
+
+def test_genai_prices_names_the_model_of_a_snapshot() -> None:
+    # claude-sonnet-4-20250514 is genai-prices' claude-sonnet-4-0: the entry applies.
+    catalog = _user_catalog(
+        "models:\n  - provider: anthropic\n    model: claude-sonnet-4-0\n"
+        "    prices: {input_mtok: '2', output_mtok: '10'}\n"
+    )
+    result = catalog.price(
+        TokenUsage(input=1000), "claude-sonnet-4-20250514", provider="anthropic", at=AT
+    )
+    assert (result.price_id, result.total) == ("user:anthropic/claude-sonnet-4-0", Decimal("0.002"))
+
+
+def test_without_a_provider_provider_scoped_entries_apply_as_for_calls() -> None:
+    catalog = _user_catalog(
+        SNAPSHOT_CONTRACT + "discounts:\n  - provider: anthropic\n    percent: 50\n"
+    )
+    # What a call would be priced at (its provider is always known) ...
+    with_provider = catalog.price(TokenUsage(input=1000), "gpt-4o", provider="openai", at=AT)
+    # ... is what the same usage without a provider is priced at.
+    without = catalog.price(TokenUsage(input=1000), "gpt-4o", at=AT)
+    assert without.price_id == with_provider.price_id == "user:openai/gpt-4o"
+    assert without.total == with_provider.total == Decimal("0.002")
+    haiku = catalog.price(TokenUsage(input=1000), "claude-haiku-4-5", at=AT)
+    assert haiku.price_id == "genai-prices:anthropic/claude-haiku-4-5~discount0:50%"
+
+
+def test_cli_price_without_provider_uses_the_contract(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from otel_tokens.cli import main
+
+    prices = tmp_path / "prices.yaml"
+    prices.write_text(SNAPSHOT_CONTRACT)
+    args = ["price", "gpt-4o", "--input", "1000", "--output", "100", "--prices", str(prices)]
+    assert main([*args, "--json"]) == 0
+    out = capsys.readouterr().out
+    assert '"price_id": "user:openai/gpt-4o"' in out
+    assert '"total": "0.0028"' in out
+
+
+def test_check_prices_lists_entries_that_match_no_known_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from otel_tokens.cli import main
+
+    prices = tmp_path / "prices.yaml"
+    prices.write_text(
+        SNAPSHOT_CONTRACT
+        + "  - provider: openai\n    model: gpt4o\n    prices: {input_mtok: 1}\n"
+        + "  - pattern: 'llama-*-selfhosted'\n    prices: {input_mtok: 1}\n"
+        + "  - provider: openai\n    pattern: 'gpt-4o*'\n    prices: {input_mtok: 1}\n"
+        + "discounts:\n  - model: claude-hiaku-4-5\n    percent: 5\n"
+    )
+    assert main(["check-prices", str(prices)]) == 0
+    out = capsys.readouterr().out
+    assert "models[2] (model gpt4o of provider openai) matches no model" in out
+    assert "models[3] (pattern llama-*-selfhosted) matches no model" in out
+    assert "discounts[0] (model claude-hiaku-4-5) matches no model" in out
+    assert "models[0]" not in out and "models[1]" not in out and "models[4]" not in out

@@ -394,8 +394,8 @@ def _is_snapshot(name: str, model: str, gp_provider: str | None) -> bool:
     a snapshot it does not know yet is one by its name.
     """
     undated = _SNAPSHOT_DATE.sub("", name)
-    if undated == name:
-        return False
+    if undated == name or _SNAPSHOT_DATE.search(model):
+        return False  # not a snapshot, or an entry for another snapshot
     known = _known_model(name, gp_provider)
     if known is not None:
         return known == (_known_model(model, gp_provider) or model)
