@@ -610,16 +610,22 @@ def test_response_model_first_then_request_model(meter: Meter) -> None:
     snap = attrs(**{sc.GEN_AI_RESPONSE_MODEL: "gpt-4o-mini-2024-07-18"})
     record = price_one(meter, 1_000_000, snap)
     assert (record.model, record.billed_cost) == ("gpt-4o-mini-2024-07-18", Decimal("0.15"))
-    # A response model the catalog does not know falls back to the request model.
+    # A response model the catalog does not know is priced at the request model, and says
+    # so: status estimated, the served model kept, the model that priced it named.
     unknown = attrs(**{sc.GEN_AI_RESPONSE_MODEL: "acme-router-v7"})
     record = price_one(meter, 1_000_000, unknown, time=T0 + 2 * MIN)
-    assert (record.model, record.billed_cost) == ("gpt-4o", Decimal("2.5"))
-    assert record.pricing_status == "priced"
+    assert (record.model, record.billed_cost) == ("acme-router-v7", Decimal("2.5"))
+    assert (record.pricing_status, record.priced_model) == ("estimated", "gpt-4o")
+    assert record.price_id == "genai-prices:openai/gpt-4o"
+    focus = record.to_focus()
+    assert (focus["x_PricingStatus"], focus["x_PricedModel"]) == ("estimated", "gpt-4o")
+    assert next(r for r in meter.ledger.records() if r.model == "acme-router-v7") == record
     # No response model at all: the request model.
     only_request = attrs()
     del only_request[sc.GEN_AI_RESPONSE_MODEL]
     record = price_one(meter, 1_000_000, only_request, time=T0 + 3 * MIN)
     assert (record.model, record.billed_cost) == ("gpt-4o", Decimal("2.5"))
+    assert (record.pricing_status, record.priced_model) == ("priced", None)
 
 
 def test_unknown_model_is_unpriced_with_null_cost_never_zero(meter: Meter) -> None:

@@ -1490,3 +1490,42 @@ def test_check_prices_lists_entries_that_match_no_known_model(
     assert "models[3] (pattern llama-*-selfhosted) matches no model" in out
     assert "discounts[0] (model claude-hiaku-4-5) matches no model" in out
     assert "models[0]" not in out and "models[1]" not in out and "models[4]" not in out
+
+
+# ---------------------------------------------------------------------------------------
+# A call priced by the model it asked for: marked, never passed off as exact
+# ---------------------------------------------------------------------------------------
+
+
+def test_price_call_prices_by_the_served_model() -> None:
+    # gpt-4o-mini-2024-07-18 has its own price ($0.15): the requested alias does not matter.
+    result = CATALOG.price_call(
+        TokenUsage(input=1_000_000), "gpt-4o-mini-2024-07-18", "gpt-4o", provider="openai", at=AT
+    )
+    assert (result.status, result.total, result.priced_model) == ("priced", Decimal("0.15"), None)
+    assert result.model == "gpt-4o-mini-2024-07-18"
+
+
+def test_an_unknown_served_model_is_priced_at_the_requested_model_and_marked() -> None:
+    # gpt-4o: $2.50/MTok input.
+    result = CATALOG.price_call(
+        TokenUsage(input=1_000_000), "acme-router-v7", "gpt-4o", provider="openai", at=AT
+    )
+    assert (result.status, result.total) == ("estimated", Decimal("2.5"))
+    assert (result.model, result.priced_model) == ("acme-router-v7", "gpt-4o")
+    assert result.price_id == "genai-prices:openai/gpt-4o"
+    assert "acme-router-v7" in (result.reason or "")
+    assert result.to_dict()["priced_model"] == "gpt-4o"
+
+
+def test_a_known_served_model_without_a_rate_is_not_priced_as_another() -> None:
+    # gpt-4o-audio-preview is known but has no audio rate: the requested gpt-4o-realtime
+    # price would be a guess, so the call stays unpriced.
+    usage = TokenUsage(input=10, input_audio=100)
+    result = CATALOG.price_call(
+        usage, "gpt-4o-audio-preview", "gpt-4o-realtime-preview", provider="openai", at=AT
+    )
+    assert (result.status, result.total, result.priced_model) == ("unpriced", None, None)
+    # Both unknown: unpriced, named by the served model.
+    result = CATALOG.price_call(usage, "acme-a", "acme-b", provider="acme", at=AT)
+    assert (result.status, result.model, result.priced_model) == ("unpriced", "acme-a", None)

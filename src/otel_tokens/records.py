@@ -18,6 +18,10 @@ from typing import Any
 from . import semconv as sc
 from .pricing import decimal_str
 
+# The span/metric attribute naming the model whose price was used when it is not the
+# served model (PriceResult.priced_model). Its home is semconv.py; kept here until moved.
+BILLING_PRICED_MODEL = "gen_ai.billing.priced_model"
+
 CLOUDEVENT_TYPE = "io.otel-tokens.cost.v1"
 CLOUDEVENT_SOURCE = "otel-tokens"
 
@@ -53,6 +57,8 @@ class CostRecord:
     processing: str = sc.PROCESSING_STANDARD
     context_tier: str = "base"
     price_id: str | None = None
+    # The model whose price was used when the served model had none (status estimated).
+    priced_model: str | None = None
     billed_cost: Decimal | None = None
     list_cost: Decimal | None = None
     tenant: str | None = None
@@ -132,6 +138,7 @@ class CostRecord:
             "x_PricingStatus": self.pricing_status,
             "x_TokenBucket": self.bucket,
             "x_Model": self.model,
+            "x_PricedModel": self.priced_model,
             "x_Provider": self.provider,
             "x_Processing": self.processing,
             "x_ContextTier": self.context_tier,

@@ -22,6 +22,7 @@ RECORD_COLUMNS = (
     "processing",
     "context_tier",
     "price_id",
+    "priced_model",
     "billed_cost",
     "list_cost",
     "tenant",
@@ -78,6 +79,8 @@ MIGRATIONS: dict[str, list[list[str]]] = {
                 PRIMARY KEY (stream_id, start_ns)
             )""",
         ],
+        # 2: the model whose price was used when the served model had none.
+        ["ALTER TABLE cost_records ADD COLUMN priced_model TEXT"],
     ],
     "postgresql": [
         [
@@ -92,5 +95,6 @@ MIGRATIONS: dict[str, list[list[str]]] = {
                 PRIMARY KEY (stream_id, start_ns)
             )""",
         ],
+        ["ALTER TABLE cost_records ADD COLUMN IF NOT EXISTS priced_model TEXT"],
     ],
 }

@@ -165,6 +165,7 @@ class Meter:
             processing=processing,
             context_tier=tier,
             price_id=result.price_id,
+            priced_model=result.priced_model,
             billed_cost=result.total,
             list_cost=listed,
             tenant=_str(a.get(sc.BILLING_TENANT_ID)),
@@ -200,28 +201,15 @@ class Meter:
         tier: str,
         catalog: Catalog | None = None,
     ) -> PriceResult:
-        catalog = catalog or self.catalog
-        model = str(response_model or request_model or "")
-        result = catalog.price(
+        return (catalog or self.catalog).price_call(
             usage,
-            model,
+            _str(response_model) or None,
+            _str(request_model) or None,
             provider=provider or None,
             at=at,
             processing=processing,
             context_tier=tier,
         )
-        if result.status == sc.STATUS_UNPRICED and request_model and request_model != model:
-            fallback = catalog.price(
-                usage,
-                str(request_model),
-                provider=provider or None,
-                at=at,
-                processing=processing,
-                context_tier=tier,
-            )
-            if fallback.is_priced:
-                return fallback
-        return result
 
 
 def _str(value: Any) -> str | None:

@@ -167,6 +167,62 @@ class Catalog:
             context_tier=context_tier,
         )
 
+    def price_call(
+        self,
+        usage: TokenUsage,
+        served_model: str | None,
+        requested_model: str | None = None,
+        *,
+        provider: str | None = None,
+        at: datetime | None = None,
+        processing: Processing = "standard",
+        context_tier: str | None = None,
+    ) -> PriceResult:
+        """Price one call by the model that served it, else by the model it asked for.
+
+        A served model the catalog does not know at all (a router's name, a snapshot newer
+        than the data) is priced at the requested model's price, marked: status
+        ``estimated`` and ``priced_model`` the requested model, so such calls can be found.
+        A served model the catalog knows but cannot price (a bucket without a rate, a
+        missing variant) stays unpriced: another model's price would be a guess.
+        """
+        model = served_model or requested_model or ""
+        result = self.price(
+            usage,
+            model,
+            provider=provider,
+            at=at,
+            processing=processing,
+            context_tier=context_tier,
+        )
+        if (
+            result.status != "unpriced"
+            or result.price_id is not None  # known, but not priceable as asked
+            or not requested_model
+            or requested_model == model
+        ):
+            return result
+        fallback = self.price(
+            usage,
+            requested_model,
+            provider=provider,
+            at=at,
+            processing=processing,
+            context_tier=context_tier,
+        )
+        if not fallback.is_priced:
+            return result
+        return replace(
+            fallback,
+            status="estimated",
+            model=model,
+            priced_model=requested_model,
+            reason=(
+                f"served model {model!r} has no price; priced at the requested model "
+                f"{requested_model!r} ({fallback.price_id})"
+            ),
+        )
+
     def _unpriced(
         self,
         why: _Unpriced,

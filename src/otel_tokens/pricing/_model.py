@@ -124,6 +124,10 @@ class PriceResult:
     context_tier: str = "base"
     unpriced_buckets: tuple[str, ...] = ()
     reason: str | None = None
+    # The model whose price was used when it is not ``model`` (the served model has no
+    # price; `Catalog.price_call` used the requested model's): the status is then
+    # ``estimated``.
+    priced_model: str | None = None
 
     @property
     def is_priced(self) -> bool:
@@ -145,6 +149,7 @@ class PriceResult:
             "usage_source": self.usage.source,
             "unpriced_buckets": list(self.unpriced_buckets),
             "reason": self.reason,
+            "priced_model": self.priced_model,
             "usage": dict(self.usage.buckets()),
         }
 
