@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -83,13 +84,19 @@ def record_row(record: CostRecord, ingested_at: datetime) -> tuple[Any, ...]:
         "operation": record.operation,
         "service_name": record.service_name,
         "tags": json.dumps(dict(record.tags), sort_keys=True),
+        "charge_category": record.charge_category,
+        "adjusts": record.adjusts,
+        "adjusted_from": (
+            None if record.adjusted_from is None else decimal_str(record.adjusted_from)
+        ),
+        "usage_key": record.usage_key,
     }
     return (*(values[c] for c in RECORD_COLUMNS), _iso(ingested_at))
 
 
 def row_record(row: Sequence[Any]) -> CostRecord:
     v = dict(zip(RECORD_COLUMNS, row, strict=False))
-    return CostRecord(
+    record = CostRecord(
         stream_id=v["stream_id"],
         period_start=_parse(v["period_start"]),
         period_end=_parse(v["period_end"]),
@@ -113,7 +120,12 @@ def row_record(row: Sequence[Any]) -> CostRecord:
         operation=v["operation"],
         service_name=v["service_name"],
         tags=json.loads(v["tags"] or "{}"),
+        charge_category=v["charge_category"],
+        adjusts=v["adjusts"],
+        adjusted_from=None if v["adjusted_from"] is None else Decimal(str(v["adjusted_from"])),
     )
+    # A record stored before ids stopped naming the price keeps the id it was stored under.
+    return record if record.id == v["id"] else replace(record, stored_id=v["id"])
 
 
 def _iso(value: datetime) -> str:
