@@ -41,10 +41,14 @@ def test_claude_sonnet_4_long_context_is_priced_at_the_published_tier(model: str
     assert (result.status, result.total) == ("priced", Decimal("0.966"))
     assert result.context_tier == "above_200k"
     assert result.price_id == "correction:anthropic/claude-sonnet-4-0"
-    assert "+corrections.sha256:" in result.catalog_version
+    # The catalog version of a result a correction priced names the correction file.
+    assert result.catalog_version.startswith(
+        f"{CATALOG.version}+corrections.sha256:{bundled_corrections().sha256[:16]}"
+    )
     # genai-prices alone bills the flat <= 200K rates: 450000 + 18000 + 3750 + 15000 -> half.
     flat = UPSTREAM.price(LONG, model, provider="anthropic", at=AT)
     assert flat.total == Decimal("0.48675")
+    assert flat.catalog_version == CATALOG.version
 
 
 def test_below_the_tier_a_correction_agrees_with_genai_prices() -> None:

@@ -91,8 +91,11 @@ class Catalog:
         self.currency = user.currency if user else "USD"
         self.genai_prices_version = _dist_version("genai-prices")
         version = f"genai-prices@{self.genai_prices_version}"
-        if self.corrections is not None and self.corrections.models:
-            version += f"+corrections.sha256:{self.corrections.sha256[:16]}"
+        # Named in the catalog version of results a correction priced (only those: the
+        # others do not depend on it).
+        self._corrections_tag = (
+            f"+corrections.sha256:{self.corrections.sha256[:16]}" if self.corrections else ""
+        )
         if user is not None:
             version += f"+user.sha256:{user.sha256[:16]}"
         self._base_version = version
@@ -155,12 +158,16 @@ class Catalog:
                 resolved.price_id,
             )
             return self._unpriced(missing, usage, model, provider, processing)
+        catalog_version = self.version
+        if resolved.origin == "correction":
+            head, user, rest = catalog_version.partition("+user.")
+            catalog_version = head + self._corrections_tag + user + rest
         return compute(
             resolved,
             usage,
             fx=fx,
             currency=self.currency,
-            catalog_version=self.version,
+            catalog_version=catalog_version,
             processing=processing,
             provider=provider,
             model=model,
