@@ -1,4 +1,5 @@
-"""The price catalog: genai-prices' bundled data under the user's price file.
+"""The price catalog: genai-prices' bundled data, under otel-tokens' corrections, under the
+user's price file.
 
 Precedence, for a model at instant T (documented in docs/pricing.md):
 
@@ -15,10 +16,11 @@ Precedence, for a model at instant T (documented in docs/pricing.md):
 Without a provider, the provider is the one genai-prices knows the model by (as calls
 always carry one), so provider-scoped entries apply.
 
-A user entry replaces the catalog entry whole: rates it does not list fall back to their
-parent rate *within that entry* (cache read as input, reasoning as output), never to the
-catalog. A processing variant (batch, flex, priority) is taken only from the winning
-entry; if that entry does not define it, the status is ``variant_unavailable``.
+A user entry (or a correction) replaces the catalog entry whole: a bucket it has no rate
+for is priced by no other entry (and only by the few fallbacks of ``BUCKET_PRICE_KEYS``
+within it, e.g. reasoning as output), never by the catalog's. A processing variant (batch,
+flex, priority) is taken only from the winning entry; if that entry does not define it,
+the status is ``variant_unavailable``.
 """
 
 from __future__ import annotations
