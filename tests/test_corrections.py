@@ -105,3 +105,18 @@ def test_check_prices_reports_the_corrections(capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     assert "anthropic/claude-sonnet-4-0: needed: genai-prices lacks the tiers of" in out
     assert "source: https://docs.anthropic.com/en/docs/about-claude/pricing" in out
+
+
+def test_the_correction_file_is_a_valid_price_file() -> None:
+    import json
+    from importlib.resources import files
+    from pathlib import Path
+
+    import jsonschema
+    import yaml
+
+    schema = json.loads(
+        (Path(__file__).parents[1] / "semconv/schemas/price-file.schema.json").read_text()
+    )
+    text = files("otel_tokens.pricing").joinpath("corrections.yaml").read_text()
+    jsonschema.validate(yaml.safe_load(text), schema)
