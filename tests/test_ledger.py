@@ -34,6 +34,7 @@ from otel_tokens.ledger import (
     SQLiteLedger,
     open_ledger,
 )
+from otel_tokens.ledger._schema import MIGRATIONS
 from otel_tokens.metering import Meter, TokenPoint
 from otel_tokens.pricing import Catalog
 from otel_tokens.records import CLOUDEVENT_SOURCE, CLOUDEVENT_TYPE, CostRecord, stream_id
@@ -140,7 +141,7 @@ def test_migrations_are_idempotent(ledger_url: str) -> None:
     second.close()
     third = open_ledger(ledger_url)
     try:
-        assert _migration_versions(ledger_url) == [1]
+        assert _migration_versions(ledger_url) == list(range(1, len(MIGRATIONS["sqlite"]) + 1))
         assert list(third.records()) == [record()]
         with third.transaction() as tx:
             assert tx.mark("s", T0) == (T0 + MIN, 100)
@@ -462,16 +463,16 @@ def test_record_id_is_deterministic_and_follows_spec() -> None:
             focus["x_StreamId"],
             focus["ChargePeriodStart"],
             focus["ChargePeriodEnd"],
-            focus["x_PriceId"] or "",
             focus["x_TokenBucket"],
         )
     )
     assert r.id == hashlib.sha256(text.encode("utf-8")).hexdigest()
     assert focus["ChargePeriodEnd"] == "2026-11-01T12:01:00.123456Z"
-    unpriced = record(price_id=None)
-    expected = "\n".join(
-        (r.stream_id, "2026-11-01T12:00:00Z", focus["ChargePeriodEnd"], "", r.bucket)
-    )
+    # The identity names the usage, never how it was priced: the same usage unpriced, or
+    # priced by another entry, is the same record (so it is never billed twice).
+    unpriced = record(price_id=None, pricing_status="unpriced", billed_cost=None)
+    assert unpriced.id == r.id == record(price_id="user:openai/gpt-4o").id
+    expected = "\n".join((r.stream_id, "2026-11-01T12:00:00Z", focus["ChargePeriodEnd"], r.bucket))
     assert unpriced.id == hashlib.sha256(expected.encode()).hexdigest()
     # Each part of the identity changes the id; an instant in another zone does not.
     assert (
@@ -481,12 +482,10 @@ def test_record_id_is_deterministic_and_follows_spec() -> None:
                 record(stream_id="other").id,
                 record(period_start=AT - timedelta(microseconds=1)).id,
                 record(period_end=AT + timedelta(minutes=2)).id,
-                record(price_id="genai-prices:openai/gpt-4o#batch").id,
                 record(bucket="input").id,
-                unpriced.id,
             }
         )
-        == 7
+        == 5
     )
     assert record(period_start=AT.astimezone(timezone(timedelta(hours=-5)))).id == r.id
 
@@ -544,3 +543,211 @@ def test_meter_records_validate_against_schema(tmp_path: Path) -> None:
     for r in meter.ledger.records():
         assert not _errors(COST_RECORD, r.to_focus()), r
         assert not _errors(CLOUD_EVENT, r.to_cloudevent()), r
+
+
+# --- a record's identity does not depend on its price; re-pricing is explicit --------------
+ACME_PRICES = (
+    "models:\n  - provider: acme\n    model: acme-llm-9000\n    prices: {input_mtok: '%s'}\n"
+)
+
+
+def _acme_catalog(tmp_path: Path, rate: str) -> tuple[Catalog, Path]:
+    path = tmp_path / f"acme-{rate}.yaml"
+    path.write_text(ACME_PRICES % rate)
+    return Catalog.load(path), path
+
+
+def _acme_export(tenant: str = "tenant-42", model: str = "acme-llm-9000") -> Any:
+    """One real SDK export (delta temporality) of an app's gen_ai.billing.tokens counter."""
+    from opentelemetry.sdk.metrics import Counter as SdkCounter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
+    from opentelemetry.sdk.resources import Resource as SdkResource
+
+    reader = InMemoryMetricReader(
+        preferred_temporality={SdkCounter: AggregationTemporality.DELTA}
+    )
+    provider = MeterProvider(
+        metric_readers=[reader], resource=SdkResource.create({"service.name": "checkout"})
+    )
+    counter = provider.get_meter("otel_tokens").create_counter(sc.METRIC_BILLING_TOKENS)
+    counter.add(
+        2_000_000,
+        {
+            sc.GEN_AI_PROVIDER_NAME: "acme",
+            sc.GEN_AI_REQUEST_MODEL: model,
+            sc.GEN_AI_RESPONSE_MODEL: model,
+            sc.GEN_AI_OPERATION_NAME: "chat",
+            sc.BILLING_TOKEN_BUCKET: "input",
+            sc.BILLING_TENANT_ID: tenant,
+        },
+    )
+    data = reader.get_metrics_data()
+    provider.shutdown()
+    return data
+
+
+def test_a_point_resent_after_a_price_change_is_billed_once(
+    ledger_url: str, tmp_path: Path
+) -> None:
+    from otel_tokens.metering import from_sdk
+
+    export = _acme_export()
+    # The collector has no price for acme-llm-9000: the usage is recorded unpriced, but the
+    # client never sees the acknowledgement (the collector restarts).
+    first = open_ledger(ledger_url)
+    written = Meter(first, Catalog()).ingest(from_sdk(export)).records
+    assert [(r.pricing_status, r.billed_cost) for r in written] == [("unpriced", None)]
+    first.close()
+    # It comes back with a price file that prices the model, and the client resends.
+    catalog, _ = _acme_catalog(tmp_path, "0.5")
+    second = open_ledger(ledger_url)
+    try:
+        again = Meter(second, catalog).ingest(from_sdk(export))
+        assert (again.records, again.unchanged) == ([], 1)  # the same usage: not billed again
+        stored = list(second.records())
+        assert [(r.quantity, r.pricing_status) for r in stored] == [(2_000_000, "unpriced")]
+        assert stored[0].id == written[0].id
+    finally:
+        second.close()
+
+
+def test_reprice_writes_adjustments_never_edits_or_duplicates(
+    ledger_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from otel_tokens.cli import main
+    from otel_tokens.metering import from_sdk
+    from otel_tokens.reporting import build_report
+
+    ledger = open_ledger(ledger_url)
+    try:
+        Meter(ledger, Catalog()).ingest(from_sdk(_acme_export()))
+        Meter(ledger, Catalog()).ingest(from_sdk(_acme_export(tenant="tenant-7")))
+    finally:
+        ledger.close()
+    _, prices = _acme_catalog(tmp_path, "0.5")
+    base = ["reprice", "--ledger", ledger_url, "--prices", str(prices)]
+    # A dry run writes nothing.
+    assert main([*base, "--dry-run", "--json"]) == 0
+    dry = json.loads(capsys.readouterr().out)
+    assert (dry["examined"], dry["adjustments"]) == (2, 2)
+    # One tenant: 2,000,000 x $0.50 / 1M = $1 for tenant-42 only.
+    assert main([*base, "--tenant", "tenant-42", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["examined"], out["adjustments"], out["billed_difference"]) == (1, 1, {"USD": "1"})
+    # Again: already at this price, nothing written.
+    assert main([*base, "--tenant", "tenant-42", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["adjustments"], out["unchanged"]) == (0, 1)
+    # A price change later: the difference only (2,000,000 x 0.25 / 1M = 0.5 more).
+    _, dearer = _acme_catalog(tmp_path, "0.75")
+    assert main(["reprice", "--ledger", ledger_url, "--prices", str(dearer), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["adjustments"], out["billed_difference"]) == (2, {"USD": "2"})  # 0.5 + 1.5
+    ledger = open_ledger(ledger_url)
+    try:
+        records = list(ledger.records())
+    finally:
+        ledger.close()
+    usage = [r for r in records if r.charge_category == "Usage"]
+    adjustments = [r for r in records if r.charge_category == "Adjustment"]
+    # The usage records are untouched: unpriced, as first written.
+    assert [(r.pricing_status, r.billed_cost) for r in usage] == [("unpriced", None)] * 2
+    assert {a.adjusts for a in adjustments} == {r.id for r in usage}
+    assert all(a.quantity == 0 for a in adjustments)  # tokens counted once, by the usage
+    # tenant-42: unpriced -> +1, then 1 -> +0.5; tenant-7: unpriced -> +1.5
+    assert Counter((a.adjusted_from, a.billed_cost) for a in adjustments) == Counter(
+        [(None, Decimal("1")), (Decimal("1"), Decimal("0.5")), (None, Decimal("1.5"))]
+    )
+    # Usage plus adjustments: each tenant's usage at the newest price.
+    report = build_report(records, ["tenant"])
+    totals = {line.key[0]: line.billed_cost for line in report.lines}
+    assert totals == {"tenant-42": Decimal("1.5"), "tenant-7": Decimal("1.5")}
+    assert sum(line.tokens + line.unpriced_tokens for line in report.lines) == 4_000_000
+    for a in adjustments:
+        focus = a.to_focus()
+        assert (focus["ChargeCategory"], focus["x_Adjusts"]) == ("Adjustment", a.adjusts)
+        assert _errors(COST_RECORD, focus) == []
+
+
+def _old_id(r: CostRecord) -> str:
+    """A record id as ledgers stored it before migration 3 (it named the price id)."""
+    text = "\n".join(
+        (
+            r.stream_id,
+            r.period_start.isoformat().replace("+00:00", "Z"),
+            r.period_end.isoformat().replace("+00:00", "Z"),
+            r.price_id or "",
+            r.bucket,
+        )
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _old_ledger(url: str, records: list[CostRecord]) -> None:
+    """A ledger at migration 2 holding ``records`` under their old ids, in this order."""
+    from otel_tokens.ledger._base import record_row
+    from otel_tokens.ledger._schema import RECORD_COLUMNS
+
+    columns = [
+        "id", "stream_id", "period_start", "period_end", "provider", "model", "bucket",
+        "quantity", "currency", "catalog_version", "pricing_status", "usage_source",
+        "processing", "context_tier", "price_id", "priced_model", "billed_cost", "list_cost",
+        "tenant", "feature", "user_id", "operation", "service_name", "tags",
+    ]  # fmt: skip
+    dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
+    rows = []
+    for i, r in enumerate(records):
+        values = dict(zip((*RECORD_COLUMNS, "ingested_at"), record_row(r, AT), strict=True))
+        values["id"] = _old_id(r)
+        rows.append([*(values[c] for c in columns), f"2026-11-01T12:0{i}:00.000000Z"])
+    mark = "?" if dialect == "sqlite" else "%s"
+    insert_sql = (
+        f"INSERT INTO cost_records ({', '.join(columns)}, ingested_at) "
+        f"VALUES ({', '.join(mark for _ in range(len(columns) + 1))})"
+    )
+    steps = [s for migration in MIGRATIONS[dialect][:2] for s in migration]
+    if dialect == "sqlite":
+        conn = sqlite3.connect(url[len("sqlite:///") :])
+        conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)")
+        for step in steps:
+            assert isinstance(step, str)
+            conn.execute(step)
+        conn.executemany("INSERT INTO schema_migrations VALUES (?)", [(1,), (2,)])
+        conn.executemany(insert_sql, rows)
+        conn.commit()
+        conn.close()
+        return
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as pg:
+        pg.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)")
+        for step in steps:
+            assert isinstance(step, str)
+            pg.execute(step)
+        pg.execute("INSERT INTO schema_migrations VALUES (1), (2)")
+        with pg.cursor() as cur:
+            cur.executemany(insert_sql, rows)
+
+
+def test_migration_3_keeps_old_ids_and_stops_the_double_count(ledger_url: str) -> None:
+    unpriced = record(pricing_status="unpriced", price_id=None, billed_cost=None, list_cost=None)
+    priced = record()  # the same usage, billed again once a price appeared (the old bug)
+    other = record(
+        bucket="input", quantity=86, billed_cost=Decimal("0.000215"), list_cost=Decimal("0.000215")
+    )
+    _old_ledger(ledger_url, [unpriced, priced, other])
+    ledger = open_ledger(ledger_url)
+    try:
+        stored = sorted(ledger.records(), key=lambda r: r.bucket)
+        # Old records keep the ids they were stored (and exported) under.
+        assert {r.id for r in stored} == {_old_id(unpriced), _old_id(priced), _old_id(other)}
+        # The same usage delivered again is now known, whatever its price.
+        assert insert(ledger, [record(), unpriced, record(bucket="input", quantity=86)]) == []
+        assert ledger.count() == 3
+        # reprice reports the pair stored twice before, and adjusts neither.
+        result = Meter(ledger, Catalog()).reprice(dry_run=True)
+        assert sorted(result.duplicates) == sorted([_old_id(unpriced), _old_id(priced)])
+        assert [a.adjusts for a in result.adjustments] == []
+    finally:
+        ledger.close()

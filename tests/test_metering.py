@@ -610,16 +610,22 @@ def test_response_model_first_then_request_model(meter: Meter) -> None:
     snap = attrs(**{sc.GEN_AI_RESPONSE_MODEL: "gpt-4o-mini-2024-07-18"})
     record = price_one(meter, 1_000_000, snap)
     assert (record.model, record.billed_cost) == ("gpt-4o-mini-2024-07-18", Decimal("0.15"))
-    # A response model the catalog does not know falls back to the request model.
+    # A response model the catalog does not know is priced at the request model, and says
+    # so: status estimated, the served model kept, the model that priced it named.
     unknown = attrs(**{sc.GEN_AI_RESPONSE_MODEL: "acme-router-v7"})
     record = price_one(meter, 1_000_000, unknown, time=T0 + 2 * MIN)
-    assert (record.model, record.billed_cost) == ("gpt-4o", Decimal("2.5"))
-    assert record.pricing_status == "priced"
+    assert (record.model, record.billed_cost) == ("acme-router-v7", Decimal("2.5"))
+    assert (record.pricing_status, record.priced_model) == ("estimated", "gpt-4o")
+    assert record.price_id == "genai-prices:openai/gpt-4o"
+    focus = record.to_focus()
+    assert (focus["x_PricingStatus"], focus["x_PricedModel"]) == ("estimated", "gpt-4o")
+    assert next(r for r in meter.ledger.records() if r.model == "acme-router-v7") == record
     # No response model at all: the request model.
     only_request = attrs()
     del only_request[sc.GEN_AI_RESPONSE_MODEL]
     record = price_one(meter, 1_000_000, only_request, time=T0 + 3 * MIN)
     assert (record.model, record.billed_cost) == ("gpt-4o", Decimal("2.5"))
+    assert (record.pricing_status, record.priced_model) == ("priced", None)
 
 
 def test_unknown_model_is_unpriced_with_null_cost_never_zero(meter: Meter) -> None:
@@ -858,3 +864,31 @@ def test_invalid_token_points_rejected_valid_ones_written(meter: Meter) -> None:
     assert sum("time_unix_nano out of range" in m for m in result.rejected) == 2
     assert any("start_time_unix_nano" in m for m in result.rejected)
     assert meter.ledger.count() == 2
+
+
+def test_buckets_are_priced_one_by_one_and_fail_closed(meter: Meter) -> None:
+    # genai-prices has only text rates for gpt-4o-audio-preview: its text bucket is billed,
+    # its audio bucket is recorded unpriced (null cost), never at the text rate.
+    model = "gpt-4o-audio-preview"
+    text = price_one(meter, 1_000_000, attrs("input", model=model))
+    assert (text.pricing_status, text.billed_cost) == ("priced", Decimal("2.5"))
+    audio = price_one(meter, 1_000_000, attrs("input_audio", model=model), time=T0 + 2 * MIN)
+    assert (audio.pricing_status, audio.billed_cost, audio.list_cost) == ("unpriced", None, None)
+    assert audio.quantity == 1_000_000  # the tokens are kept, only the price is missing
+
+
+def test_a_contract_for_a_model_bills_its_served_snapshot() -> None:
+    # The README's price-file example: a gpt-4o contract ($2.00 input). Calls are metered by
+    # the served snapshot gpt-4o-2024-08-06, which the contract covers.
+    catalog = Catalog(
+        parse_user_prices(
+            b"models:\n  - provider: openai\n    model: gpt-4o\n"
+            b"    prices: {input_mtok: '2.00', output_mtok: '8.00'}\n",
+            "contract.yaml",
+        )
+    )
+    meter = Meter(SQLiteLedger(":memory:"), catalog)
+    served = attrs(**{sc.GEN_AI_RESPONSE_MODEL: "gpt-4o-2024-08-06"})
+    record = price_one(meter, 1_000_000, served)
+    assert (record.model, record.price_id) == ("gpt-4o-2024-08-06", "user:openai/gpt-4o")
+    assert (record.billed_cost, record.list_cost) == (Decimal("2"), Decimal("2.5"))

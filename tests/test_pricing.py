@@ -10,6 +10,7 @@ divided by 1,000,000 at the end; web searches are ``count x $/1K / 1000``.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Context, Decimal, Inexact, localcontext
 from importlib.metadata import version as dist_version
@@ -24,6 +25,7 @@ from hypothesis import strategies as st
 
 from otel_tokens.pricing import (
     Catalog,
+    Price,
     PriceFileError,
     PriceResult,
     Processing,
@@ -613,15 +615,15 @@ def test_estimated_usage_is_priced_with_status_estimated() -> None:
 
 def test_bucket_without_a_rate_is_reported_not_zeroed() -> None:
     # The user's gpt-4o entry (contract.yaml) lists no web_searches_kcount: the searches are
-    # reported as unpriced, and are not billed at genai-prices' rate.
+    # not billed at genai-prices' rate, and the call is not priced without them either (a
+    # total of the text alone would look exact and be short).
     catalog = Catalog.load(PRICES / "contract.yaml")
     usage = TokenUsage(input=1000, output=100, web_search_requests=2)
     result = catalog.price(usage, "gpt-4o", provider="openai", at=AT)
-    # $2/MTok x 1000 + $8/MTok x 100 = 2000 + 800 -> $0.0028
-    assert result.status == "priced"
-    assert result.total == Decimal("0.0028")
+    assert (result.status, result.total, dict(result.amounts)) == ("unpriced", None, {})
     assert result.unpriced_buckets == ("web_search",)
     assert "web_search" in (result.reason or "")
+    assert result.price_id == "user:openai/gpt-4o"
     only_searches = catalog.price(
         TokenUsage(web_search_requests=2), "gpt-4o", provider="openai", at=AT
     )
@@ -713,20 +715,29 @@ def contract() -> Catalog:
 
 
 def test_user_exact_model_beats_pattern_and_catalog(contract: Catalog) -> None:
-    # contract.yaml models[0]: gpt-4o $2.00 input, $8.00 output (no cache_read price, so the
-    # 1920 cached tokens cost the input rate within that entry, not genai-prices' $1.25):
-    # (86 + 1920) x 2 = 4012; 300 x 8 = 2400 -> 6412 -> $0.006412
-    result = contract.price(from_openai_chat(CHAT_CACHED), "gpt-4o", provider="openai", at=AT)
+    # contract.yaml models[0]: gpt-4o $2.00 input, $8.00 output:
+    # 1000 x 2 + 300 x 8 = 4400 -> $0.0044
+    usage = TokenUsage(input=1000, output=300)
+    result = contract.price(usage, "gpt-4o", provider="openai", at=AT)
     assert result.status == "priced"
-    assert result.total == Decimal("0.006412")
-    assert result.amounts["cache_read"] == Decimal("0.00384")
+    assert result.total == Decimal("0.0044")
     assert result.price_id == "user:openai/gpt-4o"
+    # It has no cache_read price: the 1920 cached tokens are neither billed at the input rate
+    # nor at genai-prices' $1.25 (an entry replaces the catalog's whole): unpriced.
+    cached = contract.price(from_openai_chat(CHAT_CACHED), "gpt-4o", provider="openai", at=AT)
+    assert (cached.status, cached.total, cached.unpriced_buckets) == (
+        "unpriced",
+        None,
+        ("cache_read",),
+    )
+    assert "cache_read_mtok" in (cached.reason or "")
 
 
 def test_user_pattern_beats_catalog(contract: Catalog) -> None:
     # contract.yaml models[1]: 'gpt-4o*' $9/$9: 1000 x 9 + 100 x 9 = 9900 -> $0.0099
+    # (gpt-4o-search-preview is a model of its own, not a dated snapshot of gpt-4o)
     result = contract.price(
-        TokenUsage(input=1000, output=100), "gpt-4o-2024-08-06", provider="openai", at=AT
+        TokenUsage(input=1000, output=100), "gpt-4o-search-preview", provider="openai", at=AT
     )
     assert result.total == Decimal("0.0099")
     assert result.price_id == "user:openai/pattern:gpt-4o*"
@@ -737,9 +748,13 @@ def test_user_first_matching_pattern_in_file_order_wins(contract: Catalog) -> No
     result = contract.price(TokenUsage(input=1000), "gpt-4o-mini", provider="openai", at=AT)
     assert result.total == Decimal("0.009")
     assert result.price_id == "user:openai/pattern:gpt-4o*"
-    # Without the provider, models[1] (provider: openai) does not apply; models[2] does.
+    # Without the provider, the provider is genai-prices' (openai), as a call would name it:
+    # models[1] (provider: openai) still applies.
     result = contract.price(TokenUsage(input=1000), "gpt-4o-mini", at=AT)
-    assert result.total == Decimal("0.007")
+    assert result.total == Decimal("0.009")
+    assert result.price_id == "user:openai/pattern:gpt-4o*"
+    # A model genai-prices does not know has no provider to infer: models[2] applies.
+    result = contract.price(TokenUsage(input=1000), "gpt-4o-mini-selfhosted", at=AT)
     assert result.price_id == "user:*/pattern:gpt-4o-mini*"
 
 
@@ -910,7 +925,7 @@ def test_unquoted_decimals_in_the_file_are_exact() -> None:
 
 def test_catalog_version_names_genai_prices_and_hashes_the_user_file(tmp_path: Path) -> None:
     gp_version = dist_version("genai-prices")
-    assert Catalog().version == f"genai-prices@{gp_version}"
+    assert Catalog().version == Catalog(corrections=False).version == f"genai-prices@{gp_version}"
     text = (PRICES / "contract.yaml").read_text()
     a = tmp_path / "a.yaml"
     a.write_text(text)
@@ -961,12 +976,13 @@ def _assert_no_float(value: Any) -> None:
 
 
 def test_no_float_anywhere(contract: Catalog) -> None:
-    usage = TokenUsage(input=12345, cache_read=6789, cache_write_5m=11, output=987, reasoning=3)
-    for model, provider, catalog in [
-        ("claude-sonnet-4-5", "anthropic", CATALOG),
-        ("gemini-2.5-pro", "google", CATALOG),
-        ("claude-haiku-4-5", "anthropic", contract),
-        ("mistral-contract", None, Catalog.load(PRICES / "eur_contract.yaml")),
+    full = TokenUsage(input=12345, cache_read=6789, cache_write_5m=11, output=987, reasoning=3)
+    no_cache = TokenUsage(input=12345, output=987, reasoning=3)
+    for model, provider, catalog, usage in [
+        ("claude-sonnet-4-5", "anthropic", CATALOG, full),
+        ("gemini-2.5-pro", "google", CATALOG, replace(full, cache_write_5m=0)),
+        ("claude-haiku-4-5", "anthropic", contract, full),
+        ("mistral-contract", None, Catalog.load(PRICES / "eur_contract.yaml"), no_cache),
     ]:
         result = catalog.price(usage, model, provider=provider, at=AT)
         assert result.is_priced, result.reason
@@ -1152,9 +1168,18 @@ TIERED_MODELS = [("claude-sonnet-4-5", "anthropic"), ("gemini-2.5-pro", "google"
 def test_property_total_is_the_sum_of_amounts(usage: TokenUsage, which: tuple[str, str]) -> None:
     model, provider = which
     result = price(usage, model, provider=provider, at=AT, catalog=CATALOG)
+    billed = {b for b, _ in usage.buckets()}
+    resolved = CATALOG.resolve(model, provider=provider, at=AT)
+    assert isinstance(resolved, Price)
+    without_rate = {b for b in billed if resolved.rate_key(b) is None}
+    if without_rate:  # fail closed: no total, every bucket without a rate named
+        assert (result.status, result.total) == ("unpriced", None)
+        assert set(result.unpriced_buckets) == without_rate
+        return
     assert result.status == ("estimated" if usage.is_estimated else "priced")
     assert result.total == sum(result.amounts.values(), Decimal(0))
-    assert set(result.amounts) | set(result.unpriced_buckets) == {b for b, _ in usage.buckets()}
+    assert set(result.amounts) == billed
+    assert result.unpriced_buckets == ()
 
 
 @settings(max_examples=150, deadline=None)
@@ -1164,12 +1189,14 @@ def test_property_pricing_is_additive_for_flat_models(
 ) -> None:
     model, provider = which
 
-    def total(u: TokenUsage) -> Decimal:
-        result = price(u, model, provider=provider, at=AT, catalog=CATALOG)
-        assert result.total is not None
-        return result.total
+    def total(u: TokenUsage) -> Decimal | None:
+        return price(u, model, provider=provider, at=AT, catalog=CATALOG).total
 
-    assert total(a) + total(b) == total(a + b)
+    ta, tb, tab = total(a), total(b), total(a + b)
+    if ta is None or tb is None:  # a bucket without a rate stays unpriced in the sum
+        assert tab is None
+    else:
+        assert ta + tb == tab
 
 
 @settings(max_examples=100, deadline=None)
@@ -1182,7 +1209,9 @@ def test_property_discounts_scale_exactly(a: TokenUsage, b: TokenUsage, percent:
     catalog = _user_catalog(f"discounts:\n  - provider: openai\n    percent: '{percent}'\n")
     full = price(a + b, "gpt-4o", provider="openai", at=AT, catalog=CATALOG).total
     off = catalog.price(a + b, "gpt-4o", provider="openai", at=AT).total
-    assert full is not None and off is not None
+    assert (full is None) == (off is None)
+    if full is None or off is None:
+        return
     with localcontext(Context(prec=100, traps=[Inexact])):
         assert off == full * (100 - percent) / 100
 
@@ -1235,6 +1264,14 @@ def test_property_engine_agrees_with_genai_prices(
     result = price(usage, model, provider=provider, at=at, processing=processing, catalog=CATALOG)
     if result.status == "variant_unavailable":
         return
+    if result.status == "unpriced":
+        # Where genai-prices bills a bucket at its parent's rate (a 1-hour cache write as
+        # input), we have no rate for it: every bucket named has none of its own.
+        resolved = CATALOG.resolve(model, provider=provider, at=at, processing=processing)
+        assert isinstance(resolved, Price)
+        assert result.unpriced_buckets
+        assert all(resolved.rate_key(b) is None for b in result.unpriced_buckets)
+        return
     assert result.total == _genai_prices_total(usage, model, provider, at, processing)
 
 
@@ -1258,3 +1295,233 @@ def test_catalog_version_names_updated_price_data() -> None:
     finally:
         data_snapshot.set_custom_snapshot(None)
     assert catalog.version == bundled
+
+
+# ---------------------------------------------------------------------------------------
+# Fail closed, bucket by bucket: a bucket with tokens and no rate of its own
+# ---------------------------------------------------------------------------------------
+
+
+def test_audio_tokens_without_an_audio_rate_are_unpriced_not_text_priced() -> None:
+    # genai-prices gives gpt-4o-audio-preview only text rates ($2.50 / $10 per MTok), while
+    # OpenAI bills its audio tokens at $40 in / $80 out: pricing the audio at the text rate
+    # would look exact and be 16x short.
+    usage = from_openai_chat(
+        {
+            "prompt_tokens": 1000,
+            "completion_tokens": 700,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 600},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 500},
+        }
+    )
+    result = price(usage, "gpt-4o-audio-preview", provider="openai", at=AT, catalog=CATALOG)
+    assert (result.status, result.total, dict(result.amounts)) == ("unpriced", None, {})
+    assert result.unpriced_buckets == ("input_audio", "output_audio")
+    assert "input_audio_mtok" in (result.reason or "")
+    assert "output_audio_mtok" in (result.reason or "")
+    # The text alone is still priced: 400 x 2.50 + 200 x 10 = 3000 -> $0.003
+    text = TokenUsage(input=usage.input, output=usage.output)
+    check(text, "gpt-4o-audio-preview", "openai", "0.003")
+
+
+def test_audio_tokens_with_audio_rates_are_priced_at_them() -> None:
+    # genai-prices: gpt-4o-realtime-preview $5 text in, $40 audio in, $20 text out, $80 audio
+    # out per MTok: 400 x 5 + 600 x 40 + 200 x 20 + 500 x 80 = 2000 + 24000 + 4000 + 40000
+    # = 70000 -> $0.07
+    usage = TokenUsage(input=400, input_audio=600, output=200, output_audio=500)
+    check(
+        usage,
+        "gpt-4o-realtime-preview",
+        "openai",
+        "0.07",
+        amounts={
+            "input": "0.002",
+            "input_audio": "0.024",
+            "output": "0.004",
+            "output_audio": "0.04",
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    ("usage", "model", "provider", "missing"),
+    [
+        # genai-prices' aws entry has a (5-minute) cache write rate but none for 1-hour writes,
+        # which Anthropic bills at 2x input, not at the 1.25x of a 5-minute write.
+        (
+            TokenUsage(input=10, cache_write_1h=100, output=5),
+            "global.anthropic.claude-sonnet-4-20250514-v1:0",
+            "aws.bedrock",
+            ("cache_write_1h",),
+        ),
+        # gpt-4o has no cache write rate at all: not billed at the input rate.
+        (TokenUsage(input=10, cache_write_5m=100), "gpt-4o", "openai", ("cache_write_5m",)),
+        # Image input and output without an image rate.
+        (
+            TokenUsage(input=10, input_image=258, output_image=1290),
+            "gpt-4o",
+            "openai",
+            ("input_image", "output_image"),
+        ),
+    ],
+)
+def test_every_bucket_without_its_own_rate_fails_closed(
+    usage: TokenUsage, model: str, provider: str, missing: tuple[str, ...]
+) -> None:
+    result = price(usage, model, provider=provider, at=AT, catalog=CATALOG)
+    assert (result.status, result.total) == ("unpriced", None), result
+    assert result.unpriced_buckets == missing
+    assert result.price_id is not None  # which entry lacks the rate
+
+
+def test_a_price_file_rate_prices_the_bucket_the_catalog_lacks() -> None:
+    # The fix the message suggests: OpenAI's price page lists gpt-4o-audio-preview audio
+    # at $40 / $80 per MTok. 600 x 40 + 500 x 80 = 64000 -> $0.064; + text 0.003 = $0.067
+    catalog = _user_catalog(
+        "models:\n  - provider: openai\n    model: gpt-4o-audio-preview\n"
+        "    prices: {input_mtok: '2.50', output_mtok: '10', input_audio_mtok: '40',"
+        " output_audio_mtok: '80'}\n"
+    )
+    usage = TokenUsage(input=400, input_audio=600, output=200, output_audio=500)
+    result = catalog.price(usage, "gpt-4o-audio-preview", provider="openai", at=AT)
+    assert (result.status, result.total) == ("priced", Decimal("0.067"))
+
+
+# ---------------------------------------------------------------------------------------
+# Contracts apply to snapshots; calls without a provider; entries that match nothing
+# ---------------------------------------------------------------------------------------
+
+SNAPSHOT_CONTRACT = """
+models:
+  - provider: openai
+    model: gpt-4o
+    prices: {input_mtok: '2.00', cache_read_mtok: '1.00', output_mtok: '8.00'}
+  - provider: openai
+    model: gpt-4o-2024-11-20
+    prices: {input_mtok: '1.50', output_mtok: '6.00'}
+"""
+
+
+@pytest.mark.parametrize(
+    ("model", "price_id", "expected"),
+    [
+        # The README's example: an entry for gpt-4o prices the snapshot OpenAI serves for it.
+        # 1000 x 2 + 100 x 8 = 2800 -> $0.0028
+        ("gpt-4o-2024-08-06", "user:openai/gpt-4o", "0.0028"),
+        # A snapshot genai-prices does not know yet: one of gpt-4o by its name.
+        ("gpt-4o-2099-01-01", "user:openai/gpt-4o", "0.0028"),
+        # An exact entry for the snapshot is more specific: 1000 x 1.5 + 100 x 6 -> $0.0021
+        ("gpt-4o-2024-11-20", "user:openai/gpt-4o-2024-11-20", "0.0021"),
+        # genai-prices prices gpt-4o-2024-05-13 as a model of its own ($5 / $15), not as
+        # gpt-4o: 1000 x 5 + 100 x 15 = 6500 -> $0.0065
+        ("gpt-4o-2024-05-13", "genai-prices:openai/gpt-4o-2024-05-13", "0.0065"),
+        # Not a snapshot: a model of its own ($0.15 / $0.60): 150 + 60 -> $0.00021
+        ("gpt-4o-mini", "genai-prices:openai/gpt-4o-mini", "0.00021"),
+    ],
+)
+def test_an_entry_for_a_model_applies_to_its_dated_snapshots(
+    model: str, price_id: str, expected: str
+) -> None:
+    catalog = _user_catalog(SNAPSHOT_CONTRACT)
+    result = catalog.price(TokenUsage(input=1000, output=100), model, provider="openai", at=AT)
+    assert (result.price_id, result.total) == (price_id, Decimal(expected))
+
+
+def test_genai_prices_names_the_model_of_a_snapshot() -> None:
+    # claude-sonnet-4-20250514 is genai-prices' claude-sonnet-4-0: the entry applies.
+    catalog = _user_catalog(
+        "models:\n  - provider: anthropic\n    model: claude-sonnet-4-0\n"
+        "    prices: {input_mtok: '2', output_mtok: '10'}\n"
+    )
+    result = catalog.price(
+        TokenUsage(input=1000), "claude-sonnet-4-20250514", provider="anthropic", at=AT
+    )
+    assert (result.price_id, result.total) == ("user:anthropic/claude-sonnet-4-0", Decimal("0.002"))
+
+
+def test_without_a_provider_provider_scoped_entries_apply_as_for_calls() -> None:
+    catalog = _user_catalog(
+        SNAPSHOT_CONTRACT + "discounts:\n  - provider: anthropic\n    percent: 50\n"
+    )
+    # What a call would be priced at (its provider is always known) ...
+    with_provider = catalog.price(TokenUsage(input=1000), "gpt-4o", provider="openai", at=AT)
+    # ... is what the same usage without a provider is priced at.
+    without = catalog.price(TokenUsage(input=1000), "gpt-4o", at=AT)
+    assert without.price_id == with_provider.price_id == "user:openai/gpt-4o"
+    assert without.total == with_provider.total == Decimal("0.002")
+    haiku = catalog.price(TokenUsage(input=1000), "claude-haiku-4-5", at=AT)
+    assert haiku.price_id == "genai-prices:anthropic/claude-haiku-4-5~discount0:50%"
+
+
+def test_cli_price_without_provider_uses_the_contract(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from otel_tokens.cli import main
+
+    prices = tmp_path / "prices.yaml"
+    prices.write_text(SNAPSHOT_CONTRACT)
+    args = ["price", "gpt-4o", "--input", "1000", "--output", "100", "--prices", str(prices)]
+    assert main([*args, "--json"]) == 0
+    out = capsys.readouterr().out
+    assert '"price_id": "user:openai/gpt-4o"' in out
+    assert '"total": "0.0028"' in out
+
+
+def test_check_prices_lists_entries_that_match_no_known_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from otel_tokens.cli import main
+
+    prices = tmp_path / "prices.yaml"
+    prices.write_text(
+        SNAPSHOT_CONTRACT
+        + "  - provider: openai\n    model: gpt4o\n    prices: {input_mtok: 1}\n"
+        + "  - pattern: 'llama-*-selfhosted'\n    prices: {input_mtok: 1}\n"
+        + "  - provider: openai\n    pattern: 'gpt-4o*'\n    prices: {input_mtok: 1}\n"
+        + "discounts:\n  - model: claude-hiaku-4-5\n    percent: 5\n"
+    )
+    assert main(["check-prices", str(prices)]) == 0
+    out = capsys.readouterr().out
+    assert "models[2] (model gpt4o of provider openai) matches no model" in out
+    assert "models[3] (pattern llama-*-selfhosted) matches no model" in out
+    assert "discounts[0] (model claude-hiaku-4-5) matches no model" in out
+    assert "models[0]" not in out and "models[1]" not in out and "models[4]" not in out
+
+
+# ---------------------------------------------------------------------------------------
+# A call priced by the model it asked for: marked, never passed off as exact
+# ---------------------------------------------------------------------------------------
+
+
+def test_price_call_prices_by_the_served_model() -> None:
+    # gpt-4o-mini-2024-07-18 has its own price ($0.15): the requested alias does not matter.
+    result = CATALOG.price_call(
+        TokenUsage(input=1_000_000), "gpt-4o-mini-2024-07-18", "gpt-4o", provider="openai", at=AT
+    )
+    assert (result.status, result.total, result.priced_model) == ("priced", Decimal("0.15"), None)
+    assert result.model == "gpt-4o-mini-2024-07-18"
+
+
+def test_an_unknown_served_model_is_priced_at_the_requested_model_and_marked() -> None:
+    # gpt-4o: $2.50/MTok input.
+    result = CATALOG.price_call(
+        TokenUsage(input=1_000_000), "acme-router-v7", "gpt-4o", provider="openai", at=AT
+    )
+    assert (result.status, result.total) == ("estimated", Decimal("2.5"))
+    assert (result.model, result.priced_model) == ("acme-router-v7", "gpt-4o")
+    assert result.price_id == "genai-prices:openai/gpt-4o"
+    assert "acme-router-v7" in (result.reason or "")
+    assert result.to_dict()["priced_model"] == "gpt-4o"
+
+
+def test_a_known_served_model_without_a_rate_is_not_priced_as_another() -> None:
+    # gpt-4o-audio-preview is known but has no audio rate: the requested gpt-4o-realtime
+    # price would be a guess, so the call stays unpriced.
+    usage = TokenUsage(input=10, input_audio=100)
+    result = CATALOG.price_call(
+        usage, "gpt-4o-audio-preview", "gpt-4o-realtime-preview", provider="openai", at=AT
+    )
+    assert (result.status, result.total, result.priced_model) == ("unpriced", None, None)
+    # Both unknown: unpriced, named by the served model.
+    result = CATALOG.price_call(usage, "acme-a", "acme-b", provider="acme", at=AT)
+    assert (result.status, result.model, result.priced_model) == ("unpriced", "acme-a", None)

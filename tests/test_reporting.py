@@ -655,7 +655,6 @@ def _spec_id(data: dict[str, Any]) -> str:
             data["x_StreamId"],
             data["ChargePeriodStart"],
             data["ChargePeriodEnd"],
-            data["x_PriceId"] or "",
             data["x_TokenBucket"],
         ]
     )

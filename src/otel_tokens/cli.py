@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from datetime import datetime
-from decimal import Decimal
+from datetime import UTC, datetime
+from decimal import Context, Decimal, Inexact, localcontext
 from importlib.metadata import version as _dist_version
 
 from . import reporting
@@ -18,7 +18,9 @@ from .pricing import (
     PriceFileError,
     PriceResult,
     Processing,
+    correction_status,
     decimal_str,
+    known_to_catalog,
 )
 from .usage import InvalidUsageError, TokenUsage
 
@@ -93,10 +95,15 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser(
         "check-prices",
-        help="validate a price file",
-        description="Validate a user price file and print its catalog version.",
+        help="validate a price file; list otel-tokens' price corrections",
+        description=(
+            "Validate a user price file, list its entries that match no model genai-prices "
+            "knows (a custom model, or a typo), and list otel-tokens' own corrections over "
+            "genai-prices with their source, date and whether genai-prices now covers them. "
+            "Without FILE, only the corrections."
+        ),
     )
-    c.add_argument("file")
+    c.add_argument("file", nargs="?")
     c.set_defaults(func=_cmd_check_prices)
 
     t = sub.add_parser(
@@ -141,6 +148,31 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--at", type=_instant, help="evaluate at this instant instead of now")
     b.add_argument("--json", action="store_true", help="print JSON")
     b.set_defaults(func=_cmd_budgets)
+
+    r = sub.add_parser(
+        "reprice",
+        help="re-price stored usage with the current prices: writes adjustment records",
+        description=(
+            "Price the ledger's usage records of a period (and a tenant, a model) with the "
+            "current catalog (genai-prices, otel-tokens' corrections and --prices) and write "
+            "one adjustment record for each whose billed cost differs: ChargeCategory "
+            "Adjustment, the difference as cost, quantity 0, x_Adjusts the usage record's id. "
+            "Records are never edited; running it again adds nothing. Usage with no price "
+            "now is left as it is."
+        ),
+    )
+    r.add_argument(
+        "--ledger",
+        help="ledger URL (default: $OTEL_TOKENS_LEDGER or sqlite:///otel-tokens-ledger.db)",
+    )
+    r.add_argument("--prices", help="user price file (default: $OTEL_TOKENS_PRICES)")
+    r.add_argument("--since", type=_instant, help="usage whose period ends after this instant")
+    r.add_argument("--until", type=_instant, help="usage whose period ends at or before it")
+    r.add_argument("--tenant", help="only this tenant's usage")
+    r.add_argument("--model", help="only usage of this model (served, or priced by)")
+    r.add_argument("--dry-run", action="store_true", help="show the adjustments, write none")
+    r.add_argument("--json", action="store_true", help="print one JSON object")
+    r.set_defaults(func=_cmd_reprice)
 
     reporting.add_parsers(sub)
     add_collector_parser(sub)
@@ -205,6 +237,74 @@ def _cmd_budgets(args: argparse.Namespace) -> int:
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     return 0
+
+
+def _cmd_reprice(args: argparse.Namespace) -> int:
+    from .ledger import LedgerError, open_ledger
+    from .metering import Meter
+
+    try:
+        catalog = Catalog.load(args.prices)
+        ledger = open_ledger(args.ledger)
+    except (PriceFileError, LedgerError) as exc:
+        print(f"otel-tokens: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        result = Meter(ledger, catalog).reprice(
+            since=args.since,
+            until=args.until,
+            tenant=args.tenant,
+            model=args.model,
+            dry_run=args.dry_run,
+        )
+    finally:
+        ledger.close()
+    differences: dict[str, Decimal] = {}
+    with localcontext(Context(prec=80, traps=[Inexact])):  # exact sums, or an error
+        for a in result.adjustments:
+            assert a.billed_cost is not None
+            differences[a.currency] = differences.get(a.currency, Decimal(0)) + a.billed_cost
+    summary = {
+        "catalog_version": catalog.version,
+        "dry_run": args.dry_run,
+        "examined": result.examined,
+        "adjustments": len(result.adjustments),
+        "billed_difference": {c: decimal_str(v) for c, v in sorted(differences.items())},
+        "unchanged": result.unchanged,
+        "still_unpriced": result.still_unpriced,
+        "not_adjusted": result.not_adjusted,
+        "duplicates": result.duplicates,
+    }
+    if args.json:
+        summary["adjustment_records"] = [a.to_cloudevent() for a in result.adjustments]
+        print(json.dumps(summary, indent=2))
+        return 0
+    verb = "would write" if args.dry_run else "wrote"
+    print(
+        f"{result.examined} usage record(s) priced with {catalog.version}: {verb} "
+        f"{len(result.adjustments)} adjustment(s); {result.unchanged} already at this price, "
+        f"{result.still_unpriced} still unpriced"
+    )
+    for currency, value in sorted(differences.items()):
+        print(f"  billed difference: {decimal_str(value)} {currency}")
+    for a in result.adjustments:
+        print(
+            f"  {a.adjusts}: {a.model} {a.bucket} {a.period_end.isoformat()} "
+            f"{decimal_str(a.adjusted_from) if a.adjusted_from is not None else 'unpriced'} "
+            f"-> {_signed(a.billed_cost or Decimal(0))} ({a.price_id})"
+        )
+    for why in result.not_adjusted:
+        print(f"  not adjusted: {why}")
+    if result.duplicates:
+        print(
+            f"  {len(result.duplicates)} usage record(s) stored twice before record ids "
+            "stopped naming the price (see docs/pricing.md): " + ", ".join(result.duplicates)
+        )
+    return 0
+
+
+def _signed(value: Decimal) -> str:
+    return ("+" if value >= 0 else "") + decimal_str(value)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -321,16 +421,39 @@ def _format_result(result: PriceResult) -> str:
 
 def _cmd_check_prices(args: argparse.Namespace) -> int:
     try:
-        catalog = Catalog.load(args.file)
+        catalog = Catalog.load(args.file, use_env=False)
     except PriceFileError as exc:
         print(f"otel-tokens: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    assert catalog.user is not None
+    user = catalog.user
+    if user is not None:
+        print(
+            f"{args.file}: OK: {len(user.models)} model price(s), "
+            f"{len(user.discounts)} discount(s), reporting currency {catalog.currency}"
+        )
+        entries = [("models", e) for e in user.models] + [("discounts", e) for e in user.discounts]
+        for kind, entry in entries:
+            if known_to_catalog(entry, catalog.corrections):
+                continue
+            what = f"model {entry.model}" if entry.model else f"pattern {entry.pattern}"
+            scope = f" of provider {entry.provider}" if entry.provider else ""
+            print(
+                f"  {kind}[{entry.index}] ({what}{scope}) matches no model genai-prices knows: "
+                "a custom model, or a typo?"
+            )
+    print(f"catalog version: {catalog.version}")
+    corrections = catalog.corrections.models if catalog.corrections is not None else ()
     print(
-        f"{args.file}: OK: {len(catalog.user.models)} model price(s), "
-        f"{len(catalog.user.discounts)} discount(s), reporting currency {catalog.currency}\n"
-        f"catalog version: {catalog.version}"
+        f"otel-tokens corrections over genai-prices {catalog.genai_prices_version}: "
+        f"{len(corrections)}"
     )
+    now = datetime.now(UTC)
+    for entry in corrections:
+        status = correction_status(entry, now)
+        print(
+            f"  {entry.key}: {status.state}: {status.detail}\n"
+            f"    source: {entry.source} (read {entry.date})"
+        )
     return 0
 
 

@@ -1,8 +1,10 @@
 """`CostRecord`: one billable line, with its FOCUS columns and its CloudEvents envelope.
 
-A record is one bucket of one stream (a metric series) over one charge period at one unit
-price (semconv/SPEC.md section 7). Its id is deterministic, so re-delivery, replays and
-re-exports deduplicate.
+A usage record is one bucket of one stream (a metric series) over one charge period
+(semconv/SPEC.md section 7). Its id is deterministic and names the usage only, never how it
+was priced: a point delivered again is the same record whatever the prices are by then, so
+re-delivery, replays and re-exports deduplicate. A price change reaches the ledger only as
+an adjustment record (``reprice``): the difference to what the usage was billed so far.
 """
 
 from __future__ import annotations
@@ -18,6 +20,13 @@ from typing import Any
 from . import semconv as sc
 from .pricing import decimal_str
 
+# The span/metric attribute naming the model whose price was used when it is not the
+# served model (PriceResult.priced_model). Its home is semconv.py; kept here until moved.
+BILLING_PRICED_MODEL = "gen_ai.billing.priced_model"
+
+CHARGE_USAGE = "Usage"
+CHARGE_ADJUSTMENT = "Adjustment"
+
 CLOUDEVENT_TYPE = "io.otel-tokens.cost.v1"
 CLOUDEVENT_SOURCE = "otel-tokens"
 
@@ -29,6 +38,12 @@ _PROVIDER_NAMES = {
     "gcp.vertex_ai": ("Google Cloud", "Vertex AI"),
     "gcp.gemini": ("Google", "Gemini API"),
 }
+
+
+def usage_id(stream: str, period_start: datetime, period_end: datetime, bucket: str) -> str:
+    """Identity of a usage record: SHA-256 of stream, period start and end, and bucket."""
+    text = "\n".join((stream, _iso(period_start), _iso(period_end), bucket))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def stream_id(parts: Mapping[str, Any]) -> str:
@@ -53,6 +68,8 @@ class CostRecord:
     processing: str = sc.PROCESSING_STANDARD
     context_tier: str = "base"
     price_id: str | None = None
+    # The model whose price was used when the served model had none (status estimated).
+    priced_model: str | None = None
     billed_cost: Decimal | None = None
     list_cost: Decimal | None = None
     tenant: str | None = None
@@ -61,20 +78,44 @@ class CostRecord:
     operation: str | None = None
     service_name: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    # ``Usage``, or ``Adjustment``: a re-pricing of the usage record ``adjusts``, whose
+    # costs are the difference to what that usage was billed before (quantity 0: the
+    # tokens are the usage record's, counted once).
+    charge_category: str = CHARGE_USAGE
+    adjusts: str | None = None
+    # An adjustment's cost before it (None: unpriced), part of its identity.
+    adjusted_from: Decimal | None = None
+    # The id a record was stored under before ids stopped naming the price (ledger
+    # migration 3): kept so that exports of old records keep their ids.
+    stored_id: str | None = field(default=None, compare=False)
 
     @property
     def id(self) -> str:
-        """SHA-256 of stream, period start and end, price id and bucket (SPEC section 7)."""
+        """A usage record's `usage_id` (SPEC section 7); an adjustment's is its own."""
+        if self.stored_id is not None:
+            return self.stored_id
+        if self.adjusts is None:
+            return usage_id(self.stream_id, self.period_start, self.period_end, self.bucket)
+        # The same re-pricing of the same billed amount is the same adjustment: a second
+        # run, or two at once, add nothing.
         text = "\n".join(
             (
-                self.stream_id,
-                _iso(self.period_start),
-                _iso(self.period_end),
+                "adjustment",
+                self.adjusts,
+                "" if self.adjusted_from is None else decimal_str(self.adjusted_from),
                 self.price_id or "",
-                self.bucket,
+                self.catalog_version,
+                _dec(self.billed_cost) or "",
             )
         )
         return hashlib.sha256(text.encode()).hexdigest()
+
+    @property
+    def usage_key(self) -> str | None:
+        """The usage this record bills (None for an adjustment): unique in a ledger."""
+        if self.adjusts is not None:
+            return None
+        return usage_id(self.stream_id, self.period_start, self.period_end, self.bucket)
 
     @property
     def is_priced(self) -> bool:
@@ -103,7 +144,7 @@ class CostRecord:
             "ListCost": _dec(self.list_cost),
             "ListUnitPrice": _dec(list_unit),
             "BillingCurrency": self.currency,
-            "ChargeCategory": "Usage",
+            "ChargeCategory": self.charge_category,
             "ChargeFrequency": "Usage-Based",
             "ChargeDescription": f"{self.model} {self.bucket} ({self.processing})",
             "ChargePeriodStart": _iso(self.period_start),
@@ -132,6 +173,7 @@ class CostRecord:
             "x_PricingStatus": self.pricing_status,
             "x_TokenBucket": self.bucket,
             "x_Model": self.model,
+            "x_PricedModel": self.priced_model,
             "x_Provider": self.provider,
             "x_Processing": self.processing,
             "x_ContextTier": self.context_tier,
@@ -140,6 +182,7 @@ class CostRecord:
             "x_UserId": self.user_id,
             "x_StreamId": self.stream_id,
             "x_ServiceName": self.service_name,
+            "x_Adjusts": self.adjusts,
         }
 
     def to_cloudevent(self) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -74,6 +75,7 @@ def record_row(record: CostRecord, ingested_at: datetime) -> tuple[Any, ...]:
         "processing": record.processing,
         "context_tier": record.context_tier,
         "price_id": record.price_id,
+        "priced_model": record.priced_model,
         "billed_cost": None if record.billed_cost is None else decimal_str(record.billed_cost),
         "list_cost": None if record.list_cost is None else decimal_str(record.list_cost),
         "tenant": record.tenant,
@@ -82,13 +84,19 @@ def record_row(record: CostRecord, ingested_at: datetime) -> tuple[Any, ...]:
         "operation": record.operation,
         "service_name": record.service_name,
         "tags": json.dumps(dict(record.tags), sort_keys=True),
+        "charge_category": record.charge_category,
+        "adjusts": record.adjusts,
+        "adjusted_from": (
+            None if record.adjusted_from is None else decimal_str(record.adjusted_from)
+        ),
+        "usage_key": record.usage_key,
     }
     return (*(values[c] for c in RECORD_COLUMNS), _iso(ingested_at))
 
 
 def row_record(row: Sequence[Any]) -> CostRecord:
     v = dict(zip(RECORD_COLUMNS, row, strict=False))
-    return CostRecord(
+    record = CostRecord(
         stream_id=v["stream_id"],
         period_start=_parse(v["period_start"]),
         period_end=_parse(v["period_end"]),
@@ -103,6 +111,7 @@ def row_record(row: Sequence[Any]) -> CostRecord:
         processing=v["processing"],
         context_tier=v["context_tier"],
         price_id=v["price_id"],
+        priced_model=v["priced_model"],
         billed_cost=None if v["billed_cost"] is None else Decimal(str(v["billed_cost"])),
         list_cost=None if v["list_cost"] is None else Decimal(str(v["list_cost"])),
         tenant=v["tenant"],
@@ -111,7 +120,12 @@ def row_record(row: Sequence[Any]) -> CostRecord:
         operation=v["operation"],
         service_name=v["service_name"],
         tags=json.loads(v["tags"] or "{}"),
+        charge_category=v["charge_category"],
+        adjusts=v["adjusts"],
+        adjusted_from=None if v["adjusted_from"] is None else Decimal(str(v["adjusted_from"])),
     )
+    # A record stored before ids stopped naming the price keeps the id it was stored under.
+    return record if record.id == v["id"] else replace(record, stored_id=v["id"])
 
 
 def _iso(value: datetime) -> str:

@@ -5,6 +5,17 @@ Money and quantities are exact: TEXT decimal strings in SQLite, NUMERIC in Postg
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from ..records import usage_id
+
+# Runs one SQL statement (``?`` placeholders) in the migration's transaction; returns rows.
+Execute = Callable[[str, Sequence[Any]], list[Any]]
+# A migration step: a SQL statement, or a function of the data that SQL alone cannot do.
+Step = str | Callable[[Execute], None]
+
 # Columns of cost_records, in order, shared by both backends and by the row mapping.
 RECORD_COLUMNS = (
     "id",
@@ -22,6 +33,7 @@ RECORD_COLUMNS = (
     "processing",
     "context_tier",
     "price_id",
+    "priced_model",
     "billed_cost",
     "list_cost",
     "tenant",
@@ -30,6 +42,10 @@ RECORD_COLUMNS = (
     "operation",
     "service_name",
     "tags",
+    "charge_category",
+    "adjusts",
+    "adjusted_from",
+    "usage_key",
 )
 
 
@@ -63,8 +79,48 @@ CREATE TABLE IF NOT EXISTS cost_records (
 )"""
 
 
-# Each migration is a list of statements; its index + 1 is its version.
-MIGRATIONS: dict[str, list[list[str]]] = {
+def _backfill_usage_keys(execute: Execute) -> None:
+    """Give every stored usage record its usage key (the id without the price id).
+
+    Records stored before migration 3 keep their ids (exports already sent them), but their
+    usage is now known by its key: a point delivered again after a price change is the same
+    record. If the old ids already let one usage in twice (an unpriced record, then a priced
+    one), only the first stored keeps the key; ``otel-tokens reprice`` reports the others.
+    """
+    rows = execute(
+        "SELECT id, stream_id, period_start, period_end, bucket FROM cost_records "
+        "ORDER BY ingested_at, id",
+        (),
+    )
+    seen: set[str] = set()
+    for record_id, stream, start, end, bucket in rows:
+        key = usage_id(stream, _stored_time(start), _stored_time(end), bucket)
+        if key in seen:
+            continue
+        seen.add(key)
+        execute("UPDATE cost_records SET usage_key = ? WHERE id = ?", (key, record_id))
+
+
+def _stored_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def _identity(money: str, if_not_exists: str) -> list[Step]:
+    """Migration 3: record ids name the usage, not its price; adjustment records."""
+    return [
+        f"ALTER TABLE cost_records ADD COLUMN {if_not_exists}charge_category TEXT "
+        "NOT NULL DEFAULT 'Usage'",
+        f"ALTER TABLE cost_records ADD COLUMN {if_not_exists}adjusts TEXT",
+        f"ALTER TABLE cost_records ADD COLUMN {if_not_exists}adjusted_from {money}",
+        f"ALTER TABLE cost_records ADD COLUMN {if_not_exists}usage_key TEXT",
+        _backfill_usage_keys,
+        "CREATE UNIQUE INDEX IF NOT EXISTS cost_records_usage_key ON cost_records (usage_key)",
+        "CREATE INDEX IF NOT EXISTS cost_records_adjusts ON cost_records (adjusts)",
+    ]
+
+
+# Each migration is a list of steps; its index + 1 is its version.
+MIGRATIONS: dict[str, list[list[Step]]] = {
     "sqlite": [
         [
             _records_table("TEXT", "TEXT", "INTEGER"),
@@ -78,6 +134,9 @@ MIGRATIONS: dict[str, list[list[str]]] = {
                 PRIMARY KEY (stream_id, start_ns)
             )""",
         ],
+        # 2: the model whose price was used when the served model had none.
+        ["ALTER TABLE cost_records ADD COLUMN priced_model TEXT"],
+        _identity("TEXT", ""),
     ],
     "postgresql": [
         [
@@ -92,5 +151,7 @@ MIGRATIONS: dict[str, list[list[str]]] = {
                 PRIMARY KEY (stream_id, start_ns)
             )""",
         ],
+        ["ALTER TABLE cost_records ADD COLUMN IF NOT EXISTS priced_model TEXT"],
+        _identity("NUMERIC", "IF NOT EXISTS "),
     ],
 }

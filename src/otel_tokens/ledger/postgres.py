@@ -1,11 +1,12 @@
 """PostgreSQL ledger: many collector replicas may write to one database, exactly once.
 
 Cumulative streams are serialised by a row lock on their mark (``SELECT ... FOR UPDATE``);
-records are inserted with ``ON CONFLICT (id) DO NOTHING``.
+records are inserted with ``ON CONFLICT DO NOTHING`` (a known id or usage key).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -19,7 +20,7 @@ from ._schema import MIGRATIONS, RECORD_COLUMNS
 
 _INSERT = (
     f"INSERT INTO cost_records ({', '.join(RECORD_COLUMNS)}, ingested_at) "
-    f"VALUES ({', '.join('%s' for _ in RECORD_COLUMNS)}, %s) ON CONFLICT (id) DO NOTHING"
+    f"VALUES ({', '.join('%s' for _ in RECORD_COLUMNS)}, %s) ON CONFLICT DO NOTHING"
 )
 _LOCK_ID = 0x6F746B6E  # advisory lock that serialises migrations across replicas
 
@@ -142,8 +143,11 @@ class PostgresLedger:
             for version, statements in enumerate(MIGRATIONS["postgresql"], start=1):
                 if version in done:
                     continue
-                for statement in statements:
-                    cur.execute(statement)
+                for step in statements:
+                    if isinstance(step, str):
+                        cur.execute(step)
+                    else:
+                        step(functools.partial(_run, cur))
                 cur.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
 
     @contextmanager
@@ -173,6 +177,12 @@ class PostgresLedger:
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _run(cur: Any, sql: str, params: Sequence[Any]) -> list[Any]:
+    """A migration step's statement, written with ``?`` placeholders."""
+    cur.execute(sql.replace("?", "%s"), tuple(params))
+    return list(cur.fetchall()) if cur.description is not None else []
 
 
 def _redact(url: str) -> str:

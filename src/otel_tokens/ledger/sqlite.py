@@ -73,8 +73,18 @@ class SQLiteLedger:
                 continue
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for statement in statements:
-                    conn.execute(statement)
+                # Another process may have applied it while this one waited for the lock:
+                # ALTER TABLE is not idempotent.
+                if conn.execute(
+                    "SELECT 1 FROM schema_migrations WHERE version = ?", (version,)
+                ).fetchone():
+                    conn.execute("COMMIT")
+                    continue
+                for step in statements:
+                    if isinstance(step, str):
+                        conn.execute(step)
+                    else:
+                        step(lambda sql, params: conn.execute(sql, params).fetchall())
                 conn.execute(
                     "INSERT OR IGNORE INTO schema_migrations (version) VALUES (?)", (version,)
                 )

@@ -3,7 +3,8 @@
 Temporality (documented in README "Exactly once"):
 
 * delta points cover ``(start, time]``; a point is billed once because its record id is
-  derived from (stream, start, time, price id, bucket) and the ledger ignores known ids;
+  derived from (stream, start, time, bucket), never from its price, and the ledger ignores
+  known ids: a point delivered again after a price change is still the same record;
 * cumulative points are billed from the stream's mark, the (time, value) last billed for that
   (stream, start time), kept in the ledger in the same transaction as the records: a point
   at or before the mark is a duplicate or arrived out of order and changes nothing; a later
@@ -20,17 +21,20 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from decimal import Context, Decimal, Inexact, localcontext
 from typing import Any
 
 from .. import semconv as sc
 from ..ledger import Ledger, LedgerTransaction
 from ..pricing import Catalog, PriceResult, default_catalog
-from ..records import CostRecord
+from ..records import CHARGE_ADJUSTMENT, CostRecord
 from ..usage import TokenUsage
 from .points import InvalidPointError, TokenPoint
 
 _BUCKET_FIELD = {b: b for b in sc.TOKEN_BUCKETS} | {sc.BUCKET_WEB_SEARCH: "web_search_requests"}
 _CONTEXT_TIER = re.compile(r"base|above_[0-9]+[km]?")  # cost-record schema x_ContextTier
+# Differences of exact amounts are exact; a rounding would be a bug, so it raises.
+_EXACT = Context(prec=80, traps=[Inexact])
 _USAGE_SOURCES = (sc.USAGE_SOURCE_PROVIDER, sc.USAGE_SOURCE_ESTIMATED)
 _PROCESSING = (
     sc.PROCESSING_STANDARD,
@@ -38,6 +42,19 @@ _PROCESSING = (
     sc.PROCESSING_FLEX,
     sc.PROCESSING_PRIORITY,
 )
+
+
+@dataclass(slots=True)
+class RepriceResult:
+    """What `Meter.reprice` found and wrote."""
+
+    examined: int = 0  # usage records in the selection
+    adjustments: list[CostRecord] = field(default_factory=list)  # newly written
+    unchanged: int = 0  # already billed at the current price
+    still_unpriced: int = 0  # no price now either: nothing to adjust
+    not_adjusted: list[str] = field(default_factory=list)  # why each other record was left
+    # Ids of usage stored twice (unpriced, then priced) by ledgers before migration 3.
+    duplicates: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -165,6 +182,7 @@ class Meter:
             processing=processing,
             context_tier=tier,
             price_id=result.price_id,
+            priced_model=result.priced_model,
             billed_cost=result.total,
             list_cost=listed,
             tenant=_str(a.get(sc.BILLING_TENANT_ID)),
@@ -173,6 +191,119 @@ class Meter:
             operation=_str(a.get(sc.GEN_AI_OPERATION_NAME)),
             service_name=_str(point.resource.get("service.name")),
             tags=tags,
+        )
+
+    def reprice(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        tenant: str | None = None,
+        model: str | None = None,
+        dry_run: bool = False,
+    ) -> RepriceResult:
+        """Price the stored usage of a period (and tenant, model) with this meter's catalog
+        and write an adjustment record for each usage whose billed cost differs.
+
+        Nothing is edited: an adjustment carries the difference to what the usage was
+        billed so far (its record plus earlier adjustments), quantity 0, and an id derived
+        from what it adjusts, so running it again, or twice at once, adds nothing. Usage
+        that has no price now is left as it is (never adjusted to "unpriced").
+        """
+        result = RepriceResult()
+        stored = list(self.ledger.records(since, until))
+        adjusted: dict[str, list[CostRecord]] = {}
+        for record in stored:
+            if record.adjusts is not None:
+                adjusted.setdefault(record.adjusts, []).append(record)
+        by_usage: dict[str, list[CostRecord]] = {}
+        for record in stored:
+            if record.adjusts is not None:
+                continue
+            if (tenant is not None and record.tenant != tenant) or (
+                model is not None and model not in (record.model, record.priced_model)
+            ):
+                continue
+            result.examined += 1
+            key = record.usage_key
+            assert key is not None
+            by_usage.setdefault(key, []).append(record)
+        new: list[CostRecord] = []
+        for same in by_usage.values():
+            if len(same) > 1:
+                # One usage stored twice, before record ids stopped naming the price (ledger
+                # migration 3): which one to keep is a decision, not a re-pricing. Reported.
+                result.duplicates.extend(r.id for r in same)
+                continue
+            record = same[0]
+            adjustment = self._adjustment(record, adjusted.get(record.id, []), result)
+            if adjustment is not None:
+                new.append(adjustment)
+        if new and not dry_run:
+            with self.ledger.transaction() as tx:
+                result.adjustments = tx.insert(new)
+            result.unchanged += len(new) - len(result.adjustments)
+        elif dry_run:
+            result.adjustments = new
+        return result
+
+    def _adjustment(
+        self, record: CostRecord, earlier: list[CostRecord], result: RepriceResult
+    ) -> CostRecord | None:
+        usage = TokenUsage(
+            **{_BUCKET_FIELD[record.bucket]: record.quantity},
+            source=record.usage_source,  # type: ignore[arg-type]
+        )
+        at = record.period_end
+        served = record.model
+        requested = record.priced_model
+        priced = self._price(
+            usage, served, requested, record.provider, at, record.processing, record.context_tier
+        )
+        if priced.total is None:
+            result.still_unpriced += 1
+            return None
+        if priced.currency != record.currency or any(
+            a.currency != record.currency for a in earlier
+        ):
+            result.not_adjusted.append(
+                f"{record.id}: billed in {record.currency}, now priced in {priced.currency}"
+            )
+            return None
+        listed: Decimal | None = priced.total
+        catalog = self.catalog
+        if catalog.user is not None:
+            listed = self._price(
+                usage,
+                served,
+                requested,
+                record.provider,
+                at,
+                record.processing,
+                record.context_tier,
+                catalog=self._list_catalog(catalog),
+            ).total
+        with localcontext(_EXACT):
+            billed_so_far = _net(record.billed_cost, (a.billed_cost for a in earlier))
+            listed_so_far = _net(record.list_cost, (a.list_cost for a in earlier))
+            if billed_so_far == priced.total and listed_so_far == listed:
+                result.unchanged += 1
+                return None
+            billed_delta = priced.total - (billed_so_far or 0)
+            list_delta = None if listed is None else listed - (listed_so_far or 0)
+        return replace(
+            record,
+            quantity=0,
+            catalog_version=priced.catalog_version,
+            pricing_status=priced.status,
+            price_id=priced.price_id,
+            priced_model=priced.priced_model,
+            billed_cost=billed_delta,
+            list_cost=list_delta,
+            charge_category=CHARGE_ADJUSTMENT,
+            adjusts=record.id,
+            adjusted_from=billed_so_far,
+            stored_id=None,
         )
 
     def _list_catalog(self, catalog: Catalog) -> Catalog:
@@ -200,28 +331,24 @@ class Meter:
         tier: str,
         catalog: Catalog | None = None,
     ) -> PriceResult:
-        catalog = catalog or self.catalog
-        model = str(response_model or request_model or "")
-        result = catalog.price(
+        return (catalog or self.catalog).price_call(
             usage,
-            model,
+            _str(response_model) or None,
+            _str(request_model) or None,
             provider=provider or None,
             at=at,
             processing=processing,
             context_tier=tier,
         )
-        if result.status == sc.STATUS_UNPRICED and request_model and request_model != model:
-            fallback = catalog.price(
-                usage,
-                str(request_model),
-                provider=provider or None,
-                at=at,
-                processing=processing,
-                context_tier=tier,
-            )
-            if fallback.is_priced:
-                return fallback
-        return result
+
+
+def _net(first: Decimal | None, adjustments: Iterable[Decimal | None]) -> Decimal | None:
+    """A usage record's cost plus its adjustments' (None: never priced)."""
+    total = first
+    for amount in adjustments:
+        if amount is not None:
+            total = amount if total is None else total + amount
+    return total
 
 
 def _str(value: Any) -> str | None:

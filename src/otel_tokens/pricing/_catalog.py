@@ -1,37 +1,47 @@
-"""The price catalog: genai-prices' bundled data under the user's price file.
+"""The price catalog: genai-prices' bundled data, under otel-tokens' corrections, under the
+user's price file.
 
-Precedence, for a model at instant T (documented in README "Custom prices"):
+Precedence, for a model at instant T (documented in docs/pricing.md):
 
 1. a user ``models:`` entry naming the model exactly, in force at T (latest
    ``effective_from`` wins, then the later entry in the file);
-2. a user ``models:`` entry whose ``pattern`` matches, in force at T (the first matching
+2. a user ``models:`` entry naming the model of which this is a dated snapshot
+   (``gpt-4o`` for ``gpt-4o-2024-08-06``), in force at T;
+3. a user ``models:`` entry whose ``pattern`` matches, in force at T (the first matching
    pattern in file order; for that pattern, the latest ``effective_from``);
-3. the genai-prices entry in force at T, less the most specific user discount in force at
-   T (exact model, then pattern, then provider-wide; later ``effective_from`` wins).
+4. the project's corrections (``corrections.yaml``, same rules 1-3), then the genai-prices
+   entry in force at T, less the most specific user discount in force at T (exact model,
+   then pattern, then provider-wide; later ``effective_from`` wins).
 
-A user entry replaces the catalog entry whole: rates it does not list fall back to their
-parent rate *within that entry* (cache read as input, reasoning as output), never to the
-catalog. A processing variant (batch, flex, priority) is taken only from the winning
-entry; if that entry does not define it, the status is ``variant_unavailable``.
+Without a provider, the provider is the one genai-prices knows the model by (as calls
+always carry one), so provider-scoped entries apply.
+
+A user entry (or a correction) replaces the catalog entry whole: a bucket it has no rate
+for is priced by no other entry (and only by the few fallbacks of ``BUCKET_PRICE_KEYS``
+within it, e.g. reasoning as output), never by the catalog's. A processing variant (batch,
+flex, priority) is taken only from the winning entry; if that entry does not define it,
+the status is ``variant_unavailable``.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal, localcontext
 from importlib.metadata import version as _dist_version
 from os import PathLike
-from typing import Any
+from typing import Any, Literal
 
 from genai_prices import data_snapshot as _gp_snapshot
 from genai_prices import types as _gp
 
 from ..usage import TokenUsage
+from ._corrections import bundled_corrections
 from ._engine import EXACT, compute
 from ._model import PRICE_KEYS, Price, PriceResult, Processing, Rate, Tiered
 from ._userfile import Discount, UserPrice, UserPrices, load_user_prices, prices_path_from_env
@@ -54,6 +64,8 @@ _VARIANT_CONTEXT: Mapping[str, Mapping[str, str]] = {
     "priority": {"service_tier": "priority"},
 }
 _EPOCH = datetime.min.replace(tzinfo=UTC)
+# A dated snapshot's suffix: gpt-4o-2024-08-06, claude-sonnet-4-20250514.
+_SNAPSHOT_DATE = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8})$")
 
 
 def genai_prices_provider(provider: str | None) -> str | None:
@@ -73,11 +85,19 @@ class _Unpriced:
 class Catalog:
     """Versioned prices: resolves the `Price` in force and prices `TokenUsage` with it."""
 
-    def __init__(self, user: UserPrices | None = None) -> None:
+    def __init__(self, user: UserPrices | None = None, *, corrections: bool = True) -> None:
         self.user = user
+        # The project's corrections over genai-prices (``corrections=False``: genai-prices'
+        # data alone, e.g. to compare with it).
+        self.corrections = bundled_corrections() if corrections else None
         self.currency = user.currency if user else "USD"
         self.genai_prices_version = _dist_version("genai-prices")
         version = f"genai-prices@{self.genai_prices_version}"
+        # Named in the catalog version of results a correction priced (only those: the
+        # others do not depend on it).
+        self._corrections_tag = (
+            f"+corrections.sha256:{self.corrections.sha256[:16]}" if self.corrections else ""
+        )
         if user is not None:
             version += f"+user.sha256:{user.sha256[:16]}"
         self._base_version = version
@@ -88,9 +108,10 @@ class Catalog:
             tuple[str, str | None, str, int], tuple[Price | _Unpriced, datetime, datetime]
         ] = {}
         instants: set[datetime] = set()
-        if user is not None:
-            instants.update(e.effective_from for e in user.models if e.effective_from)
-            instants.update(d.effective_from for d in user.discounts if d.effective_from)
+        for layer in (user, self.corrections):
+            if layer is not None:
+                instants.update(e.effective_from for e in layer.models if e.effective_from)
+                instants.update(d.effective_from for d in layer.discounts if d.effective_from)
         self._user_instants = sorted(instants)
 
     @property
@@ -139,16 +160,76 @@ class Catalog:
                 resolved.price_id,
             )
             return self._unpriced(missing, usage, model, provider, processing)
+        catalog_version = self.version
+        if resolved.origin == "correction":
+            head, user, rest = catalog_version.partition("+user.")
+            catalog_version = head + self._corrections_tag + user + rest
         return compute(
             resolved,
             usage,
             fx=fx,
             currency=self.currency,
-            catalog_version=self.version,
+            catalog_version=catalog_version,
             processing=processing,
             provider=provider,
             model=model,
             context_tier=context_tier,
+        )
+
+    def price_call(
+        self,
+        usage: TokenUsage,
+        served_model: str | None,
+        requested_model: str | None = None,
+        *,
+        provider: str | None = None,
+        at: datetime | None = None,
+        processing: Processing = "standard",
+        context_tier: str | None = None,
+    ) -> PriceResult:
+        """Price one call by the model that served it, else by the model it asked for.
+
+        A served model the catalog does not know at all (a router's name, a snapshot newer
+        than the data) is priced at the requested model's price, marked: status
+        ``estimated`` and ``priced_model`` the requested model, so such calls can be found.
+        A served model the catalog knows but cannot price (a bucket without a rate, a
+        missing variant) stays unpriced: another model's price would be a guess.
+        """
+        model = served_model or requested_model or ""
+        result = self.price(
+            usage,
+            model,
+            provider=provider,
+            at=at,
+            processing=processing,
+            context_tier=context_tier,
+        )
+        if (
+            result.status != "unpriced"
+            or result.price_id is not None  # known, but not priceable as asked
+            or not requested_model
+            or requested_model == model
+        ):
+            return result
+        fallback = self.price(
+            usage,
+            requested_model,
+            provider=provider,
+            at=at,
+            processing=processing,
+            context_tier=context_tier,
+        )
+        if not fallback.is_priced:
+            return result
+        return replace(
+            fallback,
+            status="estimated",
+            model=model,
+            priced_model=requested_model,
+            reason=(
+                f"served model {model!r} has no price; priced at the requested model "
+                f"{requested_model!r} ({fallback.price_id})"
+            ),
         )
 
     def _unpriced(
@@ -185,12 +266,20 @@ class Catalog:
         if hit is not None and hit[1] <= at < hit[2]:
             return hit[0]
         name = model.strip().lower()
-        gp_provider = genai_prices_provider(provider)
+        gp_provider = genai_prices_provider(provider) or _known_provider(name)
         resolved: Price | _Unpriced | None = None
         if self.user is not None:
-            entry = self._user_entry(name, provider, gp_provider, at)
+            entry = _entry(self.user.models, name, provider, gp_provider, at)
             if entry is not None:
-                resolved = _user_price(entry, processing)
+                resolved = _user_price(entry, processing, "user")
+        if resolved is None and self.corrections is not None:
+            entry = _entry(self.corrections.models, name, provider, gp_provider, at)
+            if entry is not None:
+                resolved = _user_price(entry, processing, "correction")
+                if isinstance(resolved, Price):  # a correction is a list price: discounts apply
+                    resolved = _discounted(
+                        resolved, self._discount(name, provider, gp_provider, at)
+                    )
         if resolved is None:
             resolved = self._catalog_price(name, model, provider, gp_provider, at, processing)
         validity = self._validity(name, gp_provider, at)
@@ -222,28 +311,7 @@ class Catalog:
         upper = min((i for i in instants if i > at), default=datetime.max.replace(tzinfo=UTC))
         return lower, upper
 
-    # --- user entries ------------------------------------------------------------------
-    def _user_entry(
-        self, name: str, provider: str | None, gp_provider: str | None, at: datetime
-    ) -> UserPrice | None:
-        assert self.user is not None
-        in_force = [
-            e
-            for e in self.user.models
-            if _provider_matches(e.provider, provider, gp_provider) and _in_force(e, at)
-        ]
-        exact = [e for e in in_force if e.model == name]
-        if exact:
-            return max(exact, key=lambda e: (e.effective_from or _EPOCH, e.index))
-        patterned = [
-            e for e in in_force if e.pattern is not None and fnmatch.fnmatchcase(name, e.pattern)
-        ]
-        if not patterned:
-            return None
-        first = min(patterned, key=lambda e: e.index)
-        same = [e for e in patterned if (e.pattern, e.provider) == (first.pattern, first.provider)]
-        return max(same, key=lambda e: (e.effective_from or _EPOCH, e.index))
-
+    # --- user discounts ---------------------------------------------------------------
     def _discount(
         self, name: str, provider: str | None, gp_provider: str | None, at: datetime
     ) -> Discount | None:
@@ -325,16 +393,7 @@ class Catalog:
                     price_id,
                 )
             rates = {**rates, **overlay}
-        discount = self._discount(name, provider, gp_provider, at)
-        if discount is not None:
-            with localcontext(EXACT):  # a discounted rate is exact too, or an error
-                factor = discount.factor
-                rates = {
-                    k: (r.scaled(factor) if isinstance(r, Tiered) else r * factor)
-                    for k, r in rates.items()
-                }
-            price_id += f"~discount{discount.index}:{discount.percent}%"
-        return Price(
+        listed = Price(
             price_id=price_id,
             provider=gp_prov.id,
             model=info.id,
@@ -342,22 +401,136 @@ class Catalog:
             rates=rates,
             origin="genai-prices",
         )
+        return _discounted(listed, self._discount(name, provider, gp_provider, at))
 
 
-def _user_price(entry: UserPrice, processing: Processing) -> Price | _Unpriced:
+def _discounted(price: Price, discount: Discount | None) -> Price:
+    if discount is None:
+        return price
+    with localcontext(EXACT):  # a discounted rate is exact too, or an error
+        factor = discount.factor
+        rates = {
+            k: (r.scaled(factor) if isinstance(r, Tiered) else r * factor)
+            for k, r in price.rates.items()
+        }
+    return replace(
+        price,
+        price_id=f"{price.price_id}~discount{discount.index}:{discount.percent}%",
+        rates=rates,
+    )
+
+
+def _entry(
+    entries: tuple[UserPrice, ...],
+    name: str,
+    provider: str | None,
+    gp_provider: str | None,
+    at: datetime,
+) -> UserPrice | None:
+    """The entry of ``entries`` that prices ``name`` at ``at``: exact, snapshot, pattern."""
+    in_force = [
+        e
+        for e in entries
+        if _provider_matches(e.provider, provider, gp_provider) and _in_force(e, at)
+    ]
+    exact = [e for e in in_force if e.model == name]
+    if exact:
+        return max(exact, key=lambda e: (e.effective_from or _EPOCH, e.index))
+    snapshot_of = [
+        e for e in in_force if e.model is not None and _is_snapshot(name, e.model, gp_provider)
+    ]
+    if snapshot_of:
+        return max(snapshot_of, key=lambda e: (e.effective_from or _EPOCH, e.index))
+    patterned = [
+        e for e in in_force if e.pattern is not None and fnmatch.fnmatchcase(name, e.pattern)
+    ]
+    if not patterned:
+        return None
+    first = min(patterned, key=lambda e: e.index)
+    same = [e for e in patterned if (e.pattern, e.provider) == (first.pattern, first.provider)]
+    return max(same, key=lambda e: (e.effective_from or _EPOCH, e.index))
+
+
+def _is_snapshot(name: str, model: str, gp_provider: str | None) -> bool:
+    """Is ``name`` a dated snapshot of ``model`` (gpt-4o-2024-08-06 of gpt-4o)?
+
+    When genai-prices knows the snapshot, it says which model it is (claude-sonnet-4-20250514
+    is claude-sonnet-4-0; gpt-4o-2024-05-13, with prices of its own, is not gpt-4o);
+    a snapshot it does not know yet is one by its name.
+    """
+    undated = _SNAPSHOT_DATE.sub("", name)
+    if undated == name or _SNAPSHOT_DATE.search(model):
+        return False  # not a snapshot, or an entry for another snapshot
+    known = _known_model(name, gp_provider)
+    if known is not None:
+        return known == (_known_model(model, gp_provider) or model)
+    return undated == model
+
+
+def _known_model(name: str, gp_provider: str | None) -> str | None:
+    try:
+        _, info = _gp_snapshot.get_snapshot().find_provider_model(name, None, gp_provider, None)
+    except LookupError:
+        return None
+    return info.id
+
+
+def _known_provider(name: str) -> str | None:
+    """The genai-prices provider of ``name``, the one a call would name (None: unknown)."""
+    try:
+        provider, _ = _gp_snapshot.get_snapshot().find_provider_model(name, None, None, None)
+    except LookupError:
+        return None
+    return provider.id
+
+
+def catalog_rates(model: str, provider: str | None, at: datetime) -> dict[str, Rate] | None:
+    """genai-prices' standard rates for ``model`` at ``at`` (None: it does not know it)."""
+    name = model.strip().lower()
+    try:
+        _, info = _gp_snapshot.get_snapshot().find_provider_model(
+            name, None, genai_prices_provider(provider), None
+        )
+    except LookupError:
+        return None
+    return _rates_of(_standard_prices(info, _utc(at))[0])
+
+
+def known_to_catalog(entry: UserPrice | Discount, corrections: UserPrices | None) -> bool:
+    """Does ``entry`` (exact model or pattern) match any model genai-prices or the
+    corrections know, for its provider? An entry that does not is a custom model, or a typo."""
+    gp_provider = genai_prices_provider(entry.provider)
+    if entry.model is not None:
+        if corrections is not None and any(c.model == entry.model for c in corrections.models):
+            return True
+        return _known_model(entry.model, gp_provider) is not None
+    if entry.pattern is None:
+        return True  # a provider-wide discount
+    for prov in _gp_snapshot.get_snapshot().providers:
+        if gp_provider is not None and prov.id != gp_provider:
+            continue
+        if any(fnmatch.fnmatchcase(m.id.lower(), entry.pattern) for m in prov.models):
+            return True
+    return False
+
+
+def _user_price(
+    entry: UserPrice, processing: Processing, origin: Literal["user", "correction"]
+) -> Price | _Unpriced:
     since = (
         entry.effective_from.isoformat().replace("+00:00", "Z") if entry.effective_from else None
     )
-    price_id = f"user:{entry.key}" + (f"@{since}" if since else "")
+    price_id = f"{origin}:{entry.key}" + (f"@{since}" if since else "")
     rates: Mapping[str, Rate] = entry.rates
     if processing != "standard":
         price_id += f"#{processing}"
         variant = entry.variants.get(processing)
         if variant is None:
+            where = "the price file" if origin == "user" else "otel-tokens' corrections"
             return _Unpriced(
                 "variant_unavailable",
-                f"the price file entry models[{entry.index}] ({entry.key}) defines no "
-                f"'{processing}' variant; add one under 'variants:'",
+                f"{where} entry models[{entry.index}] ({entry.key}) defines no "
+                f"'{processing}' variant; add one under 'variants:' of your price file",
                 price_id,
             )
         rates = {**rates, **variant}
@@ -368,7 +541,7 @@ def _user_price(entry: UserPrice, processing: Processing) -> Price | _Unpriced:
         currency=entry.currency,
         rates=rates,
         effective_from=entry.effective_from,
-        origin="user",
+        origin=origin,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Context, Decimal, Inexact
 
 from ..usage import TokenUsage
-from ._model import PRICE_KEYS, Price, PriceResult, Processing, Tiered, per_units
+from ._model import BUCKET_PRICE_KEYS, PRICE_KEYS, Price, PriceResult, Processing, Tiered, per_units
 
 # Token counts times decimal rates over powers of ten are exact in this precision; the
 # Inexact trap turns any rounding, which would be a bug, into an error instead of a
@@ -53,7 +53,12 @@ def compute(
         amounts[bucket] = amount
         total = _add(total, amount)
     context_tier = "base" if tier_start is None else f"above_{_short(tier_start)}"
-    if unpriced and not amounts:
+    if unpriced:
+        # Fail closed: a total without some of the billed buckets would look exact and be
+        # wrong, so the call has no total at all, and the reason names what is missing.
+        missing = ", ".join(
+            f"{bucket} ({' or '.join(BUCKET_PRICE_KEYS[bucket])})" for bucket in unpriced
+        )
         return PriceResult(
             status="unpriced",
             usage=usage,
@@ -65,7 +70,11 @@ def compute(
             processing=processing,
             context_tier=context_tier,
             unpriced_buckets=tuple(unpriced),
-            reason=f"{price.price_id} has no rate for {', '.join(unpriced)}",
+            reason=(
+                f"{price.price_id} has no rate for {missing}; the call is not priced rather "
+                "than priced without them. Add the rate to a price file (OTEL_TOKENS_PRICES "
+                "or --prices) to bill it"
+            ),
         )
     return PriceResult(
         status="estimated" if usage.is_estimated else "priced",
@@ -79,12 +88,6 @@ def compute(
         price_id=price.price_id,
         processing=processing,
         context_tier=context_tier,
-        unpriced_buckets=tuple(unpriced),
-        reason=(
-            f"{price.price_id} has no rate for {', '.join(unpriced)}; not included in total"
-            if unpriced
-            else None
-        ),
     )
 
 

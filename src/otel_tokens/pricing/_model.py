@@ -33,19 +33,23 @@ TOKEN_PRICE_KEYS = (
 REQUEST_PRICE_KEYS = ("web_searches_kcount",)
 PRICE_KEYS = TOKEN_PRICE_KEYS + REQUEST_PRICE_KEYS
 
-# Which price keys can price a bucket, most specific first. A bucket without its own price
-# is priced as its parent (cache read as input, reasoning as output), which is how the
-# providers bill and how genai-prices decomposes usage.
+# Which price keys can price a bucket, most specific first. A bucket falls back to another
+# key only where every provider bills it that way: text input and output are "input" and
+# "output"; reasoning tokens are billed as output tokens (OpenAI, Anthropic and Google say
+# so on their price pages); a 5-minute cache write is the default cache write. Anything
+# else (cache reads, 1-hour cache writes, audio, image) has a price of its own wherever it
+# is billed, so a missing rate is missing, never the parent's rate: the bucket is unpriced
+# and so is the call (genai-prices itself would price audio at the text rate).
 BUCKET_PRICE_KEYS: Mapping[str, tuple[str, ...]] = {
     "input": ("input_text_mtok", "input_mtok"),
-    "input_audio": ("input_audio_mtok", "input_mtok"),
-    "input_image": ("input_image_mtok", "input_mtok"),
-    "cache_read": ("cache_read_mtok", "input_mtok"),
-    "cache_write_5m": ("cache_write_5m_mtok", "cache_write_mtok", "input_mtok"),
-    "cache_write_1h": ("cache_write_1h_mtok", "cache_write_mtok", "input_mtok"),
+    "input_audio": ("input_audio_mtok",),
+    "input_image": ("input_image_mtok",),
+    "cache_read": ("cache_read_mtok",),
+    "cache_write_5m": ("cache_write_5m_mtok", "cache_write_mtok"),
+    "cache_write_1h": ("cache_write_1h_mtok",),
     "output": ("output_text_mtok", "output_mtok"),
-    "output_audio": ("output_audio_mtok", "output_mtok"),
-    "output_image": ("output_image_mtok", "output_mtok"),
+    "output_audio": ("output_audio_mtok",),
+    "output_image": ("output_image_mtok",),
     "reasoning": ("output_reasoning_mtok", "output_mtok"),
     "web_search": ("web_searches_kcount",),
 }
@@ -90,7 +94,7 @@ class Price:
     currency: str
     rates: Mapping[str, Rate]
     effective_from: datetime | None = None
-    origin: Literal["genai-prices", "user"] = "genai-prices"
+    origin: Literal["genai-prices", "user", "correction"] = "genai-prices"
 
     def rate_key(self, bucket: str) -> str | None:
         for key in BUCKET_PRICE_KEYS[bucket]:
@@ -120,6 +124,10 @@ class PriceResult:
     context_tier: str = "base"
     unpriced_buckets: tuple[str, ...] = ()
     reason: str | None = None
+    # The model whose price was used when it is not ``model`` (the served model has no
+    # price; `Catalog.price_call` used the requested model's): the status is then
+    # ``estimated``.
+    priced_model: str | None = None
 
     @property
     def is_priced(self) -> bool:
@@ -141,6 +149,7 @@ class PriceResult:
             "usage_source": self.usage.source,
             "unpriced_buckets": list(self.unpriced_buckets),
             "reason": self.reason,
+            "priced_model": self.priced_model,
             "usage": dict(self.usage.buckets()),
         }
 

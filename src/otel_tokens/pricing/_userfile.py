@@ -29,6 +29,8 @@ _MODEL_KEYS = {
     "prices",
     "variants",
     "name",
+    "source",
+    "date",
 }
 _DISCOUNT_KEYS = {"provider", "model", "pattern", "percent", "effective_from"}
 
@@ -49,6 +51,10 @@ class UserPrice:
     currency: str
     rates: Mapping[str, Rate]
     variants: Mapping[Processing, Mapping[str, Rate]]
+    # Provenance: where the price is published and when it was read there (required in
+    # the package's corrections, optional in a user's file).
+    source: str | None = None
+    date: date | None = None
 
     @property
     def key(self) -> str:
@@ -307,7 +313,27 @@ def _model(
         currency=currency,
         rates=_rates(ctx, entry.get("prices"), f"{where}.prices"),
         variants=variants,
+        source=_text(ctx, entry.get("source"), f"{where}.source"),
+        date=_date(ctx, entry.get("date"), f"{where}.date"),
     )
+
+
+def _text(ctx: _Ctx, value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        ctx.fail(where, "must be a non-empty string")
+    return str(value).strip()
+
+
+def _date(ctx: _Ctx, value: Any, where: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(str(value).strip())
+    except ValueError:
+        ctx.fail(where, f"must be an ISO 8601 date such as 2026-12-07, got {value!r}")
+        raise  # unreachable
 
 
 def _discount(ctx: _Ctx, entry: Any, index: int) -> Discount:
