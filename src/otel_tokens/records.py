@@ -20,10 +20,6 @@ from typing import Any
 from . import semconv as sc
 from .pricing import decimal_str
 
-# The span/metric attribute naming the model whose price was used when it is not the
-# served model (PriceResult.priced_model). Its home is semconv.py; kept here until moved.
-BILLING_PRICED_MODEL = "gen_ai.billing.priced_model"
-
 CHARGE_USAGE = "Usage"
 CHARGE_ADJUSTMENT = "Adjustment"
 

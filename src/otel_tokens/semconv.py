@@ -60,6 +60,7 @@ GEN_AI_USAGE_COST_SOURCE: Final = "gen_ai.usage.cost.source"
 # --- otel-tokens billing extensions ---------------------------------------------------
 BILLING_COST_DECIMAL: Final = "gen_ai.billing.cost.decimal"
 BILLING_PRICE_ID: Final = "gen_ai.billing.price_id"
+BILLING_PRICED_MODEL: Final = "gen_ai.billing.priced_model"
 BILLING_CATALOG_VERSION: Final = "gen_ai.billing.catalog_version"
 BILLING_PRICING_STATUS: Final = "gen_ai.billing.pricing_status"
 BILLING_USAGE_SOURCE: Final = "gen_ai.billing.usage_source"

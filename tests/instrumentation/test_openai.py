@@ -1891,3 +1891,21 @@ def test_non_stream_has_no_time_to_first_chunk(
     client.chat.completions.create(model=MODEL, messages=MESSAGES)
     assert sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK not in (telemetry.only_span().attributes or {})
     assert telemetry.points(sc.METRIC_CLIENT_TIME_TO_FIRST_CHUNK) == []
+
+
+def test_unknown_served_model_is_priced_at_the_requested_model_and_marked(
+    instrumented: OpenAIInstrumentor, client: openai.OpenAI, telemetry: Telemetry
+) -> None:
+    """A served model the catalog does not know (a router's name): the requested model's
+    price, marked ``estimated`` and naming the model that priced it, so finance can find it."""
+    client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, extra_headers={"x-test-served-model": "router-7b-x"}
+    )
+    span = assert_metered(
+        telemetry,
+        buckets=USAGE,
+        rates=GPT_4O_MINI,
+        response_model="router-7b-x",
+        status=sc.STATUS_ESTIMATED,
+    )
+    assert (span.attributes or {})[sc.BILLING_PRICED_MODEL] == MODEL

@@ -276,23 +276,16 @@ class Recorder:
         return result
 
     def _price(self, ended: _Ended) -> PriceResult:
-        call = ended.call
-        catalog = self.catalog
-        at = datetime.fromtimestamp(call.start_ns / 1e9, UTC)
-        usage = ended.facts.usage
+        call, usage = ended.call, ended.facts.usage
         assert usage is not None
-        requested = call.request.model
-        provider = call.request.provider
-        model = ended.facts.model or requested or ""
-        processing = ended.processing
-        result = catalog.price(usage, model, provider=provider, at=at, processing=processing)
-        if result.status == sc.STATUS_UNPRICED and requested and requested != model:
-            fallback = catalog.price(
-                usage, requested, provider=provider, at=at, processing=processing
-            )
-            if fallback.is_priced:
-                return fallback
-        return result
+        return self.catalog.price_call(
+            usage,
+            ended.facts.model,
+            call.request.model,
+            provider=call.request.provider,
+            at=datetime.fromtimestamp(call.start_ns / 1e9, UTC),
+            processing=ended.processing,
+        )
 
     def _record_points(self, ended: _Ended, result: PriceResult | None, late: _Late) -> None:
         call, usage = ended.call, ended.facts.usage
@@ -384,6 +377,8 @@ def _billing_attributes(
         attrs[sc.BILLING_CATALOG_VERSION] = result.catalog_version
         if result.price_id:
             attrs[sc.BILLING_PRICE_ID] = result.price_id
+        if result.priced_model:
+            attrs[sc.BILLING_PRICED_MODEL] = result.priced_model
         if result.total is not None:
             attrs[sc.GEN_AI_USAGE_COST_AMOUNT] = float(result.total)
             attrs[sc.GEN_AI_USAGE_COST_CURRENCY] = result.currency
