@@ -620,3 +620,23 @@ def test_too_many_connections_get_a_retryable_answer(
             s.close()
     time.sleep(0.2)
     assert get(_url(collector, "/healthz")).status == 200
+
+
+def test_overlong_attributes_are_rejected_and_kept_nowhere(
+    collector: Collector, sqlite_url: str
+) -> None:
+    """A point with a huge tenant id is rejected (partial success says why, without
+    echoing it) and leaves nothing in the ledger or on /metrics."""
+    huge = _point("input", as_int=5)
+    huge.attributes.append(
+        KeyValue(key=sc.BILLING_TENANT_ID, value=AnyValue(string_value="x" * 2**20))
+    )
+    answer = post(_url(collector), _token_request(huge, _point("output", as_int=3)))
+    assert answer.status == 200
+    partial = ExportMetricsServiceResponse.FromString(answer.body).partial_success
+    assert partial.rejected_data_points == 1
+    assert "1048576 characters long, beyond the limit of 256" in partial.error_message
+    assert len(partial.error_message) < 300
+    assert totals(records_of(sqlite_url)) == {"output": 3}
+    page = get(_url(collector, "/metrics")).body
+    assert b"x" * 300 not in page

@@ -19,7 +19,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsPartialSuccess,
@@ -40,6 +39,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from .. import semconv as sc
 from ..ledger import Ledger, LedgerError
 from ..metering import IngestResult, InvalidPointError, Meter, TokenPoint, from_otlp
+from ..metering.points import attributes_of
 from ..pricing import Catalog
 from .config import CollectorConfig
 from .decode import PERMISSION_DENIED, UNAUTHENTICATED, ClientError
@@ -129,19 +129,13 @@ def guard(
         yield p
 
 
-def _string_attr(point: Any, key: str) -> tuple[bool, Any]:
-    for kv in point.attributes:
-        if kv.key == key:
-            kind = kv.value.WhichOneof("value")
-            return True, (kv.value.string_value if kind == "string_value" else kv.value)
-    return False, None
-
-
 def bind_tenant(request: ExportMetricsServiceRequest, tenant: str) -> list[tuple[str, str]]:
     """Hold every data point of ``request`` to ``tenant``, in place.
 
-    A point claiming another ``gen_ai.billing.tenant.id`` is removed and returned as
-    (metric name, reason); ``gen_ai.billing.*`` points without one get ``tenant``.
+    A point claiming another ``gen_ai.billing.tenant.id``, or whose attributes do not read
+    as one map (a repeated key: the value checked here must be the one billed), is removed
+    and returned as (metric name, reason); ``gen_ai.billing.*`` points without one get
+    ``tenant``.
     """
     rejected: list[tuple[str, str]] = []
     for rm in request.resource_metrics:
@@ -153,11 +147,20 @@ def bind_tenant(request: ExportMetricsServiceRequest, tenant: str) -> list[tuple
                 points = getattr(metric, kind).data_points
                 drop = []
                 for i, point in enumerate(points):
-                    found, value = _string_attr(point, sc.BILLING_TENANT_ID)
-                    if found:
+                    try:
+                        # The reading metering uses (`from_otlp`), so both see one value.
+                        attributes = attributes_of(point.attributes)
+                    except InvalidPointError as exc:
+                        drop.append(i)
+                        rejected.append((metric.name, str(exc)))
+                        continue
+                    if sc.BILLING_TENANT_ID in attributes:
+                        value = attributes[sc.BILLING_TENANT_ID]
                         if value != tenant:
                             drop.append(i)
                             shown = value if isinstance(value, str) else "a non-string value"
+                            if len(shown) > 64:
+                                shown = shown[:61] + "..."
                             rejected.append(
                                 (
                                     metric.name,
