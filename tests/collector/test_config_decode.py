@@ -106,6 +106,7 @@ def test_help_documents_every_option(capsys: pytest.CaptureFixture[str]) -> None
         "--config",
         "--max-body-bytes",
         "--max-queue",
+        "--body-timeout",
         "--token",
         "--tokens-file",
         "--tls-cert",

@@ -13,6 +13,7 @@ from typing import Any
 from ..ledger import LedgerError
 from ..pricing import PriceFileError
 from .config import (
+    DEFAULT_BODY_TIMEOUT,
     DEFAULT_GRPC_ENDPOINT,
     DEFAULT_HTTP_ENDPOINT,
     DEFAULT_MAX_QUEUE,
@@ -144,6 +145,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         f"(default: {DEFAULT_MAX_QUEUE})",
     )
     p.add_argument(
+        "--body-timeout",
+        metavar="SECONDS",
+        help="longest time to receive one HTTP request body; slower: 408, connection closed "
+        f"(default: {DEFAULT_BODY_TIMEOUT:g})",
+    )
+    p.add_argument(
         "--retry-after",
         metavar="SECONDS",
         help=f"delay advertised with retryable answers (default: {DEFAULT_RETRY_AFTER:g})",
@@ -182,6 +189,7 @@ _FLAG_KEYS = (
     "upstream_timeout",
     "max_body_bytes",
     "max_queue",
+    "body_timeout",
     "retry_after",
     "tokens",
     "tokens_file",

@@ -50,6 +50,11 @@ log = logging.getLogger("otel_tokens.collector")
 
 _MAX_NS = 2**63 - 1  # the ledgers store nanosecond timestamps as signed 64-bit integers
 _MAX_REASONS = 10
+# Token points metered per ledger transaction, so that a batch's points (about 2 KB each
+# as TokenPoints) are never all in memory at once. Each chunk commits on its own: when a
+# later one fails the batch is answered 503, and its retry finds the earlier chunks'
+# record ids and stream marks, so nothing is billed twice.
+_CHUNK = 2_000
 # Attributes the metering core reads as strings; anything else is a rejected point.
 _STRING_ATTRIBUTES = (
     sc.BILLING_TOKEN_BUCKET,
@@ -216,6 +221,9 @@ class Pipeline:
         self.ledger_up = False
         self._cond = threading.Condition()
         self._inflight = 0
+        # Request body bytes held in memory (being read or in flight), over all connections.
+        self._held = 0
+        self.max_held_bytes = config.max_queue * config.max_body_bytes
         self._closing = False
         self._tokens = [(t.encode(), tenant) for t, tenant in config.tokens.items()]
         self.start_ns = time.time_ns()
@@ -299,6 +307,23 @@ class Pipeline:
                 self._inflight -= 1
                 self._cond.notify_all()
 
+    def hold_bytes(self, n: int) -> None:
+        """Count ``n`` more body bytes in memory; Unavailable past ``max_held_bytes``.
+
+        Bytes are counted as they arrive, so a slow sender holds only what it has sent."""
+        with self._cond:
+            if self._held + n > self.max_held_bytes:
+                self.stats.count("overloaded")
+                raise Unavailable(
+                    f"collector overloaded: {self._held} bytes of request bodies in memory",
+                    self.config.retry_after,
+                )
+            self._held += n
+
+    def release_bytes(self, n: int) -> None:
+        with self._cond:
+            self._held -= n
+
     # --- metrics -----------------------------------------------------------------------
     def export_metrics(
         self, request: ExportMetricsServiceRequest, principal: Principal
@@ -315,17 +340,21 @@ class Pipeline:
             rejected += len(dropped)
             token_points_dropped = sum(1 for m, _ in dropped if m == sc.METRIC_BILLING_TOKENS)
             reasons += [reason for _, reason in dropped]
-        points = list(guard(from_otlp(request)))
-        result = self._ingest(points)
-        rejected += len(result.rejected)
-        reasons += result.rejected
-        self.stats.add_points(result.points + token_points_dropped, rejected, result.unchanged)
-        self.stats.add_records(result.records)
+        n_points, n_records, unchanged = token_points_dropped, 0, 0
+        for chunk in _chunks(guard(from_otlp(request)), _CHUNK):
+            result = self._ingest(chunk)
+            n_points += result.points
+            n_records += len(result.records)
+            unchanged += result.unchanged
+            rejected += len(result.rejected)
+            reasons += result.rejected
+            self.stats.add_records(result.records)  # committed, whatever comes next
+        self.stats.add_points(n_points, rejected, unchanged)
         log.debug(
             "batch committed: %d token points, %d records written, %d unchanged, %d rejected",
-            result.points + token_points_dropped,
-            len(result.records),
-            result.unchanged,
+            n_points,
+            n_records,
+            unchanged,
             rejected,
         )
         if self.upstream is not None:
@@ -468,6 +497,19 @@ class Pipeline:
 
     def metrics_page(self) -> str:
         return self.stats.render(self._inflight, self.config.max_queue, self.ledger_up)
+
+
+def _chunks(
+    points: Iterable[TokenPoint | InvalidPointError], size: int
+) -> Iterator[list[TokenPoint | InvalidPointError]]:
+    chunk: list[TokenPoint | InvalidPointError] = []
+    for p in points:
+        chunk.append(p)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _retry_after(value: str | None, default: float) -> float:

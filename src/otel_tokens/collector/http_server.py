@@ -17,6 +17,7 @@ import math
 import socket
 import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -39,6 +40,7 @@ _EMPTY_RESPONSE: dict[str, Any] = {
 }
 _HANDSHAKE_TIMEOUT = 10.0
 _IDLE_TIMEOUT = 60.0
+_READ_SIZE = 64 * 1024
 # Each open connection holds a thread; beyond this many, new ones get an immediate 503.
 MAX_CONNECTIONS = 1024
 _REFUSED = (
@@ -131,6 +133,8 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     timeout = _IDLE_TIMEOUT
     server: _Server
+    _deadline = 0.0
+    _held = 0
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s - %s", self.address_string(), format % args)
@@ -171,7 +175,55 @@ class _Handler(BaseHTTPRequestHandler):
             status, d.status_body(code, message, kind), d.CONTENT_TYPE[kind], headers, close=close
         )
 
+    # A body is read in pieces, each raw read bounded by what is left of --body-timeout:
+    # a sender trickling bytes gets 408 when its time is up (BufferedReader.read would
+    # wait as long as every byte comes within the idle timeout). Bytes are counted against
+    # the pipeline's memory bound as they arrive.
+    def _recv(self, n: int, *, hold: bool) -> bytes:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise self._too_slow()
+        self.connection.settimeout(min(left, _IDLE_TIMEOUT))
+        try:
+            data = self.rfile.read1(n)
+        except TimeoutError:
+            raise self._too_slow() from None
+        if hold and data:
+            self.server.pipeline.hold_bytes(len(data))
+            self._held += len(data)
+        return data
+
+    def _too_slow(self) -> d.ClientError:
+        seconds = self.server.pipeline.config.body_timeout
+        return d.ClientError(408, f"request body not received within {seconds:g} s")
+
+    def _read_exact(self, n: int) -> bytes:
+        out = bytearray()
+        while len(out) < n:
+            data = self._recv(min(n - len(out), _READ_SIZE), hold=True)
+            if not data:
+                raise d.ClientError(400, "body shorter than its Content-Length")
+            out += data
+        return bytes(out)
+
+    def _readline(self, limit: int) -> bytes:
+        line = bytearray()
+        while len(line) < limit and not line.endswith(b"\n"):
+            data = self._recv(1, hold=False)
+            if not data:
+                break
+            line += data
+        return bytes(line)
+
     def _read_body(self, limit: int) -> bytes:
+        self._deadline = time.monotonic() + self.server.pipeline.config.body_timeout
+        try:
+            return self._read_body_by_deadline(limit)
+        finally:
+            with contextlib.suppress(OSError):
+                self.connection.settimeout(_IDLE_TIMEOUT)
+
+    def _read_body_by_deadline(self, limit: int) -> bytes:
         encoding = self.headers.get("Transfer-Encoding", "").strip().lower()
         if encoding and encoding != "identity":
             if encoding != "chunked":
@@ -185,15 +237,12 @@ class _Handler(BaseHTTPRequestHandler):
         n = int(length)
         if n > limit:
             raise d.too_large(limit)
-        data = self.rfile.read(n)
-        if len(data) != n:
-            raise d.ClientError(400, "body shorter than its Content-Length")
-        return data
+        return self._read_exact(n)
 
     def _read_chunked(self, limit: int) -> bytes:
         out = bytearray()
         while True:
-            line = self.rfile.readline(1024)
+            line = self._readline(1024)
             try:
                 size = int(line.split(b";", 1)[0].strip(), 16)
             except ValueError:
@@ -204,12 +253,12 @@ class _Handler(BaseHTTPRequestHandler):
                 break
             if len(out) + size > limit:
                 raise d.too_large(limit)
-            chunk = self.rfile.read(size)
-            if len(chunk) != size or self.rfile.readline(1024).strip():
+            chunk = self._read_exact(size)
+            if self._readline(1024).strip():
                 raise d.ClientError(400, "malformed chunked body")
             out += chunk
         for _ in range(100):  # trailers, up to the blank line
-            if not self.rfile.readline(8192).strip():
+            if not self._readline(8192).strip():
                 break
         return bytes(out)
 
@@ -256,15 +305,17 @@ class _Handler(BaseHTTPRequestHandler):
         kind = d.JSON
         read = False
         status = 500
+        self._held = 0
         try:
             principal = pipeline.authenticate(self.headers.get("Authorization"))
             kind = d.media_type(self.headers.get("Content-Type"))
             encoding = d.check_encoding(self.headers.get("Content-Encoding"))
             limit = pipeline.config.max_body_bytes
-            # Admitted before the body is read: at most max_queue bodies in memory.
+            # Admitted once the body is in: a slow sender holds no slot, only its
+            # connection and the bytes it sent (bounded by hold_bytes).
+            raw = self._read_body(limit)
+            read = True
             with pipeline.admit():
-                raw = self._read_body(limit)
-                read = True
                 body = d.decompress(raw, encoding, limit)
                 if signal == "metrics":
                     status = self._metrics(body, kind, principal)
@@ -289,6 +340,8 @@ class _Handler(BaseHTTPRequestHandler):
             log.exception("internal error on POST %s", path)
             self._status(500, d.INTERNAL, "internal error", kind, close=True)
         finally:
+            pipeline.release_bytes(self._held)
+            self._held = 0
             pipeline.stats.request("http", signal, str(status))
 
     def _metrics(self, body: bytes, kind: str, principal: Principal) -> int:
