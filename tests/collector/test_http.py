@@ -806,3 +806,39 @@ def test_bodies_being_read_are_bounded_in_memory(sqlite_url: str) -> None:
         time.sleep(0.3)  # that connection's bytes are released
         assert post(_url(c), _token_request(_point("input", as_int=5))).status == 200
     assert totals(records_of(sqlite_url)) == {"input": 5}
+
+
+class _FailingOnce(_GatedLedger):
+    """Fails its ``fail_at``-th transaction (1-based), once."""
+
+    def __init__(self, url: str, fail_at: int) -> None:
+        super().__init__(url)
+        self.count_tx = 0
+        self.fail_at = fail_at
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        self.count_tx += 1
+        if self.count_tx == self.fail_at:
+            raise sqlite3.OperationalError("disk I/O error (simulated)")
+        with self.inner.transaction() as tx:
+            yield tx
+
+
+def test_a_chunk_failing_mid_batch_is_retried_without_double_billing(sqlite_url: str) -> None:
+    """A batch larger than one chunk whose second ledger transaction fails is answered
+    503; the client's retry bills exactly what the batch holds, nothing twice."""
+    ledger = _FailingOnce(sqlite_url, fail_at=3)  # the first one is the warm-up below
+    with Collector(
+        ledger=ledger,
+        http_endpoint="127.0.0.1:0",  # type: ignore[arg-type]
+        grpc_endpoint="none",
+    ) as c:
+        assert post(_url(c), _large_batch(1, 1)).status == 200
+        body = _large_batch(4_500, 4_500)  # three chunks
+        assert post(_url(c), body).status == 503
+        partly = totals(records_of(sqlite_url))["input"]
+        assert 1 < partly < 4_501  # the first chunk committed
+        assert post(_url(c), body).status == 200
+        assert post(_url(c), body).status == 200  # and once more: a duplicate
+    assert totals(records_of(sqlite_url)) == {"input": 4_501}
