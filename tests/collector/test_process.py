@@ -220,3 +220,38 @@ def test_two_postgres_replicas_killed_at_random(
         assert proc.terminate() == 0
     assert _retried_commits(procs) >= 1
     _check_ledger(pg_url, delta, cumulative)
+
+
+def test_a_busy_port_exits_non_zero_naming_it(tmp_path: Any) -> None:
+    """A port in use, gRPC (with the HTTP one free) or HTTP: exit 5 at once, naming it."""
+    import socket
+    import subprocess
+    import sys
+
+    from otel_tokens.collector.cli import EXIT_LISTEN
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for args in (
+            ["--grpc-endpoint", f"127.0.0.1:{port}", "--http-endpoint", f"127.0.0.1:{free_port()}"],
+            ["--http-endpoint", f"127.0.0.1:{port}", "--grpc-endpoint", f"127.0.0.1:{free_port()}"],
+        ):
+            run = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "otel_tokens.collector",
+                    "--ledger",
+                    "sqlite:///l.db",
+                    *args,
+                ],
+                check=False,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert run.returncode == EXIT_LISTEN, run.stderr
+            assert f"cannot listen on 127.0.0.1:{port}" in run.stderr, run.stderr

@@ -99,8 +99,10 @@ class GrpcReceiver:
                 bound = self._server.add_insecure_port(address)
         except RuntimeError as exc:
             raise OSError(f"cannot listen on {address} (gRPC): {exc}") from exc
-        if not bound:
-            raise OSError(f"cannot listen on {address} (gRPC)")
+        if not bound:  # grpcio only logs why ("Failed to add port"), often a busy port
+            raise OSError(
+                f"cannot listen on {address} (gRPC): address already in use or not available"
+            )
         self.host = host
         self.port: int = int(bound)
 

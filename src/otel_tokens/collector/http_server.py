@@ -370,7 +370,11 @@ class HttpReceiver:
         self, host: str, port: int, pipeline: Pipeline, ssl_context: ssl.SSLContext | None
     ) -> None:
         cls = _Server6 if ":" in host else _Server
-        self._server = cls((host, port), pipeline, ssl_context)
+        try:
+            self._server = cls((host, port), pipeline, ssl_context)
+        except OSError as exc:
+            shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            raise OSError(f"cannot listen on {shown} (HTTP): {exc.strerror or exc}") from exc
         self.host = host
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(
@@ -384,7 +388,10 @@ class HttpReceiver:
         self._thread.start()
 
     def stop_accepting(self) -> None:
-        self._server.shutdown()
+        # shutdown() waits for serve_forever to return: never call it if it never ran
+        # (start-up failed on the other port), or it waits for ever.
+        if self._thread.is_alive():
+            self._server.shutdown()
         self._server.server_close()
 
     def close_connections(self) -> None:
