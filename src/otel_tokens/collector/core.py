@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -227,6 +228,10 @@ class Pipeline:
         self._closing = False
         self._tokens = [(t.encode(), tenant) for t, tenant in config.tokens.items()]
         self.start_ns = time.time_ns()
+        # Rejected points are explained at INFO, at most once per this many seconds.
+        self.reject_log_interval = 10.0
+        self._reject_logged = -math.inf
+        self._reject_unlogged = 0
         self.instance_id = str(uuid.uuid4())
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -357,6 +362,8 @@ class Pipeline:
             unchanged,
             rejected,
         )
+        if rejected:
+            self._log_rejected(rejected, n_points, reasons)
         if self.upstream is not None:
             answer = self._forward_metrics(request)
             if not answer.ok:
@@ -375,6 +382,29 @@ class Pipeline:
                 )
             )
         return response
+
+    def _log_rejected(self, rejected: int, points: int, reasons: list[str]) -> None:
+        """Say at INFO why points were rejected (the client hears it in the partial
+        success, the operator here), rate-limited: a broken sender must not flood."""
+        now = time.monotonic()
+        with self._cond:
+            if now - self._reject_logged < self.reject_log_interval:
+                self._reject_unlogged += 1
+                return
+            self._reject_logged = now
+            unlogged, self._reject_unlogged = self._reject_unlogged, 0
+        more = (
+            f" ({unlogged} more batch(es) with rejected points since the last such line)"
+            if unlogged
+            else ""
+        )
+        log.info(
+            "rejected %d data point(s) of a batch (%d token points): %s%s",
+            rejected,
+            points,
+            summarize(reasons),
+            more,
+        )
 
     def _ingest(self, points: list[TokenPoint | InvalidPointError]) -> IngestResult:
         if not any(isinstance(p, TokenPoint) for p in points):

@@ -16,6 +16,7 @@ import logging
 import math
 import socket
 import ssl
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -84,6 +85,15 @@ class _Server(ThreadingHTTPServer):
             with self._conn_lock:
                 self._active -= 1
             raise
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver prints the traceback to stderr, past --log-level; a client gone
+        # mid-request (broken pipe, reset) is routine, anything else is our bug.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError, ssl.SSLError)):
+            log.debug("connection with %s ended: %s", client_address, exc)
+        else:
+            log.error("internal error serving %s", client_address, exc_info=exc)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         try:
