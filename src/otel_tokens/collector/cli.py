@@ -38,8 +38,10 @@ upstream OTLP/HTTP endpoint.
 A batch is acknowledged only after its ledger transaction has committed; when overloaded or
 when the ledger (or the upstream) is down the collector answers HTTP 503 with Retry-After,
 gRPC UNAVAILABLE with RetryInfo, so clients retry and nothing is lost or billed twice.
-Rejected points (NaN, negative, absurd counts, unknown buckets, another tenant's points)
-are reported as OTLP partial success; malformed bodies get a 4xx and write nothing.
+Rejected points (NaN, negative, absurd counts, unknown buckets, another tenant's points,
+repeated attribute keys, keys or values over 256 characters) are reported as OTLP partial
+success and logged at INFO (rate-limited); malformed bodies get a 4xx and write nothing.
+Limits on memory, time and /metrics series: docs/collector-limits.md.
 
 Traces and logs (/v1/traces, /v1/logs, and the gRPC TraceService and LogsService) are
 forwarded untouched to --upstream; without an upstream they are acknowledged with an empty
