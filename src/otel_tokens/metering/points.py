@@ -155,18 +155,24 @@ def attributes_of(kvs: Any, max_length: int | None = None) -> dict[str, Any]:
             seen.add(kv.key)
     if max_length is not None:
         for key, value in out.items():
-            if len(key) > max_length:
-                raise InvalidPointError(
-                    f"attribute key {_shown(key)} is {len(key)} characters long, "
-                    f"beyond the limit of {max_length}"
-                )
-            size = _size(value)
-            if size > max_length:
-                raise InvalidPointError(
-                    f"attribute {_shown(key)} is {size} characters long, "
-                    f"beyond the limit of {max_length}"
-                )
+            # Strings first and inline: this runs for every attribute of every point.
+            if len(key) > max_length or (
+                len(value) > max_length if type(value) is str else _size(value) > max_length
+            ):
+                raise _too_long(key, value, max_length)
     return out
+
+
+def _too_long(key: str, value: Any, max_length: int) -> InvalidPointError:
+    if len(key) > max_length:
+        return InvalidPointError(
+            f"attribute key {_shown(key)} is {len(key)} characters long, "
+            f"beyond the limit of {max_length}"
+        )
+    return InvalidPointError(
+        f"attribute {_shown(key)} is {_size(value)} characters long, "
+        f"beyond the limit of {max_length}"
+    )
 
 
 def _resource_of(kvs: Any) -> dict[str, Any] | InvalidPointError:
