@@ -1,10 +1,11 @@
 """The transport-independent heart of the collector: auth, tenant binding, admission,
 metering into the ledger, forwarding.
 
-A metrics batch is acknowledged only after `Meter.ingest` returned, that is after its
-ledger transaction committed. A collector killed at any moment therefore either committed
-the batch (the client's retry then changes nothing: record ids and stream marks make it a
-duplicate) or did not (the retry writes it): exactly once.
+A metrics batch is acknowledged only after `Meter.ingest` returned for all of its points,
+that is after its ledger transactions (one per chunk of points) committed. A collector
+killed at any moment therefore committed all, some or none of the batch; the client's
+retry writes what is missing and nothing else (record ids and stream marks make the rest
+duplicates): exactly once.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 (Prometheus text) and ``GET /healthz``, on the standard library's threading HTTP server.
 
 Answers follow the OTLP/HTTP specification: 200 with an ``Export*ServiceResponse`` (partial
-success for rejected points); 400, 401, 403, 404, 411, 413 and 415 with a
+success for rejected points); 400, 401, 403, 404, 408, 411, 413 and 415 with a
 ``google.rpc.Status`` body, not retryable; 503 with ``Retry-After`` when overloaded or when
 the ledger or the upstream is down, retryable. Bodies are answered in the request's encoding
 (protobuf or JSON).
