@@ -326,10 +326,14 @@ class _Handler(BaseHTTPRequestHandler):
             raw = self._read_body(limit)
             read = True
             with pipeline.admit():
-                body = d.decompress(raw, encoding, limit)
                 if signal == "metrics":
-                    status = self._metrics(body, kind, principal)
+                    body = d.decompress(raw, encoding, limit)
+                    del raw  # only the parsed request is needed from here: free the bytes
+                    request = d.parse(body, kind, ExportMetricsServiceRequest())
+                    del body
+                    status = self._metrics(request, kind, principal)
                 else:
+                    d.decompress(raw, encoding, limit)  # checked, then forwarded as sent
                     status = self._forward(signal, raw, kind, encoding)
         except d.ClientError as exc:
             status = exc.status
@@ -354,10 +358,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._held = 0
             pipeline.stats.request("http", signal, str(status))
 
-    def _metrics(self, body: bytes, kind: str, principal: Principal) -> int:
-        pipeline = self.server.pipeline
-        request = d.parse(body, kind, ExportMetricsServiceRequest())
-        response = pipeline.export_metrics(request, principal)
+    def _metrics(
+        self, request: ExportMetricsServiceRequest, kind: str, principal: Principal
+    ) -> int:
+        response = self.server.pipeline.export_metrics(request, principal)
         self._reply(200, d.encode(response, kind), d.CONTENT_TYPE[kind])
         return 200
 
