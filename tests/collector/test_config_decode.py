@@ -296,3 +296,15 @@ def test_every_labelled_counter_is_bounded() -> None:
     assert stats.tokens[("other", "other", "output", "other", "other")] > 0
     page = stats.render(0, 16, True)
     assert page.count("\n") < 3 * bound + 100
+
+
+def test_body_timeout_setting(tmp_path: Path) -> None:
+    assert resolve({}, {}, None).body_timeout == 30.0
+    assert resolve({}, {"OTEL_TOKENS_COLLECTOR_BODY_TIMEOUT": "2.5"}, None).body_timeout == 2.5
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("body-timeout: 7\n")
+    assert resolve({}, {}, str(cfg)).body_timeout == 7.0
+    assert resolve({"body_timeout": "3"}, {}, str(cfg)).body_timeout == 3.0
+    for bad in ("0", "-1", "soon", "3601"):
+        with pytest.raises(ConfigError, match="body_timeout"):
+            resolve({"body_timeout": bad}, {}, None)
