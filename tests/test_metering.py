@@ -51,7 +51,7 @@ from otel_tokens.metering import (
     from_otlp,
     from_sdk,
 )
-from otel_tokens.metering.points import MAX_POINT_VALUE, check_value
+from otel_tokens.metering.points import MAX_ATTRIBUTE_LENGTH, MAX_POINT_VALUE, check_value
 from otel_tokens.pricing import Catalog, parse_user_prices
 from otel_tokens.records import CostRecord, stream_id
 from otel_tokens.usage import TokenUsage
@@ -892,3 +892,43 @@ def test_a_contract_for_a_model_bills_its_served_snapshot() -> None:
     record = price_one(meter, 1_000_000, served)
     assert (record.model, record.price_id) == ("gpt-4o-2024-08-06", "user:openai/gpt-4o")
     assert (record.billed_cost, record.list_cost) == (Decimal("2"), Decimal("2.5"))
+
+
+def test_otlp_repeated_or_overlong_attributes_are_rejected(meter: Meter) -> None:
+    """A repeated key (which value counts would depend on the reader) and keys or values
+    beyond MAX_ATTRIBUTE_LENGTH are rejected points; the limit itself is accepted."""
+    t = T0 + MIN
+    repeated = _otlp_point(7, attrs("input", **{sc.BILLING_TENANT_ID: "acme"}), t)
+    repeated.attributes.append(_kv(sc.BILLING_TENANT_ID, "globex"))
+    limit = MAX_ATTRIBUTE_LENGTH
+    invalid = [
+        (repeated, f"attribute '{sc.BILLING_TENANT_ID}' is repeated"),
+        (_otlp_point(7, attrs(**{sc.BILLING_TENANT_ID: "t" * (limit + 1)}), t), "beyond"),
+        (_otlp_point(7, attrs(**{"k" * (limit + 1): "v"}), t), "attribute key"),
+        (_otlp_point(7, attrs(**{sc.BILLING_TAG_PREFIX + "x": {"a": "b" * limit}}), t), "beyond"),
+    ]
+    fits = _otlp_point(11, attrs("output", **{sc.BILLING_TENANT_ID: "t" * limit}), t)
+    result = meter.ingest(from_otlp(_otlp_request(_sum([p for p, _ in invalid] + [fits]))))
+    assert [(r.bucket, r.quantity, r.tenant) for r in result.records] == [
+        ("output", 11, "t" * limit)
+    ]
+    assert len(result.rejected) == len(invalid)
+    for (_, reason), message in zip(invalid, result.rejected, strict=True):
+        assert reason in message
+        assert len(message) < 200  # an over-long value is not echoed back
+
+
+def test_otlp_resource_with_repeated_key_or_overlong_service_name_is_rejected() -> None:
+    t = T0 + MIN
+    request = _otlp_request(_sum([_otlp_point(7, attrs(), t), _otlp_point(8, attrs(), t)]))
+    resource = request.resource_metrics[0].resource
+    resource.attributes.append(_kv("service.name", "other"))
+    assert [str(p) for p in from_otlp(request)] == [
+        "resource: attribute 'service.name' is repeated"
+    ] * 2
+    del resource.attributes[:]
+    resource.attributes.append(_kv("service.name", "s" * (MAX_ATTRIBUTE_LENGTH + 1)))
+    resource.attributes.append(_kv("process.command_line", "x" * 10_000))  # not kept: fine
+    assert all("service.name" in str(p) for p in from_otlp(request))
+    resource.attributes[0].value.string_value = "s"
+    assert all(isinstance(p, TokenPoint) for p in from_otlp(request))

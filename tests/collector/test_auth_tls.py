@@ -6,12 +6,15 @@ import ssl
 import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import json_format
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceResponse,
 )
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from otel_tokens import semconv as sc
 from otel_tokens.collector import Collector
@@ -172,3 +175,60 @@ def test_tls_for_http_and_grpc(
             get(c.http_url.replace("https://", "http://") + "/healthz")
         assert get(f"{c.http_url}/metrics", _bearer("t"), context=context).status == 200
     assert totals(records_of(sqlite_url)) == {"input": 64, "output": 8}
+
+
+def _with_second_tenant(first: str, second: str) -> Any:
+    """A request whose one token point names the tenant twice: ``first``, then ``second``."""
+    client = TokenClient(DELTA, **{sc.BILLING_TENANT_ID: first})
+    client.add("input", 500)
+    request = otlp_request(client.collect())
+    point = request.resource_metrics[0].scope_metrics[0].metrics[0].sum.data_points[0]
+    point.attributes.append(KeyValue(key=sc.BILLING_TENANT_ID, value=AnyValue(string_value=second)))
+    return request
+
+
+@pytest.mark.parametrize("order", [("acme", "globex"), ("globex", "acme")], ids=str)
+@pytest.mark.parametrize("transport", ["protobuf", "json", "grpc"])
+def test_a_repeated_tenant_attribute_is_rejected(
+    secured: Collector, sqlite_url: str, transport: str, order: tuple[str, str]
+) -> None:
+    """The value the tenant check reads is the value billed: a point naming the tenant
+    twice is rejected, whichever comes first, over every transport."""
+    request = _with_second_tenant(*order)
+    if transport == "grpc":
+        with grpc.insecure_channel(secured.grpc_target or "") as channel:
+            raw = channel.unary_unary(_METRICS)(
+                request.SerializeToString(),
+                metadata=(("authorization", "Bearer acme-token"),),
+                timeout=10,
+            )
+        partial = ExportMetricsServiceResponse.FromString(raw).partial_success
+    else:
+        if transport == "json":
+            body, content_type = json_format.MessageToJson(request).encode(), "application/json"
+        else:
+            body, content_type = request.SerializeToString(), "application/x-protobuf"
+        answer = post(
+            f"{secured.http_url}/v1/metrics", body, content_type, _bearer("acme-token")
+        )
+        assert answer.status == 200
+        response = ExportMetricsServiceResponse()
+        if transport == "json":
+            json_format.Parse(answer.body, response)
+        else:
+            response.ParseFromString(answer.body)
+        partial = response.partial_success
+    assert partial.rejected_data_points == 1
+    assert f"attribute '{sc.BILLING_TENANT_ID}' is repeated" in partial.error_message
+    assert records_of(sqlite_url) == []
+
+
+def test_a_repeated_attribute_is_rejected_for_unbound_tokens_too(
+    secured: Collector, sqlite_url: str
+) -> None:
+    body = _with_second_tenant("acme", "globex").SerializeToString()
+    answer = post(f"{secured.http_url}/v1/metrics", body, headers=_bearer("admin-token"))
+    partial = ExportMetricsServiceResponse.FromString(answer.body).partial_success
+    assert partial.rejected_data_points == 1
+    assert "is repeated" in partial.error_message
+    assert records_of(sqlite_url) == []

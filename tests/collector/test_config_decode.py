@@ -106,6 +106,7 @@ def test_help_documents_every_option(capsys: pytest.CaptureFixture[str]) -> None
         "--config",
         "--max-body-bytes",
         "--max-queue",
+        "--body-timeout",
         "--token",
         "--tokens-file",
         "--tls-cert",
@@ -252,3 +253,58 @@ def test_labelled_counters_are_bounded() -> None:
     assert stats.tokens[("openai", "gpt-4o", "input", "other", "other")] == 50
     assert sum(stats.tokens.values()) == limit + 50
     assert sum(stats.cost.values()) == Decimal("0.01") * (limit + 50)
+
+
+def test_every_labelled_counter_is_bounded() -> None:
+    """Distinct models (and tenants) beyond the limit fold too, in all three families, for
+    priced and unpriced records alike; no token or cost is lost in the folding."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from otel_tokens.collector import stats as stats_module
+    from otel_tokens.records import CostRecord
+
+    stats = stats_module.Stats()
+    now = datetime.now(UTC)
+    limit = stats_module.MAX_LABELLED_SERIES
+    n = 2 * limit + 5_000
+    records = [
+        CostRecord(
+            stream_id=str(i),
+            period_start=now,
+            period_end=now,
+            provider="openai",
+            model=f"model-{i}",
+            bucket="input" if i % 3 else "output",
+            quantity=2,
+            currency="USD",
+            catalog_version="v",
+            pricing_status="priced" if i % 2 else "unpriced",
+            billed_cost=Decimal("0.01") if i % 2 else None,
+            tenant=f"t{i}",
+        )
+        for i in range(n)
+    ]
+    stats.add_records(records)
+    bound = limit + limit // 10 + 10  # the documented bound: about 1.1 x the limit
+    for table in (stats.tokens, stats.cost, stats.unpriced):
+        assert len(table) <= bound
+    assert sum(stats.tokens.values()) == 2 * n
+    assert sum(stats.unpriced.values()) == 2 * (n // 2)
+    assert sum(stats.cost.values()) == Decimal("0.01") * (n - n // 2)
+    assert stats.unpriced[("other", "other", "input")] > 0
+    assert stats.tokens[("other", "other", "output", "other", "other")] > 0
+    page = stats.render(0, 16, True)
+    assert page.count("\n") < 3 * bound + 100
+
+
+def test_body_timeout_setting(tmp_path: Path) -> None:
+    assert resolve({}, {}, None).body_timeout == 30.0
+    assert resolve({}, {"OTEL_TOKENS_COLLECTOR_BODY_TIMEOUT": "2.5"}, None).body_timeout == 2.5
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("body-timeout: 7\n")
+    assert resolve({}, {}, str(cfg)).body_timeout == 7.0
+    assert resolve({"body_timeout": "3"}, {}, str(cfg)).body_timeout == 3.0
+    for bad in ("0", "-1", "soon", "3601"):
+        with pytest.raises(ConfigError, match="body_timeout"):
+            resolve({"body_timeout": bad}, {}, None)

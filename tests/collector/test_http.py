@@ -3,6 +3,7 @@ success; Prometheus; traces and logs; upstream forwarding; back-pressure; ledger
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.client
 import json
@@ -620,3 +621,222 @@ def test_too_many_connections_get_a_retryable_answer(
             s.close()
     time.sleep(0.2)
     assert get(_url(collector, "/healthz")).status == 200
+
+
+def test_overlong_attributes_are_rejected_and_kept_nowhere(
+    collector: Collector, sqlite_url: str
+) -> None:
+    """A point with a huge tenant id is rejected (partial success says why, without
+    echoing it) and leaves nothing in the ledger or on /metrics."""
+    huge = _point("input", as_int=5)
+    huge.attributes.append(
+        KeyValue(key=sc.BILLING_TENANT_ID, value=AnyValue(string_value="x" * 2**20))
+    )
+    answer = post(_url(collector), _token_request(huge, _point("output", as_int=3)))
+    assert answer.status == 200
+    partial = ExportMetricsServiceResponse.FromString(answer.body).partial_success
+    assert partial.rejected_data_points == 1
+    assert "1048576 characters long, beyond the limit of 256" in partial.error_message
+    assert len(partial.error_message) < 300
+    assert totals(records_of(sqlite_url)) == {"output": 3}
+    page = get(_url(collector, "/metrics")).body
+    assert b"x" * 300 not in page
+
+
+def _slow_sender(url: str, stop: threading.Event, answers: list[bytes]) -> None:
+    """Announce a 1000-byte body and send one byte of it every 0.1 s, until answered."""
+    import select
+    import socket
+
+    host, port = url.rsplit("/", 1)[1].split(":")
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(
+            b"POST /v1/metrics HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+            b"Content-Length: 1000\r\n\r\n"
+        )
+        for _ in range(1000):
+            if stop.is_set():
+                return
+            if select.select([s], [], [], 0.1)[0]:  # answered: read it before we write on
+                with contextlib.suppress(OSError):
+                    answers.append(s.recv(200))
+                return
+            s.sendall(b"\x00")
+
+
+def test_slow_senders_hold_no_slot_and_time_out(sqlite_url: str) -> None:
+    """Trickling bodies neither fill the admission queue nor block real requests; each
+    gets 408 once --body-timeout has passed."""
+    with Collector(
+        ledger=sqlite_url,
+        http_endpoint="127.0.0.1:0",
+        grpc_endpoint="none",
+        max_queue=2,
+        body_timeout=1.5,
+    ) as c:
+        stop, answers = threading.Event(), list[bytes]()
+        slow = [
+            threading.Thread(target=_slow_sender, args=(c.http_url, stop, answers))
+            for _ in range(6)
+        ]
+        for t in slow:
+            t.start()
+        try:
+            time.sleep(0.3)  # all six are trickling
+            for i in range(5):
+                answer = post(_url(c), _token_request(_point("input", as_int=10 + i)))
+                assert answer.status == 200
+            page = parse_prometheus(get(_url(c, "/metrics")).body.decode())
+            assert page["otel_tokens_ingest_overloaded_total"] == [({}, 0.0)]
+            for t in slow:
+                t.join(10)
+        finally:
+            stop.set()
+    assert len(answers) == 6
+    assert all(a.startswith(b"HTTP/1.1 408 ") for a in answers), answers
+    assert totals(records_of(sqlite_url)) == {"input": 60}
+
+
+def test_a_full_queue_refuses_before_parsing(sqlite_url: str) -> None:
+    """While the queue is full a batch is refused (retryable) before it is parsed, over
+    HTTP and gRPC: a body that would not even parse gets 503 / UNAVAILABLE, not 400."""
+    import grpc
+
+    ledger = _GatedLedger(sqlite_url)
+    ledger.gate.clear()
+    with Collector(
+        ledger=ledger,
+        http_endpoint="127.0.0.1:0",  # type: ignore[arg-type]
+        grpc_endpoint="127.0.0.1:0",
+        max_queue=1,
+    ) as c:
+        result: list[Any] = []
+        first = _token_request(_point("input", as_int=1))
+        t = threading.Thread(target=lambda: result.append(post(_url(c), first)))
+        t.start()
+        try:
+            assert ledger.entered.wait(10)
+            assert post(_url(c), b"\xff\xff\xff\xff").status == 503
+            with grpc.insecure_channel(c.grpc_target or "") as channel:
+                export = channel.unary_unary(
+                    "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
+                )
+                with pytest.raises(grpc.RpcError) as err:
+                    export(b"\xff\xff\xff\xff", timeout=10)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        finally:
+            ledger.gate.set()
+            t.join(10)
+        assert result[0].status == 200
+        # With room again, the same bad body is what it is: malformed.
+        assert post(_url(c), b"\xff\xff\xff\xff").status == 400
+
+
+def _large_batch(points: int, billable: int) -> bytes:
+    """One delta request of ``points`` token points (one stream each, ~370 bytes a point);
+    past the first ``billable`` their bucket is unknown: rejected by the meter, they cost
+    memory as billable ones do but no ledger time."""
+    data = []
+    for i in range(points):
+        p = _point("input" if i < billable else "bogus", as_int=1)
+        p.attributes.append(KeyValue(key=sc.BILLING_FEATURE, value=AnyValue(string_value=f"f{i}")))
+        data.append(p)
+    return _token_request(*data)
+
+
+def _memory_mb(field: str) -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(field)
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+def test_memory_per_batch_is_a_small_multiple_of_its_body(sqlite_url: str) -> None:
+    """A batch's token points are metered in chunks, never all materialised at once: one
+    6 MiB batch of 17,000 points raises the peak memory by about 5x its body (about 9x
+    when the points were listed whole)."""
+    import gc
+
+    body = _large_batch(17_000, 50)
+    assert 5 * 2**20 < len(body) < 8 * 2**20
+    with Collector(
+        ledger=sqlite_url, http_endpoint="127.0.0.1:0", grpc_endpoint="none", max_queue=1
+    ) as c:
+        assert post(_url(c), _large_batch(10, 10)).status == 200  # warm up
+        gc.collect()
+        before = _memory_mb("VmRSS")
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak
+        answer = post(_url(c), body)
+        grown = _memory_mb("VmHWM") - before
+    assert answer.status == 200
+    partial = ExportMetricsServiceResponse.FromString(answer.body).partial_success
+    assert partial.rejected_data_points == 17_000 - 50
+    assert totals(records_of(sqlite_url)) == {"input": 60}
+    assert grown < 7 * len(body) / 2**20, (
+        f"peak grew {grown:.0f} MB for {len(body) / 2**20:.1f} MiB"
+    )
+
+
+def test_bodies_being_read_are_bounded_in_memory(sqlite_url: str) -> None:
+    """Bodies are read before admission, so the bytes they hold are bounded on their own
+    (max_queue x max_body_bytes): past it a sender gets a retryable 503."""
+    import socket
+
+    with Collector(
+        ledger=sqlite_url,
+        http_endpoint="127.0.0.1:0",
+        grpc_endpoint="none",
+        max_queue=1,
+        max_body_bytes=2048,
+    ) as c:
+        host, port = (c.http_url or "").rsplit("/", 1)[1].split(":")
+        with socket.create_connection((host, int(port))) as held:
+            held.sendall(
+                b"POST /v1/metrics HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf"
+                b"\r\nContent-Length: 2048\r\n\r\n" + b"\x00" * 2000
+            )
+            time.sleep(0.3)  # 2000 of the 2048 bytes allowed are in memory
+            answer = post(_url(c), _token_request(_point("input", as_int=5)))
+            assert answer.status == 503
+            assert b"bytes of request bodies in memory" in answer.body
+        time.sleep(0.3)  # that connection's bytes are released
+        assert post(_url(c), _token_request(_point("input", as_int=5))).status == 200
+    assert totals(records_of(sqlite_url)) == {"input": 5}
+
+
+class _FailingOnce(_GatedLedger):
+    """Fails its ``fail_at``-th transaction (1-based), once."""
+
+    def __init__(self, url: str, fail_at: int) -> None:
+        super().__init__(url)
+        self.count_tx = 0
+        self.fail_at = fail_at
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        self.count_tx += 1
+        if self.count_tx == self.fail_at:
+            raise sqlite3.OperationalError("disk I/O error (simulated)")
+        with self.inner.transaction() as tx:
+            yield tx
+
+
+def test_a_chunk_failing_mid_batch_is_retried_without_double_billing(sqlite_url: str) -> None:
+    """A batch larger than one chunk whose second ledger transaction fails is answered
+    503; the client's retry bills exactly what the batch holds, nothing twice."""
+    ledger = _FailingOnce(sqlite_url, fail_at=3)  # the first one is the warm-up below
+    with Collector(
+        ledger=ledger,
+        http_endpoint="127.0.0.1:0",  # type: ignore[arg-type]
+        grpc_endpoint="none",
+    ) as c:
+        assert post(_url(c), _large_batch(1, 1)).status == 200
+        body = _large_batch(4_500, 4_500)  # three chunks
+        assert post(_url(c), body).status == 503
+        partly = totals(records_of(sqlite_url))["input"]
+        assert 1 < partly < 4_501  # the first chunk committed
+        assert post(_url(c), body).status == 200
+        assert post(_url(c), body).status == 200  # and once more: a duplicate
+    assert totals(records_of(sqlite_url)) == {"input": 4_501}

@@ -220,3 +220,97 @@ def test_two_postgres_replicas_killed_at_random(
         assert proc.terminate() == 0
     assert _retried_commits(procs) >= 1
     _check_ledger(pg_url, delta, cumulative)
+
+
+def test_a_busy_port_exits_non_zero_naming_it(tmp_path: Any) -> None:
+    """A port in use, gRPC (with the HTTP one free) or HTTP: exit 5 at once, naming it."""
+    import socket
+    import subprocess
+    import sys
+
+    from otel_tokens.collector.cli import EXIT_LISTEN
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for args in (
+            ["--grpc-endpoint", f"127.0.0.1:{port}", "--http-endpoint", f"127.0.0.1:{free_port()}"],
+            ["--http-endpoint", f"127.0.0.1:{port}", "--grpc-endpoint", f"127.0.0.1:{free_port()}"],
+        ):
+            run = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "otel_tokens.collector",
+                    "--ledger",
+                    "sqlite:///l.db",
+                    *args,
+                ],
+                check=False,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert run.returncode == EXIT_LISTEN, run.stderr
+            assert f"cannot listen on 127.0.0.1:{port}" in run.stderr, run.stderr
+
+
+def _gone_mid_body(url: str) -> None:
+    """Announce a large body, send a little of it, hang up."""
+    import socket
+
+    host, port = url.rsplit("/", 1)[1].split(":")
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(
+            b"POST /v1/metrics HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+            b"Content-Length: 100000\r\n\r\n" + b"\x00" * 100
+        )
+
+
+def test_clients_gone_mid_body_leave_no_traceback(
+    spawn: Callable[..., CollectorProcess], sqlite_url: str
+) -> None:
+    proc = spawn(
+        "--ledger",
+        sqlite_url,
+        "--http-endpoint",
+        f"127.0.0.1:{free_port()}",
+        "--grpc-endpoint",
+        "none",
+        "--log-level",
+        "WARNING",
+    )
+    for _ in range(20):
+        _gone_mid_body(proc.http_url)
+    time.sleep(0.5)
+    assert get(f"{proc.http_url}/healthz").status == 200
+    assert proc.terminate() == 0
+    log = proc.log_text()
+    assert "Traceback" not in log and "Error" not in log, log[-2000:]
+
+
+def test_rejected_points_are_explained_at_info_rate_limited(
+    spawn: Callable[..., CollectorProcess], sqlite_url: str
+) -> None:
+    from .conftest import post
+    from .test_http import _point, _token_request
+
+    proc = spawn(
+        "--ledger",
+        sqlite_url,
+        "--http-endpoint",
+        f"127.0.0.1:{free_port()}",
+        "--grpc-endpoint",
+        "none",
+    )
+    for i in range(5):
+        body = _token_request(_point("input", as_int=5), _point("bogus_bucket", as_int=i + 1))
+        assert post(f"{proc.http_url}/v1/metrics", body).status == 200
+    assert proc.terminate() == 0
+    lines = [line for line in proc.log_text().splitlines() if "data point(s)" in line]
+    assert len(lines) == 1, lines  # five batches in well under 10 s: one line
+    assert " INFO " in lines[0]
+    assert "rejected 1 data point(s)" in lines[0]
+    assert "unknown or missing gen_ai.billing.token.bucket: 'bogus_bucket'" in lines[0]

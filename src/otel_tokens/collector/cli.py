@@ -13,6 +13,7 @@ from typing import Any
 from ..ledger import LedgerError
 from ..pricing import PriceFileError
 from .config import (
+    DEFAULT_BODY_TIMEOUT,
     DEFAULT_GRPC_ENDPOINT,
     DEFAULT_HTTP_ENDPOINT,
     DEFAULT_MAX_QUEUE,
@@ -37,8 +38,10 @@ upstream OTLP/HTTP endpoint.
 A batch is acknowledged only after its ledger transaction has committed; when overloaded or
 when the ledger (or the upstream) is down the collector answers HTTP 503 with Retry-After,
 gRPC UNAVAILABLE with RetryInfo, so clients retry and nothing is lost or billed twice.
-Rejected points (NaN, negative, absurd counts, unknown buckets, another tenant's points)
-are reported as OTLP partial success; malformed bodies get a 4xx and write nothing.
+Rejected points (NaN, negative, absurd counts, unknown buckets, another tenant's points,
+repeated attribute keys, keys or values over 256 characters) are reported as OTLP partial
+success and logged at INFO (rate-limited); malformed bodies get a 4xx and write nothing.
+Limits on memory, time and /metrics series: docs/collector-limits.md.
 
 Traces and logs (/v1/traces, /v1/logs, and the gRPC TraceService and LogsService) are
 forwarded untouched to --upstream; without an upstream they are acknowledged with an empty
@@ -144,6 +147,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         f"(default: {DEFAULT_MAX_QUEUE})",
     )
     p.add_argument(
+        "--body-timeout",
+        metavar="SECONDS",
+        help="longest time to receive one HTTP request body; slower: 408, connection closed "
+        f"(default: {DEFAULT_BODY_TIMEOUT:g})",
+    )
+    p.add_argument(
         "--retry-after",
         metavar="SECONDS",
         help=f"delay advertised with retryable answers (default: {DEFAULT_RETRY_AFTER:g})",
@@ -182,6 +191,7 @@ _FLAG_KEYS = (
     "upstream_timeout",
     "max_body_bytes",
     "max_queue",
+    "body_timeout",
     "retry_after",
     "tokens",
     "tokens_file",

@@ -20,6 +20,9 @@ DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_QUEUE = 16  # batches in flight; each may hold a decoded body in memory
 DEFAULT_RETRY_AFTER = 1.0
 DEFAULT_UPSTREAM_TIMEOUT = 10.0
+# Longest time to receive one request body: a sender slower than that gets 408, so it holds
+# its connection (and the bytes it sent) no longer than this.
+DEFAULT_BODY_TIMEOUT = 30.0
 
 ENV_CONFIG = "OTEL_TOKENS_COLLECTOR_CONFIG"
 # Environment variable of each setting (the two shared with the rest of otel-tokens first).
@@ -33,6 +36,7 @@ ENV_VARS: Mapping[str, str] = {
     "upstream_timeout": "OTEL_TOKENS_COLLECTOR_UPSTREAM_TIMEOUT",
     "max_body_bytes": "OTEL_TOKENS_COLLECTOR_MAX_BODY_BYTES",
     "max_queue": "OTEL_TOKENS_COLLECTOR_MAX_QUEUE",
+    "body_timeout": "OTEL_TOKENS_COLLECTOR_BODY_TIMEOUT",
     "retry_after": "OTEL_TOKENS_COLLECTOR_RETRY_AFTER",
     "tokens": "OTEL_TOKENS_COLLECTOR_TOKENS",
     "tokens_file": "OTEL_TOKENS_COLLECTOR_TOKENS_FILE",
@@ -63,6 +67,7 @@ class CollectorConfig:
     upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_queue: int = DEFAULT_MAX_QUEUE
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
     retry_after: float = DEFAULT_RETRY_AFTER
     tokens: Mapping[str, str | None] = field(default_factory=dict)
     tls_cert: str | None = None
@@ -81,6 +86,8 @@ class CollectorConfig:
             raise ConfigError(f"max_body_bytes must be at least 1024, got {self.max_body_bytes}")
         if self.max_queue < 1:
             raise ConfigError(f"max_queue must be at least 1, got {self.max_queue}")
+        if not 0 < self.body_timeout <= 3600:
+            raise ConfigError(f"body_timeout must be in (0, 3600] seconds, got {self.body_timeout}")
         if not 0 < self.retry_after <= 3600:
             raise ConfigError(f"retry_after must be in (0, 3600] seconds, got {self.retry_after}")
         if not 0 < self.upstream_timeout <= 600:
@@ -221,7 +228,7 @@ def _convert(key: str, value: Any) -> Any:
         return parse_size(value)
     if key == "max_queue":
         return _number(value, key, int)
-    if key in ("retry_after", "upstream_timeout"):
+    if key in ("retry_after", "upstream_timeout", "body_timeout"):
         return _number(value, key, float)
     if key == "tokens":
         return parse_tokens(value)

@@ -1,16 +1,18 @@
 """The transport-independent heart of the collector: auth, tenant binding, admission,
 metering into the ledger, forwarding.
 
-A metrics batch is acknowledged only after `Meter.ingest` returned, that is after its
-ledger transaction committed. A collector killed at any moment therefore either committed
-the batch (the client's retry then changes nothing: record ids and stream marks make it a
-duplicate) or did not (the retry writes it): exactly once.
+A metrics batch is acknowledged only after `Meter.ingest` returned for all of its points,
+that is after its ledger transactions (one per chunk of points) committed. A collector
+killed at any moment therefore committed all, some or none of the batch; the client's
+retry writes what is missing and nothing else (record ids and stream marks make the rest
+duplicates): exactly once.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -19,7 +21,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsPartialSuccess,
@@ -40,6 +41,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from .. import semconv as sc
 from ..ledger import Ledger, LedgerError
 from ..metering import IngestResult, InvalidPointError, Meter, TokenPoint, from_otlp
+from ..metering.points import attributes_of
 from ..pricing import Catalog
 from .config import CollectorConfig
 from .decode import PERMISSION_DENIED, UNAUTHENTICATED, ClientError
@@ -50,6 +52,11 @@ log = logging.getLogger("otel_tokens.collector")
 
 _MAX_NS = 2**63 - 1  # the ledgers store nanosecond timestamps as signed 64-bit integers
 _MAX_REASONS = 10
+# Token points metered per ledger transaction, so that a batch's points (about 2 KB each
+# as TokenPoints) are never all in memory at once. Each chunk commits on its own: when a
+# later one fails the batch is answered 503, and its retry finds the earlier chunks'
+# record ids and stream marks, so nothing is billed twice.
+_CHUNK = 2_000
 # Attributes the metering core reads as strings; anything else is a rejected point.
 _STRING_ATTRIBUTES = (
     sc.BILLING_TOKEN_BUCKET,
@@ -129,19 +136,13 @@ def guard(
         yield p
 
 
-def _string_attr(point: Any, key: str) -> tuple[bool, Any]:
-    for kv in point.attributes:
-        if kv.key == key:
-            kind = kv.value.WhichOneof("value")
-            return True, (kv.value.string_value if kind == "string_value" else kv.value)
-    return False, None
-
-
 def bind_tenant(request: ExportMetricsServiceRequest, tenant: str) -> list[tuple[str, str]]:
     """Hold every data point of ``request`` to ``tenant``, in place.
 
-    A point claiming another ``gen_ai.billing.tenant.id`` is removed and returned as
-    (metric name, reason); ``gen_ai.billing.*`` points without one get ``tenant``.
+    A point claiming another ``gen_ai.billing.tenant.id``, or whose attributes do not read
+    as one map (a repeated key: the value checked here must be the one billed), is removed
+    and returned as (metric name, reason); ``gen_ai.billing.*`` points without one get
+    ``tenant``.
     """
     rejected: list[tuple[str, str]] = []
     for rm in request.resource_metrics:
@@ -153,11 +154,20 @@ def bind_tenant(request: ExportMetricsServiceRequest, tenant: str) -> list[tuple
                 points = getattr(metric, kind).data_points
                 drop = []
                 for i, point in enumerate(points):
-                    found, value = _string_attr(point, sc.BILLING_TENANT_ID)
-                    if found:
+                    try:
+                        # The reading metering uses (`from_otlp`), so both see one value.
+                        attributes = attributes_of(point.attributes)
+                    except InvalidPointError as exc:
+                        drop.append(i)
+                        rejected.append((metric.name, str(exc)))
+                        continue
+                    if sc.BILLING_TENANT_ID in attributes:
+                        value = attributes[sc.BILLING_TENANT_ID]
                         if value != tenant:
                             drop.append(i)
                             shown = value if isinstance(value, str) else "a non-string value"
+                            if len(shown) > 64:
+                                shown = shown[:61] + "..."
                             rejected.append(
                                 (
                                     metric.name,
@@ -213,9 +223,16 @@ class Pipeline:
         self.ledger_up = False
         self._cond = threading.Condition()
         self._inflight = 0
+        # Request body bytes held in memory (being read or in flight), over all connections.
+        self._held = 0
+        self.max_held_bytes = config.max_queue * config.max_body_bytes
         self._closing = False
         self._tokens = [(t.encode(), tenant) for t, tenant in config.tokens.items()]
         self.start_ns = time.time_ns()
+        # Rejected points are explained at INFO, at most once per this many seconds.
+        self.reject_log_interval = 10.0
+        self._reject_logged = -math.inf
+        self._reject_unlogged = 0
         self.instance_id = str(uuid.uuid4())
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -296,6 +313,23 @@ class Pipeline:
                 self._inflight -= 1
                 self._cond.notify_all()
 
+    def hold_bytes(self, n: int) -> None:
+        """Count ``n`` more body bytes in memory; Unavailable past ``max_held_bytes``.
+
+        Bytes are counted as they arrive, so a slow sender holds only what it has sent."""
+        with self._cond:
+            if self._held + n > self.max_held_bytes:
+                self.stats.count("overloaded")
+                raise Unavailable(
+                    f"collector overloaded: {self._held} bytes of request bodies in memory",
+                    self.config.retry_after,
+                )
+            self._held += n
+
+    def release_bytes(self, n: int) -> None:
+        with self._cond:
+            self._held -= n
+
     # --- metrics -----------------------------------------------------------------------
     def export_metrics(
         self, request: ExportMetricsServiceRequest, principal: Principal
@@ -312,19 +346,25 @@ class Pipeline:
             rejected += len(dropped)
             token_points_dropped = sum(1 for m, _ in dropped if m == sc.METRIC_BILLING_TOKENS)
             reasons += [reason for _, reason in dropped]
-        points = list(guard(from_otlp(request)))
-        result = self._ingest(points)
-        rejected += len(result.rejected)
-        reasons += result.rejected
-        self.stats.add_points(result.points + token_points_dropped, rejected, result.unchanged)
-        self.stats.add_records(result.records)
+        n_points, n_records, unchanged = token_points_dropped, 0, 0
+        for chunk in _chunks(guard(from_otlp(request)), _CHUNK):
+            result = self._ingest(chunk)
+            n_points += result.points
+            n_records += len(result.records)
+            unchanged += result.unchanged
+            rejected += len(result.rejected)
+            reasons += result.rejected
+            self.stats.add_records(result.records)  # committed, whatever comes next
+        self.stats.add_points(n_points, rejected, unchanged)
         log.debug(
             "batch committed: %d token points, %d records written, %d unchanged, %d rejected",
-            result.points + token_points_dropped,
-            len(result.records),
-            result.unchanged,
+            n_points,
+            n_records,
+            unchanged,
             rejected,
         )
+        if rejected:
+            self._log_rejected(rejected, n_points, reasons)
         if self.upstream is not None:
             answer = self._forward_metrics(request)
             if not answer.ok:
@@ -343,6 +383,29 @@ class Pipeline:
                 )
             )
         return response
+
+    def _log_rejected(self, rejected: int, points: int, reasons: list[str]) -> None:
+        """Say at INFO why points were rejected (the client hears it in the partial
+        success, the operator here), rate-limited: a broken sender must not flood."""
+        now = time.monotonic()
+        with self._cond:
+            if now - self._reject_logged < self.reject_log_interval:
+                self._reject_unlogged += 1
+                return
+            self._reject_logged = now
+            unlogged, self._reject_unlogged = self._reject_unlogged, 0
+        more = (
+            f" ({unlogged} more batch(es) with rejected points since the last such line)"
+            if unlogged
+            else ""
+        )
+        log.info(
+            "rejected %d data point(s) of a batch (%d token points): %s%s",
+            rejected,
+            points,
+            summarize(reasons),
+            more,
+        )
 
     def _ingest(self, points: list[TokenPoint | InvalidPointError]) -> IngestResult:
         if not any(isinstance(p, TokenPoint) for p in points):
@@ -465,6 +528,19 @@ class Pipeline:
 
     def metrics_page(self) -> str:
         return self.stats.render(self._inflight, self.config.max_queue, self.ledger_up)
+
+
+def _chunks(
+    points: Iterable[TokenPoint | InvalidPointError], size: int
+) -> Iterator[list[TokenPoint | InvalidPointError]]:
+    chunk: list[TokenPoint | InvalidPointError] = []
+    for p in points:
+        chunk.append(p)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _retry_after(value: str | None, default: float) -> float:

@@ -2,7 +2,7 @@
 (Prometheus text) and ``GET /healthz``, on the standard library's threading HTTP server.
 
 Answers follow the OTLP/HTTP specification: 200 with an ``Export*ServiceResponse`` (partial
-success for rejected points); 400, 401, 403, 404, 411, 413 and 415 with a
+success for rejected points); 400, 401, 403, 404, 408, 411, 413 and 415 with a
 ``google.rpc.Status`` body, not retryable; 503 with ``Retry-After`` when overloaded or when
 the ledger or the upstream is down, retryable. Bodies are answered in the request's encoding
 (protobuf or JSON).
@@ -16,7 +16,9 @@ import logging
 import math
 import socket
 import ssl
+import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -39,6 +41,7 @@ _EMPTY_RESPONSE: dict[str, Any] = {
 }
 _HANDSHAKE_TIMEOUT = 10.0
 _IDLE_TIMEOUT = 60.0
+_READ_SIZE = 64 * 1024
 # Each open connection holds a thread; beyond this many, new ones get an immediate 503.
 MAX_CONNECTIONS = 1024
 _REFUSED = (
@@ -82,6 +85,15 @@ class _Server(ThreadingHTTPServer):
             with self._conn_lock:
                 self._active -= 1
             raise
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver prints the traceback to stderr, past --log-level; a client gone
+        # mid-request (broken pipe, reset) is routine, anything else is our bug.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError, ssl.SSLError)):
+            log.debug("connection with %s ended: %s", client_address, exc)
+        else:
+            log.error("internal error serving %s", client_address, exc_info=exc)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         try:
@@ -131,6 +143,8 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     timeout = _IDLE_TIMEOUT
     server: _Server
+    _deadline = 0.0
+    _held = 0
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s - %s", self.address_string(), format % args)
@@ -171,7 +185,55 @@ class _Handler(BaseHTTPRequestHandler):
             status, d.status_body(code, message, kind), d.CONTENT_TYPE[kind], headers, close=close
         )
 
+    # A body is read in pieces, each raw read bounded by what is left of --body-timeout:
+    # a sender trickling bytes gets 408 when its time is up (BufferedReader.read would
+    # wait as long as every byte comes within the idle timeout). Bytes are counted against
+    # the pipeline's memory bound as they arrive.
+    def _recv(self, n: int, *, hold: bool) -> bytes:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise self._too_slow()
+        self.connection.settimeout(min(left, _IDLE_TIMEOUT))
+        try:
+            data = self.rfile.read1(n)
+        except TimeoutError:
+            raise self._too_slow() from None
+        if hold and data:
+            self.server.pipeline.hold_bytes(len(data))
+            self._held += len(data)
+        return data
+
+    def _too_slow(self) -> d.ClientError:
+        seconds = self.server.pipeline.config.body_timeout
+        return d.ClientError(408, f"request body not received within {seconds:g} s")
+
+    def _read_exact(self, n: int) -> bytes:
+        out = bytearray()
+        while len(out) < n:
+            data = self._recv(min(n - len(out), _READ_SIZE), hold=True)
+            if not data:
+                raise d.ClientError(400, "body shorter than its Content-Length")
+            out += data
+        return bytes(out)
+
+    def _readline(self, limit: int) -> bytes:
+        line = bytearray()
+        while len(line) < limit and not line.endswith(b"\n"):
+            data = self._recv(1, hold=False)
+            if not data:
+                break
+            line += data
+        return bytes(line)
+
     def _read_body(self, limit: int) -> bytes:
+        self._deadline = time.monotonic() + self.server.pipeline.config.body_timeout
+        try:
+            return self._read_body_by_deadline(limit)
+        finally:
+            with contextlib.suppress(OSError):
+                self.connection.settimeout(_IDLE_TIMEOUT)
+
+    def _read_body_by_deadline(self, limit: int) -> bytes:
         encoding = self.headers.get("Transfer-Encoding", "").strip().lower()
         if encoding and encoding != "identity":
             if encoding != "chunked":
@@ -185,15 +247,12 @@ class _Handler(BaseHTTPRequestHandler):
         n = int(length)
         if n > limit:
             raise d.too_large(limit)
-        data = self.rfile.read(n)
-        if len(data) != n:
-            raise d.ClientError(400, "body shorter than its Content-Length")
-        return data
+        return self._read_exact(n)
 
     def _read_chunked(self, limit: int) -> bytes:
         out = bytearray()
         while True:
-            line = self.rfile.readline(1024)
+            line = self._readline(1024)
             try:
                 size = int(line.split(b";", 1)[0].strip(), 16)
             except ValueError:
@@ -204,12 +263,12 @@ class _Handler(BaseHTTPRequestHandler):
                 break
             if len(out) + size > limit:
                 raise d.too_large(limit)
-            chunk = self.rfile.read(size)
-            if len(chunk) != size or self.rfile.readline(1024).strip():
+            chunk = self._read_exact(size)
+            if self._readline(1024).strip():
                 raise d.ClientError(400, "malformed chunked body")
             out += chunk
         for _ in range(100):  # trailers, up to the blank line
-            if not self.rfile.readline(8192).strip():
+            if not self._readline(8192).strip():
                 break
         return bytes(out)
 
@@ -256,19 +315,25 @@ class _Handler(BaseHTTPRequestHandler):
         kind = d.JSON
         read = False
         status = 500
+        self._held = 0
         try:
             principal = pipeline.authenticate(self.headers.get("Authorization"))
             kind = d.media_type(self.headers.get("Content-Type"))
             encoding = d.check_encoding(self.headers.get("Content-Encoding"))
             limit = pipeline.config.max_body_bytes
-            # Admitted before the body is read: at most max_queue bodies in memory.
+            # Admitted once the body is in: a slow sender holds no slot, only its
+            # connection and the bytes it sent (bounded by hold_bytes).
+            raw = self._read_body(limit)
+            read = True
             with pipeline.admit():
-                raw = self._read_body(limit)
-                read = True
-                body = d.decompress(raw, encoding, limit)
                 if signal == "metrics":
-                    status = self._metrics(body, kind, principal)
+                    body = d.decompress(raw, encoding, limit)
+                    del raw  # only the parsed request is needed from here: free the bytes
+                    request = d.parse(body, kind, ExportMetricsServiceRequest())
+                    del body
+                    status = self._metrics(request, kind, principal)
                 else:
+                    d.decompress(raw, encoding, limit)  # checked, then forwarded as sent
                     status = self._forward(signal, raw, kind, encoding)
         except d.ClientError as exc:
             status = exc.status
@@ -289,12 +354,14 @@ class _Handler(BaseHTTPRequestHandler):
             log.exception("internal error on POST %s", path)
             self._status(500, d.INTERNAL, "internal error", kind, close=True)
         finally:
+            pipeline.release_bytes(self._held)
+            self._held = 0
             pipeline.stats.request("http", signal, str(status))
 
-    def _metrics(self, body: bytes, kind: str, principal: Principal) -> int:
-        pipeline = self.server.pipeline
-        request = d.parse(body, kind, ExportMetricsServiceRequest())
-        response = pipeline.export_metrics(request, principal)
+    def _metrics(
+        self, request: ExportMetricsServiceRequest, kind: str, principal: Principal
+    ) -> int:
+        response = self.server.pipeline.export_metrics(request, principal)
         self._reply(200, d.encode(response, kind), d.CONTENT_TYPE[kind])
         return 200
 
@@ -317,7 +384,11 @@ class HttpReceiver:
         self, host: str, port: int, pipeline: Pipeline, ssl_context: ssl.SSLContext | None
     ) -> None:
         cls = _Server6 if ":" in host else _Server
-        self._server = cls((host, port), pipeline, ssl_context)
+        try:
+            self._server = cls((host, port), pipeline, ssl_context)
+        except OSError as exc:
+            shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            raise OSError(f"cannot listen on {shown} (HTTP): {exc.strerror or exc}") from exc
         self.host = host
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(
@@ -331,7 +402,10 @@ class HttpReceiver:
         self._thread.start()
 
     def stop_accepting(self) -> None:
-        self._server.shutdown()
+        # shutdown() waits for serve_forever to return: never call it if it never ran
+        # (start-up failed on the other port), or it waits for ever.
+        if self._thread.is_alive():
+            self._server.shutdown()
         self._server.server_close()
 
     def close_connections(self) -> None:

@@ -34,10 +34,29 @@ def _number(value: float | int | Decimal) -> str:
     return repr(float(value))
 
 
-# Label sets kept per labelled counter; beyond it, new tenant/feature pairs are counted
-# under "other" so that memory stays bounded whatever the cardinality clients send.
+# Label sets kept per labelled counter, so that memory and the /metrics page stay bounded
+# whatever the cardinality clients send. Beyond it a new label set is counted under its
+# provider and model with tenant and feature "other" (at most _FOLD_ROOM such series more),
+# then with every open label "other": only the bucket (a closed set), currency and pricing
+# status stay, so a family never holds more than about MAX_LABELLED_SERIES + _FOLD_ROOM.
 MAX_LABELLED_SERIES = 10_000
+_FOLD_ROOM = 1_000
 OTHER = "other"
+
+
+def _fold(table: Mapping[tuple[str, ...], Any], key: tuple[str, ...]) -> tuple[str, ...]:
+    """The key to count ``key`` under in ``table``: (provider, model, bucket, [tenant,
+    feature,] closed labels...)."""
+    if key in table or len(table) < MAX_LABELLED_SERIES:
+        return key
+    provider, model, bucket, *rest = key
+    if len(rest) < 2:  # no tenant and feature: (provider, model, bucket)
+        return (OTHER, OTHER, bucket, *rest)
+    closed = tuple(rest[2:])
+    fewer = (provider, model, bucket, OTHER, OTHER, *closed)
+    if fewer in table or len(table) < MAX_LABELLED_SERIES + _FOLD_ROOM:
+        return fewer
+    return (OTHER, OTHER, bucket, OTHER, OTHER, *closed)
 
 
 class Stats:
@@ -62,18 +81,14 @@ class Stats:
         with self._lock:
             for r in records:
                 self.records += 1
-                tenant, feature = r.tenant or "", r.feature or ""
-                key = (r.provider, r.model, r.bucket, tenant, feature)
-                if key not in self.tokens and len(self.tokens) >= MAX_LABELLED_SERIES:
-                    key = (r.provider, r.model, r.bucket, OTHER, OTHER)
+                labels = (r.provider, r.model, r.bucket, r.tenant or "", r.feature or "")
+                key = _fold(self.tokens, labels)
                 self.tokens[key] = self.tokens.get(key, 0) + r.quantity
                 if r.billed_cost is None:
-                    ukey = (r.provider, r.model, r.bucket)
+                    ukey = _fold(self.unpriced, labels[:3])
                     self.unpriced[ukey] = self.unpriced.get(ukey, 0) + r.quantity
                 else:
-                    ckey = (*key, r.currency, r.pricing_status)
-                    if ckey not in self.cost and len(self.cost) >= MAX_LABELLED_SERIES:
-                        ckey = (*key[:3], OTHER, OTHER, r.currency, r.pricing_status)
+                    ckey = _fold(self.cost, (*labels, r.currency, r.pricing_status))
                     self.cost[ckey] = self.cost.get(ckey, Decimal(0)) + r.billed_cost
 
     def add_points(self, points: int, rejected: int, unchanged: int) -> None:

@@ -118,17 +118,92 @@ def _any_value(v: Any) -> Any:
     return getattr(v, kind)
 
 
-def attributes_of(kvs: Any) -> dict[str, Any]:
-    return {kv.key: _any_value(kv.value) for kv in kvs}
+# OTLP attributes of a token point are kept (ledger columns, tags, Prometheus labels), so
+# their size is bounded: the instrumentation itself cuts attribution values at 256
+# characters, and no provider, model or bucket name comes near it.
+MAX_ATTRIBUTE_LENGTH = 256
+
+
+def _size(value: Any) -> int:
+    """Characters (bytes for bytes) of an attribute value, nested ones summed."""
+    if isinstance(value, (str, bytes)):
+        return len(value)
+    if isinstance(value, tuple):
+        return sum(_size(v) for v in value)
+    if isinstance(value, dict):
+        return sum(len(k) + _size(v) for k, v in value.items())
+    return 0
+
+
+def _shown(key: str) -> str:
+    return repr(key if len(key) <= 64 else key[:61] + "...")
+
+
+def attributes_of(kvs: Any, max_length: int | None = None) -> dict[str, Any]:
+    """The attribute map of OTLP ``KeyValue``s.
+
+    A repeated key is an `InvalidPointError` (OTLP requires unique keys, and which of the
+    values counts would otherwise depend on who reads it); so, with ``max_length``, is a key
+    or a value longer than that many characters.
+    """
+    out = {kv.key: _any_value(kv.value) for kv in kvs}
+    if len(out) != len(kvs):
+        seen: set[str] = set()
+        for kv in kvs:
+            if kv.key in seen:
+                raise InvalidPointError(f"attribute {_shown(kv.key)} is repeated")
+            seen.add(kv.key)
+    if max_length is not None:
+        for key, value in out.items():
+            # Strings first and inline: this runs for every attribute of every point.
+            if len(key) > max_length or (
+                len(value) > max_length if type(value) is str else _size(value) > max_length
+            ):
+                raise _too_long(key, value, max_length)
+    return out
+
+
+def _too_long(key: str, value: Any, max_length: int) -> InvalidPointError:
+    if len(key) > max_length:
+        return InvalidPointError(
+            f"attribute key {_shown(key)} is {len(key)} characters long, "
+            f"beyond the limit of {max_length}"
+        )
+    return InvalidPointError(
+        f"attribute {_shown(key)} is {_size(value)} characters long, "
+        f"beyond the limit of {max_length}"
+    )
+
+
+def _resource_of(kvs: Any) -> dict[str, Any] | InvalidPointError:
+    """A resource's attributes. Only ``service.name`` is kept (in cost records), so only it
+    is held to the length limit: detectors put long values (command lines) in others."""
+    try:
+        resource = attributes_of(kvs)
+    except InvalidPointError as exc:
+        return InvalidPointError(f"resource: {exc}")
+    name = resource.get("service.name")
+    if name is not None and _size(name) > MAX_ATTRIBUTE_LENGTH:
+        return InvalidPointError(
+            f"resource attribute 'service.name' is {_size(name)} characters long, "
+            f"beyond the limit of {MAX_ATTRIBUTE_LENGTH}"
+        )
+    return resource
 
 
 def from_otlp(request: Any) -> Iterator[TokenPoint | InvalidPointError]:
     """Token points of an OTLP ``ExportMetricsServiceRequest`` (protobuf message)."""
     for rm in request.resource_metrics:
-        resource = attributes_of(rm.resource.attributes)
+        resource = _resource_of(rm.resource.attributes)
         for sm in rm.scope_metrics:
             for metric in sm.metrics:
                 if metric.name != sc.METRIC_BILLING_TOKENS:
+                    continue
+                if isinstance(resource, InvalidPointError):
+                    kind = metric.WhichOneof("data")
+                    points = getattr(metric, kind).data_points if kind else ()
+                    for _ in points:
+                        yield resource
                     continue
                 if metric.WhichOneof("data") != "sum":
                     yield InvalidPointError(
@@ -147,7 +222,11 @@ def from_otlp(request: Any) -> Iterator[TokenPoint | InvalidPointError]:
                     continue
                 cumulative = data.aggregation_temporality == TEMPORALITY_CUMULATIVE
                 for p in data.data_points:
-                    attributes = attributes_of(p.attributes)
+                    try:
+                        attributes = attributes_of(p.attributes, MAX_ATTRIBUTE_LENGTH)
+                    except InvalidPointError as exc:
+                        yield exc
+                        continue
                     kind = p.WhichOneof("value")
                     try:
                         value = check_value(getattr(p, kind) if kind else None)
