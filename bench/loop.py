@@ -236,8 +236,9 @@ class Row:
 
 def _per_call(res: dict[str, Any], key: str, on: str, clock: int) -> float:
     """µs per call on ``clock`` over all of a workload's batches in one mode."""
-    batches = res["batches"][key][on]
-    return sum(b[clock] for b in batches) / (len(batches) * res["per_batch"][key]) / 1000
+    batches: list[list[int]] = res["batches"][key][on]
+    calls: int = len(batches) * res["per_batch"][key]
+    return sum(b[clock] for b in batches) / calls / 1000
 
 
 def _rounds(res: dict[str, Any], key: str, clock: int) -> list[float]:
@@ -438,7 +439,8 @@ def _versions(python: str) -> dict[str, str]:
         text=True,
         check=False,
     )
-    return json.loads(proc.stdout) if proc.returncode == 0 else {}  # type: ignore[no-any-return]
+    versions: dict[str, str] = json.loads(proc.stdout) if proc.returncode == 0 else {}
+    return versions
 
 
 def main(argv: list[str] | None = None) -> int:
