@@ -57,6 +57,7 @@ class Entry:
     env: tuple[tuple[str, str], ...] = ()
 
 
+_OPENINFERENCE_DIST = "openinference-instrumentation-openai"
 _OPENINFERENCE = oh.Subject(
     "openinference_openai",
     "OpenInference openai",
@@ -315,7 +316,8 @@ def with_ratios(rows: list[Row]) -> list[Row]:
     return out
 
 
-def memory_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def memory_rows(results: list[dict[str, Any]], plan: Plan) -> list[dict[str, Any]]:
+    calls = plan.memory[1] - plan.memory[0]
     out = []
     for res in results:
         for key, m in (res.get("memory") or {}).items():
@@ -329,6 +331,10 @@ def memory_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "rss_kib_uninstrumented": off,
                     "growth_kib_instrumented": on[1] - on[0],
                     "growth_kib_uninstrumented": off[1] - off[0],
+                    # A leak's size per call; RSS moves by pages and arenas, so only the order
+                    # of magnitude means anything (in the first runs every subject, peers too,
+                    # showed 0 to ~120).
+                    "added_bytes_per_call": (on[1] - on[0] - (off[1] - off[0])) * 1024 / calls,
                     "flat": on[1] - on[0] - (off[1] - off[0]) <= FLAT_MEMORY_KIB,
                 }
             )
@@ -401,14 +407,15 @@ def format_tables(rows: list[Row], memory: list[dict[str, Any]], plan: Plan) -> 
     lines += [
         "",
         f"| memory (VmRSS) | instrumentation | after {n0:,} calls | after {n1:,} | growth "
-        "| growth uninstrumented |",
-        "|---|---|---:|---:|---:|---:|",
+        "| growth uninstrumented | added per call |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for m in memory:
         on, off = m["rss_kib_instrumented"], m["growth_kib_uninstrumented"]
         lines.append(
             f"| {m['workload']} | {m['who']} | {on[0] / 1024:.1f} MiB | {on[1] / 1024:.1f} MiB "
-            f"| {m['growth_kib_instrumented'] / 1024:+.2f} MiB | {off / 1024:+.2f} MiB |"
+            f"| {m['growth_kib_instrumented'] / 1024:+.2f} MiB | {off / 1024:+.2f} MiB "
+            f"| {m['added_bytes_per_call']:+.0f} B |"
         )
     return "\n".join(lines)
 
@@ -431,8 +438,16 @@ def run_isolated(python: str, name: str, plan: Plan) -> dict[str, Any]:
 
 def _versions(python: str) -> dict[str, str]:
     """The measured interpreter's versions of the packages (overhead.py's list)."""
-    code = "import json, sys; sys.path.insert(0, sys.argv[1]); import overhead; "
-    code += "print(json.dumps(overhead._versions()))"
+    code = (
+        "import contextlib, json, sys\n"
+        "from importlib.metadata import PackageNotFoundError, version\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "import overhead\n"
+        "v = overhead._versions()\n"
+        "with contextlib.suppress(PackageNotFoundError):\n"
+        f"    v[{_OPENINFERENCE_DIST!r}] = version({_OPENINFERENCE_DIST!r})\n"
+        "print(json.dumps(v))\n"
+    )
     proc = subprocess.run(
         [python, "-c", code, str(Path(__file__).resolve().parent)],
         capture_output=True,
@@ -478,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(res)
     measured = [r for r in results if not r["skipped"]]
     rows = with_ratios([row for res in measured for row in rows_of(res)])
-    memory = memory_rows(measured)
+    memory = memory_rows(measured, plan)
     report = {
         "python": args.python,
         "versions": _versions(args.python),
@@ -498,6 +513,9 @@ def main(argv: list[str] | None = None) -> int:
         log(v)
     for name, reason in report["skipped"].items():
         log(f"not measured: {name}: {reason}")
+    for name, leftovers in report["leftover_wrappers"].items():
+        if leftovers:  # overhead.py's Guard put the originals back after each round
+            log(f"note: {name}: uninstrument() leaves {', '.join(leftovers)} wrapped")
     log(
         f"{args.python}: {plan.calls:,} calls, {plan.short_streams} {plan.short}-chunk and "
         f"{plan.long_streams} {plan.long}-chunk streams per mode in {plan.rounds} rounds; "
