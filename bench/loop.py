@@ -227,7 +227,7 @@ class Row:
     who: str
     subject: str
     kind: str  # call | chunk
-    uninstrumented_wall_us: float
+    uninstrumented_us: dict[str, float]  # by clock: per call or per chunk, not instrumented
     added_us: dict[str, float]  # by clock: totals over the run, instrumented - not, per unit
     rounds_all_threads_us: tuple[float, float, float]  # q1, median, q3 of the rounds' added
     valid: bool = True
@@ -275,7 +275,7 @@ def rows_of(res: dict[str, Any]) -> list[Row]:
                 res["label"],
                 res["subject"],
                 "call",
-                _per_call(res, call, "off", 0),
+                {c: _per_call(res, call, "off", i) for i, c in enumerate(CLOCKS)},
                 {c: added(call, i) for i, c in enumerate(CLOCKS)},
                 _quartiles(_rounds(res, call, 1)),
                 valid=call not in bad,
@@ -290,7 +290,10 @@ def rows_of(res: dict[str, Any]) -> list[Row]:
                 res["label"],
                 res["subject"],
                 "chunk",
-                (_per_call(res, long, "off", 0) - _per_call(res, short, "off", 0)) / dn,
+                {
+                    c: (_per_call(res, long, "off", i) - _per_call(res, short, "off", i)) / dn
+                    for i, c in enumerate(CLOCKS)
+                },
                 {c: (added(long, i) - added(short, i)) / dn for i, c in enumerate(CLOCKS)},
                 _quartiles(slopes),
                 valid=not {short, long} & bad,
@@ -387,7 +390,8 @@ def format_tables(rows: list[Row], memory: list[dict[str, Any]], plan: Plan) -> 
         return f"{r.ratio_to_best_peer[c]:.2f}"
 
     lines = [
-        "| what | instrumentation | uninstr wall µs | **CPU all threads added** | wall added "
+        "| what | instrumentation | uninstr µs: wall / CPU all threads "
+        "| **CPU all threads added** | wall added "
         "| your thread CPU added | all threads by round [q1..q3] | ours / best peer: CPU "
         "all threads | wall | your thread |",
         "|---|---|---:|---:|---:|---:|---|---:|---:|---:|",
@@ -397,7 +401,8 @@ def format_tables(rows: list[Row], memory: list[dict[str, Any]], plan: Plan) -> 
         a = r.added_us
         lines.append(
             f"| {r.what} | {r.who}{'' if r.valid else ' INVALID'} | "
-            f"{r.uninstrumented_wall_us:.{2 if r.kind == 'chunk' else 1}f} | "
+            f"{r.uninstrumented_us['wall']:.{2 if r.kind == 'chunk' else 0}f} / "
+            f"{r.uninstrumented_us['all_threads']:.{2 if r.kind == 'chunk' else 0}f} | "
             f"**{us(a['all_threads'], r.kind)}** | {us(a['wall'], r.kind)} | "
             f"{us(a['your_thread'], r.kind)} | {us(q2, r.kind)} "
             f"[{us(q1, r.kind)}..{us(q3, r.kind)}] | {ratio(r, 'all_threads')} | "
@@ -506,6 +511,11 @@ def main(argv: list[str] | None = None) -> int:
         "skipped": {r["subject"]: r["skipped"] for r in results if r["skipped"]},
         "leftover_wrappers": {r["subject"]: r["leftover_wrappers"] for r in measured},
         "checks": {r["subject"]: r["checks"] for r in measured},
+        # Every batch's ns on each clock (wall, all threads, your thread), to figure again.
+        "raw": {
+            r["subject"]: {k: r[k] for k in ("batches", "per_batch", "chunks", "elapsed_s")}
+            for r in measured
+        },
     }
     log(format_tables(rows, memory, plan))
     log("")
