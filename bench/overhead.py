@@ -863,7 +863,8 @@ def check(subject: Subject, telemetry: Telemetry, workloads: list[Workload]) -> 
             k
             for s in spans
             for k in (s.attributes or {})
-            if "input_tokens" in k or "prompt_tokens" in k or k == COST_ATTR
+            # OpenInference: llm.token_count.prompt
+            if "input_tokens" in k or "prompt_tokens" in k or "token_count" in k or k == COST_ATTR
         }
 
     with subject.active(True, telemetry):
