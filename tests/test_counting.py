@@ -310,7 +310,8 @@ def test_a_call_counted_without_its_tokenizer_says_so(tmp_path: Path) -> None:
         ],
         ("claude-haiku-4-5", "output"): [("estimated_heuristic", _ceil4(got["read"]))],
     }
-    notes = [r.split(" USD")[1].strip() for r in got["summary"].splitlines() if " USD " in r]
+    rows = [r for r in got["summary"].splitlines() if r.startswith("chat ")]
+    notes = [r.split(" USD")[1].strip() for r in rows]
     rough = "estimated (4 chars/token)"
     assert notes == [rough, "estimated", rough, rough]
 
