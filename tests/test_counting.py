@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,174 @@ def test_a_damaged_encoding_is_reported_not_guessed_silently(tmp_path: Path) -> 
     assert "4 characters per token" in proc.stderr
 
 
+_CALLS = textwrap.dedent(
+    """
+    import json
+    import sys
+
+    import anthropic
+    import openai
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from otel_tokens.demo.server import ProviderServer
+    from otel_tokens.instrumentation import AnthropicInstrumentor, OpenAIInstrumentor
+    from otel_tokens.pricing import Catalog
+    from otel_tokens.summary import CostSummaryExporter, render
+
+    spans, summary = InMemorySpanExporter(), CostSummaryExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracer_provider.add_span_processor(SimpleSpanProcessor(summary))
+    reader = InMemoryMetricReader()
+    options = dict(
+        tracer_provider=tracer_provider,
+        meter_provider=MeterProvider(metric_readers=[reader]),
+        catalog=Catalog(),
+    )
+    OpenAIInstrumentor().instrument(**options)
+    AnthropicInstrumentor().instrument(**options)
+    messages = [{"role": "user", "content": sys.argv[1]}]
+    read = ""
+    with ProviderServer() as server:
+        # A stream without include_usage on a server that is not OpenAI's: counted locally.
+        with openai.OpenAI(api_key="t", base_url=server.openai_base_url, max_retries=0) as c:
+            for model in ("gpt-4o-mini", "gpt-4"):
+                list(c.chat.completions.create(model=model, messages=messages, stream=True))
+        with anthropic.Anthropic(
+            api_key="t", base_url=server.anthropic_base_url, max_retries=0, open_telemetry=False
+        ) as c:
+            kwargs = dict(model="claude-haiku-4-5", max_tokens=256, messages=messages)
+            # Cut after the first text: input as reported, the output read counted by us.
+            stream = c.messages.create(stream=True, **kwargs)
+            for event in stream:
+                if event.type == "content_block_delta":
+                    read = event.delta.text
+                    break
+            stream.close()
+            # Closed before any event: the whole request counted by us.
+            c.messages.create(stream=True, **kwargs).close()
+    points = [
+        {"value": p.value, **p.attributes}
+        for rm in reader.get_metrics_data().resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "gen_ai.billing.tokens"
+        for p in m.data.data_points
+    ]
+    calls = [dict(s.attributes) for s in spans.get_finished_spans()]
+    print(json.dumps({"calls": calls, "points": points, "read": read,
+                      "summary": render(summary.calls)}))
+    """
+)
+
+
+def _ceil4(text: str) -> int:
+    """The documented fallback: four characters per token, rounded up."""
+    return max(1, -(-len(text) // 4)) if text else 0
+
+
+def test_a_call_counted_without_its_tokenizer_says_so(tmp_path: Path) -> None:
+    """The real openai and anthropic clients against the bundled server, in an install whose
+    o200k_base file is damaged: every call counted at 4 characters per token carries usage
+    source estimated_heuristic on its span and on its billing points (priced, status
+    estimated), while a gpt-4 call (cl100k_base, intact) stays estimated."""
+    import tiktoken
+
+    from otel_tokens.demo.server import DEFAULT_REPLY, estimate_tokens
+
+    copy = tmp_path / "site" / "otel_tokens"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    damaged = copy / "_encodings" / "o200k_base.tiktoken.gz"
+    damaged.write_bytes(damaged.read_bytes()[:100_000])
+    env = _offline_env(tmp_path)
+    env.update(PYTHONPATH=str(tmp_path / "site"), NO_PROXY="127.0.0.1,localhost")
+    content = "Hello there, how are you today?"
+    proc = subprocess.run(
+        [sys.executable, "-c", _CALLS, content],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert proc.stderr.count("o200k_base cannot be loaded") == 1
+
+    usage = "gen_ai.billing.usage."
+    calls = [
+        (
+            c["gen_ai.request.model"],
+            c["gen_ai.billing.usage_source"],
+            c["gen_ai.billing.pricing_status"],
+            {k.removeprefix(usage): v for k, v in c.items() if k.startswith(usage)},
+            Decimal(c["gen_ai.billing.cost.decimal"]),
+        )
+        for c in got["calls"]
+    ]
+    heuristic_prompt = 3 + 3 + _ceil4("user") + _ceil4(content)  # OpenAI's chat format
+    cl100k = tiktoken.get_encoding("cl100k_base")
+    exact_prompt = 3 + 3 + len(cl100k.encode("user")) + len(cl100k.encode(content))
+    reported_input = 7 + 3 + estimate_tokens(content)  # the server's Anthropic prompt
+    mtok = Decimal(1_000_000)
+    # genai-prices: gpt-4o-mini $0.15/$0.60, gpt-4 $30/$60, claude-haiku-4-5 $1/$5 per MTok.
+    expected = [
+        (
+            "gpt-4o-mini",
+            "estimated_heuristic",
+            {"input": heuristic_prompt, "output": _ceil4(DEFAULT_REPLY)},
+            (heuristic_prompt * Decimal("0.15") + _ceil4(DEFAULT_REPLY) * Decimal("0.6")),
+        ),
+        (
+            "gpt-4",
+            "estimated",
+            {"input": exact_prompt, "output": len(cl100k.encode(DEFAULT_REPLY))},
+            exact_prompt * Decimal(30) + len(cl100k.encode(DEFAULT_REPLY)) * Decimal(60),
+        ),
+        (
+            "claude-haiku-4-5",
+            "estimated_heuristic",
+            {"input": reported_input, "output": _ceil4(got["read"])},
+            reported_input * Decimal(1) + _ceil4(got["read"]) * Decimal(5),
+        ),
+        (
+            "claude-haiku-4-5",
+            "estimated_heuristic",
+            {"input": heuristic_prompt},
+            heuristic_prompt * Decimal(1),
+        ),
+    ]
+    assert got["read"]
+    assert calls == [
+        (model, source, "estimated", buckets, cost / mtok)
+        for model, source, buckets, cost in expected
+    ]
+
+    points: dict[tuple[str, str], list[tuple[str, int]]] = {}
+    for p in got["points"]:
+        key = (p["gen_ai.request.model"], p["gen_ai.billing.token.bucket"])
+        points.setdefault(key, []).append((p["gen_ai.billing.usage_source"], p["value"]))
+    assert points == {
+        ("gpt-4o-mini", "input"): [("estimated_heuristic", heuristic_prompt)],
+        ("gpt-4o-mini", "output"): [("estimated_heuristic", _ceil4(DEFAULT_REPLY))],
+        ("gpt-4", "input"): [("estimated", exact_prompt)],
+        ("gpt-4", "output"): [("estimated", len(cl100k.encode(DEFAULT_REPLY)))],
+        ("claude-haiku-4-5", "input"): [
+            ("estimated_heuristic", reported_input),
+            ("estimated_heuristic", heuristic_prompt),
+        ],
+        ("claude-haiku-4-5", "output"): [("estimated_heuristic", _ceil4(got["read"]))],
+    }
+    rows = [r for r in got["summary"].splitlines() if r.startswith("chat ")]
+    notes = [r.split(" USD")[1].strip() for r in rows]
+    rough = "estimated (4 chars/token)"
+    assert notes == [rough, "estimated", rough, rough]
+
+
 def test_a_tampered_encoding_fails_its_sha256(tmp_path: Path) -> None:
     import gzip
 
@@ -178,6 +347,8 @@ def test_an_unreadable_tokenizer_json_is_reported(
     with caplog.at_level(logging.ERROR, logger="otel_tokens.counting"):
         assert counting.count_text("abcdefgh", "broken-model-7b") == 2
     assert not counting.counts_exactly("broken-model-7b")
+    assert counting.estimate_source("broken-model-7b") == "estimated_heuristic"
+    assert counting.estimate_source("gpt-4o") == "estimated"
     assert "4 characters per token" in caplog.text
 
 

@@ -244,6 +244,25 @@ def test_cost_metric_without_tenant_or_unpriced_usage(ledger: SQLiteLedger) -> N
     assert point.attributes[sc.GEN_AI_RESPONSE_MODEL] == "gpt-4o-2024-08-06"
 
 
+def test_heuristic_estimates_are_billed_as_estimated(ledger: SQLiteLedger) -> None:
+    """Points of usage counted at 4 characters per token are written and priced (status
+    estimated), not rejected: rejecting them would lose billable tokens."""
+    wrapped = Collecting()
+    app = App(PricingMetricExporter(wrapped, ledger=ledger, catalog=CATALOG))
+    app.call({**ATTRS, sc.BILLING_USAGE_SOURCE: "estimated_heuristic"}, input=1200, output=300)
+    app.flush()
+    records = sorted(ledger.records(), key=lambda r: r.bucket)
+    assert [(r.bucket, r.quantity, r.usage_source, r.pricing_status) for r in records] == [
+        ("input", 1200, "estimated_heuristic", "estimated"),
+        ("output", 300, "estimated_heuristic", "estimated"),
+    ]
+    for r in records:
+        assert r.billed_cost == _cost(r.bucket, r.quantity, r.period_end)
+    points = wrapped.metrics()[sc.METRIC_BILLING_LEDGER_COST].data.data_points
+    assert {p.attributes[sc.BILLING_PRICING_STATUS] for p in points} == {"estimated"}
+    app.provider.shutdown()
+
+
 def test_no_priced_records_no_cost_metric(ledger: SQLiteLedger) -> None:
     wrapped = Collecting()
     app = App(PricingMetricExporter(wrapped, ledger=ledger, catalog=CATALOG))

@@ -640,10 +640,13 @@ def test_unknown_model_is_unpriced_with_null_cost_never_zero(meter: Meter) -> No
     assert stored.billed_cost is None and stored == record
 
 
-def test_estimated_usage_is_priced_as_estimated(meter: Meter) -> None:
-    record = price_one(meter, 1000, attrs(**{sc.BILLING_USAGE_SOURCE: "estimated"}))
-    assert (record.pricing_status, record.usage_source) == ("estimated", "estimated")
+@pytest.mark.parametrize("source", ["estimated", "estimated_heuristic"])
+def test_estimated_usage_is_priced_as_estimated(meter: Meter, source: str) -> None:
+    record = price_one(meter, 1000, attrs(**{sc.BILLING_USAGE_SOURCE: source}))
+    assert (record.pricing_status, record.usage_source) == ("estimated", source)
     assert record.billed_cost == Decimal("0.0025")
+    assert record.to_focus()["x_UsageSource"] == source
+    assert next(iter(meter.ledger.records())) == record
 
 
 def test_price_file_discount_bills_below_list() -> None:

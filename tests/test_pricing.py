@@ -613,6 +613,17 @@ def test_estimated_usage_is_priced_with_status_estimated() -> None:
     assert result.to_dict()["usage_source"] == "estimated"
 
 
+def test_heuristic_estimate_is_priced_with_status_estimated() -> None:
+    # Counted at 4 characters per token (no tokenizer): priced exactly like any estimate,
+    # 1000 x 0.15 + 200 x 0.60 per MTok = $0.00027, and the rougher source kept.
+    usage = TokenUsage.from_inclusive(
+        input_total=1000, output_total=200, source="estimated_heuristic"
+    )
+    result = check(usage, "gpt-4o-mini", "openai", "0.00027")
+    assert result.status == "estimated"
+    assert result.to_dict()["usage_source"] == "estimated_heuristic"
+
+
 def test_bucket_without_a_rate_is_reported_not_zeroed() -> None:
     # The user's gpt-4o entry (contract.yaml) lists no web_searches_kcount: the searches are
     # not billed at genai-prices' rate, and the call is not priced without them either (a
@@ -1151,7 +1162,7 @@ usages = st.builds(
     output_image=_count,
     reasoning=_count,
     web_search_requests=st.integers(min_value=0, max_value=10_000),
-    source=st.sampled_from(["provider", "estimated"]),
+    source=st.sampled_from(["provider", "estimated", "estimated_heuristic"]),
 )
 # Models without tiered prices, from three providers; and a user-file model.
 FLAT_MODELS = [

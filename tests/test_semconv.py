@@ -220,6 +220,15 @@ def test_usage_source_members() -> None:
     assert set(members) == _constants_with_prefix("USAGE_SOURCE_") == set(get_args(UsageSource))
 
 
+def test_schemas_enumerate_every_usage_source() -> None:
+    """A source missing from a schema would fail valid cost records and vectors."""
+    members = _members(sc.BILLING_USAGE_SOURCE)
+    record = _schema("cost-record.schema.json")["properties"]["x_UsageSource"]
+    case = _schema("conformance-vectors.schema.json")["$defs"]["case"]["properties"]["source"]
+    assert record["enum"] == members == list(sc.USAGE_SOURCES)
+    assert case["enum"] == members
+
+
 def test_processing_members() -> None:
     members = _members(sc.BILLING_PROCESSING)
     assert members == list(PROCESSING_VALUES)

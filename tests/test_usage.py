@@ -499,7 +499,7 @@ def test_invalid_usage_error_is_a_value_error() -> None:
         ({"output": 1.0}, "output must be an int, got float"),
         ({"reasoning": True}, "reasoning must be an int, got bool"),
         ({"cache_read": "5"}, "cache_read must be an int, got str"),
-        ({"source": "guess"}, "source must be 'provider' or 'estimated'"),
+        ({"source": "guess"}, "source must be one of 'provider', 'estimated', "),
     ],
 )
 def test_token_usage_validates_its_fields(kwargs: dict[str, Any], fragment: str) -> None:
@@ -678,6 +678,42 @@ def test_addition_and_sticky_estimated() -> None:
     assert sum([a, a, a], TokenUsage()) == TokenUsage(input=3, cache_read=6, output=9)
     with pytest.raises(TypeError):
         _ = a + 1
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "merged"),
+    [
+        ("provider", "provider", "provider"),
+        ("provider", "estimated", "estimated"),
+        ("estimated", "estimated", "estimated"),
+        ("provider", "estimated_heuristic", "estimated_heuristic"),
+        ("estimated", "estimated_heuristic", "estimated_heuristic"),
+        ("estimated_heuristic", "estimated_heuristic", "estimated_heuristic"),
+    ],
+)
+def test_a_sum_is_as_uncertain_as_its_least_certain_part(a: Any, b: Any, merged: str) -> None:
+    """A sum with any part counted at 4 characters per token is a heuristic estimate; one
+    with a tokenizer-counted part is estimated; only provider + provider is reported."""
+    x = TokenUsage(input=3, source=a)
+    y = TokenUsage(output=4, source=b)
+    assert (x + y).source == merged
+    assert (y + x).source == merged
+    assert (x + y) == TokenUsage(input=3, output=4, source=merged)
+
+
+def test_a_heuristic_estimate_is_an_estimate_and_round_trips() -> None:
+    usage = TokenUsage(input=7, output=3, source="estimated_heuristic")
+    assert usage.is_estimated
+    attrs = usage.to_attributes()
+    assert attrs[sc.BILLING_USAGE_SOURCE] == "estimated_heuristic"
+    assert TokenUsage.from_attributes(attrs) == usage
+    assert TokenUsage.from_attributes({k: str(v) for k, v in attrs.items()}) == usage
+    assert TokenUsage(input=7).with_source("estimated_heuristic") == TokenUsage(
+        input=7, source="estimated_heuristic"
+    )
+    assert from_anthropic({"input_tokens": 5}, source="estimated_heuristic").source == (
+        "estimated_heuristic"
+    )
 
 
 def test_buckets_lists_non_zero_counts_in_order() -> None:
@@ -915,7 +951,7 @@ usages = st.builds(
     output_image=_count,
     reasoning=_count,
     web_search_requests=st.integers(min_value=0, max_value=100_000),
-    source=st.sampled_from(["provider", "estimated"]),
+    source=st.sampled_from(["provider", "estimated", "estimated_heuristic"]),
 )
 
 

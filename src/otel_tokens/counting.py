@@ -1,7 +1,8 @@
 """Local token counting, for when a provider does not report usage.
 
 Everything counted here is an *estimate* and is recorded with usage source
-``estimated``. OpenAI models use tiktoken (``o200k_base`` for gpt-4o, gpt-4.1, gpt-5 and the
+``estimated`` (``estimated_heuristic`` when no tokenizer could be loaded, see
+`estimate_source`). OpenAI models use tiktoken (``o200k_base`` for gpt-4o, gpt-4.1, gpt-5 and the
 o-series, ``cl100k_base`` for older models); other models use a registered Hugging Face
 ``tokenizer.json`` when one matches, else ``o200k_base`` as a close stand-in.
 
@@ -19,9 +20,12 @@ import logging
 import threading
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _encodings
+
+if TYPE_CHECKING:
+    from .usage import UsageSource
 
 _log = logging.getLogger(__name__)
 
@@ -108,6 +112,13 @@ def counts_exactly(model: str | None = None) -> bool:
     """True when ``model``'s tokens are counted with a real tokenizer, False when no tokenizer
     could be loaded and counts are four characters per token."""
     return encoder_for(model) is not None
+
+
+def estimate_source(model: str | None = None) -> UsageSource:
+    """The usage source of tokens counted here for ``model``: ``estimated`` with a real
+    tokenizer, ``estimated_heuristic`` at four characters per token (so a guess is never
+    recorded as if it had been counted)."""
+    return "estimated" if counts_exactly(model) else "estimated_heuristic"
 
 
 def count_text(text: str, model: str | None = None) -> int:

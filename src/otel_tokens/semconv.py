@@ -102,6 +102,13 @@ METRIC_BUDGET_THRESHOLD_CROSSINGS: Final = "gen_ai.billing.budget.threshold_cros
 # --- Enum values ------------------------------------------------------------------------
 USAGE_SOURCE_PROVIDER: Final = "provider"
 USAGE_SOURCE_ESTIMATED: Final = "estimated"
+# Counted at four characters per token: no tokenizer could be loaded for the model.
+USAGE_SOURCE_ESTIMATED_HEURISTIC: Final = "estimated_heuristic"
+USAGE_SOURCES: Final = (
+    USAGE_SOURCE_PROVIDER,
+    USAGE_SOURCE_ESTIMATED,
+    USAGE_SOURCE_ESTIMATED_HEURISTIC,
+)
 
 STATUS_PRICED: Final = "priced"
 STATUS_UNPRICED: Final = "unpriced"

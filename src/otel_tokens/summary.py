@@ -98,6 +98,14 @@ class CostSummaryExporter(SpanExporter):
         return True
 
 
+# A cost of tokens counted locally is an estimate; one counted without a tokenizer is a
+# rougher one, and the table says which.
+_SOURCE_NOTES = {
+    sc.USAGE_SOURCE_ESTIMATED: "estimated",
+    sc.USAGE_SOURCE_ESTIMATED_HEURISTIC: "estimated (4 chars/token)",
+}
+
+
 def render(calls: Sequence[CallSummary]) -> str:
     if not calls:
         return "otel-tokens: no metered LLM calls."
@@ -116,7 +124,7 @@ def render(calls: Sequence[CallSummary]) -> str:
             unpriced += 1
         else:
             cost = f"{decimal_str(c.cost)} {c.currency}"
-            note = "estimated" if c.usage_source == sc.USAGE_SOURCE_ESTIMATED else ""
+            note = _SOURCE_NOTES.get(c.usage_source, "")
             totals[c.currency or "?"] = totals.get(c.currency or "?", Decimal(0)) + c.cost
         rows.append(
             (

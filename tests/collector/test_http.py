@@ -330,6 +330,24 @@ def test_unpriced_tokens_metric(collector: Collector, sqlite_url: str) -> None:
     assert "otel_tokens_cost_total" not in page or page["otel_tokens_cost_total"] == []
 
 
+def test_heuristic_estimates_are_accepted_and_billed_as_estimated(
+    collector: Collector, sqlite_url: str
+) -> None:
+    """Usage counted at 4 characters per token (no tokenizer could be loaded) is billed, marked
+    as the rough estimate it is; rejecting it would lose the tokens."""
+    client = TokenClient(DELTA, **{sc.BILLING_USAGE_SOURCE: "estimated_heuristic"})
+    client.add("input", 900)
+    client.add("output", 40)
+    assert http_exporter(collector.http_url or "").export(client.collect()).name == "SUCCESS"
+    records = records_of(sqlite_url)
+    assert totals(records) == {"input": 900, "output": 40}
+    assert cost_total(records) == expected_cost(client.sent)
+    assert {(r.usage_source, r.pricing_status) for r in records} == {
+        ("estimated_heuristic", "estimated")
+    }
+    client.close()
+
+
 def test_healthz(collector: Collector) -> None:
     answer = get(_url(collector, "/healthz"))
     assert answer.status == 200

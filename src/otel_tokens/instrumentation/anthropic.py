@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.util.types import AttributeValue
 
 from .. import semconv as sc
-from ..counting import count_messages, count_text
+from ..counting import count_messages, count_text, estimate_source
 from ..usage import TokenUsage, from_anthropic
 from ..usage._read import field
 from ._adapter import Request, ResponseFacts, StreamState
@@ -231,7 +231,7 @@ def _estimate(request: Request, output_text: str) -> TokenUsage:
     return TokenUsage(
         input=_estimate_input(request),
         output=count_text(output_text, request.model),
-        source="estimated",
+        source=estimate_source(request.model),
     )
 
 
@@ -284,7 +284,7 @@ class _MessagesStream(StreamState):
         if delta is None:
             # Cut off before the final usage: input as reported, output counted by us.
             merged["output_tokens"] = count_text(text, self.request.model)
-            return from_anthropic(merged, source="estimated")
+            return from_anthropic(merged, source=estimate_source(self.request.model))
         for key in _USAGE_KEYS:
             value = field(delta, key)
             if value is not None:  # message_delta totals are cumulative: they replace

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.util.types import AttributeValue
 
 from .. import semconv as sc
-from ..counting import count_messages, count_text
+from ..counting import count_messages, count_text, estimate_source
 from ..usage import TokenUsage, from_openai_chat, from_openai_responses
 from ..usage._read import field
 from ._adapter import Request, ResponseFacts, StreamState, TailState
@@ -303,7 +303,7 @@ def _estimate(request: Request, output_text: str, output: int | None = None) -> 
         prompt = sum(count_text(t, model) for t in texts if isinstance(t, str))
     if output is None:
         output = count_text(output_text, model)
-    return TokenUsage(input=prompt, output=output, source="estimated")
+    return TokenUsage(input=prompt, output=output, source=estimate_source(model))
 
 
 def _as_messages(value: Any) -> Any:

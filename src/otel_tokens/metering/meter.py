@@ -35,7 +35,7 @@ _BUCKET_FIELD = {b: b for b in sc.TOKEN_BUCKETS} | {sc.BUCKET_WEB_SEARCH: "web_s
 _CONTEXT_TIER = re.compile(r"base|above_[0-9]+[km]?")  # cost-record schema x_ContextTier
 # Differences of exact amounts are exact; a rounding would be a bug, so it raises.
 _EXACT = Context(prec=80, traps=[Inexact])
-_USAGE_SOURCES = (sc.USAGE_SOURCE_PROVIDER, sc.USAGE_SOURCE_ESTIMATED)
+_USAGE_SOURCES = sc.USAGE_SOURCES
 _PROCESSING = (
     sc.PROCESSING_STANDARD,
     sc.PROCESSING_BATCH,

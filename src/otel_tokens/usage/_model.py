@@ -11,7 +11,8 @@ from . import _stability
 from ._counts import InvalidUsageError, attribute_int, check_count
 from ._modality import Modalities
 
-UsageSource = Literal["provider", "estimated"]
+# "estimated_heuristic": counted at four characters per token, without a tokenizer.
+UsageSource = Literal["provider", "estimated", "estimated_heuristic"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +54,10 @@ class TokenUsage:
                 )
             if value < 0:
                 raise InvalidUsageError(f"{name} must not be negative, got {value}")
-        if self.source not in (sc.USAGE_SOURCE_PROVIDER, sc.USAGE_SOURCE_ESTIMATED):
+        if self.source not in sc.USAGE_SOURCES:
             raise InvalidUsageError(
-                f"source must be 'provider' or 'estimated', got {self.source!r}"
+                f"source must be one of {', '.join(map(repr, sc.USAGE_SOURCES))}, "
+                f"got {self.source!r}"
             )
 
     def with_modalities(self, modalities: Modalities | None) -> TokenUsage:
@@ -113,7 +115,8 @@ class TokenUsage:
 
     @property
     def is_estimated(self) -> bool:
-        return self.source == sc.USAGE_SOURCE_ESTIMATED
+        """Counted locally, with a tokenizer or at four characters per token."""
+        return self.source != sc.USAGE_SOURCE_PROVIDER
 
     def buckets(self) -> Iterator[tuple[str, int]]:
         """Non-zero billable buckets as ``(bucket name, count)``, tokens then requests."""
@@ -128,7 +131,7 @@ class TokenUsage:
         if not isinstance(other, TokenUsage):
             return NotImplemented
         values = {name: getattr(self, name) + getattr(other, name) for name in _COUNT_FIELDS}
-        source: UsageSource = "estimated" if self.is_estimated or other.is_estimated else "provider"
+        source = _merged_source(self.source, other.source)
         modalities = None  # a breakdown only where both parts have one
         if self.modalities is not None and other.modalities is not None:
             modalities = (self.modalities + other.modalities).or_none()
@@ -236,6 +239,15 @@ class TokenUsage:
             web_search_requests=web_search_requests,
             source=source,
         )
+
+
+def _merged_source(a: UsageSource, b: UsageSource) -> UsageSource:
+    """The source of a sum: as uncertain as its least certain part."""
+    if "estimated_heuristic" in (a, b):
+        return "estimated_heuristic"
+    if "estimated" in (a, b):
+        return "estimated"
+    return "provider"
 
 
 _COUNT_FIELDS = tuple(f.name for f in fields(TokenUsage) if f.name not in ("source", "modalities"))
