@@ -43,10 +43,10 @@ from pathlib import Path
 from typing import IO, Any, Literal, get_args
 from urllib.parse import urlsplit, urlunsplit
 
-from . import semconv as sc
-from .ledger import DEFAULT_LEDGER_URL, ENV_LEDGER, Ledger, LedgerError, open_ledger
-from .pricing import decimal_str
-from .records import CostRecord
+from .. import semconv as sc
+from ..ledger import DEFAULT_LEDGER_URL, ENV_LEDGER, Ledger, LedgerError, open_ledger
+from ..pricing import decimal_str
+from ..records import CostRecord
 
 __all__ = [
     "DEFAULT_BY",
