@@ -22,10 +22,8 @@ from .pricing import (
     decimal_str,
     known_to_catalog,
 )
+from .reporting import EXIT_BAD_INPUT, EXIT_UNPRICED, instant_arg
 from .usage import InvalidUsageError, TokenUsage
-
-EXIT_UNPRICED = 3
-EXIT_BAD_INPUT = 4
 
 
 def _count(text: str) -> int:
@@ -35,18 +33,6 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative: {value}")
-    return value
-
-
-def _instant(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not an ISO 8601 instant: {text!r} (e.g. 2026-03-01T12:00:00Z)"
-        ) from None
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset; add Z or +HH:MM")
     return value
 
 
@@ -87,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--estimated", action="store_true", help="mark the usage as estimated")
     p.add_argument(
-        "--at", type=_instant, help="price with the prices in force at this instant (ISO 8601)"
+        "--at", type=instant_arg, help="price with the prices in force at this instant (ISO 8601)"
     )
     p.add_argument("--prices", help="user price file (default: $OTEL_TOKENS_PRICES)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -145,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
         help="ledger URL (default: $OTEL_TOKENS_LEDGER or sqlite:///otel-tokens-ledger.db)",
     )
     b.add_argument("--budgets", help="budgets YAML (default: $OTEL_TOKENS_BUDGETS)")
-    b.add_argument("--at", type=_instant, help="evaluate at this instant instead of now")
+    b.add_argument("--at", type=instant_arg, help="evaluate at this instant instead of now")
     b.add_argument("--json", action="store_true", help="print JSON")
     b.set_defaults(func=_cmd_budgets)
 
@@ -166,8 +152,8 @@ def _parser() -> argparse.ArgumentParser:
         help="ledger URL (default: $OTEL_TOKENS_LEDGER or sqlite:///otel-tokens-ledger.db)",
     )
     r.add_argument("--prices", help="user price file (default: $OTEL_TOKENS_PRICES)")
-    r.add_argument("--since", type=_instant, help="usage whose period ends after this instant")
-    r.add_argument("--until", type=_instant, help="usage whose period ends at or before it")
+    r.add_argument("--since", type=instant_arg, help="usage whose period ends after this instant")
+    r.add_argument("--until", type=instant_arg, help="usage whose period ends at or before it")
     r.add_argument("--tenant", help="only this tenant's usage")
     r.add_argument("--model", help="only usage of this model (served, or priced by)")
     r.add_argument("--dry-run", action="store_true", help="show the adjustments, write none")

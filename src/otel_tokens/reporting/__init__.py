@@ -20,7 +20,7 @@ exactly at midnight counts in the day before, and ``--until 2026-03-31`` takes t
 
 from __future__ import annotations
 
-from ._arguments import parse_instant
+from ._arguments import EXIT_BAD_INPUT, EXIT_UNPRICED, EXIT_USAGE, instant_arg, parse_instant
 from ._cloudevents import cloudevent, write_cloudevents
 from ._commands import add_parsers, cmd_export, cmd_report
 from ._common import ExportError, ExportResult
@@ -39,6 +39,9 @@ from ._tables import format_table
 
 __all__ = [
     "DEFAULT_BY",
+    "EXIT_BAD_INPUT",
+    "EXIT_UNPRICED",
+    "EXIT_USAGE",
     "GROUP_KEYS",
     "ExportError",
     "ExportResult",
@@ -52,6 +55,7 @@ __all__ = [
     "focus_cells",
     "focus_columns",
     "format_table",
+    "instant_arg",
     "load_customer_map",
     "parse_instant",
     "report_csv",

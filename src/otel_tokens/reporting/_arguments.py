@@ -1,30 +1,70 @@
-"""Instants on the command line (ISO 8601 with offset, or a UTC date)."""
+"""What every ``otel-tokens`` command shares on its command line: instants and exit codes.
+
+``report`` and ``export`` take an instant or a UTC date (``--since``, ``--until``); ``price
+--at``, ``budgets --at`` and ``reprice --since/--until`` take an instant with an offset only.
+"""
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from typing import TypeVar
+
+EXIT_USAGE = 2  # as argparse: a bad option or value
+EXIT_UNPRICED = 3  # price: the usage has no price
+# A ledger, price file, budgets file or export that cannot be read or written (the
+# collector's EXIT_CONFIG has the same value).
+EXIT_BAD_INPUT = 4
+
+_T = TypeVar("_T")
 
 
-def parse_instant(text: str, *, end_of_day: bool = False) -> datetime:
-    """An ISO 8601 instant with a UTC offset, or a date (a UTC day).
+def parse_instant(text: str, *, end_of_day: bool = False, dates: bool = True) -> datetime:
+    """An ISO 8601 instant with a UTC offset, or (with ``dates``) a date: a UTC day.
 
     A date is the start of that day, or with ``end_of_day`` (for ``--until``) its end, i.e.
-    the next midnight, so that ``--until 2026-03-31`` includes all of March 31.
+    the next midnight, so that ``--until 2026-03-31`` includes all of March 31. Without
+    ``dates`` the text is taken as typed (no surrounding blanks).
     """
-    text = text.strip()
-    try:
-        day = date.fromisoformat(text)
-    except ValueError:
-        pass
-    else:
-        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        return start + timedelta(days=1) if end_of_day else start
+    if dates:
+        text = text.strip()
+        try:
+            day = date.fromisoformat(text)
+        except ValueError:
+            pass
+        else:
+            start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            return start + timedelta(days=1) if end_of_day else start
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
+        what, example = ("instant or date", "2026-03-01 or ") if dates else ("instant", "")
         raise ValueError(
-            f"not an ISO 8601 instant or date: {text!r} (e.g. 2026-03-01 or 2026-03-01T12:00:00Z)"
+            f"not an ISO 8601 {what}: {text!r} (e.g. {example}2026-03-01T12:00:00Z)"
         ) from None
     if value.tzinfo is None:
-        raise ValueError(f"{text!r} has no UTC offset; add Z or +HH:MM, or give a date")
+        raise ValueError(
+            f"{text!r} has no UTC offset; add Z or +HH:MM" + (", or give a date" if dates else "")
+        )
     return value
+
+
+def argument_type(parse: Callable[[str], _T]) -> Callable[[str], _T]:
+    """An argparse ``type`` of ``parse``: its ValueError becomes a usage error (exit 2)
+    with the message as it is."""
+
+    def convert(text: str) -> _T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
+# --since: from the start of a date; --until: through its end (records are selected by
+# since < ChargePeriodEnd <= until).
+since_arg = argument_type(parse_instant)
+until_arg = argument_type(lambda text: parse_instant(text, end_of_day=True))
+instant_arg = argument_type(lambda text: parse_instant(text, dates=False))

@@ -8,12 +8,11 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import IO
 
 from ..ledger import DEFAULT_LEDGER_URL, ENV_LEDGER, Ledger, LedgerError, open_ledger
-from ._arguments import parse_instant
+from ._arguments import EXIT_BAD_INPUT, EXIT_USAGE, argument_type, since_arg, until_arg
 from ._cloudevents import write_cloudevents
 from ._common import ExportError, atomic, display_url, utc, window
 from ._focus import require_pyarrow, write_focus_csv, write_focus_parquet
@@ -27,9 +26,6 @@ from ._stripe import (
     write_stripe,
 )
 from ._tables import format_table
-
-EXIT_USAGE = 2  # as argparse: a bad option or value
-EXIT_BAD_INPUT = 4  # as cli.py: a ledger, file or export that cannot be read or written
 
 
 def _open(url: str | None) -> tuple[Ledger, str]:
@@ -54,25 +50,9 @@ def _by_keys(text: str) -> tuple[str, ...]:
     return keys
 
 
-def _since(text: str) -> datetime:
-    try:
-        return parse_instant(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _until(text: str) -> datetime:
-    try:
-        return parse_instant(text, end_of_day=True)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
+@argument_type
 def _event_name(text: str) -> str:
-    try:
-        event_name_fields(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    event_name_fields(text)  # ValueError when malformed or naming an unknown field
     return text
 
 
@@ -85,14 +65,14 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--since",
-        type=_since,
+        type=since_arg,
         metavar="WHEN",
         help="records whose charge period ends after WHEN: an ISO 8601 instant with offset "
         "(2026-03-01T12:00:00Z) or a UTC date (from its start)",
     )
     p.add_argument(
         "--until",
-        type=_until,
+        type=until_arg,
         metavar="WHEN",
         help="records whose charge period ends at or before WHEN: an instant, or a UTC date "
         "(through its end)",
