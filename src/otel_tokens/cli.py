@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Context, Decimal, Inexact, localcontext
 from importlib.metadata import version as _dist_version
@@ -22,8 +22,10 @@ from .pricing import (
     decimal_str,
     known_to_catalog,
 )
-from .reporting import EXIT_BAD_INPUT, EXIT_UNPRICED, instant_arg
+from .reporting import EXIT_BAD_INPUT, EXIT_UNPRICED, Subparsers, add_command, instant_arg
 from .usage import InvalidUsageError, TokenUsage
+
+_LEDGER_HELP = "ledger URL (default: $OTEL_TOKENS_LEDGER or sqlite:///otel-tokens-ledger.db)"
 
 
 def _count(text: str) -> int:
@@ -43,82 +45,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=_dist_version("otel-tokens"))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in _COMMANDS:
+        register(sub)
+    return parser
 
-    p = sub.add_parser(
-        "price",
-        help="price one call's usage exactly",
-        description=(
-            "Price token usage with the catalog in force at --at. Counts are inclusive, as in "
-            "the OpenTelemetry GenAI conventions: --input includes cache reads and writes, "
-            "--output includes reasoning."
-        ),
-    )
-    p.add_argument("model", help="model name as the provider reports it, e.g. gpt-4o")
-    p.add_argument("--provider", help="gen_ai.provider.name (openai, anthropic, gcp.gemini, ...)")
-    p.add_argument("--input", type=_count, required=True, help="input tokens, inclusive")
-    p.add_argument("--output", type=_count, required=True, help="output tokens, inclusive")
-    p.add_argument("--cache-read", type=_count, default=0, help="of --input: cache reads")
-    p.add_argument(
-        "--cache-write-5m", type=_count, default=0, help="of --input: cache writes, 5-minute TTL"
-    )
-    p.add_argument(
-        "--cache-write-1h", type=_count, default=0, help="of --input: cache writes, 1-hour TTL"
-    )
-    p.add_argument("--reasoning", type=_count, default=0, help="of --output: reasoning tokens")
-    p.add_argument("--web-search", type=_count, default=0, help="web-search requests billed")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--batch", action="store_true", help="price at the batch rate")
-    group.add_argument(
-        "--processing", choices=PROCESSING_VALUES, default="standard", help="price variant"
-    )
-    p.add_argument("--estimated", action="store_true", help="mark the usage as estimated")
-    p.add_argument(
-        "--at", type=instant_arg, help="price with the prices in force at this instant (ISO 8601)"
-    )
-    p.add_argument("--prices", help="user price file (default: $OTEL_TOKENS_PRICES)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=_cmd_price)
 
-    c = sub.add_parser(
-        "check-prices",
-        help="validate a price file; list otel-tokens' price corrections",
-        description=(
-            "Validate a user price file, list its entries that match no model genai-prices "
-            "knows (a custom model, or a typo), and list otel-tokens' own corrections over "
-            "genai-prices with their source, date and whether genai-prices now covers them. "
-            "Without FILE, only the corrections."
-        ),
-    )
-    c.add_argument("file", nargs="?")
-    c.set_defaults(func=_cmd_check_prices)
-
-    t = sub.add_parser(
-        "tiktoken-cache",
-        help="install tiktoken encoding files for offline counting",
-        description=(
-            "Copy o200k_base.tiktoken / cl100k_base.tiktoken from SOURCE into CACHE_DIR under "
-            "the names tiktoken looks for; then set TIKTOKEN_CACHE_DIR=CACHE_DIR."
-        ),
-    )
-    t.add_argument("source")
-    t.add_argument("cache_dir")
-    t.set_defaults(func=_cmd_tiktoken_cache)
-
-    d = sub.add_parser(
-        "demo",
-        help="run the demo app under opentelemetry-instrument",
-        description=(
-            "Run a small app making OpenAI and Anthropic calls under opentelemetry-instrument "
-            "and print a cost summary. With OPENAI_API_KEY / ANTHROPIC_API_KEY set it calls the "
-            "real APIs; otherwise it starts the bundled local server that speaks both wire "
-            "formats."
-        ),
-    )
-    d.add_argument("--port", type=int, default=0, help="local server port (default: any free)")
-    d.set_defaults(func=_cmd_demo)
-
-    b = sub.add_parser(
+def _add_budgets(sub: Subparsers) -> None:
+    b = add_command(
+        sub,
         "budgets",
+        _cmd_budgets,
         help="spent, remaining and projected spend of each budget, from the ledger",
         description=(
             "For each budget in the budgets file: what its scope spent in the current period "
@@ -126,43 +62,10 @@ def _parser() -> argparse.ArgumentParser:
             "end-of-period spend at the current rate."
         ),
     )
-    b.add_argument(
-        "--ledger",
-        help="ledger URL (default: $OTEL_TOKENS_LEDGER or sqlite:///otel-tokens-ledger.db)",
-    )
+    b.add_argument("--ledger", help=_LEDGER_HELP)
     b.add_argument("--budgets", help="budgets YAML (default: $OTEL_TOKENS_BUDGETS)")
     b.add_argument("--at", type=instant_arg, help="evaluate at this instant instead of now")
     b.add_argument("--json", action="store_true", help="print JSON")
-    b.set_defaults(func=_cmd_budgets)
-
-    r = sub.add_parser(
-        "reprice",
-        help="re-price stored usage with the current prices: writes adjustment records",
-        description=(
-            "Price the ledger's usage records of a period (and a tenant, a model) with the "
-            "current catalog (genai-prices, otel-tokens' corrections and --prices) and write "
-            "one adjustment record for each whose billed cost differs: ChargeCategory "
-            "Adjustment, the difference as cost, quantity 0, x_Adjusts the usage record's id. "
-            "Records are never edited; running it again adds nothing. Usage with no price "
-            "now is left as it is."
-        ),
-    )
-    r.add_argument(
-        "--ledger",
-        help="ledger URL (default: $OTEL_TOKENS_LEDGER or sqlite:///otel-tokens-ledger.db)",
-    )
-    r.add_argument("--prices", help="user price file (default: $OTEL_TOKENS_PRICES)")
-    r.add_argument("--since", type=instant_arg, help="usage whose period ends after this instant")
-    r.add_argument("--until", type=instant_arg, help="usage whose period ends at or before it")
-    r.add_argument("--tenant", help="only this tenant's usage")
-    r.add_argument("--model", help="only usage of this model (served, or priced by)")
-    r.add_argument("--dry-run", action="store_true", help="show the adjustments, write none")
-    r.add_argument("--json", action="store_true", help="print one JSON object")
-    r.set_defaults(func=_cmd_reprice)
-
-    reporting.add_parsers(sub)
-    add_collector_parser(sub)
-    return parser
 
 
 def _cmd_budgets(args: argparse.Namespace) -> int:
@@ -223,6 +126,31 @@ def _cmd_budgets(args: argparse.Namespace) -> int:
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     return 0
+
+
+def _add_reprice(sub: Subparsers) -> None:
+    r = add_command(
+        sub,
+        "reprice",
+        _cmd_reprice,
+        help="re-price stored usage with the current prices: writes adjustment records",
+        description=(
+            "Price the ledger's usage records of a period (and a tenant, a model) with the "
+            "current catalog (genai-prices, otel-tokens' corrections and --prices) and write "
+            "one adjustment record for each whose billed cost differs: ChargeCategory "
+            "Adjustment, the difference as cost, quantity 0, x_Adjusts the usage record's id. "
+            "Records are never edited; running it again adds nothing. Usage with no price "
+            "now is left as it is."
+        ),
+    )
+    r.add_argument("--ledger", help=_LEDGER_HELP)
+    r.add_argument("--prices", help="user price file (default: $OTEL_TOKENS_PRICES)")
+    r.add_argument("--since", type=instant_arg, help="usage whose period ends after this instant")
+    r.add_argument("--until", type=instant_arg, help="usage whose period ends at or before it")
+    r.add_argument("--tenant", help="only this tenant's usage")
+    r.add_argument("--model", help="only usage of this model (served, or priced by)")
+    r.add_argument("--dry-run", action="store_true", help="show the adjustments, write none")
+    r.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _cmd_reprice(args: argparse.Namespace) -> int:
@@ -293,6 +221,22 @@ def _signed(value: Decimal) -> str:
     return ("+" if value >= 0 else "") + decimal_str(value)
 
 
+def _add_demo(sub: Subparsers) -> None:
+    d = add_command(
+        sub,
+        "demo",
+        _cmd_demo,
+        help="run the demo app under opentelemetry-instrument",
+        description=(
+            "Run a small app making OpenAI and Anthropic calls under opentelemetry-instrument "
+            "and print a cost summary. With OPENAI_API_KEY / ANTHROPIC_API_KEY set it calls the "
+            "real APIs; otherwise it starts the bundled local server that speaks both wire "
+            "formats."
+        ),
+    )
+    d.add_argument("--port", type=int, default=0, help="local server port (default: any free)")
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     import os
     import shutil
@@ -338,6 +282,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             server.stop()
 
 
+def _add_tiktoken_cache(sub: Subparsers) -> None:
+    t = add_command(
+        sub,
+        "tiktoken-cache",
+        _cmd_tiktoken_cache,
+        help="install tiktoken encoding files for offline counting",
+        description=(
+            "Copy o200k_base.tiktoken / cl100k_base.tiktoken from SOURCE into CACHE_DIR under "
+            "the names tiktoken looks for; then set TIKTOKEN_CACHE_DIR=CACHE_DIR."
+        ),
+    )
+    t.add_argument("source")
+    t.add_argument("cache_dir")
+
+
 def _cmd_tiktoken_cache(args: argparse.Namespace) -> int:
     from .counting import install_tiktoken_files
 
@@ -347,6 +306,44 @@ def _cmd_tiktoken_cache(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     print(f"installed {', '.join(installed)}; now: export TIKTOKEN_CACHE_DIR={args.cache_dir}")
     return 0
+
+
+def _add_price(sub: Subparsers) -> None:
+    p = add_command(
+        sub,
+        "price",
+        _cmd_price,
+        help="price one call's usage exactly",
+        description=(
+            "Price token usage with the catalog in force at --at. Counts are inclusive, as in "
+            "the OpenTelemetry GenAI conventions: --input includes cache reads and writes, "
+            "--output includes reasoning."
+        ),
+    )
+    p.add_argument("model", help="model name as the provider reports it, e.g. gpt-4o")
+    p.add_argument("--provider", help="gen_ai.provider.name (openai, anthropic, gcp.gemini, ...)")
+    p.add_argument("--input", type=_count, required=True, help="input tokens, inclusive")
+    p.add_argument("--output", type=_count, required=True, help="output tokens, inclusive")
+    p.add_argument("--cache-read", type=_count, default=0, help="of --input: cache reads")
+    p.add_argument(
+        "--cache-write-5m", type=_count, default=0, help="of --input: cache writes, 5-minute TTL"
+    )
+    p.add_argument(
+        "--cache-write-1h", type=_count, default=0, help="of --input: cache writes, 1-hour TTL"
+    )
+    p.add_argument("--reasoning", type=_count, default=0, help="of --output: reasoning tokens")
+    p.add_argument("--web-search", type=_count, default=0, help="web-search requests billed")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--batch", action="store_true", help="price at the batch rate")
+    group.add_argument(
+        "--processing", choices=PROCESSING_VALUES, default="standard", help="price variant"
+    )
+    p.add_argument("--estimated", action="store_true", help="mark the usage as estimated")
+    p.add_argument(
+        "--at", type=instant_arg, help="price with the prices in force at this instant (ISO 8601)"
+    )
+    p.add_argument("--prices", help="user price file (default: $OTEL_TOKENS_PRICES)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _cmd_price(args: argparse.Namespace) -> int:
@@ -405,6 +402,22 @@ def _format_result(result: PriceResult) -> str:
     return "\n".join(lines)
 
 
+def _add_check_prices(sub: Subparsers) -> None:
+    c = add_command(
+        sub,
+        "check-prices",
+        _cmd_check_prices,
+        help="validate a price file; list otel-tokens' price corrections",
+        description=(
+            "Validate a user price file, list its entries that match no model genai-prices "
+            "knows (a custom model, or a typo), and list otel-tokens' own corrections over "
+            "genai-prices with their source, date and whether genai-prices now covers them. "
+            "Without FILE, only the corrections."
+        ),
+    )
+    c.add_argument("file", nargs="?")
+
+
 def _cmd_check_prices(args: argparse.Namespace) -> int:
     try:
         catalog = Catalog.load(args.file, use_env=False)
@@ -441,6 +454,19 @@ def _cmd_check_prices(args: argparse.Namespace) -> int:
             f"    source: {entry.source} (read {entry.date})"
         )
     return 0
+
+
+# Every command, in the order of ``otel-tokens --help``: each function registers its own.
+_COMMANDS: tuple[Callable[[Subparsers], object], ...] = (
+    _add_price,
+    _add_check_prices,
+    _add_tiktoken_cache,
+    _add_demo,
+    _add_budgets,
+    _add_reprice,
+    reporting.add_parsers,
+    add_collector_parser,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,7 +20,15 @@ exactly at midnight counts in the day before, and ``--until 2026-03-31`` takes t
 
 from __future__ import annotations
 
-from ._arguments import EXIT_BAD_INPUT, EXIT_UNPRICED, EXIT_USAGE, instant_arg, parse_instant
+from ._arguments import (
+    EXIT_BAD_INPUT,
+    EXIT_UNPRICED,
+    EXIT_USAGE,
+    Subparsers,
+    add_command,
+    instant_arg,
+    parse_instant,
+)
 from ._cloudevents import cloudevent, write_cloudevents
 from ._commands import add_parsers, cmd_export, cmd_report
 from ._common import ExportError, ExportResult
@@ -47,6 +55,8 @@ __all__ = [
     "ExportResult",
     "Report",
     "ReportLine",
+    "Subparsers",
+    "add_command",
     "add_parsers",
     "build_report",
     "cloudevent",

@@ -1,4 +1,5 @@
-"""What every ``otel-tokens`` command shares on its command line: instants and exit codes.
+"""What every ``otel-tokens`` command shares on its command line: the one way to register a
+command, instants and exit codes.
 
 ``report`` and ``export`` take an instant or a UTC date (``--since``, ``--until``); ``price
 --at``, ``budgets --at`` and ``reprice --since/--until`` take an instant with an offset only.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from typing import TypeVar
+from typing import TypeAlias, TypeVar
 
 EXIT_USAGE = 2  # as argparse: a bad option or value
 EXIT_UNPRICED = 3  # price: the usage has no price
@@ -18,6 +19,22 @@ EXIT_UNPRICED = 3  # price: the usage has no price
 EXIT_BAD_INPUT = 4
 
 _T = TypeVar("_T")
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+Run: TypeAlias = Callable[[argparse.Namespace], int]  # a command: its arguments to an exit code
+
+
+def add_command(
+    subparsers: Subparsers, name: str, run: Run, *, help: str, description: str
+) -> argparse.ArgumentParser:
+    """Register the command ``name`` that ``run`` does; its options go on the returned parser.
+
+    Each module that has commands registers each of them with this, in a function of
+    ``subparsers`` that ``cli.py`` calls (``otel-tokens --help`` lists them in that order).
+    """
+    parser = subparsers.add_parser(name, help=help, description=description)
+    parser.set_defaults(func=run)
+    return parser
 
 
 def parse_instant(text: str, *, end_of_day: bool = False, dates: bool = True) -> datetime:

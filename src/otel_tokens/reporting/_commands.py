@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import IO
 
 from ..ledger import DEFAULT_LEDGER_URL, ENV_LEDGER, Ledger, LedgerError, open_ledger
-from ._arguments import EXIT_BAD_INPUT, EXIT_USAGE, argument_type, since_arg, until_arg
+from ._arguments import (
+    EXIT_BAD_INPUT,
+    EXIT_USAGE,
+    Subparsers,
+    add_command,
+    argument_type,
+    since_arg,
+    until_arg,
+)
 from ._cloudevents import write_cloudevents
 from ._common import ExportError, atomic, display_url, utc, window
 from ._focus import require_pyarrow, write_focus_csv, write_focus_parquet
@@ -79,10 +87,17 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parsers(subparsers: Subparsers) -> None:
     """Register ``report`` and ``export`` on the ``otel-tokens`` sub-command parser."""
-    r = subparsers.add_parser(
+    _add_report(subparsers)
+    _add_export(subparsers)
+
+
+def _add_report(subparsers: Subparsers) -> None:
+    r = add_command(
+        subparsers,
         "report",
+        cmd_report,
         help="cost by tenant, model, day, ... from a ledger",
         description=(
             "Print cost records grouped by --by: quantities, billed and list cost, exact to "
@@ -100,10 +115,13 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         "month are UTC",
     )
     r.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    r.set_defaults(func=cmd_report)
 
-    e = subparsers.add_parser(
+
+def _add_export(subparsers: Subparsers) -> None:
+    e = add_command(
+        subparsers,
         "export",
+        cmd_export,
         help="write ledger records as FOCUS, CloudEvents or Stripe meter events",
         description=(
             "focus: FOCUS 1.2 CSV, or Parquet when --output ends in .parquet (needs "
@@ -142,7 +160,6 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         metavar="SUBJECT",
         help="cloudevents: subject of events whose record has no tenant",
     )
-    e.set_defaults(func=cmd_export)
 
 
 def _fail(command: str, message: str, code: int) -> int:
