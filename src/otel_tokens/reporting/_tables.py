@@ -18,6 +18,18 @@ class _Column:
     cell: Callable[[ReportLine], str]
 
 
+@dataclass(frozen=True, slots=True)
+class _Table:
+    """The report laid out as text cells, for either renderer."""
+
+    title: str
+    caption: str
+    columns: list[_Column]
+    body: list[list[str]]
+    totals: list[list[str]]
+    notes: list[str]
+
+
 def _table_columns(report: Report) -> list[_Column]:
     def key_cell(i: int) -> Callable[[ReportLine], str]:
         return lambda line: line.key[i] or "-"
@@ -78,30 +90,27 @@ def _total_cells(columns: list[_Column], total: ReportLine) -> list[str]:
 
 def format_table(report: Report, ledger: str | None = None, *, plain: bool = False) -> str:
     """The report as a readable table: rich when importable (and not ``plain``), else text."""
-    title = f"Cost by {', '.join(report.by)}"
     caption = ("ledger " + display_url(ledger) if ledger else "") + window(
         report.since, report.until
     )
     columns = _table_columns(report)
-    body = [[c.cell(line) for c in columns] for line in report.lines]
-    totals = [_total_cells(columns, t) for t in report.totals]
-    notes = _table_notes(report)
+    table = _Table(
+        title=f"Cost by {', '.join(report.by)}",
+        caption=caption.strip(),
+        columns=columns,
+        body=[[c.cell(line) for c in columns] for line in report.lines],
+        totals=[_total_cells(columns, t) for t in report.totals],
+        notes=_table_notes(report),
+    )
     if not plain:
         try:
-            return _rich_table(title, caption.strip(), columns, body, totals, notes)
+            return _rich_table(table)
         except ImportError:
             pass
-    return _plain_table(title, caption.strip(), columns, body, totals, notes)
+    return _plain_table(table)
 
 
-def _rich_table(
-    title: str,
-    caption: str,
-    columns: list[_Column],
-    body: list[list[str]],
-    totals: list[list[str]],
-    notes: list[str],
-) -> str:
+def _rich_table(t: _Table) -> str:
     import io
 
     from rich import box
@@ -110,18 +119,18 @@ def _rich_table(
 
     encoding = (getattr(sys.stdout, "encoding", None) or "").lower().replace("-", "")
     table = Table(
-        title=title,
+        title=t.title,
         box=box.SIMPLE_HEAD if encoding.startswith("utf") else box.ASCII2,
         title_justify="left",
     )
-    for c in columns:
+    for c in t.columns:
         # Never ellipsize or wrap a number: every digit of an amount is shown.
         table.add_column(
             c.header, justify="right" if c.numeric else "left", no_wrap=c.numeric, overflow="fold"
         )
-    for i, row in enumerate(body):
-        table.add_row(*row, end_section=i == len(body) - 1)
-    for row in totals:
+    for i, row in enumerate(t.body):
+        table.add_row(*row, end_section=i == len(t.body) - 1)
+    for row in t.totals:
         table.add_row(*row, style="bold")
     buffer = io.StringIO()
     probe = Console(file=io.StringIO(), width=1000, color_system=None)
@@ -130,37 +139,30 @@ def _rich_table(
         file=buffer, width=width, color_system=None, highlight=False, emoji=False, markup=False
     )
     console.print(table)
-    for note in [caption, *notes] if caption else notes:
+    for note in [t.caption, *t.notes] if t.caption else t.notes:
         console.print(note, soft_wrap=True)
     return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()).strip("\n")
 
 
-def _plain_table(
-    title: str,
-    caption: str,
-    columns: list[_Column],
-    body: list[list[str]],
-    totals: list[list[str]],
-    notes: list[str],
-) -> str:
-    rows = [[c.header for c in columns], *body, *totals]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
+def _plain_table(t: _Table) -> str:
+    rows = [[c.header for c in t.columns], *t.body, *t.totals]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(t.columns))]
 
     def fmt(row: list[str]) -> str:
         return "  ".join(
             cell.rjust(w) if c.numeric else cell.ljust(w)
-            for cell, w, c in zip(row, widths, columns, strict=True)
+            for cell, w, c in zip(row, widths, t.columns, strict=True)
         ).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
-    out = [title]
+    out = [t.title]
     out.append(fmt(rows[0]))
     out.append(rule)
-    out.extend(fmt(r) for r in body)
-    if totals:
+    out.extend(fmt(r) for r in t.body)
+    if t.totals:
         out.append(rule)
-        out.extend(fmt(r) for r in totals)
-    if caption:
-        out.append(caption)
-    out.extend(notes)
+        out.extend(fmt(r) for r in t.totals)
+    if t.caption:
+        out.append(t.caption)
+    out.extend(t.notes)
     return "\n".join(out)
