@@ -51,17 +51,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_budgets(sub: Subparsers) -> None:
-    b = add_command(
-        sub,
-        "budgets",
-        _cmd_budgets,
-        help="spent, remaining and projected spend of each budget, from the ledger",
-        description=(
-            "For each budget in the budgets file: what its scope spent in the current period "
-            "(from the ledger's cost records, exact), the remaining amount and the projected "
-            "end-of-period spend at the current rate."
-        ),
-    )
+    b = add_command(sub, "budgets", _cmd_budgets)
     b.add_argument("--ledger", help=_LEDGER_HELP)
     b.add_argument("--budgets", help="budgets YAML (default: $OTEL_TOKENS_BUDGETS)")
     b.add_argument("--at", type=instant_arg, help="evaluate at this instant instead of now")
@@ -69,6 +59,12 @@ def _add_budgets(sub: Subparsers) -> None:
 
 
 def _cmd_budgets(args: argparse.Namespace) -> int:
+    """spent, remaining and projected spend of each budget, from the ledger
+
+    For each budget in the budgets file: what its scope spent in the current period (from the
+    ledger's cost records, exact), the remaining amount and the projected end-of-period spend at
+    the current rate.
+    """
     import os
 
     from .budgets import ENV_BUDGETS, BudgetConfigError, budget_status, load_budgets
@@ -129,20 +125,7 @@ def _cmd_budgets(args: argparse.Namespace) -> int:
 
 
 def _add_reprice(sub: Subparsers) -> None:
-    r = add_command(
-        sub,
-        "reprice",
-        _cmd_reprice,
-        help="re-price stored usage with the current prices: writes adjustment records",
-        description=(
-            "Price the ledger's usage records of a period (and a tenant, a model) with the "
-            "current catalog (genai-prices, otel-tokens' corrections and --prices) and write "
-            "one adjustment record for each whose billed cost differs: ChargeCategory "
-            "Adjustment, the difference as cost, quantity 0, x_Adjusts the usage record's id. "
-            "Records are never edited; running it again adds nothing. Usage with no price "
-            "now is left as it is."
-        ),
-    )
+    r = add_command(sub, "reprice", _cmd_reprice)
     r.add_argument("--ledger", help=_LEDGER_HELP)
     r.add_argument("--prices", help="user price file (default: $OTEL_TOKENS_PRICES)")
     r.add_argument("--since", type=instant_arg, help="usage whose period ends after this instant")
@@ -154,6 +137,14 @@ def _add_reprice(sub: Subparsers) -> None:
 
 
 def _cmd_reprice(args: argparse.Namespace) -> int:
+    """re-price stored usage with the current prices: writes adjustment records
+
+    Price the ledger's usage records of a period (and a tenant, a model) with the current
+    catalog (genai-prices, otel-tokens' corrections and --prices) and write one adjustment
+    record for each whose billed cost differs: ChargeCategory Adjustment, the difference as
+    cost, quantity 0, x_Adjusts the usage record's id. Records are never edited; running it
+    again adds nothing. Usage with no price now is left as it is.
+    """
     from .ledger import LedgerError, open_ledger
     from .metering import Meter
 
@@ -222,22 +213,17 @@ def _signed(value: Decimal) -> str:
 
 
 def _add_demo(sub: Subparsers) -> None:
-    d = add_command(
-        sub,
-        "demo",
-        _cmd_demo,
-        help="run the demo app under opentelemetry-instrument",
-        description=(
-            "Run a small app making OpenAI and Anthropic calls under opentelemetry-instrument "
-            "and print a cost summary. With OPENAI_API_KEY / ANTHROPIC_API_KEY set it calls the "
-            "real APIs; otherwise it starts the bundled local server that speaks both wire "
-            "formats."
-        ),
-    )
+    d = add_command(sub, "demo", _cmd_demo)
     d.add_argument("--port", type=int, default=0, help="local server port (default: any free)")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    """run the demo app under opentelemetry-instrument
+
+    Run a small app making OpenAI and Anthropic calls under opentelemetry-instrument and print a
+    cost summary. With OPENAI_API_KEY / ANTHROPIC_API_KEY set it calls the real APIs; otherwise
+    it starts the bundled local server that speaks both wire formats.
+    """
     import os
     import shutil
     import subprocess
@@ -283,21 +269,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _add_tiktoken_cache(sub: Subparsers) -> None:
-    t = add_command(
-        sub,
-        "tiktoken-cache",
-        _cmd_tiktoken_cache,
-        help="install tiktoken encoding files for offline counting",
-        description=(
-            "Copy o200k_base.tiktoken / cl100k_base.tiktoken from SOURCE into CACHE_DIR under "
-            "the names tiktoken looks for; then set TIKTOKEN_CACHE_DIR=CACHE_DIR."
-        ),
-    )
+    t = add_command(sub, "tiktoken-cache", _cmd_tiktoken_cache)
     t.add_argument("source")
     t.add_argument("cache_dir")
 
 
 def _cmd_tiktoken_cache(args: argparse.Namespace) -> int:
+    """install tiktoken encoding files for offline counting
+
+    Copy o200k_base.tiktoken / cl100k_base.tiktoken from SOURCE into CACHE_DIR under the names
+    tiktoken looks for; then set TIKTOKEN_CACHE_DIR=CACHE_DIR.
+    """
     from .counting import install_tiktoken_files
 
     installed = install_tiktoken_files(args.source, args.cache_dir)
@@ -309,17 +291,7 @@ def _cmd_tiktoken_cache(args: argparse.Namespace) -> int:
 
 
 def _add_price(sub: Subparsers) -> None:
-    p = add_command(
-        sub,
-        "price",
-        _cmd_price,
-        help="price one call's usage exactly",
-        description=(
-            "Price token usage with the catalog in force at --at. Counts are inclusive, as in "
-            "the OpenTelemetry GenAI conventions: --input includes cache reads and writes, "
-            "--output includes reasoning."
-        ),
-    )
+    p = add_command(sub, "price", _cmd_price)
     p.add_argument("model", help="model name as the provider reports it, e.g. gpt-4o")
     p.add_argument("--provider", help="gen_ai.provider.name (openai, anthropic, gcp.gemini, ...)")
     p.add_argument("--input", type=_count, required=True, help="input tokens, inclusive")
@@ -347,6 +319,12 @@ def _add_price(sub: Subparsers) -> None:
 
 
 def _cmd_price(args: argparse.Namespace) -> int:
+    """price one call's usage exactly
+
+    Price token usage with the catalog in force at --at. Counts are inclusive, as in the
+    OpenTelemetry GenAI conventions: --input includes cache reads and writes, --output includes
+    reasoning.
+    """
     processing: Processing = "batch" if args.batch else args.processing
     try:
         catalog = Catalog.load(args.prices)
@@ -403,22 +381,17 @@ def _format_result(result: PriceResult) -> str:
 
 
 def _add_check_prices(sub: Subparsers) -> None:
-    c = add_command(
-        sub,
-        "check-prices",
-        _cmd_check_prices,
-        help="validate a price file; list otel-tokens' price corrections",
-        description=(
-            "Validate a user price file, list its entries that match no model genai-prices "
-            "knows (a custom model, or a typo), and list otel-tokens' own corrections over "
-            "genai-prices with their source, date and whether genai-prices now covers them. "
-            "Without FILE, only the corrections."
-        ),
-    )
+    c = add_command(sub, "check-prices", _cmd_check_prices)
     c.add_argument("file", nargs="?")
 
 
 def _cmd_check_prices(args: argparse.Namespace) -> int:
+    """validate a price file; list otel-tokens' price corrections
+
+    Validate a user price file, list its entries that match no model genai-prices knows (a
+    custom model, or a typo), and list otel-tokens' own corrections over genai-prices with their
+    source, date and whether genai-prices now covers them. Without FILE, only the corrections.
+    """
     try:
         catalog = Catalog.load(args.file, use_env=False)
     except PriceFileError as exc:

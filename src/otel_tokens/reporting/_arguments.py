@@ -8,6 +8,7 @@ command, instants and exit codes.
 from __future__ import annotations
 
 import argparse
+import inspect
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import TypeAlias, TypeVar
@@ -24,15 +25,19 @@ Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 Run: TypeAlias = Callable[[argparse.Namespace], int]  # a command: its arguments to an exit code
 
 
-def add_command(
-    subparsers: Subparsers, name: str, run: Run, *, help: str, description: str
-) -> argparse.ArgumentParser:
+def add_command(subparsers: Subparsers, name: str, run: Run) -> argparse.ArgumentParser:
     """Register the command ``name`` that ``run`` does; its options go on the returned parser.
+
+    ``run``'s docstring is the command's help, written once beside what it describes: its
+    first paragraph is the command's line in ``otel-tokens --help``, the rest the description
+    of ``otel-tokens NAME --help`` (argparse re-wraps both). Under ``python -OO`` there are no
+    docstrings, and so no help text; the command still runs.
 
     Each module that has commands registers each of them with this, in a function of
     ``subparsers`` that ``cli.py`` calls (``otel-tokens --help`` lists them in that order).
     """
-    parser = subparsers.add_parser(name, help=help, description=description)
+    summary, _, description = inspect.cleandoc(run.__doc__ or "").partition("\n\n")
+    parser = subparsers.add_parser(name, help=summary or None, description=description or None)
     parser.set_defaults(func=run)
     return parser
 

@@ -94,17 +94,7 @@ def add_parsers(subparsers: Subparsers) -> None:
 
 
 def _add_report(subparsers: Subparsers) -> None:
-    r = add_command(
-        subparsers,
-        "report",
-        cmd_report,
-        help="cost by tenant, model, day, ... from a ledger",
-        description=(
-            "Print cost records grouped by --by: quantities, billed and list cost, exact to "
-            "the last decimal place, one total per currency. Unpriced usage is shown apart, "
-            "with no cost. Records are selected by charge period end: since < end <= until."
-        ),
-    )
+    r = add_command(subparsers, "report", cmd_report)
     _add_common(r)
     r.add_argument(
         "--by",
@@ -118,19 +108,7 @@ def _add_report(subparsers: Subparsers) -> None:
 
 
 def _add_export(subparsers: Subparsers) -> None:
-    e = add_command(
-        subparsers,
-        "export",
-        cmd_export,
-        help="write ledger records as FOCUS, CloudEvents or Stripe meter events",
-        description=(
-            "focus: FOCUS 1.2 CSV, or Parquet when --output ends in .parquet (needs "
-            "pyarrow); unpriced records are left out and counted on stderr. cloudevents: "
-            "CloudEvents JSON lines for OpenMeter, deterministic ids, unpriced records with "
-            "null costs. stripe: Stripe meter event payloads as JSON lines, the record id as "
-            "identifier; nothing is sent."
-        ),
-    )
+    e = add_command(subparsers, "export", cmd_export)
     _add_common(e)
     e.add_argument("--format", choices=("focus", "cloudevents", "stripe"), required=True)
     e.add_argument("--output", metavar="FILE", help="write here (default: standard output)")
@@ -174,6 +152,12 @@ def _check_window(args: argparse.Namespace) -> str | None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """cost by tenant, model, day, ... from a ledger
+
+    Print cost records grouped by --by: quantities, billed and list cost, exact to the last
+    decimal place, one total per currency. Unpriced usage is shown apart, with no cost. Records
+    are selected by charge period end: since < end <= until.
+    """
     problem = _check_window(args)
     if problem:
         return _fail("report", problem, EXIT_USAGE)
@@ -215,6 +199,13 @@ def _text_output(path: str | None) -> Iterator[IO[str]]:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """write ledger records as FOCUS, CloudEvents or Stripe meter events
+
+    focus: FOCUS 1.2 CSV, or Parquet when --output ends in .parquet (needs pyarrow); unpriced
+    records are left out and counted on stderr. cloudevents: CloudEvents JSON lines for
+    OpenMeter, deterministic ids, unpriced records with null costs. stripe: Stripe meter event
+    payloads as JSON lines, the record id as identifier; nothing is sent.
+    """
     problem = _check_window(args)
     parquet = bool(args.output) and args.output.lower().endswith(".parquet")
     if not problem and parquet and args.format != "focus":
