@@ -22,7 +22,7 @@ from .pricing import (
     decimal_str,
     known_to_catalog,
 )
-from .reporting import EXIT_BAD_INPUT, EXIT_UNPRICED, Subparsers, add_command, instant_arg
+from .reporting import EXIT_UNPRICED, Subparsers, add_command, fail, instant_arg
 from .usage import InvalidUsageError, TokenUsage
 
 _LEDGER_HELP = "ledger URL (default: $OTEL_TOKENS_LEDGER or sqlite:///otel-tokens-ledger.db)"
@@ -72,14 +72,12 @@ def _cmd_budgets(args: argparse.Namespace) -> int:
 
     path = args.budgets or os.environ.get(ENV_BUDGETS)
     if not path:
-        print(f"otel-tokens: give --budgets FILE or set {ENV_BUDGETS}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return fail(f"give --budgets FILE or set {ENV_BUDGETS}")
     try:
         budgets = load_budgets(path)
         ledger = open_ledger(args.ledger)
     except (BudgetConfigError, LedgerError) as exc:
-        print(f"otel-tokens: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return fail(exc)
     try:
         rows = budget_status(budgets, ledger.records(), args.at)
     finally:
@@ -152,8 +150,7 @@ def _cmd_reprice(args: argparse.Namespace) -> int:
         catalog = Catalog.load(args.prices)
         ledger = open_ledger(args.ledger)
     except (PriceFileError, LedgerError) as exc:
-        print(f"otel-tokens: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return fail(exc)
     try:
         result = Meter(ledger, catalog).reprice(
             since=args.since,
@@ -255,12 +252,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     launcher = here / "opentelemetry-instrument"
     program = str(launcher) if launcher.exists() else shutil.which("opentelemetry-instrument")
     if program is None:
-        print(
-            "otel-tokens: opentelemetry-instrument not found; install the demo extra: "
-            "pip install 'otel-tokens[demo]'",
-            file=sys.stderr,
+        return fail(
+            "opentelemetry-instrument not found; install the demo extra: "
+            "pip install 'otel-tokens[demo]'"
         )
-        return EXIT_BAD_INPUT
     try:
         return subprocess.call([program, sys.executable, "-m", "otel_tokens.demo.app"], env=env)
     finally:
@@ -284,8 +279,7 @@ def _cmd_tiktoken_cache(args: argparse.Namespace) -> int:
 
     installed = install_tiktoken_files(args.source, args.cache_dir)
     if not installed:
-        print(f"otel-tokens: no *.tiktoken files found in {args.source}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return fail(f"no *.tiktoken files found in {args.source}")
     print(f"installed {', '.join(installed)}; now: export TIKTOKEN_CACHE_DIR={args.cache_dir}")
     return 0
 
@@ -339,8 +333,7 @@ def _cmd_price(args: argparse.Namespace) -> int:
             source="estimated" if args.estimated else "provider",
         )
     except (PriceFileError, InvalidUsageError) as exc:
-        print(f"otel-tokens: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return fail(exc)
     result = catalog.price(
         usage, args.model, provider=args.provider, at=args.at, processing=processing
     )
@@ -395,8 +388,7 @@ def _cmd_check_prices(args: argparse.Namespace) -> int:
     try:
         catalog = Catalog.load(args.file, use_env=False)
     except PriceFileError as exc:
-        print(f"otel-tokens: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return fail(exc)
     user = catalog.user
     if user is not None:
         print(

@@ -26,6 +26,7 @@ from ._arguments import (
     EXIT_USAGE,
     Subparsers,
     add_command,
+    fail,
     instant_arg,
     parse_instant,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "cloudevent",
     "cmd_export",
     "cmd_report",
+    "fail",
     "focus_cells",
     "focus_columns",
     "format_table",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import sys
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import TypeAlias, TypeVar
@@ -20,6 +21,18 @@ EXIT_UNPRICED = 3  # price: the usage has no price
 EXIT_BAD_INPUT = 4
 
 _T = TypeVar("_T")
+
+
+def fail(message: object, code: int = EXIT_BAD_INPUT, *, command: str | None = None) -> int:
+    """Say on stderr why a command stops, and return its exit code.
+
+    ``report`` and ``export`` say ``otel-tokens COMMAND: error: ...`` as argparse does for
+    their options; the other commands ``otel-tokens: ...``.
+    """
+    where = "otel-tokens" if command is None else f"otel-tokens {command}: error"
+    print(f"{where}: {message}", file=sys.stderr)
+    return code
+
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 Run: TypeAlias = Callable[[argparse.Namespace], int]  # a command: its arguments to an exit code

@@ -13,11 +13,11 @@ from typing import IO
 
 from ..ledger import DEFAULT_LEDGER_URL, ENV_LEDGER, Ledger, LedgerError, open_ledger
 from ._arguments import (
-    EXIT_BAD_INPUT,
     EXIT_USAGE,
     Subparsers,
     add_command,
     argument_type,
+    fail,
     since_arg,
     until_arg,
 )
@@ -140,11 +140,6 @@ def _add_export(subparsers: Subparsers) -> None:
     )
 
 
-def _fail(command: str, message: str, code: int) -> int:
-    print(f"otel-tokens {command}: error: {message}", file=sys.stderr)
-    return code
-
-
 def _check_window(args: argparse.Namespace) -> str | None:
     if args.since is not None and args.until is not None and args.since >= args.until:
         return f"--since ({utc(args.since)}) must be before --until ({utc(args.until)})"
@@ -160,17 +155,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     """
     problem = _check_window(args)
     if problem:
-        return _fail("report", problem, EXIT_USAGE)
+        return fail(problem, EXIT_USAGE, command="report")
     try:
         ledger, url = _open(args.ledger)
     except LedgerError as exc:
-        return _fail("report", str(exc), EXIT_BAD_INPUT)
+        return fail(exc, command="report")
     try:
         report = build_report(
             ledger.records(args.since, args.until), args.by, since=args.since, until=args.until
         )
     except LedgerError as exc:
-        return _fail("report", str(exc), EXIT_BAD_INPUT)
+        return fail(exc, command="report")
     finally:
         ledger.close()
     if not report.records:
@@ -225,14 +220,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not problem and args.default_subject is not None and args.format != "cloudevents":
         problem = "--default-subject applies to --format cloudevents only"
     if problem:
-        return _fail("export", problem, EXIT_USAGE)
+        return fail(problem, EXIT_USAGE, command="export")
     try:
         customers = load_customer_map(args.customer_map) if args.customer_map is not None else None
         if parquet:
             require_pyarrow()
         ledger, url = _open(args.ledger)
     except (ExportError, LedgerError) as exc:
-        return _fail("export", str(exc), EXIT_BAD_INPUT)
+        return fail(exc, command="export")
     try:
         records = list(ledger.records(args.since, args.until))
         where = args.output or "standard output"
@@ -258,9 +253,9 @@ def cmd_export(args: argparse.Namespace) -> int:
                 write_stripe(events, out)
             what = "Stripe meter events"
     except (ExportError, LedgerError) as exc:
-        return _fail("export", str(exc), EXIT_BAD_INPUT)
+        return fail(exc, command="export")
     except OSError as exc:
-        return _fail("export", f"cannot write {args.output}: {exc}", EXIT_BAD_INPUT)
+        return fail(f"cannot write {args.output}: {exc}", command="export")
     finally:
         ledger.close()
     if not records:
