@@ -16,6 +16,10 @@ no cost, never cost 0).
 Both select records by charge period end, ``since < ChargePeriodEnd <= until``, as the ledger
 does; the ``day``, ``hour`` and ``month`` keys (UTC) follow the same rule, so a record ending
 exactly at midnight counts in the day before, and ``--until 2026-03-31`` takes the whole day.
+
+The package also holds what every ``otel-tokens`` command shares on its command line
+(``_arguments.py``): ``add_command``, the one way to register a command, ``fail``, the exit
+codes and the instant parsing.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from ._arguments import (
     parse_instant,
 )
 from ._cloudevents import cloudevent, write_cloudevents
-from ._commands import add_parsers, cmd_export, cmd_report
+from ._commands import add_parsers
 from ._common import ExportError, ExportResult
 from ._focus import focus_cells, focus_columns, write_focus_csv, write_focus_parquet
 from ._grouping import (
@@ -61,8 +65,6 @@ __all__ = [
     "add_parsers",
     "build_report",
     "cloudevent",
-    "cmd_export",
-    "cmd_report",
     "fail",
     "focus_cells",
     "focus_columns",

@@ -94,7 +94,7 @@ def add_parsers(subparsers: Subparsers) -> None:
 
 
 def _add_report(subparsers: Subparsers) -> None:
-    r = add_command(subparsers, "report", cmd_report)
+    r = add_command(subparsers, "report", _cmd_report)
     _add_common(r)
     r.add_argument(
         "--by",
@@ -108,7 +108,7 @@ def _add_report(subparsers: Subparsers) -> None:
 
 
 def _add_export(subparsers: Subparsers) -> None:
-    e = add_command(subparsers, "export", cmd_export)
+    e = add_command(subparsers, "export", _cmd_export)
     _add_common(e)
     e.add_argument("--format", choices=("focus", "cloudevents", "stripe"), required=True)
     e.add_argument("--output", metavar="FILE", help="write here (default: standard output)")
@@ -146,7 +146,7 @@ def _check_window(args: argparse.Namespace) -> str | None:
     return None
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def _cmd_report(args: argparse.Namespace) -> int:
     """cost by tenant, model, day, ... from a ledger
 
     Print cost records grouped by --by: quantities, billed and list cost, exact to the last
@@ -193,7 +193,7 @@ def _text_output(path: str | None) -> Iterator[IO[str]]:
         yield out
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def _cmd_export(args: argparse.Namespace) -> int:
     """write ledger records as FOCUS, CloudEvents or Stripe meter events
 
     focus: FOCUS 1.2 CSV, or Parquet when --output ends in .parquet (needs pyarrow); unpriced
