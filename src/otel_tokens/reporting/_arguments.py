@@ -1,5 +1,5 @@
 """What every ``otel-tokens`` command shares on its command line: the one way to register a
-command, instants and exit codes.
+command, the one way to fail, the exit codes and instants.
 
 ``report`` and ``export`` take an instant or a UTC date (``--since``, ``--until``); ``price
 --at``, ``budgets --at`` and ``reprice --since/--until`` take an instant with an offset only.

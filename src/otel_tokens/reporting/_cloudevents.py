@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import IO, Any
 
 from ..records import CostRecord
-from ._common import ExportResult
+from ._common import ExportResult, json_line
 
 
 def cloudevent(record: CostRecord, default_subject: str | None = None) -> dict[str, Any]:
@@ -28,7 +27,7 @@ def write_cloudevents(
         event = cloudevent(record, default_subject)
         no_subject += "subject" not in event
         unpriced += not record.is_priced
-        out.write(json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n")
+        out.write(json_line(event))
         result.written += 1
     if unpriced:
         result.notes.append(f"{unpriced} event(s) of unpriced records carry null costs")

@@ -3,6 +3,7 @@ safe URLs, atomic files."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..pricing import decimal_str
@@ -30,6 +32,11 @@ class ExportResult:
 
     def leave_out(self, why: str) -> None:
         self.left_out[why] = self.left_out.get(why, 0) + 1
+
+
+def json_line(value: Any) -> str:
+    """``value`` as one line of compact JSON (CloudEvents, Stripe events), non-ASCII kept."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
 def utc(value: datetime) -> str:

@@ -12,7 +12,7 @@ from typing import IO, Any, Literal, get_args
 
 from .. import semconv as sc
 from ..records import CostRecord
-from ._common import EXACT, ExportError, ExportResult
+from ._common import EXACT, ExportError, ExportResult, json_line
 
 StripeValue = Literal["tokens", "cost-micros"]
 STRIPE_VALUES: tuple[str, ...] = get_args(StripeValue)
@@ -173,7 +173,7 @@ def stripe_events(
 
 def write_stripe(events: Iterable[Mapping[str, Any]], out: IO[str]) -> None:
     for event in events:
-        out.write(json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n")
+        out.write(json_line(event))
 
 
 def load_customer_map(specs: Sequence[str]) -> dict[str, str]:
