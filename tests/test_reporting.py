@@ -28,6 +28,8 @@ from referencing import Registry, Resource
 from otel_tokens import reporting
 from otel_tokens.ledger import open_ledger
 from otel_tokens.records import CostRecord
+from otel_tokens.reporting._common import display_url
+from otel_tokens.reporting._stripe import _stripe_timestamp
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA: dict[str, Any] = json.loads(
@@ -766,13 +768,13 @@ def test_stripe_tokens(sample_url: str, capsys: pytest.CaptureFixture[str]) -> N
 
 def test_stripe_timestamp_is_the_last_second_inside_the_period() -> None:
     midnight = datetime(2026, 4, 1, tzinfo=UTC)
-    stamp = reporting._stripe_timestamp(midnight)
+    stamp = _stripe_timestamp(midnight)
     assert stamp == int(midnight.timestamp()) - 1  # 2026-03-31T23:59:59Z, not April
-    assert reporting._stripe_timestamp(midnight + timedelta(microseconds=1)) == int(
+    assert _stripe_timestamp(midnight + timedelta(microseconds=1)) == int(
         midnight.timestamp()
     )
     assert (
-        reporting._stripe_timestamp(midnight + timedelta(seconds=1.5))
+        _stripe_timestamp(midnight + timedelta(seconds=1.5))
         == int(midnight.timestamp()) + 1
     )
 
@@ -949,10 +951,10 @@ def test_write_output_replaces_the_file(
 
 def test_display_url_hides_the_password() -> None:
     assert (
-        reporting._display_url("postgresql://bill:s3cret@db.example:5432/costs")
+        display_url("postgresql://bill:s3cret@db.example:5432/costs")
         == "postgresql://bill:***@db.example:5432/costs"
     )
-    assert reporting._display_url("sqlite:///x.db") == "sqlite:///x.db"
+    assert display_url("sqlite:///x.db") == "sqlite:///x.db"
 
 
 # --------------------------------------------------------------------------- the real CLI

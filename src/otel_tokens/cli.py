@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Context, Decimal, Inexact, localcontext
 from importlib.metadata import version as _dist_version
@@ -22,10 +22,10 @@ from .pricing import (
     decimal_str,
     known_to_catalog,
 )
+from .reporting import EXIT_UNPRICED, Subparsers, add_command, fail, instant_arg
 from .usage import InvalidUsageError, TokenUsage
 
-EXIT_UNPRICED = 3
-EXIT_BAD_INPUT = 4
+_LEDGER_HELP = "ledger URL (default: $OTEL_TOKENS_LEDGER or sqlite:///otel-tokens-ledger.db)"
 
 
 def _count(text: str) -> int:
@@ -38,18 +38,6 @@ def _count(text: str) -> int:
     return value
 
 
-def _instant(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not an ISO 8601 instant: {text!r} (e.g. 2026-03-01T12:00:00Z)"
-        ) from None
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset; add Z or +HH:MM")
-    return value
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="otel-tokens",
@@ -57,129 +45,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=_dist_version("otel-tokens"))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser(
-        "price",
-        help="price one call's usage exactly",
-        description=(
-            "Price token usage with the catalog in force at --at. Counts are inclusive, as in "
-            "the OpenTelemetry GenAI conventions: --input includes cache reads and writes, "
-            "--output includes reasoning."
-        ),
-    )
-    p.add_argument("model", help="model name as the provider reports it, e.g. gpt-4o")
-    p.add_argument("--provider", help="gen_ai.provider.name (openai, anthropic, gcp.gemini, ...)")
-    p.add_argument("--input", type=_count, required=True, help="input tokens, inclusive")
-    p.add_argument("--output", type=_count, required=True, help="output tokens, inclusive")
-    p.add_argument("--cache-read", type=_count, default=0, help="of --input: cache reads")
-    p.add_argument(
-        "--cache-write-5m", type=_count, default=0, help="of --input: cache writes, 5-minute TTL"
-    )
-    p.add_argument(
-        "--cache-write-1h", type=_count, default=0, help="of --input: cache writes, 1-hour TTL"
-    )
-    p.add_argument("--reasoning", type=_count, default=0, help="of --output: reasoning tokens")
-    p.add_argument("--web-search", type=_count, default=0, help="web-search requests billed")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--batch", action="store_true", help="price at the batch rate")
-    group.add_argument(
-        "--processing", choices=PROCESSING_VALUES, default="standard", help="price variant"
-    )
-    p.add_argument("--estimated", action="store_true", help="mark the usage as estimated")
-    p.add_argument(
-        "--at", type=_instant, help="price with the prices in force at this instant (ISO 8601)"
-    )
-    p.add_argument("--prices", help="user price file (default: $OTEL_TOKENS_PRICES)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=_cmd_price)
-
-    c = sub.add_parser(
-        "check-prices",
-        help="validate a price file; list otel-tokens' price corrections",
-        description=(
-            "Validate a user price file, list its entries that match no model genai-prices "
-            "knows (a custom model, or a typo), and list otel-tokens' own corrections over "
-            "genai-prices with their source, date and whether genai-prices now covers them. "
-            "Without FILE, only the corrections."
-        ),
-    )
-    c.add_argument("file", nargs="?")
-    c.set_defaults(func=_cmd_check_prices)
-
-    t = sub.add_parser(
-        "tiktoken-cache",
-        help="install tiktoken encoding files for offline counting",
-        description=(
-            "Copy o200k_base.tiktoken / cl100k_base.tiktoken from SOURCE into CACHE_DIR under "
-            "the names tiktoken looks for; then set TIKTOKEN_CACHE_DIR=CACHE_DIR."
-        ),
-    )
-    t.add_argument("source")
-    t.add_argument("cache_dir")
-    t.set_defaults(func=_cmd_tiktoken_cache)
-
-    d = sub.add_parser(
-        "demo",
-        help="run the demo app under opentelemetry-instrument",
-        description=(
-            "Run a small app making OpenAI and Anthropic calls under opentelemetry-instrument "
-            "and print a cost summary. With OPENAI_API_KEY / ANTHROPIC_API_KEY set it calls the "
-            "real APIs; otherwise it starts the bundled local server that speaks both wire "
-            "formats."
-        ),
-    )
-    d.add_argument("--port", type=int, default=0, help="local server port (default: any free)")
-    d.set_defaults(func=_cmd_demo)
-
-    b = sub.add_parser(
-        "budgets",
-        help="spent, remaining and projected spend of each budget, from the ledger",
-        description=(
-            "For each budget in the budgets file: what its scope spent in the current period "
-            "(from the ledger's cost records, exact), the remaining amount and the projected "
-            "end-of-period spend at the current rate."
-        ),
-    )
-    b.add_argument(
-        "--ledger",
-        help="ledger URL (default: $OTEL_TOKENS_LEDGER or sqlite:///otel-tokens-ledger.db)",
-    )
-    b.add_argument("--budgets", help="budgets YAML (default: $OTEL_TOKENS_BUDGETS)")
-    b.add_argument("--at", type=_instant, help="evaluate at this instant instead of now")
-    b.add_argument("--json", action="store_true", help="print JSON")
-    b.set_defaults(func=_cmd_budgets)
-
-    r = sub.add_parser(
-        "reprice",
-        help="re-price stored usage with the current prices: writes adjustment records",
-        description=(
-            "Price the ledger's usage records of a period (and a tenant, a model) with the "
-            "current catalog (genai-prices, otel-tokens' corrections and --prices) and write "
-            "one adjustment record for each whose billed cost differs: ChargeCategory "
-            "Adjustment, the difference as cost, quantity 0, x_Adjusts the usage record's id. "
-            "Records are never edited; running it again adds nothing. Usage with no price "
-            "now is left as it is."
-        ),
-    )
-    r.add_argument(
-        "--ledger",
-        help="ledger URL (default: $OTEL_TOKENS_LEDGER or sqlite:///otel-tokens-ledger.db)",
-    )
-    r.add_argument("--prices", help="user price file (default: $OTEL_TOKENS_PRICES)")
-    r.add_argument("--since", type=_instant, help="usage whose period ends after this instant")
-    r.add_argument("--until", type=_instant, help="usage whose period ends at or before it")
-    r.add_argument("--tenant", help="only this tenant's usage")
-    r.add_argument("--model", help="only usage of this model (served, or priced by)")
-    r.add_argument("--dry-run", action="store_true", help="show the adjustments, write none")
-    r.add_argument("--json", action="store_true", help="print one JSON object")
-    r.set_defaults(func=_cmd_reprice)
-
-    reporting.add_parsers(sub)
-    add_collector_parser(sub)
+    for register in _COMMANDS:
+        register(sub)
     return parser
 
 
+def _add_budgets(sub: Subparsers) -> None:
+    b = add_command(sub, "budgets", _cmd_budgets)
+    b.add_argument("--ledger", help=_LEDGER_HELP)
+    b.add_argument("--budgets", help="budgets YAML (default: $OTEL_TOKENS_BUDGETS)")
+    b.add_argument("--at", type=instant_arg, help="evaluate at this instant instead of now")
+    b.add_argument("--json", action="store_true", help="print JSON")
+
+
 def _cmd_budgets(args: argparse.Namespace) -> int:
+    """spent, remaining and projected spend of each budget, from the ledger
+
+    For each budget in the budgets file: what its scope spent in the current period (from the
+    ledger's cost records, exact), the remaining amount and the projected end-of-period spend at
+    the current rate.
+    """
     import os
 
     from .budgets import ENV_BUDGETS, BudgetConfigError, budget_status, load_budgets
@@ -187,14 +72,12 @@ def _cmd_budgets(args: argparse.Namespace) -> int:
 
     path = args.budgets or os.environ.get(ENV_BUDGETS)
     if not path:
-        print(f"otel-tokens: give --budgets FILE or set {ENV_BUDGETS}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return fail(f"give --budgets FILE or set {ENV_BUDGETS}")
     try:
         budgets = load_budgets(path)
         ledger = open_ledger(args.ledger)
     except (BudgetConfigError, LedgerError) as exc:
-        print(f"otel-tokens: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return fail(exc)
     try:
         rows = budget_status(budgets, ledger.records(), args.at)
     finally:
@@ -239,7 +122,27 @@ def _cmd_budgets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_reprice(sub: Subparsers) -> None:
+    r = add_command(sub, "reprice", _cmd_reprice)
+    r.add_argument("--ledger", help=_LEDGER_HELP)
+    r.add_argument("--prices", help="user price file (default: $OTEL_TOKENS_PRICES)")
+    r.add_argument("--since", type=instant_arg, help="usage whose period ends after this instant")
+    r.add_argument("--until", type=instant_arg, help="usage whose period ends at or before it")
+    r.add_argument("--tenant", help="only this tenant's usage")
+    r.add_argument("--model", help="only usage of this model (served, or priced by)")
+    r.add_argument("--dry-run", action="store_true", help="show the adjustments, write none")
+    r.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def _cmd_reprice(args: argparse.Namespace) -> int:
+    """re-price stored usage with the current prices: writes adjustment records
+
+    Price the ledger's usage records of a period (and a tenant, a model) with the current
+    catalog (genai-prices, otel-tokens' corrections and --prices) and write one adjustment
+    record for each whose billed cost differs: ChargeCategory Adjustment, the difference as
+    cost, quantity 0, x_Adjusts the usage record's id. Records are never edited; running it
+    again adds nothing. Usage with no price now is left as it is.
+    """
     from .ledger import LedgerError, open_ledger
     from .metering import Meter
 
@@ -247,8 +150,7 @@ def _cmd_reprice(args: argparse.Namespace) -> int:
         catalog = Catalog.load(args.prices)
         ledger = open_ledger(args.ledger)
     except (PriceFileError, LedgerError) as exc:
-        print(f"otel-tokens: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return fail(exc)
     try:
         result = Meter(ledger, catalog).reprice(
             since=args.since,
@@ -307,7 +209,18 @@ def _signed(value: Decimal) -> str:
     return ("+" if value >= 0 else "") + decimal_str(value)
 
 
+def _add_demo(sub: Subparsers) -> None:
+    d = add_command(sub, "demo", _cmd_demo)
+    d.add_argument("--port", type=int, default=0, help="local server port (default: any free)")
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
+    """run the demo app under opentelemetry-instrument
+
+    Run a small app making OpenAI and Anthropic calls under opentelemetry-instrument and print a
+    cost summary. With OPENAI_API_KEY / ANTHROPIC_API_KEY set it calls the real APIs; otherwise
+    it starts the bundled local server that speaks both wire formats.
+    """
     import os
     import shutil
     import subprocess
@@ -339,12 +252,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     launcher = here / "opentelemetry-instrument"
     program = str(launcher) if launcher.exists() else shutil.which("opentelemetry-instrument")
     if program is None:
-        print(
-            "otel-tokens: opentelemetry-instrument not found; install the demo extra: "
-            "pip install 'otel-tokens[demo]'",
-            file=sys.stderr,
+        return fail(
+            "opentelemetry-instrument not found; install the demo extra: "
+            "pip install 'otel-tokens[demo]'"
         )
-        return EXIT_BAD_INPUT
     try:
         return subprocess.call([program, sys.executable, "-m", "otel_tokens.demo.app"], env=env)
     finally:
@@ -352,18 +263,62 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             server.stop()
 
 
+def _add_tiktoken_cache(sub: Subparsers) -> None:
+    t = add_command(sub, "tiktoken-cache", _cmd_tiktoken_cache)
+    t.add_argument("source")
+    t.add_argument("cache_dir")
+
+
 def _cmd_tiktoken_cache(args: argparse.Namespace) -> int:
+    """install tiktoken encoding files for offline counting
+
+    Copy o200k_base.tiktoken / cl100k_base.tiktoken from SOURCE into CACHE_DIR under the names
+    tiktoken looks for; then set TIKTOKEN_CACHE_DIR=CACHE_DIR.
+    """
     from .counting import install_tiktoken_files
 
     installed = install_tiktoken_files(args.source, args.cache_dir)
     if not installed:
-        print(f"otel-tokens: no *.tiktoken files found in {args.source}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return fail(f"no *.tiktoken files found in {args.source}")
     print(f"installed {', '.join(installed)}; now: export TIKTOKEN_CACHE_DIR={args.cache_dir}")
     return 0
 
 
+def _add_price(sub: Subparsers) -> None:
+    p = add_command(sub, "price", _cmd_price)
+    p.add_argument("model", help="model name as the provider reports it, e.g. gpt-4o")
+    p.add_argument("--provider", help="gen_ai.provider.name (openai, anthropic, gcp.gemini, ...)")
+    p.add_argument("--input", type=_count, required=True, help="input tokens, inclusive")
+    p.add_argument("--output", type=_count, required=True, help="output tokens, inclusive")
+    p.add_argument("--cache-read", type=_count, default=0, help="of --input: cache reads")
+    p.add_argument(
+        "--cache-write-5m", type=_count, default=0, help="of --input: cache writes, 5-minute TTL"
+    )
+    p.add_argument(
+        "--cache-write-1h", type=_count, default=0, help="of --input: cache writes, 1-hour TTL"
+    )
+    p.add_argument("--reasoning", type=_count, default=0, help="of --output: reasoning tokens")
+    p.add_argument("--web-search", type=_count, default=0, help="web-search requests billed")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--batch", action="store_true", help="price at the batch rate")
+    group.add_argument(
+        "--processing", choices=PROCESSING_VALUES, default="standard", help="price variant"
+    )
+    p.add_argument("--estimated", action="store_true", help="mark the usage as estimated")
+    p.add_argument(
+        "--at", type=instant_arg, help="price with the prices in force at this instant (ISO 8601)"
+    )
+    p.add_argument("--prices", help="user price file (default: $OTEL_TOKENS_PRICES)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def _cmd_price(args: argparse.Namespace) -> int:
+    """price one call's usage exactly
+
+    Price token usage with the catalog in force at --at. Counts are inclusive, as in the
+    OpenTelemetry GenAI conventions: --input includes cache reads and writes, --output includes
+    reasoning.
+    """
     processing: Processing = "batch" if args.batch else args.processing
     try:
         catalog = Catalog.load(args.prices)
@@ -378,8 +333,7 @@ def _cmd_price(args: argparse.Namespace) -> int:
             source="estimated" if args.estimated else "provider",
         )
     except (PriceFileError, InvalidUsageError) as exc:
-        print(f"otel-tokens: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return fail(exc)
     result = catalog.price(
         usage, args.model, provider=args.provider, at=args.at, processing=processing
     )
@@ -419,12 +373,22 @@ def _format_result(result: PriceResult) -> str:
     return "\n".join(lines)
 
 
+def _add_check_prices(sub: Subparsers) -> None:
+    c = add_command(sub, "check-prices", _cmd_check_prices)
+    c.add_argument("file", nargs="?")
+
+
 def _cmd_check_prices(args: argparse.Namespace) -> int:
+    """validate a price file; list otel-tokens' price corrections
+
+    Validate a user price file, list its entries that match no model genai-prices knows (a
+    custom model, or a typo), and list otel-tokens' own corrections over genai-prices with their
+    source, date and whether genai-prices now covers them. Without FILE, only the corrections.
+    """
     try:
         catalog = Catalog.load(args.file, use_env=False)
     except PriceFileError as exc:
-        print(f"otel-tokens: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return fail(exc)
     user = catalog.user
     if user is not None:
         print(
@@ -455,6 +419,19 @@ def _cmd_check_prices(args: argparse.Namespace) -> int:
             f"    source: {entry.source} (read {entry.date})"
         )
     return 0
+
+
+# Every command, in the order of ``otel-tokens --help``: each function registers its own.
+_COMMANDS: tuple[Callable[[Subparsers], object], ...] = (
+    _add_price,
+    _add_check_prices,
+    _add_tiktoken_cache,
+    _add_demo,
+    _add_budgets,
+    _add_reprice,
+    reporting.add_parsers,
+    add_collector_parser,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
