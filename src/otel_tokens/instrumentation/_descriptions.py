@@ -43,7 +43,7 @@ ANTHROPIC = Description(
 
 GEMINI = Description(
     name="google-genai",
-    requirement="google-genai >= 1.0",
+    requirement="google-genai >= 1.4",
     module="google.genai",
     adapter="otel_tokens.instrumentation.gemini:GeminiAdapter",
     # request_streamed returns a plain generator, which the stream watcher cannot swap in

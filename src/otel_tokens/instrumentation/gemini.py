@@ -90,7 +90,10 @@ def provider_for(client: Any) -> str:
 
 def _server_of(client: Any) -> tuple[str | None, int | None]:
     options = getattr(client, "_http_options", None)
-    base_url = getattr(options, "base_url", None)
+    # An HttpOptions model; a dict in releases before 1.5.
+    base_url = (
+        options.get("base_url") if isinstance(options, dict) else getattr(options, "base_url", None)
+    )
     if not isinstance(base_url, str):
         return None, None
     parts = urlsplit(base_url)
