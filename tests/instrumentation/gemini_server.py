@@ -14,6 +14,7 @@ Everything billable is chosen per request by headers (``config={"http_options": 
 * ``x-test-model-version``: ``modelVersion`` (default: the model of the path).
 * ``x-test-chunks``: the number of SSE chunks of a stream (default 3); usage is in the last.
 * ``x-test-status``: answer with this HTTP error status and a Google error body instead.
+* ``x-test-fail-once``: a key; the first request with it gets a 429, later ones succeed.
 * ``x-test-tier``: send it back as ``x-gemini-service-tier``, the header in which the Gemini
   Developer API names the service tier that served the call.
 
@@ -54,6 +55,7 @@ class GeminiServer:
 
     def __init__(self) -> None:
         self.seen: list[Seen] = []
+        self.failed_once: set[str] = set()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -173,6 +175,10 @@ def _handler(server: GeminiServer) -> type[BaseHTTPRequestHandler]:
                 self._send_json(404, {"error": {"code": 404, "message": path}})
                 return
             status = self.headers.get("x-test-status")
+            once = self.headers.get("x-test-fail-once")
+            if once and once not in server.failed_once:
+                server.failed_once.add(once)
+                status = "429"
             if status:
                 self._send_json(
                     int(status),

@@ -26,6 +26,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from otel_tokens import semconv as sc
 from otel_tokens.instrumentation import GeminiInstrumentor
+from otel_tokens.instrumentation._safety import reset_log_once
 from otel_tokens.pricing import Catalog
 from otel_tokens.usage import TokenUsage
 
@@ -350,6 +351,50 @@ def test_api_error_is_recorded_and_raised_unchanged(h: Harness) -> None:
     assert attrs[sc.ERROR_TYPE] == "ClientError"
     assert sc.GEN_AI_USAGE_INPUT_TOKENS not in attrs
     assert h.bucket_tokens() == {}
+
+
+def test_retried_call_metered_once(h: Harness) -> None:
+    """A 429 then a success, retried inside the client: one call, one span, usage once."""
+    retry = {"attempts": 2, "initial_delay": 0.01, "max_delay": 0.01, "jitter": 0}
+    options = config(FULL_USAGE, **{"x-test-fail-once": "retried-call-metered-once"})
+    options["http_options"]["retry_options"] = retry
+    h.client().models.generate_content(model=FLASH, contents="hi", config=options)
+
+    assert [s.path for s in h.server.seen[-2:]] == [h.server.seen[-1].path] * 2
+    span = h.span()
+    assert span.status.status_code != StatusCode.ERROR
+    assert_span_usage(span, FULL, FULL_COST)
+    assert_metered(h, FULL, FULL_COST)
+
+
+def test_invalid_usage_never_reaches_the_caller(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A usageMetadata that contradicts itself (more cached tokens than the prompt that
+    includes them) is not billed as anything: the caller gets the response, the span has no
+    usage, and the reason is logged."""
+    usage = {"promptTokenCount": 5, "cachedContentTokenCount": 9, "candidatesTokenCount": 1}
+    reset_log_once()  # another test may have logged this kind already
+    with caplog.at_level(logging.WARNING, logger="otel_tokens"):
+        response = h.client().models.generate_content(
+            model=FLASH, contents="hi", config=config(usage)
+        )
+
+    assert response.text == REPLY
+    attrs = attrs_of(h.span())
+    assert sc.GEN_AI_USAGE_INPUT_TOKENS not in attrs
+    assert h.bucket_tokens() == {}
+    assert "cachedContentTokenCount (9) exceeds promptTokenCount (5)" in caplog.text
+
+
+def test_output_content_captured_when_opted_in(
+    gemini_server: GeminiServer, telemetry: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    with instrumented(gemini_server, telemetry) as h:
+        h.client().models.generate_content(model=FLASH, contents="hi", config=config(FULL_USAGE))
+
+    assert json.loads(attrs_of(h.span())[sc.GEN_AI_OUTPUT_MESSAGES]) == REPLY
 
 
 # --- chats -------------------------------------------------------------------------------------
