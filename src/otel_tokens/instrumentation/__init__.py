@@ -10,10 +10,15 @@ when the call (or its stream) ends.
 
 from __future__ import annotations
 
-from ._descriptions import ANTHROPIC, OPENAI
+from ._descriptions import ANTHROPIC, GEMINI, OPENAI
 from ._instrumentor import LibraryInstrumentor
 
-__all__ = ["AnthropicInstrumentor", "LibraryInstrumentor", "OpenAIInstrumentor"]
+__all__ = [
+    "AnthropicInstrumentor",
+    "GeminiInstrumentor",
+    "LibraryInstrumentor",
+    "OpenAIInstrumentor",
+]
 
 
 class OpenAIInstrumentor(LibraryInstrumentor):
@@ -29,3 +34,11 @@ class AnthropicInstrumentor(LibraryInstrumentor):
     """Meters every Messages call of the ``anthropic`` client (Bedrock and Vertex included)."""
 
     description = ANTHROPIC
+
+
+class GeminiInstrumentor(LibraryInstrumentor):
+    """Meters the ``google-genai`` client's non-streamed calls (Gemini Developer API and
+    Vertex AI): ``generate_content``, chats and ``embed_content``, sync and async. Streams
+    are not metered yet (docs/gemini.md)."""
+
+    description = GEMINI

@@ -40,3 +40,16 @@ ANTHROPIC = Description(
     ),
     public_method=Target("anthropic.resources.messages", "Messages.create"),
 )
+
+GEMINI = Description(
+    name="google-genai",
+    requirement="google-genai >= 1.4",
+    module="google.genai",
+    adapter="otel_tokens.instrumentation.gemini:GeminiAdapter",
+    # request_streamed returns a plain generator, which the stream watcher cannot swap in
+    # place: streams are not metered yet (docs/gemini.md), so no stream class is named.
+    streams=(),
+    sync_request=Target("google.genai._api_client", "BaseApiClient.request"),
+    async_request=Target("google.genai._api_client", "BaseApiClient.async_request"),
+    public_method=Target("google.genai.models", "Models.generate_content"),
+)
