@@ -590,3 +590,16 @@ def test_stream_passes_through_unmetered_and_says_so(
     assert chunks[-1].usage_metadata is not None
     assert chunks[-1].usage_metadata.prompt_token_count == 1200
     assert h.spans() == []
+
+
+def test_request_attributes_from_the_generation_config(h: Harness) -> None:
+    """The adapter reads the library's own request arguments (path and request body)."""
+    h.client().models.generate_content(
+        model=FLASH,
+        contents="hi",
+        config={**config(FULL_USAGE), "max_output_tokens": 64, "temperature": 0.2, "top_p": 0.9},
+    )
+    attrs = attrs_of(h.span())
+    assert attrs[sc.GEN_AI_REQUEST_MAX_TOKENS] == 64
+    assert attrs[sc.GEN_AI_REQUEST_TEMPERATURE] == pytest.approx(0.2)
+    assert attrs[sc.GEN_AI_REQUEST_TOP_P] == pytest.approx(0.9)

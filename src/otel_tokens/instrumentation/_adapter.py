@@ -99,9 +99,10 @@ class TailState(StreamState):
 class Adapter(Protocol):
     """A provider's knowledge of its own shapes; everything else is the core's."""
 
-    def read_request(self, client: Any, options: Any) -> Request | None:
+    def read_request(self, client: Any, args: tuple[Any, ...], kwargs: Any) -> Request | None:
         """The request's facts, or ``None`` if it is not metered (on the caller's thread,
-        before the request is sent: read as little as possible)."""
+        before the request is sent: read as little as possible). ``args`` and ``kwargs`` are
+        those of the wrapped request method (the library's own signature), less ``self``."""
 
     def request_attributes(self, request: Request) -> dict[str, AttributeValue]:
         """The span's request attributes (``gen_ai.request.*``), read from the body copy."""

@@ -73,6 +73,14 @@ class PerClient(dict[int, Any]):
         self[key] = facts
 
 
+def api_request_options(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+    """The ``options`` of a Stainless-generated client's ``request(cast_to, options, *,
+    stream=..., stream_cls=...)`` (openai, anthropic, and clients generated alike)."""
+    if "options" in kwargs:
+        return kwargs["options"]
+    return args[1] if len(args) > 1 else None
+
+
 def server_of(client: Any) -> tuple[str | None, int | None]:
     url = getattr(client, "base_url", None)
     host = getattr(url, "host", None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
@@ -67,19 +67,12 @@ _pending_raw: weakref.WeakKeyDictionary[
 _raw_waiting: dict[Any, Any] = _pending_raw.data  # type: ignore[attr-defined]
 
 
-def _options_of(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
-    # request(self, cast_to, options, *, stream=..., stream_cls=...)
-    if "options" in kwargs:
-        return kwargs["options"]
-    return args[1] if len(args) > 1 else None
-
-
 def _begin(bound: Bound, client: Any, args: Any, kwargs: Any) -> tuple[Call, Request] | None:
     if not bound.switch.on or ACTIVE_CALL.get() is not None or not is_instrumentation_enabled():
         return None
     adapter = bound.adapter
     try:
-        request = adapter.read_request(client, _options_of(args, kwargs))
+        request = adapter.read_request(client, args, kwargs)
         if request is None:
             return None
         call = Call(bound.recorder, request, adapter)

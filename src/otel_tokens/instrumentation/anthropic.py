@@ -26,6 +26,7 @@ from ._adapter import Request, ResponseFacts, StreamState
 from ._common import (
     PerClient,
     PerURL,
+    api_request_options,
     capture_content,
     content_json,
     json_body,
@@ -97,7 +98,8 @@ class AnthropicAdapter:
             self._clients.remember(client, facts)
         return facts
 
-    def read_request(self, client: Any, options: Any) -> Request | None:
+    def read_request(self, client: Any, args: tuple[Any, ...], kwargs: Any) -> Request | None:
+        options = api_request_options(args, kwargs)
         method = getattr(options, "method", "")
         if method != "post" and str(method).lower() != "post":
             return None

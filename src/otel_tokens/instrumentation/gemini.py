@@ -184,8 +184,9 @@ class GeminiAdapter:
             self._clients.remember(client, facts)
         return facts
 
-    def read_request(self, client: Any, options: Any) -> Request | None:
-        # ``options`` is the path: ``request(http_method, path, request_dict, http_options)``.
+    def read_request(self, client: Any, args: tuple[Any, ...], kwargs: Any) -> Request | None:
+        # ``BaseApiClient.request(http_method, path, request_dict, http_options=None)``
+        options = kwargs.get("path", args[1] if len(args) > 1 else None)
         if not isinstance(options, str):
             return None
         parsed = _PATHS[options]
@@ -194,6 +195,7 @@ class GeminiAdapter:
         path = options.split("?", 1)[0]
         operation, model = parsed
         host, port, provider = self._client_facts(client)
+        body = kwargs.get("request_dict", args[2] if len(args) > 2 else None)
         return Request(
             operation=operation,
             provider=provider,
@@ -201,14 +203,38 @@ class GeminiAdapter:
             endpoint=path.rpartition(":")[2],
             server_address=host,
             server_port=port,
+            # One level deep: a chat's history list grows after the call.
+            body=(
+                {k: (list(v) if type(v) is list else v) for k, v in body.items()}
+                if isinstance(body, dict)
+                else {}
+            ),
             capture_content=self.capture,
         )
 
     def request_attributes(self, request: Request) -> dict[str, AttributeValue]:
-        return {}  # they are in the request body, which the adapter does not see
+        config = request.body.get("generationConfig")
+        if not isinstance(config, dict):
+            return {}
+        attrs: dict[str, AttributeValue] = {}
+        limit = config.get("maxOutputTokens")
+        if type(limit) is int:
+            attrs[sc.GEN_AI_REQUEST_MAX_TOKENS] = limit
+        for key, name in (
+            ("temperature", sc.GEN_AI_REQUEST_TEMPERATURE),
+            ("topP", sc.GEN_AI_REQUEST_TOP_P),
+        ):
+            value = config.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                attrs[name] = float(value)
+        return attrs
 
     def max_output_tokens(self, request: Request) -> int | None:
-        return 0 if request.operation == "embeddings" else None
+        if request.operation == "embeddings":
+            return 0
+        config = request.body.get("generationConfig")
+        value = config.get("maxOutputTokens") if isinstance(config, dict) else None
+        return value if type(value) is int else None
 
     def estimate_input(self, request: Request) -> int:
         return 0  # the prompt is in the request body, which the adapter does not see

@@ -23,6 +23,7 @@ from ._common import (
     MAX_TOKEN_KEYS,
     PerClient,
     PerURL,
+    api_request_options,
     capture_content,
     content_json,
     json_body,
@@ -148,7 +149,8 @@ class OpenAIAdapter:
             self._clients.remember(client, facts)
         return facts
 
-    def read_request(self, client: Any, options: Any) -> Request | None:
+    def read_request(self, client: Any, args: tuple[Any, ...], kwargs: Any) -> Request | None:
+        options = api_request_options(args, kwargs)
         method = getattr(options, "method", "")
         if method != "post" and str(method).lower() != "post":
             return None
