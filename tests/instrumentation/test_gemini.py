@@ -566,30 +566,79 @@ def test_count_tokens_is_not_a_billed_call(h: Harness) -> None:
     assert h.spans() == []
 
 
-def test_stream_passes_through_unmetered_and_says_so(
-    gemini_server: GeminiServer, telemetry: Any, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Streams are generators the core cannot watch yet: instrumenting says that they are not
-    metered, the user's chunks are untouched, and no span claims a usage it does not have."""
-    with caplog.at_level(logging.WARNING, logger="otel_tokens"):
-        ctx = instrumented(gemini_server, telemetry)
-        h = ctx.__enter__()
-    assert "streams (generate_content_stream) are not metered" in caplog.text
-    try:
-        chunks = list(
-            h.client().models.generate_content_stream(
-                model=FLASH, contents="hi", config=config(FULL_USAGE)
-            )
-        )
-    finally:
-        ctx.__exit__(None, None, None)
+# --- streams ------------------------------------------------------------------------------------
+def test_stream_is_metered_from_its_last_chunk_and_chunks_untouched(h: Harness) -> None:
+    """generate_content_stream: a plain generator inside the client, replaced by a watching
+    one; the user's chunks are the server's, and the span is finished after the last one."""
+    stream = h.client().models.generate_content_stream(
+        model=FLASH, contents="hi", config=config(FULL_USAGE)
+    )
+    assert h.spans() == []  # open while the stream is
+    chunks = list(stream)
 
     words = REPLY.split(" ")
     assert [c.text for c in chunks] == [" ".join(words[i::3]) for i in range(3)]
-    assert len(chunks) == 3
     assert chunks[-1].usage_metadata is not None
-    assert chunks[-1].usage_metadata.prompt_token_count == 1200
-    assert h.spans() == []
+    span = h.span()
+    attrs = attrs_of(span)
+    assert attrs[sc.GEN_AI_REQUEST_STREAM] is True
+    assert attrs[sc.GEN_AI_RESPONSE_ID] == "resp-gemini-stream"
+    assert attrs[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] > 0
+    assert_span_usage(span, FULL, FULL_COST)
+    assert_metered(h, FULL, FULL_COST)
+
+
+def test_async_and_chat_streams_are_metered_once_each(h: Harness) -> None:
+    async def main() -> None:
+        stream = await h.client().aio.models.generate_content_stream(
+            model=FLASH, contents="hi", config=config(FULL_USAGE)
+        )
+        async for _ in stream:
+            pass
+
+    asyncio.run(main())
+    chat = h.client().chats.create(model=FLASH)
+    for _ in chat.send_message_stream("hi", config=config(FULL_USAGE)):
+        pass
+    spans = h.spans()
+    assert len(spans) == 2
+    for span in spans:
+        assert_span_usage(span, FULL, FULL_COST)
+    assert_metered(h, FULL + FULL, 2 * FULL_COST, calls=2)
+
+
+def test_stream_closed_before_its_usage_is_counted_from_its_text_and_marked(
+    h: Harness,
+) -> None:
+    """Closed after the first chunk: no usage reached us. The prompt and the text seen are
+    counted (o200k_base standing in for Gemini's tokenizer), marked estimated, once."""
+    stream = h.client().models.generate_content_stream(
+        model=FLASH, contents="hello there", config=config(FULL_USAGE)
+    )
+    first = next(iter(stream))
+    stream.close()
+    attrs = attrs_of(h.span())
+    assert attrs[sc.BILLING_USAGE_SOURCE] == sc.USAGE_SOURCE_ESTIMATED
+    assert attrs[sc.BILLING_PRICING_STATUS] == sc.STATUS_ESTIMATED
+    assert attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == o200k(first.text or "")
+    assert attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] == o200k("hello there")
+
+
+def test_stream_that_fails_ends_its_span_with_the_error(h: Harness) -> None:
+    with pytest.raises(errors.APIError):
+        list(
+            h.client().models.generate_content_stream(
+                model=FLASH, contents="hi", config=config(FULL_USAGE, **{"x-test-status": "500"})
+            )
+        )
+    (span,) = h.spans()
+    assert span.status.status_code is StatusCode.ERROR
+
+
+def o200k(text: str) -> int:
+    import tiktoken
+
+    return len(tiktoken.get_encoding("o200k_base").encode(text))
 
 
 def test_request_attributes_from_the_generation_config(h: Harness) -> None:

@@ -45,6 +45,11 @@ class Description:
     streams: tuple[str, ...]  # the library's stream classes, "module:Class"
     sync_request: Target  # the one method every API call passes through
     async_request: Target
+    # A library whose streams are plain generators from a method of their own (not a stream
+    # object from `sync_request`): that method, and its async twin (awaited, it returns an
+    # async generator). The generator is replaced by a watching one (see _streams.py).
+    sync_stream_request: Target | None = None
+    async_stream_request: Target | None = None
     parse: tuple[Target, ...] = ()  # raw responses' .parse() (sync); optional each
     async_parse: tuple[Target, ...] = ()
     library_span: LibrarySpan | None = None

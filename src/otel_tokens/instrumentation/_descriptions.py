@@ -46,10 +46,10 @@ GEMINI = Description(
     requirement="google-genai >= 1.4",
     module="google.genai",
     adapter="otel_tokens.instrumentation.gemini:GeminiAdapter",
-    # request_streamed returns a plain generator, which the stream watcher cannot swap in
-    # place: streams are not metered yet (docs/gemini.md), so no stream class is named.
-    streams=(),
+    streams=(),  # its streams are plain generators, from methods of their own:
     sync_request=Target("google.genai._api_client", "BaseApiClient.request"),
     async_request=Target("google.genai._api_client", "BaseApiClient.async_request"),
+    sync_stream_request=Target("google.genai._api_client", "BaseApiClient.request_streamed"),
+    async_stream_request=Target("google.genai._api_client", "BaseApiClient.async_request_streamed"),
     public_method=Target("google.genai.models", "Models.generate_content"),
 )

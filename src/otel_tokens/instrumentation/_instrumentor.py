@@ -121,6 +121,10 @@ class _Patching:
         )
         self._wrap(d.sync_request, _wrapper.sync_request_wrapper(bound))
         self._wrap(d.async_request, _wrapper.async_request_wrapper(bound))
+        if d.sync_stream_request is not None:
+            self._wrap(d.sync_stream_request, _wrapper.sync_generator_wrapper(bound))
+        if d.async_stream_request is not None:
+            self._wrap(d.async_stream_request, _wrapper.async_generator_wrapper(bound))
         for targets, hook in (
             (d.parse, _wrapper.parse_hook),
             (d.async_parse, _wrapper.async_parse_hook),

@@ -206,3 +206,68 @@ def _closer(original: Any, fin: Finisher, is_async: bool) -> Any:
                 fin.finish(None)
 
     return close
+
+
+def watch_generator(generator: Any, call: Call, state: StreamState) -> Any:
+    """A generator that only the client library holds (its own stream of chunks), watched by
+    replacing it: the returned generator passes every chunk through ``state`` and makes the
+    call's span current while it pulls the next chunk from ``generator`` (a generator that
+    sends its request when first pulled sends it inside the span). Ends the call once, as
+    `watch_stream` does, also when the replacement is dropped before it is pulled."""
+    fin = Finisher(call, state)
+    call.finisher = fin
+    if hasattr(generator, "__anext__"):
+        watcher: Any = _awatch_steps(generator, fin)
+    else:
+        watcher = _watch_steps(generator, fin)
+    fin.watcher = weakref.ref(watcher)
+    weakref.finalize(watcher, fin)
+    return watcher
+
+
+def _watch_steps(inner: Iterator[Any], fin: Finisher) -> Iterator[Any]:
+    call, read = fin.call, fin.state.event
+    try:
+        while True:
+            token = call.activate()
+            try:
+                item = next(inner)
+            except StopIteration:
+                break
+            finally:
+                call.deactivate(token)
+            call.first_chunk()
+            if not _hidden(read, item):
+                yield item
+    except BaseException as exc:
+        fin.finish(None if isinstance(exc, GeneratorExit) else exc)
+        raise
+    fin.finish(None)
+
+
+async def _awatch_steps(inner: AsyncIterator[Any], fin: Finisher) -> AsyncIterator[Any]:
+    call, read = fin.call, fin.state.event
+    try:
+        while True:
+            token = call.activate()
+            try:
+                item = await inner.__anext__()
+            except StopAsyncIteration:
+                break
+            finally:
+                call.deactivate(token)
+            call.first_chunk()
+            if not _hidden(read, item):
+                yield item
+    except BaseException as exc:
+        fin.finish(None if isinstance(exc, GeneratorExit) else exc)
+        raise
+    fin.finish(None)
+
+
+def _hidden(read: Callable[[Any], bool], item: Any) -> bool:
+    try:
+        return read(item)
+    except Exception as exc:
+        log_once("stream.event", exc)
+        return False

@@ -23,7 +23,7 @@ from ._adapter import Adapter, Request, ResponseFacts
 from ._call import Call
 from ._recording import Recorder
 from ._safety import log_once
-from ._streams import watch_stream
+from ._streams import watch_generator, watch_stream
 
 
 class Switch:
@@ -305,5 +305,54 @@ def async_request_wrapper(bound: Bound) -> Callable[..., Any]:
         ACTIVE_CALL.reset(active)
         complete(call, request, bound, result)
         return result
+
+    return wrapper
+
+
+def sync_generator_wrapper(bound: Bound) -> Callable[..., Any]:
+    """Around a method that returns the stream as a plain generator, which only sends the
+    request when first pulled (google-genai's ``request_streamed``): the user's code never
+    holds that generator, so it is replaced by one that watches it and makes the call's span
+    current while each chunk is pulled (the request included)."""
+
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        started = _begin(bound, instance, args, kwargs)
+        if started is None:
+            return wrapped(*args, **kwargs)
+        call, request = started
+        context = call.activate()
+        try:
+            generator = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            call.deactivate(context)
+            call.end(None, exc)
+            raise
+        call.deactivate(context)
+        return watch_generator(generator, call, bound.adapter.stream_state(request))
+
+    return wrapper
+
+
+def async_generator_wrapper(bound: Bound) -> Callable[..., Any]:
+    """`sync_generator_wrapper` for a coroutine that sends the request and returns an async
+    generator (google-genai's ``async_request_streamed``)."""
+
+    async def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        started = _begin(bound, instance, args, kwargs)
+        if started is None:
+            return await wrapped(*args, **kwargs)
+        call, request = started
+        active = ACTIVE_CALL.set((call, request, bound))
+        context = call.activate()
+        try:
+            generator = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            call.deactivate(context)
+            ACTIVE_CALL.reset(active)
+            call.end(None, exc)
+            raise
+        call.deactivate(context)
+        ACTIVE_CALL.reset(active)
+        return watch_generator(generator, call, bound.adapter.stream_state(request))
 
     return wrapper

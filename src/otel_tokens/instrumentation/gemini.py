@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from opentelemetry.util.types import AttributeValue
 
 from .. import semconv as sc
+from ..counting import count_text, estimate_source
 from ..usage import TokenUsage, from_gemini
 from ..usage._read import count, field
 from ._adapter import Request, ResponseFacts, StreamState
@@ -40,6 +42,7 @@ VERTEX_AI = "gcp.vertex_ai"
 # Our operation names by the API method at the end of the path.
 _METHODS = {
     "generateContent": "generate_content",
+    "streamGenerateContent": "generate_content",
     "embedContent": "embeddings",
     "batchEmbedContents": "embeddings",
     "predict": "embeddings",  # only for embedding models: Imagen's predict is not tokens
@@ -169,12 +172,6 @@ class GeminiAdapter:
     def __init__(self, *, library_span: bool = False) -> None:
         self.capture = capture_content()  # read once, when instrumenting
         self._clients = PerClient()
-        # Streams pass through ``request_streamed``, which is not wrapped: said when the
-        # library is instrumented, since no call could say it.
-        _log.warning(
-            "otel-tokens: google-genai streams (generate_content_stream) are not metered "
-            "yet; see docs/gemini.md"
-        )
 
     def _client_facts(self, client: Any) -> tuple[str | None, int | None, str]:
         facts: tuple[str | None, int | None, str] | None = self._clients.get(id(client))
@@ -201,6 +198,7 @@ class GeminiAdapter:
             provider=provider,
             model=model,
             endpoint=path.rpartition(":")[2],
+            stream=path.endswith(":streamGenerateContent"),
             server_address=host,
             server_port=port,
             # One level deep: a chat's history list grows after the call.
@@ -287,4 +285,82 @@ class GeminiAdapter:
         )
 
     def stream_state(self, request: Request) -> StreamState:
-        return StreamState()  # never reached: streams are not metered (see read_request)
+        return _ContentStream(self, request)
+
+
+class _ContentStream(StreamState):
+    """``streamGenerateContent`` chunks (the client's ``HttpResponse`` objects, one JSON
+    body each). The usage is in the last chunk: per chunk only its body (a string) is kept,
+    parsed at the end. A stream cut before its usage is counted from the text it had, with
+    ``o200k_base`` standing in for Gemini's own tokenizer (which no local library has), and
+    marked estimated."""
+
+    __slots__ = ("adapter", "bodies", "last", "request")
+
+    def __init__(self, adapter: GeminiAdapter, request: Request) -> None:
+        self.adapter = adapter
+        self.request = request
+        self.bodies: list[Any] = []
+        self.last: Any = None
+
+    def event(self, chunk: Any) -> bool:
+        self.last = chunk
+        self.bodies.append(getattr(chunk, "body", chunk))
+        return False
+
+    def finish(self, error: BaseException | None) -> ResponseFacts:
+        request = self.request
+        for body in reversed(self.bodies):
+            data = _json_of(body)
+            if field(data, "usageMetadata") is None:
+                continue
+            # The last chunk's usage totals the call; reported, but if the stream stopped
+            # before its finish reason the counts may be short.
+            facts = self.adapter.read_response(request, _with_headers(data, self.last))
+            ended = any(field(c, "finishReason") for c in field(data, "candidates") or ())
+            if ended or facts.usage is None:
+                return facts
+            return _replace_usage(facts, facts.usage.with_source("estimated"))
+        chunks = [_json_of(body) for body in self.bodies]
+        text = "".join(_text(d) for d in chunks if d)
+        model = request.model
+        prompt = _prompt_text(request.body)
+        source = estimate_source(model)
+        usage = TokenUsage(
+            input=count_text(prompt, model), output=count_text(text, model), source=source
+        )
+        first = next((d for d in chunks if d), None)
+        return ResponseFacts(
+            usage=usage,
+            model=field(first, "modelVersion") or None,
+            response_id=field(first, "responseId") or None,
+            attributes=output_attributes(request, text),
+        )
+
+
+def _with_headers(data: Any, chunk: Any) -> Any:
+    """``data`` as a response whose headers are the stream's (the tier header)."""
+    headers = getattr(chunk, "headers", None)
+    return _Parsed(data, headers) if headers else data
+
+
+class _Parsed:
+    __slots__ = ("body", "headers")
+
+    def __init__(self, body: Any, headers: Any) -> None:
+        self.body = body
+        self.headers = headers
+
+
+def _replace_usage(facts: ResponseFacts, usage: TokenUsage) -> ResponseFacts:
+    return replace(facts, usage=usage)
+
+
+def _prompt_text(body: Any) -> str:
+    parts = []
+    for content in field(body, "contents") or ():
+        for part in field(content, "parts") or ():
+            text = field(part, "text")
+            if isinstance(text, str):
+                parts.append(text)
+    return "".join(parts)
