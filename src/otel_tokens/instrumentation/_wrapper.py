@@ -263,7 +263,19 @@ async def async_parse_hook(
     return result
 
 
-def sync_request_wrapper(bound: Bound) -> Callable[..., Any]:
+def _completed(call: Call, request: Request, bound: Bound, result: Any) -> Any:
+    complete(call, request, bound, result)
+    return result
+
+
+def _watched(call: Call, request: Request, bound: Bound, generator: Any) -> Any:
+    return watch_generator(generator, call, bound.adapter.stream_state(request))
+
+
+_Then = Callable[[Call, Request, Bound, Any], Any]
+
+
+def _sync_wrapper(bound: Bound, then: _Then) -> Callable[..., Any]:
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
         started = _begin(bound, instance, args, kwargs)
         if started is None:
@@ -280,13 +292,12 @@ def sync_request_wrapper(bound: Bound) -> Callable[..., Any]:
             raise
         call.deactivate(context)
         ACTIVE_CALL.reset(active)
-        complete(call, request, bound, result)
-        return result
+        return then(call, request, bound, result)
 
     return wrapper
 
 
-def async_request_wrapper(bound: Bound) -> Callable[..., Any]:
+def _async_wrapper(bound: Bound, then: _Then) -> Callable[..., Any]:
     async def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
         started = _begin(bound, instance, args, kwargs)
         if started is None:
@@ -303,10 +314,19 @@ def async_request_wrapper(bound: Bound) -> Callable[..., Any]:
             raise
         call.deactivate(context)
         ACTIVE_CALL.reset(active)
-        complete(call, request, bound, result)
-        return result
+        return then(call, request, bound, result)
 
     return wrapper
+
+
+def sync_request_wrapper(bound: Bound) -> Callable[..., Any]:
+    """Around the client's one request method: the call's span is current while it runs,
+    and the result (object, raw response or stream) is metered."""
+    return _sync_wrapper(bound, _completed)
+
+
+def async_request_wrapper(bound: Bound) -> Callable[..., Any]:
+    return _async_wrapper(bound, _completed)
 
 
 def sync_generator_wrapper(bound: Bound) -> Callable[..., Any]:
@@ -314,45 +334,10 @@ def sync_generator_wrapper(bound: Bound) -> Callable[..., Any]:
     request when first pulled (google-genai's ``request_streamed``): the user's code never
     holds that generator, so it is replaced by one that watches it and makes the call's span
     current while each chunk is pulled (the request included)."""
-
-    def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        started = _begin(bound, instance, args, kwargs)
-        if started is None:
-            return wrapped(*args, **kwargs)
-        call, request = started
-        context = call.activate()
-        try:
-            generator = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            call.deactivate(context)
-            call.end(None, exc)
-            raise
-        call.deactivate(context)
-        return watch_generator(generator, call, bound.adapter.stream_state(request))
-
-    return wrapper
+    return _sync_wrapper(bound, _watched)
 
 
 def async_generator_wrapper(bound: Bound) -> Callable[..., Any]:
     """`sync_generator_wrapper` for a coroutine that sends the request and returns an async
     generator (google-genai's ``async_request_streamed``)."""
-
-    async def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        started = _begin(bound, instance, args, kwargs)
-        if started is None:
-            return await wrapped(*args, **kwargs)
-        call, request = started
-        active = ACTIVE_CALL.set((call, request, bound))
-        context = call.activate()
-        try:
-            generator = await wrapped(*args, **kwargs)
-        except BaseException as exc:
-            call.deactivate(context)
-            ACTIVE_CALL.reset(active)
-            call.end(None, exc)
-            raise
-        call.deactivate(context)
-        ACTIVE_CALL.reset(active)
-        return watch_generator(generator, call, bound.adapter.stream_state(request))
-
-    return wrapper
+    return _async_wrapper(bound, _watched)
