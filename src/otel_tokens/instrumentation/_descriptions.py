@@ -53,3 +53,20 @@ GEMINI = Description(
     async_request=Target("google.genai._api_client", "BaseApiClient.async_request"),
     public_method=Target("google.genai.models", "Models.generate_content"),
 )
+
+BEDROCK = Description(
+    name="botocore",
+    requirement="botocore >= 1.34.116",  # the first release with Converse
+    module="botocore.client",
+    adapter="otel_tokens.instrumentation.bedrock:BedrockAdapter",
+    # A stream is a botocore EventStream inside the response dict, which the stream watcher
+    # cannot reach: streams are not metered yet (docs/bedrock.md), so no stream class.
+    streams=(),
+    # Every call of every botocore client (S3, DynamoDB...): the adapter returns at once for
+    # any client that is not bedrock-runtime.
+    sync_request=Target("botocore.client", "BaseClient._make_api_call"),
+    # botocore has no async client; a Description must name one: a stand-in nothing calls.
+    async_request=Target("otel_tokens.instrumentation.bedrock", "no_async_request"),
+    # opentelemetry-instrumentation-botocore wraps this same method: found wrapped, we warn.
+    public_method=Target("botocore.client", "BaseClient._make_api_call"),
+)

@@ -1,0 +1,145 @@
+"""A local server speaking Amazon Bedrock's runtime wire format (JSON over REST), for driving
+the real ``boto3`` client in tests.
+
+Paths: ``POST /model/{modelId}/converse`` and ``POST /model/{modelId}/invoke`` (the model id
+URL-encoded, as botocore sends it; ARNs included).
+
+Everything billable is chosen per request by headers, which a test adds through botocore's
+``before-send`` event (`BedrockServer.client` wires it), so tests hand-work tokens and costs:
+
+* ``x-test-usage``: Converse: the ``usage`` JSON object to answer with, verbatim; ``none``
+  answers without one.
+* ``x-test-body``: InvokeModel: the response body JSON, verbatim (the model family's own
+  format, usage included or not).
+* ``x-test-token-headers``: InvokeModel: a JSON object of response headers to send
+  (``x-amzn-bedrock-input-token-count`` ...).
+* ``x-test-service-tier``: sent back as the tier that served the call (Converse's
+  ``serviceTier``, InvokeModel's ``x-amzn-bedrock-service-tier`` header).
+* ``x-test-status``: answer with this HTTP error status and a Bedrock error body.
+
+Every request is recorded (`Seen`).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote
+
+REPLY = "Hello from the local Bedrock server."
+DEFAULT_USAGE: dict[str, Any] = {"inputTokens": 10, "outputTokens": 5, "totalTokens": 15}
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request the server received."""
+
+    path: str
+    model: str
+    body: Any
+    headers: dict[str, str]
+
+
+class BedrockServer:
+    def __init__(self) -> None:
+        self.seen: list[Seen] = []
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> BedrockServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+def _converse(headers: Any) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "output": {"message": {"role": "assistant", "content": [{"text": REPLY}]}},
+        "stopReason": "end_turn",
+        "metrics": {"latencyMs": 12},
+    }
+    raw = headers.get("x-test-usage")
+    if raw is None:
+        response["usage"] = dict(DEFAULT_USAGE)
+    elif raw.strip() != "none":
+        response["usage"] = json.loads(raw)
+    tier = headers.get("x-test-service-tier")
+    if tier:
+        response["serviceTier"] = {"type": tier}
+    return response
+
+
+def _handler(server: BedrockServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet
+            return
+
+        def _send(self, status: int, data: bytes, headers: dict[str, str]) -> None:
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("content-length", str(len(data)))
+            self.send_header("x-amzn-requestid", "req-bedrock-1")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            raw = self.rfile.read(length)
+            parts = self.path.split("?", 1)[0].split("/")
+            # /model/{modelId}/{action}
+            if len(parts) != 4 or parts[1] != "model":
+                self._send(404, b'{"message": "not found"}', {"content-type": "application/json"})
+                return
+            model, action = unquote(parts[2]), parts[3]
+            try:
+                body: Any = json.loads(raw) if raw else None
+            except ValueError:
+                body = raw
+            server.seen.append(Seen(self.path, model, body, dict(self.headers.items())))
+            status = self.headers.get("x-test-status")
+            if status:
+                self._send(
+                    int(status),
+                    b'{"message": "test error"}',
+                    {
+                        "content-type": "application/json",
+                        "x-amzn-errortype": "ThrottlingException",
+                    },
+                )
+                return
+            tier = self.headers.get("x-test-service-tier")
+            if action == "converse":
+                data = json.dumps(_converse(self.headers)).encode()
+                self._send(200, data, {"content-type": "application/json"})
+            elif action == "invoke":
+                headers = {"content-type": "application/json"}
+                headers.update(json.loads(self.headers.get("x-test-token-headers") or "{}"))
+                if tier:
+                    headers["x-amzn-bedrock-service-tier"] = tier
+                data = (self.headers.get("x-test-body") or "{}").encode()
+                self._send(200, data, headers)
+            else:
+                self._send(
+                    404, b'{"message": "unknown action"}', {"content-type": "application/json"}
+                )
+
+    return Handler
