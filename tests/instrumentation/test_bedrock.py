@@ -388,13 +388,21 @@ def test_other_aws_clients_and_operations_are_not_metered(h: Harness) -> None:
 
 
 # --- invoke_model --------------------------------------------------------------------------
-def invoke(h: Harness, model: str, body: Any, token_headers: dict[str, str] | None = None) -> Any:
+ANTHROPIC_REQUEST = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 64}
+
+
+def invoke(
+    h: Harness,
+    model: str,
+    body: Any,
+    token_headers: dict[str, str] | None = None,
+    request: Any = None,
+) -> Any:
     h.headers["x-test-body"] = json.dumps(body)
     if token_headers is not None:
         h.headers["x-test-token-headers"] = json.dumps(token_headers)
     return h.client().invoke_model(
-        modelId=model,
-        body=json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 64}),
+        modelId=model, body=json.dumps(request if request is not None else ANTHROPIC_REQUEST)
     )
 
 
@@ -465,3 +473,71 @@ def test_invoke_model_without_any_usage_is_not_made_up(h: Harness) -> None:
     attrs = attrs_of(h.span())
     assert sc.GEN_AI_USAGE_INPUT_TOKENS not in attrs
     assert not h.bucket_tokens()
+
+
+NOVA_BODY = {
+    "output": {"message": {"role": "assistant", "content": [{"text": REPLY}]}},
+    "stopReason": "end_turn",
+    # inputTokens is the uncached input, as in Converse.
+    "usage": {
+        "inputTokens": 100,
+        "outputTokens": 50,
+        "cacheReadInputTokenCount": 1000,
+        "totalTokens": 1150,
+    },
+}
+
+
+def test_invoke_model_amazon_nova_body(h: Harness) -> None:
+    request = {
+        "messages": [{"role": "user", "content": [{"text": "hi"}]}],
+        "inferenceConfig": {"max_new_tokens": 64, "temperature": 0.2},
+    }
+    response = invoke(h, "us." + NOVA_PRO, NOVA_BODY, request=request)
+
+    assert json.loads(response["body"].read()) == NOVA_BODY
+    usage = TokenUsage(input=100, cache_read=1000, output=50)
+    rin, rread, rout = NOVA_PRO_RATES
+    cost = (100 * rin + 1000 * rread + 50 * rout) / MTOK  # 80 + 200 + 160 micro-dollars
+    assert cost == Decimal("0.00044")
+    attrs = attrs_of(h.span())
+    assert attrs[sc.GEN_AI_RESPONSE_MODEL] == NOVA_PRO
+    assert attrs[sc.GEN_AI_REQUEST_MAX_TOKENS] == 64
+    assert attrs[sc.GEN_AI_REQUEST_TEMPERATURE] == 0.2
+    assert tuple(attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS]) == ("end_turn",)
+    assert_span_usage(h.span(), usage, cost)
+    assert_metered(h, usage, cost)
+
+
+def test_invoke_model_nova_cache_write_without_a_rate_is_unpriced(h: Harness) -> None:
+    """The catalog has no Nova cache-write rate: the call is unpriced, its tokens counted,
+    never priced as if the writes were free or plain input."""
+    body = {**NOVA_BODY, "usage": {**NOVA_BODY["usage"], "cacheWriteInputTokenCount": 400}}
+    invoke(h, NOVA_PRO, body, request={"messages": []})
+
+    attrs = attrs_of(h.span())
+    assert attrs[sc.BILLING_PRICING_STATUS] == sc.STATUS_UNPRICED
+    assert sc.BILLING_COST_DECIMAL not in attrs
+    usage = TokenUsage(input=100, cache_read=1000, cache_write_5m=400, output=50)
+    assert_span_usage(h.span(), usage, None)
+    assert h.bucket_tokens() == dict(usage.buckets())
+
+
+def test_invoke_model_meta_llama_body(h: Harness) -> None:
+    body = {
+        "generation": REPLY,
+        "prompt_token_count": 100,
+        "generation_token_count": 50,
+        "stop_reason": "stop",
+    }
+    response = invoke(h, LLAMA, body, request={"prompt": "hi", "max_gen_len": 128})
+
+    assert json.loads(response["body"].read()) == body
+    usage = TokenUsage(input=100, output=50)
+    cost = 150 * LLAMA_RATE / MTOK  # 72 + 36 micro-dollars
+    assert cost == Decimal("0.000108")
+    attrs = attrs_of(h.span())
+    assert attrs[sc.GEN_AI_REQUEST_MAX_TOKENS] == 128
+    assert tuple(attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS]) == ("stop",)
+    assert_span_usage(h.span(), usage, cost)
+    assert_metered(h, usage, cost)
