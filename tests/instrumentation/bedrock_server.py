@@ -16,6 +16,7 @@ Everything billable is chosen per request by headers, which a test adds through 
 * ``x-test-service-tier``: sent back as the tier that served the call (Converse's
   ``serviceTier``, InvokeModel's ``x-amzn-bedrock-service-tier`` header).
 * ``x-test-status``: answer with this HTTP error status and a Bedrock error body.
+* ``x-test-truncate``: InvokeModel: promise 100 bytes more than the body, then hang up.
 
 Every request is recorded (`Seen`).
 """
@@ -136,6 +137,16 @@ def _handler(server: BedrockServer) -> type[BaseHTTPRequestHandler]:
                 if tier:
                     headers["x-amzn-bedrock-service-tier"] = tier
                 data = (self.headers.get("x-test-body") or "{}").encode()
+                if self.headers.get("x-test-truncate"):  # promise more than is sent, then hang up
+                    headers["content-length"] = str(len(data) + 100)
+                    self.send_response(200)
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(data)
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
                 self._send(200, data, headers)
             else:
                 self._send(

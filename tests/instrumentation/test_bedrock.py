@@ -17,7 +17,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ResponseStreamingError
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -448,6 +448,19 @@ def test_invoke_model_body_streams_in_chunks(h: Harness) -> None:
     response = invoke(h, SONNET, ANTHROPIC_BODY)
     data = b"".join(response["body"].iter_chunks(chunk_size=7))
     assert json.loads(data) == ANTHROPIC_BODY
+
+
+def test_invoke_model_body_that_fails_to_read_fails_for_the_user(h: Harness) -> None:
+    """The connection drops mid-body: reading it for the usage fails, and the user's own
+    read() fails as it would have without us; the call ends without made-up usage."""
+    h.headers["x-test-truncate"] = "1"
+    response = invoke(h, SONNET, ANTHROPIC_BODY)
+
+    with pytest.raises(ResponseStreamingError):  # what botocore raises without us
+        response["body"].read()
+    attrs = attrs_of(h.span())
+    assert sc.GEN_AI_USAGE_INPUT_TOKENS not in attrs
+    assert not h.bucket_tokens()
 
 
 def test_invoke_model_headers_where_the_body_has_no_usage(h: Harness) -> None:

@@ -120,18 +120,17 @@ def _latency(value: Any) -> str | None:
     return value.lower() if isinstance(value, str) else None
 
 
-class _Unreadable(io.RawIOBase):
+class _Unreadable:
     """Stands in for a body whose reading failed: the user's read fails the same way."""
 
     def __init__(self, error: BaseException) -> None:
-        super().__init__()
         self._error = error
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
+    def read(self, *args: Any) -> bytes:
         raise self._error
+
+    def close(self) -> None:
+        return
 
 
 def _take_body(response: dict[str, Any]) -> bytes | None:
