@@ -1,8 +1,9 @@
 """A local server speaking Amazon Bedrock's runtime wire format (JSON over REST), for driving
 the real ``boto3`` client in tests.
 
-Paths: ``POST /model/{modelId}/converse`` and ``POST /model/{modelId}/invoke`` (the model id
-URL-encoded, as botocore sends it; ARNs included).
+Paths: ``POST /model/{modelId}/converse``, ``/invoke``, and the streams ``/converse-stream``
+and ``/invoke-with-response-stream`` in the binary AWS event-stream framing (`event_message`);
+the model id URL-encoded, as botocore sends it (ARNs included).
 
 Everything billable is chosen per request by headers, which a test adds through botocore's
 ``before-send`` event (`BedrockServer.client` wires it), so tests hand-work tokens and costs:
@@ -16,6 +17,8 @@ Everything billable is chosen per request by headers, which a test adds through 
 * ``x-test-service-tier``: sent back as the tier that served the call (Converse's
   ``serviceTier``, InvokeModel's ``x-amzn-bedrock-service-tier`` header).
 * ``x-test-status``: answer with this HTTP error status and a Bedrock error body.
+* ``x-test-chunks``: InvokeModelWithResponseStream: a JSON list of the model's stream events,
+  one ``chunk`` each.
 * ``x-test-truncate``: InvokeModel: promise 100 bytes more than the body, then hang up.
 
 Every request is recorded (`Seen`).
@@ -23,7 +26,10 @@ Every request is recorded (`Seen`).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import struct
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -83,6 +89,52 @@ def _converse(headers: Any) -> dict[str, Any]:
     if tier:
         response["serviceTier"] = {"type": tier}
     return response
+
+
+def event_message(event_type: str, payload: Any) -> bytes:
+    """One message of the binary AWS event-stream framing: a prelude (total and headers
+    lengths, their CRC32), string headers, the JSON payload, and the message's CRC32."""
+    headers = b""
+    for name, value in (
+        (":event-type", event_type),
+        (":content-type", "application/json"),
+        (":message-type", "event"),
+    ):
+        encoded = value.encode()
+        headers += bytes([len(name)]) + name.encode() + b"\x07"
+        headers += struct.pack(">H", len(encoded)) + encoded
+    body = json.dumps(payload).encode()
+    prelude = struct.pack(">II", 12 + len(headers) + len(body) + 4, len(headers))
+    message = prelude + struct.pack(">I", binascii.crc32(prelude)) + headers + body
+    return message + struct.pack(">I", binascii.crc32(message))
+
+
+def _converse_events(headers: Any) -> list[bytes]:
+    """ConverseStream: the reply in deltas; the usage in the last, ``metadata``, event."""
+    usage = json.loads(headers.get("x-test-usage") or json.dumps(DEFAULT_USAGE))
+    words = REPLY.split(" ")
+    events = [event_message("messageStart", {"role": "assistant"})]
+    events += [
+        event_message(
+            "contentBlockDelta",
+            {"contentBlockIndex": 0, "delta": {"text": w + (" " if i < len(words) - 1 else "")}},
+        )
+        for i, w in enumerate(words)
+    ]
+    events.append(event_message("contentBlockStop", {"contentBlockIndex": 0}))
+    events.append(event_message("messageStop", {"stopReason": "end_turn"}))
+    events.append(event_message("metadata", {"usage": usage, "metrics": {"latencyMs": 12}}))
+    return events
+
+
+def _invoke_events(headers: Any) -> list[bytes]:
+    """InvokeModelWithResponseStream: each ``chunk`` carries one of the model's own stream
+    events (base64 JSON); the last adds Bedrock's ``amazon-bedrock-invocationMetrics``."""
+    chunks = json.loads(headers.get("x-test-chunks") or "[]")
+    return [
+        event_message("chunk", {"bytes": base64.b64encode(json.dumps(c).encode()).decode()})
+        for c in chunks
+    ]
 
 
 def _handler(server: BedrockServer) -> type[BaseHTTPRequestHandler]:
@@ -148,6 +200,15 @@ def _handler(server: BedrockServer) -> type[BaseHTTPRequestHandler]:
                     self.close_connection = True
                     return
                 self._send(200, data, headers)
+            elif action in ("converse-stream", "invoke-with-response-stream"):
+                events = (
+                    _converse_events(self.headers)
+                    if action == "converse-stream"
+                    else _invoke_events(self.headers)
+                )
+                self._send(
+                    200, b"".join(events), {"content-type": "application/vnd.amazon.eventstream"}
+                )
             else:
                 self._send(
                     404, b'{"message": "unknown action"}', {"content-type": "application/json"}

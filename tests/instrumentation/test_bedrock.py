@@ -554,3 +554,66 @@ def test_invoke_model_meta_llama_body(h: Harness) -> None:
     assert tuple(attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS]) == ("stop",)
     assert_span_usage(h.span(), usage, cost)
     assert_metered(h, usage, cost)
+
+
+# --- streams: not metered yet (docs/bedrock.md) ---------------------------------------------
+def test_converse_stream_passes_through_untouched_and_unmetered(h: Harness) -> None:
+    h.headers["x-test-usage"] = json.dumps(FULL_USAGE)
+    response = h.client().converse_stream(
+        modelId=SONNET, messages=[{"role": "user", "content": [{"text": "hi"}]}]
+    )
+    events = list(response["stream"])
+
+    text = "".join(
+        e["contentBlockDelta"]["delta"]["text"] for e in events if "contentBlockDelta" in e
+    )
+    assert text == REPLY
+    assert events[-1]["metadata"]["usage"] == FULL_USAGE
+    assert h.spans() == []
+
+
+def test_invoke_model_with_response_stream_passes_through_untouched(h: Harness) -> None:
+    chunks = [
+        {"type": "message_start", "message": {"usage": {"input_tokens": 100, "output_tokens": 1}}},
+        {"type": "message_delta", "usage": {"output_tokens": 50}},
+        {
+            "type": "message_stop",
+            "amazon-bedrock-invocationMetrics": {"inputTokenCount": 100, "outputTokenCount": 50},
+        },
+    ]
+    h.headers["x-test-chunks"] = json.dumps(chunks)
+    response = h.client().invoke_model_with_response_stream(
+        modelId=SONNET, body=json.dumps(ANTHROPIC_REQUEST)
+    )
+
+    assert [json.loads(e["chunk"]["bytes"]) for e in response["body"]] == chunks
+    assert h.spans() == []
+
+
+def test_event_stream_can_be_watched_in_place_through_its_event_generator(
+    bedrock_server: BedrockServer,
+) -> None:
+    """What the core's stream watcher would need (docs/bedrock.md): botocore's EventStream
+    iterates its private ``_event_generator`` (raw messages, before parsing), so swapping it
+    keeps the user's object and parsed events while a watcher sees the ``metadata`` event's
+    usage. This pins the botocore internals the change would rely on."""
+    h = Harness(bedrock_server, None)
+    h.headers["x-test-usage"] = json.dumps(FULL_USAGE)
+    response = h.client().converse_stream(
+        modelId=SONNET, messages=[{"role": "user", "content": [{"text": "hi"}]}]
+    )
+    stream = response["stream"]
+    seen: list[Any] = []
+
+    def watch(inner: Iterator[Any]) -> Iterator[Any]:
+        for message in inner:
+            seen.append(message)
+            yield message
+
+    stream._event_generator = watch(stream._event_generator)
+    events = list(stream)
+
+    assert "metadata" in events[-1]
+    kinds = [m.headers[":event-type"] for m in seen]
+    assert kinds[0] == "messageStart" and kinds[-1] == "metadata"
+    assert json.loads(seen[-1].payload)["usage"] == FULL_USAGE
