@@ -617,3 +617,56 @@ def test_event_stream_can_be_watched_in_place_through_its_event_generator(
     kinds = [m.headers[":event-type"] for m in seen]
     assert kinds[0] == "messageStart" and kinds[-1] == "metadata"
     assert json.loads(seen[-1].payload)["usage"] == FULL_USAGE
+
+
+# --- with OpenTelemetry's botocore instrumentation -----------------------------------------
+@pytest.mark.parametrize("theirs_first", [True, False])
+def test_otel_botocore_instrumentation_is_detected(
+    bedrock_server: BedrockServer,
+    telemetry: Any,
+    caplog: pytest.LogCaptureFixture,
+    theirs_first: bool,
+) -> None:
+    """opentelemetry-instrumentation-botocore wraps the same method and puts the usage on
+    its own span: found in either order, the log says so once (docs/bedrock.md). Our billing
+    points still count the call once."""
+    botocore_instrumentation = pytest.importorskip("opentelemetry.instrumentation.botocore")
+    from otel_tokens.instrumentation import bedrock
+
+    bedrock._warned.discard("otel-botocore")
+    theirs = botocore_instrumentation.BotocoreInstrumentor()
+    ours = BedrockInstrumentor()
+    steps = [
+        lambda: theirs.instrument(tracer_provider=telemetry.tracer_provider),
+        lambda: ours.instrument(
+            tracer_provider=telemetry.tracer_provider,
+            meter_provider=telemetry.meter_provider,
+            catalog=Catalog(),
+        ),
+    ]
+    for step in steps if theirs_first else steps[::-1]:
+        step()
+    try:
+        h = Harness(bedrock_server, telemetry)
+        with caplog.at_level(logging.WARNING, logger="otel_tokens"):
+            converse(h, SONNET, FULL_USAGE)
+            converse(h, SONNET, FULL_USAGE)
+    finally:
+        theirs.uninstrument()
+        ours.uninstrument()
+
+    warnings = [r for r in caplog.records if "opentelemetry-instrumentation-botocore" in r.message]
+    assert len(warnings) == 1
+    scopes = sorted(s.instrumentation_scope.name for s in telemetry.finished())
+    assert scopes.count("otel_tokens") == 2  # and two of theirs, with usage: the warning's why
+    assert h.bucket_tokens() == dict((FULL + FULL).buckets())
+
+
+def test_no_otel_botocore_no_warning(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    from otel_tokens.instrumentation import bedrock
+
+    bedrock._warned.discard("otel-botocore")
+    with caplog.at_level(logging.WARNING, logger="otel_tokens"):
+        converse(h, SONNET, FULL_USAGE)
+    assert not [r for r in caplog.records if "botocore" in r.message]
+    assert not bedrock.otel_botocore_meters_bedrock()

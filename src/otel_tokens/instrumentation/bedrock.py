@@ -18,6 +18,8 @@ exactly what the service sent (docs/bedrock.md).
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import io
 import json
 import logging
@@ -191,6 +193,34 @@ def _json_body(raw: Any) -> Any:
     return None  # a file object: reading it is the client's
 
 
+_OTEL_BOTOCORE = "opentelemetry.instrumentation.botocore"
+
+
+def otel_botocore_meters_bedrock() -> bool:
+    """Is OpenTelemetry's botocore instrumentation wrapping ``_make_api_call`` now, with its
+    Bedrock extension (which puts ``gen_ai.usage.*`` on its own span per call)? Walks the
+    wrappers around the method, in whichever order the instrumentations were applied."""
+    try:
+        from botocore.client import BaseClient  # type: ignore[import-untyped]
+
+        wrapper = inspect.getattr_static(BaseClient, "_make_api_call", None)
+        for _ in range(16):  # a chain of wrappers, never a cycle; bounded all the same
+            handler = getattr(wrapper, "_self_wrapper", None)
+            if handler is None:
+                return False
+            if str(getattr(handler, "__module__", "")).startswith(_OTEL_BOTOCORE):
+                # Its releases before the Bedrock extension put no usage on their spans.
+                extensions = importlib.import_module(_OTEL_BOTOCORE + ".extensions")
+                # Its older releases name the registry _KNOWN_EXTENSIONS.
+                known = getattr(extensions, "_BOTOCORE_EXTENSIONS", None)
+                known = known if known is not None else getattr(extensions, "_KNOWN_EXTENSIONS", {})
+                return "bedrock-runtime" in known
+            wrapper = getattr(wrapper, "__wrapped__", None)
+    except Exception:
+        return False
+    return False
+
+
 _warned: set[str] = set()
 
 
@@ -219,6 +249,14 @@ class BedrockAdapter:
             getattr(getattr(client, "meta", None), "service_model", None), "service_name", None
         )
         facts = _server_of(client) if service == _SERVICE else None
+        if facts is not None and otel_botocore_meters_bedrock():
+            _warn_once(
+                "otel-botocore",
+                "otel-tokens: opentelemetry-instrumentation-botocore also instruments Bedrock: "
+                "its spans and gen_ai.client.token.usage carry each call's usage too, and "
+                "backends would count tokens twice. Disable one (e.g. "
+                "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=botocore); see docs/bedrock.md",
+            )
         self._clients.remember(client, facts)
         return facts
 
