@@ -56,7 +56,11 @@ GEMINI = Description(
 
 BEDROCK = Description(
     name="botocore",
-    requirement="botocore >= 1.34.116",  # the first release with Converse
+    # Older releases parse Converse's usage without the fields their service model lacks:
+    # cache reads and writes (before 1.38), the 5m/1h split of the writes, cacheDetails
+    # (before 1.42.31). Metered there, cache tokens would be lost or 1h writes priced at
+    # the 5m rate, silently: they are not instrumented (docs/bedrock.md).
+    requirement="botocore >= 1.42.31",
     module="botocore.client",
     adapter="otel_tokens.instrumentation.bedrock:BedrockAdapter",
     # A stream is a botocore EventStream inside the response dict, which the stream watcher
