@@ -19,6 +19,7 @@ Everything billable is chosen per request by headers, which a test adds through 
 * ``x-test-status``: answer with this HTTP error status and a Bedrock error body.
 * ``x-test-chunks``: InvokeModelWithResponseStream: a JSON list of the model's stream events,
   one ``chunk`` each.
+* ``x-test-content-type``: InvokeModel: the response's content type (default JSON).
 * ``x-test-truncate``: InvokeModel: promise 100 bytes more than the body, then hang up.
 
 Every request is recorded (`Seen`).
@@ -184,7 +185,9 @@ def _handler(server: BedrockServer) -> type[BaseHTTPRequestHandler]:
                 data = json.dumps(_converse(self.headers)).encode()
                 self._send(200, data, {"content-type": "application/json"})
             elif action == "invoke":
-                headers = {"content-type": "application/json"}
+                headers = {
+                    "content-type": self.headers.get("x-test-content-type", "application/json")
+                }
                 headers.update(json.loads(self.headers.get("x-test-token-headers") or "{}"))
                 if tier:
                     headers["x-amzn-bedrock-service-tier"] = tier

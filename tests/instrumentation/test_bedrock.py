@@ -481,6 +481,24 @@ def test_invoke_model_headers_where_the_body_has_no_usage(h: Harness) -> None:
     assert_metered(h, usage, cost)
 
 
+@pytest.mark.parametrize("content_type", ["image/png", "application/json"])
+def test_invoke_model_body_that_is_not_json_keeps_its_bytes_and_the_headers_count(
+    h: Harness, content_type: str
+) -> None:
+    """A body that is not JSON (an image model's, or a broken one): the user gets its bytes,
+    and the usage comes from the headers."""
+    h.headers["x-test-content-type"] = content_type
+    h.headers["x-test-body"] = "PNG bytes, not json"
+    h.headers["x-test-token-headers"] = json.dumps(
+        {"x-amzn-bedrock-input-token-count": "100", "x-amzn-bedrock-output-token-count": "50"}
+    )
+    response = h.client().invoke_model(modelId=MISTRAL, body=json.dumps({"prompt": "hi"}))
+
+    assert response["body"].read() == b"PNG bytes, not json"
+    usage = TokenUsage(input=100, output=50)
+    assert_span_usage(h.span(), usage, (100 * MISTRAL_RATES[0] + 50 * MISTRAL_RATES[1]) / MTOK)
+
+
 def test_invoke_model_without_any_usage_is_not_made_up(h: Harness) -> None:
     invoke(h, MISTRAL, {"outputs": []})
     attrs = attrs_of(h.span())

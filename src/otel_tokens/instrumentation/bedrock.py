@@ -151,6 +151,18 @@ def _take_body(response: dict[str, Any]) -> bytes | None:
     return data
 
 
+def _json_response(response: dict[str, Any]) -> Any:
+    """InvokeModel's body, decoded, if it is JSON (the only bodies with usage); any other
+    body (an image, audio) is left unread: its usage is in the headers."""
+    if "json" not in str(response.get("contentType") or ""):
+        return None
+    data = _take_body(response)
+    try:
+        return json.loads(data) if data else None
+    except ValueError:  # not what it says it is: the headers still have the counts
+        return None
+
+
 def _invoke_usage(body: Any, headers: Mapping[str, Any]) -> TokenUsage | None:
     """An InvokeModel body's usage in its family's own format, else the headers' counts."""
     if isinstance(body, dict):
@@ -351,9 +363,7 @@ class BedrockAdapter:
             )
             response_id = None
         else:
-            data = _take_body(response)
-            content_type = str(response.get("contentType") or "")
-            body = json.loads(data) if data and "json" in content_type else None
+            body = _json_response(response)
             usage = _invoke_usage(body, headers)
             reasons = _invoke_finish(body)
             text = ""
