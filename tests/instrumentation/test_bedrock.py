@@ -360,6 +360,17 @@ def test_converse_flex_tier_without_a_price_is_not_priced_at_standard(h: Harness
     assert h.bucket_tokens() == dict(FULL.buckets())
 
 
+def test_converse_reserved_tier_is_unpriced(h: Harness) -> None:
+    """Reserved capacity is paid for as capacity, not at the on-demand per-token rates;
+    asked for, whether or not the response names the tier."""
+    converse(h, SONNET, FULL_USAGE, serviceTier={"type": "reserved"})
+
+    attrs = attrs_of(h.span())
+    assert attrs[sc.BILLING_PRICING_STATUS] == sc.STATUS_UNPRICED
+    assert attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] == FULL.input_total
+    assert sc.BILLING_COST_DECIMAL not in attrs
+
+
 def test_converse_latency_optimized_is_unpriced(h: Harness) -> None:
     converse(h, SONNET, FULL_USAGE, performanceConfig={"latency": "optimized"})
 

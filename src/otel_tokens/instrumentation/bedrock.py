@@ -293,6 +293,7 @@ class BedrockAdapter:
             body = {
                 "body": _json_body(params.get("body")),
                 "performanceConfigLatency": params.get("performanceConfigLatency"),
+                "serviceTier": params.get("serviceTier"),
             }
             tier = _tier(params.get("serviceTier"))
             name = "embeddings" if model and "embed" in model else "chat"
@@ -357,7 +358,8 @@ class BedrockAdapter:
             stop = response.get("stopReason")
             reasons: tuple[str, ...] = (str(stop),) if stop else ()
             text = _converse_text(response) if request.capture_content else ""
-            tier = _tier(response.get("serviceTier"))
+            # The tier that served the call, else the one asked for.
+            tier = _tier(response.get("serviceTier")) or _tier(request.body.get("serviceTier"))
             latency = _latency(response.get("performanceConfig")) or _latency(
                 request.body.get("performanceConfig")
             )
@@ -367,7 +369,8 @@ class BedrockAdapter:
             usage = _invoke_usage(body, headers)
             reasons = _invoke_finish(body)
             text = ""
-            tier = _tier(response.get("serviceTier"))
+            # The tier that served the call, else the one asked for.
+            tier = _tier(response.get("serviceTier")) or _tier(request.body.get("serviceTier"))
             latency = _latency(response.get("performanceConfigLatency")) or _latency(
                 request.body.get("performanceConfigLatency")
             )
