@@ -287,7 +287,6 @@ class BedrockAdapter:
         model = model_id if isinstance(model_id, str) and model_id else None
         if operation == "Converse":
             body = {k: (list(v) if type(v) is list else v) for k, v in params.items()}
-            tier = _tier(params.get("serviceTier"))
             name = "chat"
         else:
             body = {
@@ -295,7 +294,6 @@ class BedrockAdapter:
                 "performanceConfigLatency": params.get("performanceConfigLatency"),
                 "serviceTier": params.get("serviceTier"),
             }
-            tier = _tier(params.get("serviceTier"))
             name = "embeddings" if model and "embed" in model else "chat"
         attributes: dict[str, AttributeValue] | None = None
         if model:
@@ -309,7 +307,7 @@ class BedrockAdapter:
             endpoint=operation,
             server_address=server[0],
             server_port=server[1],
-            processing=_TIERS.get(tier or "default", "standard"),
+            processing=_TIERS.get(_tier(params.get("serviceTier")) or "default", "standard"),
             attributes=attributes,
             body=body,
             capture_content=self.capture,
