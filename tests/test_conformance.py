@@ -28,6 +28,12 @@ from otel_tokens.usage import (
     from_openai_chat,
     from_openai_responses,
 )
+from otel_tokens.usage.bedrock import (
+    from_bedrock_converse,
+    from_bedrock_headers,
+    from_bedrock_llama,
+    from_bedrock_nova,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS = ROOT / "semconv" / "conformance"
@@ -38,6 +44,10 @@ CONVERTERS: dict[str, Callable[..., TokenUsage]] = {
     "openai_responses": from_openai_responses,
     "anthropic": from_anthropic,
     "gemini": from_gemini,
+    "bedrock_converse": from_bedrock_converse,
+    "bedrock_nova": from_bedrock_nova,
+    "bedrock_llama": from_bedrock_llama,
+    "bedrock_headers": from_bedrock_headers,
 }
 
 # Upstream names the registry marks deprecated: with OTEL_SEMCONV_STABILITY_OPT_IN listing

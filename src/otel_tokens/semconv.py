@@ -67,6 +67,8 @@ BILLING_USAGE_SOURCE: Final = "gen_ai.billing.usage_source"
 BILLING_TOKEN_BUCKET: Final = "gen_ai.billing.token.bucket"
 BILLING_PROCESSING: Final = "gen_ai.billing.processing"
 BILLING_CONTEXT_TIER: Final = "gen_ai.billing.context_tier"
+# The scope of a cross-region inference profile (Amazon Bedrock: us, eu, apac, global).
+BILLING_INFERENCE_PROFILE: Final = "gen_ai.billing.inference_profile"
 BILLING_TENANT_ID: Final = "gen_ai.billing.tenant.id"
 BILLING_USER_ID: Final = "gen_ai.billing.user.id"
 BILLING_FEATURE: Final = "gen_ai.billing.feature"

@@ -10,11 +10,12 @@ when the call (or its stream) ends.
 
 from __future__ import annotations
 
-from ._descriptions import ANTHROPIC, GEMINI, OPENAI
+from ._descriptions import ANTHROPIC, BEDROCK, GEMINI, OPENAI
 from ._instrumentor import LibraryInstrumentor
 
 __all__ = [
     "AnthropicInstrumentor",
+    "BedrockInstrumentor",
     "GeminiInstrumentor",
     "LibraryInstrumentor",
     "OpenAIInstrumentor",
@@ -42,3 +43,11 @@ class GeminiInstrumentor(LibraryInstrumentor):
     are not metered yet (docs/gemini.md)."""
 
     description = GEMINI
+
+
+class BedrockInstrumentor(LibraryInstrumentor):
+    """Meters ``boto3``'s ``bedrock-runtime`` calls: ``converse`` and ``invoke_model``
+    (Anthropic, Amazon Nova, Meta Llama bodies; other models by Bedrock's token-count
+    headers). Streams are not metered yet (docs/bedrock.md)."""
+
+    description = BEDROCK

@@ -53,3 +53,24 @@ GEMINI = Description(
     async_stream_request=Target("google.genai._api_client", "BaseApiClient.async_request_streamed"),
     public_method=Target("google.genai.models", "Models.generate_content"),
 )
+
+BEDROCK = Description(
+    name="botocore",
+    # Older releases parse Converse's usage without the fields their service model lacks:
+    # cache reads and writes (before 1.38), the 5m/1h split of the writes, cacheDetails
+    # (before 1.42.31). Metered there, cache tokens would be lost or 1h writes priced at
+    # the 5m rate, silently: they are not instrumented (docs/bedrock.md).
+    requirement="botocore >= 1.42.31",
+    module="botocore.client",
+    adapter="otel_tokens.instrumentation.bedrock:BedrockAdapter",
+    # A stream is a botocore EventStream inside the response dict, which the stream watcher
+    # cannot reach: streams are not metered yet (docs/bedrock.md), so no stream class.
+    streams=(),
+    # Every call of every botocore client (S3, DynamoDB...): the adapter returns at once for
+    # any client that is not bedrock-runtime.
+    sync_request=Target("botocore.client", "BaseClient._make_api_call"),
+    # botocore has no async client; a Description must name one: a stand-in nothing calls.
+    async_request=Target("otel_tokens.instrumentation.bedrock", "no_async_request"),
+    # opentelemetry-instrumentation-botocore wraps this same method: found wrapped, we warn.
+    public_method=Target("botocore.client", "BaseClient._make_api_call"),
+)

@@ -1,0 +1,416 @@
+"""Amazon Bedrock: reads ``boto3``'s ``bedrock-runtime`` calls.
+
+Every AWS API call of a botocore client passes through ``BaseClient._make_api_call(
+operation_name, api_params)``, for every service: `read_request` answers ``None`` at once
+for any client that is not ``bedrock-runtime`` (one dict lookup per client object) and
+for every operation it does not meter.
+
+Covered: ``converse`` and ``invoke_model`` (Anthropic Messages, Amazon Nova and Meta Llama
+bodies; any other model by the ``x-amzn-bedrock-*-token-count`` headers). Streams
+(``converse_stream``, ``invoke_model_with_response_stream``) are not metered yet: their
+``stream`` is a botocore ``EventStream`` inside the response dict, which the core's stream
+watcher cannot reach (see docs/bedrock.md); the log says so once.
+
+InvokeModel's ``body`` is a ``StreamingBody`` that reading consumes: the adapter reads it
+whole and puts a new ``StreamingBody`` over the same bytes in its place, so the user reads
+exactly what the service sent (docs/bedrock.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import io
+import json
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from opentelemetry.util.types import AttributeValue
+
+from .. import semconv as sc
+from ..usage import TokenUsage, from_anthropic
+from ..usage._read import field
+from ..usage.bedrock import (
+    from_bedrock_converse,
+    from_bedrock_headers,
+    from_bedrock_llama,
+    from_bedrock_nova,
+)
+from ._adapter import Request, ResponseFacts, StreamState
+from ._common import PerClient, capture_content, output_attributes, request_attributes
+
+if TYPE_CHECKING:
+    from ..pricing import Processing
+
+_log = logging.getLogger("otel_tokens")
+
+BEDROCK = "aws.bedrock"
+_SERVICE = "bedrock-runtime"
+_METERED = frozenset(("Converse", "InvokeModel"))
+_STREAMS = frozenset(("ConverseStream", "InvokeModelWithResponseStream"))
+
+# The geographic scopes of cross-region inference profiles (``us.anthropic.claude-...``).
+# A geographic profile bills the model at the source region's on-demand price: priced as the
+# underlying model. ``global.`` profiles have their own (lower) prices, which genai-prices
+# lists under the ``global.`` ids: that prefix stays part of the priced id.
+_GEO_PREFIXES = frozenset(("us", "eu", "apac", "au", "jp", "ca", "in", "us-gov"))
+_GLOBAL = "global"
+# ARN resource types whose id is a model id (``foundation-model/anthropic.claude-...``) or
+# an inference profile id (``inference-profile/us.anthropic.claude-...``). The others
+# (application inference profiles, provisioned, custom and imported models, prompt routers)
+# do not name the model in the ARN: such calls are not priced.
+_MODEL_ARNS = frozenset(("foundation-model", "inference-profile"))
+
+# The service tiers Bedrock bills per token, as our processing tiers. ``reserved`` is paid
+# for as reserved capacity, not per token: see `_UNBILLED`.
+_TIERS: dict[str, Processing] = {
+    "default": "standard",
+    "priority": "priority",
+    "flex": "flex",
+}
+
+
+def split_model_id(model_id: str) -> tuple[str | None, str | None]:
+    """(the model id to price, the inference profile's scope) of a ``modelId``.
+
+    ``anthropic.claude-3-5-haiku-20241022-v1:0`` → (itself, None);
+    ``us.anthropic.claude-...`` → (``anthropic.claude-...``, ``us``);
+    ``global.anthropic.claude-...`` → (itself, ``global``); a foundation-model or
+    inference-profile ARN → as its resource id; any other ARN → (None, None).
+    """
+    resource = model_id
+    if model_id.startswith("arn:"):
+        # arn:<partition>:bedrock:<region>:<account>:<resource type>/<id>
+        parts = model_id.split(":", 5)
+        kind, _, resource = parts[5].partition("/") if len(parts) == 6 else ("", "", "")
+        if kind not in _MODEL_ARNS or not resource:
+            return None, None
+    scope, dot, rest = resource.partition(".")
+    if dot and "." in rest:  # <scope>.<vendor>.<model>: a cross-region inference profile
+        if scope in _GEO_PREFIXES:
+            return rest, scope
+        if scope == _GLOBAL:
+            return resource, scope
+    return resource, None
+
+
+def _server_of(client: Any) -> tuple[str | None, int | None]:
+    url = getattr(getattr(client, "meta", None), "endpoint_url", None)
+    if not isinstance(url, str):
+        return None, None
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return parts.hostname, port
+
+
+def _tier(value: Any) -> str | None:
+    """A service tier as given: Converse's ``{"type": "flex"}`` or InvokeModel's string."""
+    if isinstance(value, Mapping):
+        value = value.get("type")
+    return value.lower() if isinstance(value, str) else None
+
+
+def _latency(value: Any) -> str | None:
+    """Converse's ``{"latency": "optimized"}`` or InvokeModel's header string."""
+    if isinstance(value, Mapping):
+        value = value.get("latency")
+    return value.lower() if isinstance(value, str) else None
+
+
+class _Unreadable:
+    """Stands in for a body whose reading failed: the user's read fails the same way."""
+
+    def __init__(self, error: BaseException) -> None:
+        self._error = error
+
+    def read(self, *args: Any) -> bytes:
+        raise self._error
+
+    def close(self) -> None:
+        return
+
+
+def _take_body(response: dict[str, Any]) -> bytes | None:
+    """Read InvokeModel's ``StreamingBody`` and give the user a new one over the same bytes."""
+    body = response.get("body")
+    if body is None or not hasattr(body, "read"):
+        return None
+    from botocore.response import StreamingBody  # type: ignore[import-untyped]
+
+    try:
+        data: bytes = body.read()
+    except Exception as exc:
+        response["body"] = StreamingBody(_Unreadable(exc), None)
+        raise
+    response["body"] = StreamingBody(io.BytesIO(data), len(data))
+    return data
+
+
+def _json_response(response: dict[str, Any]) -> Any:
+    """InvokeModel's body, decoded, if it is JSON (the only bodies with usage); any other
+    body (an image, audio) is left unread: its usage is in the headers."""
+    if "json" not in str(response.get("contentType") or ""):
+        return None
+    data = _take_body(response)
+    try:
+        return json.loads(data) if data else None
+    except ValueError:  # not what it says it is: the headers still have the counts
+        return None
+
+
+def _invoke_usage(body: Any, headers: Mapping[str, Any]) -> TokenUsage | None:
+    """An InvokeModel body's usage in its family's own format, else the headers' counts."""
+    if isinstance(body, dict):
+        usage = body.get("usage")
+        if isinstance(usage, dict):
+            if "input_tokens" in usage or "output_tokens" in usage:  # Anthropic Messages
+                return from_anthropic(usage)
+            if "inputTokens" in usage or "outputTokens" in usage:  # Amazon Nova
+                return from_bedrock_nova(usage)
+        if "prompt_token_count" in body or "generation_token_count" in body:  # Meta Llama
+            return from_bedrock_llama(body)
+    return from_bedrock_headers(headers)
+
+
+def _invoke_finish(body: Any) -> tuple[str, ...]:
+    if not isinstance(body, dict):
+        return ()
+    reason = body.get("stop_reason") or body.get("stopReason")
+    return (str(reason),) if reason else ()
+
+
+def _converse_text(response: Any) -> str:
+    parts = []
+    for block in field(response, "output", "message", "content") or ():
+        text = field(block, "text")
+        if isinstance(text, str):
+            parts.append(text)
+    return "".join(parts)
+
+
+def _json_body(raw: Any) -> Any:
+    """InvokeModel's request body (bytes, str or a dict boto3 has not serialised)."""
+    if isinstance(raw, Mapping):
+        return raw
+    if isinstance(raw, bytes | bytearray | str) and len(raw) <= 1 << 20:
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return None
+    return None  # a file object: reading it is the client's
+
+
+_OTEL_BOTOCORE = "opentelemetry.instrumentation.botocore"
+
+
+def otel_botocore_meters_bedrock() -> bool:
+    """Is OpenTelemetry's botocore instrumentation wrapping ``_make_api_call`` now, with its
+    Bedrock extension (which puts ``gen_ai.usage.*`` on its own span per call)? Walks the
+    wrappers around the method, in whichever order the instrumentations were applied."""
+    try:
+        from botocore.client import BaseClient  # type: ignore[import-untyped]
+
+        wrapper = inspect.getattr_static(BaseClient, "_make_api_call", None)
+        for _ in range(16):  # a chain of wrappers, never a cycle; bounded all the same
+            handler = getattr(wrapper, "_self_wrapper", None)
+            if handler is None:
+                return False
+            if str(getattr(handler, "__module__", "")).startswith(_OTEL_BOTOCORE):
+                # Its releases before the Bedrock extension put no usage on their spans.
+                extensions = importlib.import_module(_OTEL_BOTOCORE + ".extensions")
+                # Its older releases name the registry _KNOWN_EXTENSIONS.
+                known = getattr(extensions, "_BOTOCORE_EXTENSIONS", None)
+                known = known if known is not None else getattr(extensions, "_KNOWN_EXTENSIONS", {})
+                return "bedrock-runtime" in known
+            wrapper = getattr(wrapper, "__wrapped__", None)
+    except Exception:
+        return False
+    return False
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(kind: str, message: str) -> None:
+    if kind not in _warned:
+        _warned.add(kind)
+        _log.warning(message)
+
+
+class BedrockAdapter:
+    def __init__(self, *, library_span: bool = False) -> None:
+        self.capture = capture_content()  # read once, when instrumenting
+        self._clients = PerClient()
+        _log.warning(
+            "otel-tokens: Bedrock streams (converse_stream, invoke_model_with_response_stream) "
+            "are not metered yet; see docs/bedrock.md"
+        )
+
+    def _client_facts(self, client: Any) -> tuple[str | None, int | None] | None:
+        """(host, port) of a bedrock-runtime client; None for any other AWS client."""
+        key = id(client)
+        if key in self._clients:
+            facts: tuple[str | None, int | None] | None = self._clients[key]
+            return facts
+        service = getattr(
+            getattr(getattr(client, "meta", None), "service_model", None), "service_name", None
+        )
+        facts = _server_of(client) if service == _SERVICE else None
+        if facts is not None and otel_botocore_meters_bedrock():
+            _warn_once(
+                "otel-botocore",
+                "otel-tokens: opentelemetry-instrumentation-botocore also instruments Bedrock: "
+                "its spans and gen_ai.client.token.usage carry each call's usage too, and "
+                "backends would count tokens twice. Disable one (e.g. "
+                "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=botocore); see docs/bedrock.md",
+            )
+        self._clients.remember(client, facts)
+        return facts
+
+    def read_request(self, client: Any, args: tuple[Any, ...], kwargs: Any) -> Request | None:
+        # ``BaseClient._make_api_call(operation_name, api_params)``
+        operation = args[0] if args else kwargs.get("operation_name")
+        if operation not in _METERED:
+            return None
+        server = self._client_facts(client)
+        if server is None:
+            return None
+        params = args[1] if len(args) > 1 else kwargs.get("api_params")
+        if not isinstance(params, Mapping):
+            return None
+        model_id = params.get("modelId")
+        model = model_id if isinstance(model_id, str) and model_id else None
+        if operation == "Converse":
+            body = {k: (list(v) if type(v) is list else v) for k, v in params.items()}
+            name = "chat"
+        else:
+            body = {
+                "body": _json_body(params.get("body")),
+                "performanceConfigLatency": params.get("performanceConfigLatency"),
+                "serviceTier": params.get("serviceTier"),
+            }
+            name = "embeddings" if model and "embed" in model else "chat"
+        attributes: dict[str, AttributeValue] | None = None
+        if model:
+            _, scope = split_model_id(model)
+            if scope:
+                attributes = {sc.BILLING_INFERENCE_PROFILE: scope}
+        return Request(
+            operation=name,
+            provider=BEDROCK,
+            model=model,
+            endpoint=operation,
+            server_address=server[0],
+            server_port=server[1],
+            processing=_TIERS.get(_tier(params.get("serviceTier")) or "default", "standard"),
+            attributes=attributes,
+            body=body,
+            capture_content=self.capture,
+        )
+
+    def _inference(self, request: Request) -> Mapping[str, Any]:
+        """The request's generation options, whichever family's names they have."""
+        if request.endpoint == "Converse":
+            config = request.body.get("inferenceConfig")
+            return config if isinstance(config, Mapping) else {}
+        body = request.body.get("body")
+        if not isinstance(body, Mapping):
+            return {}
+        nova = body.get("inferenceConfig")  # Amazon Nova: inferenceConfig.max_new_tokens
+        return nova if isinstance(nova, Mapping) else body
+
+    def request_attributes(self, request: Request) -> dict[str, AttributeValue]:
+        options = self._inference(request)
+        attrs = request_attributes(options)  # max_tokens (Anthropic), temperature, top_p
+        for key in ("maxTokens", "max_new_tokens", "max_gen_len"):
+            value = options.get(key)
+            if type(value) is int:
+                attrs[sc.GEN_AI_REQUEST_MAX_TOKENS] = value
+        value = options.get("topP")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            attrs[sc.GEN_AI_REQUEST_TOP_P] = float(value)
+        return attrs
+
+    def max_output_tokens(self, request: Request) -> int | None:
+        if request.operation == "embeddings":
+            return 0
+        value = self.request_attributes(request).get(sc.GEN_AI_REQUEST_MAX_TOKENS)
+        return value if type(value) is int else None
+
+    def estimate_input(self, request: Request) -> int:
+        return 0  # not counted locally: Bedrock models' tokenizers are not shipped
+
+    def read_response(self, request: Request, response: Any) -> ResponseFacts:
+        if not isinstance(response, dict):
+            return ResponseFacts()
+        served, _ = split_model_id(request.model) if request.model else (None, None)
+        headers = field(response, "ResponseMetadata", "HTTPHeaders") or {}
+        if request.endpoint == "Converse":
+            raw = response.get("usage")
+            usage = from_bedrock_converse(raw) if raw is not None else None
+            stop = response.get("stopReason")
+            reasons: tuple[str, ...] = (str(stop),) if stop else ()
+            text = _converse_text(response) if request.capture_content else ""
+            # The tier that served the call, else the one asked for.
+            tier = _tier(response.get("serviceTier")) or _tier(request.body.get("serviceTier"))
+            latency = _latency(response.get("performanceConfig")) or _latency(
+                request.body.get("performanceConfig")
+            )
+            response_id = None
+        else:
+            body = _json_response(response)
+            usage = _invoke_usage(body, headers)
+            reasons = _invoke_finish(body)
+            text = ""
+            # The tier that served the call, else the one asked for.
+            tier = _tier(response.get("serviceTier")) or _tier(request.body.get("serviceTier"))
+            latency = _latency(response.get("performanceConfigLatency")) or _latency(
+                request.body.get("performanceConfigLatency")
+            )
+            found = body.get("id") if isinstance(body, dict) else None
+            response_id = found if isinstance(found, str) else None
+        unbilled = (
+            "reserved" if tier == "reserved" else "optimized" if latency == "optimized" else None
+        )
+        if unbilled is not None and usage is not None:
+            return self._unbilled(served, usage, unbilled)
+        return ResponseFacts(
+            usage=usage,
+            model=served,
+            response_id=response_id,
+            finish_reasons=reasons,
+            processing=_TIERS.get(tier) if tier else None,
+            attributes=output_attributes(request, text) if text else None,
+        )
+
+    def _unbilled(self, served: str | None, usage: TokenUsage, why: str) -> ResponseFacts:
+        """Reserved capacity is paid for by the hour, and latency-optimized inference has its
+        own rates the catalog does not carry: either priced at on-demand rates would be a
+        guess that looks exact, so such a call carries its token totals and no price."""
+        _warn_once(
+            why,
+            f"otel-tokens: Bedrock {why} calls are not billed at on-demand rates; they carry "
+            "token totals but no cost (see docs/bedrock.md)",
+        )
+        return ResponseFacts(
+            model=served,
+            attributes={
+                sc.GEN_AI_USAGE_INPUT_TOKENS: usage.input_total,
+                sc.GEN_AI_USAGE_OUTPUT_TOKENS: usage.output_total,
+                sc.BILLING_PRICING_STATUS: sc.STATUS_UNPRICED,
+            },
+        )
+
+    def stream_state(self, request: Request) -> StreamState:
+        return StreamState()  # never reached: streams are not metered (see read_request)
+
+
+def no_async_request() -> None:
+    """A stand-in for the async request method a `Description` must name: botocore has no
+    async client (aiobotocore is another library), so nothing calls this. See
+    docs/bedrock.md: the core could take ``async_request=None`` instead."""

@@ -1,0 +1,220 @@
+"""A local server speaking Amazon Bedrock's runtime wire format (JSON over REST), for driving
+the real ``boto3`` client in tests.
+
+Paths: ``POST /model/{modelId}/converse``, ``/invoke``, and the streams ``/converse-stream``
+and ``/invoke-with-response-stream`` in the binary AWS event-stream framing (`event_message`);
+the model id URL-encoded, as botocore sends it (ARNs included).
+
+Everything billable is chosen per request by headers, which a test adds through botocore's
+``before-send`` event (`BedrockServer.client` wires it), so tests hand-work tokens and costs:
+
+* ``x-test-usage``: Converse: the ``usage`` JSON object to answer with, verbatim; ``none``
+  answers without one.
+* ``x-test-body``: InvokeModel: the response body JSON, verbatim (the model family's own
+  format, usage included or not).
+* ``x-test-token-headers``: InvokeModel: a JSON object of response headers to send
+  (``x-amzn-bedrock-input-token-count`` ...).
+* ``x-test-service-tier``: sent back as the tier that served the call (Converse's
+  ``serviceTier``, InvokeModel's ``x-amzn-bedrock-service-tier`` header).
+* ``x-test-status``: answer with this HTTP error status and a Bedrock error body.
+* ``x-test-chunks``: InvokeModelWithResponseStream: a JSON list of the model's stream events,
+  one ``chunk`` each.
+* ``x-test-content-type``: InvokeModel: the response's content type (default JSON).
+* ``x-test-truncate``: InvokeModel: promise 100 bytes more than the body, then hang up.
+
+Every request is recorded (`Seen`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import struct
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote
+
+REPLY = "Hello from the local Bedrock server."
+DEFAULT_USAGE: dict[str, Any] = {"inputTokens": 10, "outputTokens": 5, "totalTokens": 15}
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request the server received."""
+
+    path: str
+    model: str
+    body: Any
+    headers: dict[str, str]
+
+
+class BedrockServer:
+    def __init__(self) -> None:
+        self.seen: list[Seen] = []
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> BedrockServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+def _converse(headers: Any) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "output": {"message": {"role": "assistant", "content": [{"text": REPLY}]}},
+        "stopReason": "end_turn",
+        "metrics": {"latencyMs": 12},
+    }
+    raw = headers.get("x-test-usage")
+    if raw is None:
+        response["usage"] = dict(DEFAULT_USAGE)
+    elif raw.strip() != "none":
+        response["usage"] = json.loads(raw)
+    tier = headers.get("x-test-service-tier")
+    if tier:
+        response["serviceTier"] = {"type": tier}
+    return response
+
+
+def event_message(event_type: str, payload: Any) -> bytes:
+    """One message of the binary AWS event-stream framing: a prelude (total and headers
+    lengths, their CRC32), string headers, the JSON payload, and the message's CRC32."""
+    headers = b""
+    for name, value in (
+        (":event-type", event_type),
+        (":content-type", "application/json"),
+        (":message-type", "event"),
+    ):
+        encoded = value.encode()
+        headers += bytes([len(name)]) + name.encode() + b"\x07"
+        headers += struct.pack(">H", len(encoded)) + encoded
+    body = json.dumps(payload).encode()
+    prelude = struct.pack(">II", 12 + len(headers) + len(body) + 4, len(headers))
+    message = prelude + struct.pack(">I", binascii.crc32(prelude)) + headers + body
+    return message + struct.pack(">I", binascii.crc32(message))
+
+
+def _converse_events(headers: Any) -> list[bytes]:
+    """ConverseStream: the reply in deltas; the usage in the last, ``metadata``, event."""
+    usage = json.loads(headers.get("x-test-usage") or json.dumps(DEFAULT_USAGE))
+    words = REPLY.split(" ")
+    events = [event_message("messageStart", {"role": "assistant"})]
+    events += [
+        event_message(
+            "contentBlockDelta",
+            {"contentBlockIndex": 0, "delta": {"text": w + (" " if i < len(words) - 1 else "")}},
+        )
+        for i, w in enumerate(words)
+    ]
+    events.append(event_message("contentBlockStop", {"contentBlockIndex": 0}))
+    events.append(event_message("messageStop", {"stopReason": "end_turn"}))
+    events.append(event_message("metadata", {"usage": usage, "metrics": {"latencyMs": 12}}))
+    return events
+
+
+def _invoke_events(headers: Any) -> list[bytes]:
+    """InvokeModelWithResponseStream: each ``chunk`` carries one of the model's own stream
+    events (base64 JSON); the last adds Bedrock's ``amazon-bedrock-invocationMetrics``."""
+    chunks = json.loads(headers.get("x-test-chunks") or "[]")
+    return [
+        event_message("chunk", {"bytes": base64.b64encode(json.dumps(c).encode()).decode()})
+        for c in chunks
+    ]
+
+
+def _handler(server: BedrockServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet
+            return
+
+        def _send(self, status: int, data: bytes, headers: dict[str, str]) -> None:
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("content-length", str(len(data)))
+            self.send_header("x-amzn-requestid", "req-bedrock-1")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            raw = self.rfile.read(length)
+            parts = self.path.split("?", 1)[0].split("/")
+            # /model/{modelId}/{action}
+            if len(parts) != 4 or parts[1] != "model":
+                self._send(404, b'{"message": "not found"}', {"content-type": "application/json"})
+                return
+            model, action = unquote(parts[2]), parts[3]
+            try:
+                body: Any = json.loads(raw) if raw else None
+            except ValueError:
+                body = raw
+            server.seen.append(Seen(self.path, model, body, dict(self.headers.items())))
+            status = self.headers.get("x-test-status")
+            if status:
+                self._send(
+                    int(status),
+                    b'{"message": "test error"}',
+                    {
+                        "content-type": "application/json",
+                        "x-amzn-errortype": "ThrottlingException",
+                    },
+                )
+                return
+            tier = self.headers.get("x-test-service-tier")
+            if action == "converse":
+                data = json.dumps(_converse(self.headers)).encode()
+                self._send(200, data, {"content-type": "application/json"})
+            elif action == "invoke":
+                headers = {
+                    "content-type": self.headers.get("x-test-content-type", "application/json")
+                }
+                headers.update(json.loads(self.headers.get("x-test-token-headers") or "{}"))
+                if tier:
+                    headers["x-amzn-bedrock-service-tier"] = tier
+                data = (self.headers.get("x-test-body") or "{}").encode()
+                if self.headers.get("x-test-truncate"):  # promise more than is sent, then hang up
+                    headers["content-length"] = str(len(data) + 100)
+                    self.send_response(200)
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(data)
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self._send(200, data, headers)
+            elif action in ("converse-stream", "invoke-with-response-stream"):
+                events = (
+                    _converse_events(self.headers)
+                    if action == "converse-stream"
+                    else _invoke_events(self.headers)
+                )
+                self._send(
+                    200, b"".join(events), {"content-type": "application/vnd.amazon.eventstream"}
+                )
+            else:
+                self._send(
+                    404, b'{"message": "unknown action"}', {"content-type": "application/json"}
+                )
+
+    return Handler
