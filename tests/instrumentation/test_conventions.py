@@ -280,7 +280,7 @@ def test_span_of_a_failed_call_is_finished_when_the_error_reaches_the_caller(
 
 
 # --- lazy start-up ------------------------------------------------------------------------
-def _python(code: str) -> str:
+def _python(code: str, *, stderr: bool = False) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     done = subprocess.run(
         [sys.executable, "-c", code],
@@ -291,7 +291,7 @@ def _python(code: str) -> str:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
+    return (done.stderr if stderr else done.stdout).strip()
 
 
 def test_the_budgets_variable_is_the_one_budgets_reads() -> None:
@@ -380,3 +380,18 @@ def test_usage_chunk_switched_off(
     finally:
         inst.uninstrument()
     assert "stream_options" not in server.last_request.body
+
+
+def test_another_instrumentation_of_the_same_method_is_warned_of() -> None:
+    """A GenAI instrumentation that wrapped ``Completions.create`` first would put usage on
+    a span of its own too: instrumenting says so (the wrapped method is looked up unbound)."""
+    out = _python(
+        "import logging, wrapt\n"
+        "logging.basicConfig(level=logging.WARNING, format='%(message)s')\n"
+        "import openai.resources.chat.completions as m\n"
+        "wrapt.wrap_function_wrapper(m, 'Completions.create', lambda w, i, a, k: w(*a, **k))\n"
+        "from otel_tokens.instrumentation import OpenAIInstrumentor\n"
+        "OpenAIInstrumentor().instrument()\n",
+        stderr=True,
+    )
+    assert "Completions.create is already instrumented by another library" in out

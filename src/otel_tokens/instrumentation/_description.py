@@ -44,7 +44,7 @@ class Description:
     adapter: str  # "package.module:Class"; constructed with library_span= and the options
     streams: tuple[str, ...]  # the library's stream classes, "module:Class"
     sync_request: Target  # the one method every API call passes through
-    async_request: Target
+    async_request: Target | None  # its async twin, where the library has async clients
     # A library whose streams are plain generators from a method of their own (not a stream
     # object from `sync_request`): that method, and its async twin (awaited, it returns an
     # async generator). The generator is replaced by a watching one (see _streams.py).

@@ -69,8 +69,7 @@ BEDROCK = Description(
     # Every call of every botocore client (S3, DynamoDB...): the adapter returns at once for
     # any client that is not bedrock-runtime.
     sync_request=Target("botocore.client", "BaseClient._make_api_call"),
-    # botocore has no async client; a Description must name one: a stand-in nothing calls.
-    async_request=Target("otel_tokens.instrumentation.bedrock", "no_async_request"),
+    async_request=None,  # botocore has no async client (aiobotocore is another library)
     # opentelemetry-instrumentation-botocore wraps this same method: found wrapped, we warn.
     public_method=Target("botocore.client", "BaseClient._make_api_call"),
 )

@@ -10,6 +10,7 @@ is patched, the catalog on the first call that ends.
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import os
 import threading
@@ -120,7 +121,8 @@ class _Patching:
             switch=self.switch,
         )
         self._wrap(d.sync_request, _wrapper.sync_request_wrapper(bound))
-        self._wrap(d.async_request, _wrapper.async_request_wrapper(bound))
+        if d.async_request is not None:
+            self._wrap(d.async_request, _wrapper.async_request_wrapper(bound))
         if d.sync_stream_request is not None:
             self._wrap(d.sync_stream_request, _wrapper.sync_generator_wrapper(bound))
         if d.async_stream_request is not None:
@@ -163,7 +165,8 @@ def _warn_if_wrapped(target: Target) -> None:
     """Another GenAI instrumentation on the same library would record usage a second time."""
     try:
         owner, name = _resolve(target)
-        if isinstance(getattr(owner, name), wrapt.FunctionWrapper):
+        # Looked up without binding: a method wrapped by wrapt binds to a BoundFunctionWrapper.
+        if isinstance(inspect.getattr_static(owner, name), wrapt.FunctionWrapper):
             _log.warning(
                 "otel-tokens: %s is already instrumented by another library; its spans "
                 "would carry usage too and backends would count tokens twice. Disable it "

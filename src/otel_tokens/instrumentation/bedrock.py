@@ -409,8 +409,3 @@ class BedrockAdapter:
     def stream_state(self, request: Request) -> StreamState:
         return StreamState()  # never reached: streams are not metered (see read_request)
 
-
-def no_async_request() -> None:
-    """A stand-in for the async request method a `Description` must name: botocore has no
-    async client (aiobotocore is another library), so nothing calls this. See
-    docs/bedrock.md: the core could take ``async_request=None`` instead."""
