@@ -478,7 +478,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.worker:
         warnings.simplefilter("ignore", DeprecationWarning)
-        oh._offline_tiktoken()
         raw = json.loads(args.plan)
         plan = Plan(**{**raw, "memory": tuple(raw["memory"])})
         print(json.dumps(run_worker(args.worker, plan)))

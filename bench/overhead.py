@@ -35,7 +35,6 @@ kept events, so the row shows our per-chunk path alone (anthropic: the SDK span'
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import cProfile
 import gc
@@ -45,7 +44,6 @@ import json
 import os
 import platform
 import pstats
-import shutil
 import statistics
 import subprocess
 import sys
@@ -1266,21 +1264,6 @@ def profile_added(subject: Subject, telemetry: Telemetry, work: Workload, n: int
 
 
 # --- running ------------------------------------------------------------------------------
-def _offline_tiktoken() -> None:
-    """Use the repository's shared offline encodings when present (as the tests do)."""
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "tiktoken"
-    if "TIKTOKEN_CACHE_DIR" in os.environ or not shared.is_dir():
-        return
-    import tempfile
-
-    from otel_tokens.counting import install_tiktoken_files
-
-    cache = tempfile.mkdtemp(prefix="bench-tiktoken-")
-    atexit.register(shutil.rmtree, cache, ignore_errors=True)
-    install_tiktoken_files(str(shared), cache)
-    os.environ["TIKTOKEN_CACHE_DIR"] = cache
-
-
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -1555,7 +1538,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     plan = Plan(**json.loads(args.plan)) if args.plan else Plan.of(args)
     warnings.simplefilter("ignore", DeprecationWarning)
-    _offline_tiktoken()
 
     if args.worker:
         print(json.dumps(run_subject(args.worker, plan)))
