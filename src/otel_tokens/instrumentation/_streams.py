@@ -147,16 +147,20 @@ async def _awatch(inner: AsyncIterator[Any], fin: Finisher) -> AsyncIterator[Any
     fin.finish(None)
 
 
-def watch_stream(stream: Any, call: Call, state: StreamState) -> Finisher | None:
-    """Meter ``stream`` in place; returns its `Finisher`, or ``None`` if it cannot be watched."""
+def watch_stream(
+    stream: Any, call: Call, state: StreamState, iterator: str = "_iterator"
+) -> Finisher | None:
+    """Meter ``stream`` in place by swapping its ``iterator`` attribute (see
+    `Description.stream_iterator`); returns its `Finisher`, or ``None`` if it cannot be
+    watched."""
     fin = Finisher(call, state)
     call.finisher = fin
     try:
-        inner = stream._iterator  # anthropic builds it lazily: this creates it
+        inner = getattr(stream, iterator)  # anthropic builds it lazily: this creates it
         is_async = hasattr(inner, "__anext__")
         watcher = _awatch(inner, fin) if is_async else _watch(inner, fin)
         fin.watcher = weakref.ref(watcher)
-        stream._iterator = watcher
+        setattr(stream, iterator, watcher)
         _hook_close(stream, fin, is_async)
         weakref.finalize(stream, fin)
     except Exception as exc:
