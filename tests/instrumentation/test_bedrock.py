@@ -18,7 +18,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from botocore.exceptions import ClientError, ResponseStreamingError
+from botocore.exceptions import ClientError, EventStreamError, ResponseStreamingError
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -675,6 +675,22 @@ def test_converse_stream_closed_early_ends_the_call_once_without_made_up_usage(
     assert sc.GEN_AI_USAGE_INPUT_TOKENS not in attrs_of(span)
     assert sum(p.count for p in h.telemetry.points(sc.METRIC_CLIENT_OPERATION_DURATION)) == 1
     assert h.bucket_tokens() == {}
+
+
+def test_converse_stream_error_event_fails_the_call(h: Harness) -> None:
+    """An exception message in the stream (botocore raises it to the user): the call ends
+    with that error type once the stream is done with, and without made-up usage."""
+    h.headers["x-test-stream-error"] = "modelStreamErrorException"
+    stream = converse_stream(h)["stream"]
+    with pytest.raises(EventStreamError):
+        list(stream)
+    del stream
+    gc.collect()
+
+    span = h.span()
+    assert attrs_of(span)[sc.ERROR_TYPE] == "modelStreamErrorException"
+    assert span.status.status_code == StatusCode.ERROR
+    assert sc.GEN_AI_USAGE_INPUT_TOKENS not in attrs_of(span)
 
 
 def test_invoke_stream_closed_early_is_estimated_from_the_models_own_counts(h: Harness) -> None:

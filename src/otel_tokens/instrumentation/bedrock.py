@@ -447,6 +447,20 @@ def _payload(message: Any) -> tuple[str | None, Any]:
         return kind, None
 
 
+def _exception(message: Any) -> tuple[str, str] | None:
+    """(type, message) of an exception message (``modelStreamErrorException``...), which
+    botocore raises to the user as an ``EventStreamError`` outside our watcher."""
+    headers = getattr(message, "headers", None) or {}
+    if headers.get(":message-type") != "exception":
+        return None
+    kind = str(headers.get(":exception-type") or "EventStreamError")
+    try:
+        text = json.loads(message.payload).get("message")
+    except (ValueError, TypeError, AttributeError):
+        text = None
+    return kind, str(text or kind)
+
+
 def _chunk(payload: Any) -> Any:
     """An InvokeModelWithResponseStream ``chunk``'s model event: base64 JSON in ``bytes``."""
     data = payload.get("bytes") if isinstance(payload, dict) else None
@@ -557,7 +571,9 @@ class _StreamTail(TailState):
             response_id = message_id if isinstance(message_id, str) else response_id
         if request.endpoint != "ConverseStream":
             usage = self.usage(usage, last_usage)
-        return self.adapter.facts(request, usage, reasons, tier, latency, response_id)
+        facts = self.adapter.facts(request, usage, reasons, tier, latency, response_id)
+        failed = _exception(self.last)
+        return replace(facts, error=failed) if failed is not None else facts
 
 
 class _InvokeTail(_StreamTail):
