@@ -3,7 +3,8 @@
 The call ends when the stream does, on the thread that ends it: after the last chunk, a
 ``close()`` or a failure the span is finished and exported. The user gets back the very
 stream object the client made (``type(s) is openai.Stream``
-holds): we swap its private ``_iterator`` for a generator that passes every event through
+holds): we swap its private ``_iterator`` (botocore's EventStream: ``_event_generator``, the
+`Description`'s ``stream_iterator``) for a generator that passes every event through
 the provider's `StreamState`. The call is ended exactly once, whichever comes first: the
 stream is exhausted, fails, is closed, or is garbage-collected unfinished (even if it was
 never iterated). A state reads what it needs from each event as it passes and keeps no
