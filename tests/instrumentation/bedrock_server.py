@@ -17,6 +17,8 @@ Everything billable is chosen per request by headers, which a test adds through 
 * ``x-test-service-tier``: sent back as the tier that served the call (Converse's
   ``serviceTier``, InvokeModel's ``x-amzn-bedrock-service-tier`` header).
 * ``x-test-status``: answer with this HTTP error status and a Bedrock error body.
+* ``x-test-stream-error``: ConverseStream: an exception message of this type in place of
+  the ``metadata`` event.
 * ``x-test-chunks``: InvokeModelWithResponseStream: a JSON list of the model's stream events,
   one ``chunk`` each.
 * ``x-test-content-type``: InvokeModel: the response's content type (default JSON).
@@ -92,14 +94,16 @@ def _converse(headers: Any) -> dict[str, Any]:
     return response
 
 
-def event_message(event_type: str, payload: Any) -> bytes:
+def event_message(event_type: str, payload: Any, message_type: str = "event") -> bytes:
     """One message of the binary AWS event-stream framing: a prelude (total and headers
-    lengths, their CRC32), string headers, the JSON payload, and the message's CRC32."""
+    lengths, their CRC32), string headers, the JSON payload, and the message's CRC32. An
+    ``exception`` message names its type in ``:exception-type``."""
+    kind = ":exception-type" if message_type == "exception" else ":event-type"
     headers = b""
     for name, value in (
-        (":event-type", event_type),
+        (kind, event_type),
         (":content-type", "application/json"),
-        (":message-type", "event"),
+        (":message-type", message_type),
     ):
         encoded = value.encode()
         headers += bytes([len(name)]) + name.encode() + b"\x07"
@@ -124,6 +128,10 @@ def _converse_events(headers: Any) -> list[bytes]:
     ]
     events.append(event_message("contentBlockStop", {"contentBlockIndex": 0}))
     events.append(event_message("messageStop", {"stopReason": "end_turn"}))
+    error = headers.get("x-test-stream-error")
+    if error:  # the service fails the stream before its metadata event
+        events.append(event_message(error, {"message": "stream failed"}, "exception"))
+        return events
     events.append(event_message("metadata", {"usage": usage, "metrics": {"latencyMs": 12}}))
     return events
 

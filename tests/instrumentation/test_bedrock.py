@@ -8,6 +8,7 @@ rates, checked first).
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from botocore.exceptions import ClientError, ResponseStreamingError
+from botocore.exceptions import ClientError, EventStreamError, ResponseStreamingError
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -585,38 +586,163 @@ def test_invoke_model_meta_llama_body(h: Harness) -> None:
     assert_metered(h, usage, cost)
 
 
-# --- streams: not metered yet (docs/bedrock.md) ---------------------------------------------
-def test_converse_stream_passes_through_untouched_and_unmetered(h: Harness) -> None:
-    h.headers["x-test-usage"] = json.dumps(FULL_USAGE)
-    response = h.client().converse_stream(
+# --- streams ---------------------------------------------------------------------------------
+def converse_stream(h: Harness, usage: Any = FULL_USAGE) -> Any:
+    h.headers["x-test-usage"] = json.dumps(usage)
+    return h.client().converse_stream(
         modelId=SONNET, messages=[{"role": "user", "content": [{"text": "hi"}]}]
     )
-    events = list(response["stream"])
+
+
+def test_converse_stream_exact_usage_and_cost_events_unchanged(h: Harness) -> None:
+    """The usage of the last (``metadata``) event, priced exactly; the user's events are
+    botocore's own, unchanged; the span is finished right after the last event (no flush)."""
+    stream = converse_stream(h)["stream"]
+    events = []
+    for event in stream:
+        events.append(event)
+        if "metadata" in event:
+            assert h.spans() == []  # the call is not over before the stream is
+    assert h.telemetry.spans.get_finished_spans()  # no flush: ended by the stream's end
 
     text = "".join(
         e["contentBlockDelta"]["delta"]["text"] for e in events if "contentBlockDelta" in e
     )
     assert text == REPLY
     assert events[-1]["metadata"]["usage"] == FULL_USAGE
-    assert h.spans() == []
+    span = h.span()
+    assert tuple(attrs_of(span)[sc.GEN_AI_RESPONSE_FINISH_REASONS]) == ("end_turn",)
+    assert attrs_of(span)[sc.GEN_AI_RESPONSE_MODEL] == SONNET
+    assert_span_usage(span, FULL, FULL_COST)
+    assert_metered(h, FULL, FULL_COST)
 
 
-def test_invoke_model_with_response_stream_passes_through_untouched(h: Harness) -> None:
-    chunks = [
-        {"type": "message_start", "message": {"usage": {"input_tokens": 100, "output_tokens": 1}}},
-        {"type": "message_delta", "usage": {"output_tokens": 50}},
-        {
-            "type": "message_stop",
-            "amazon-bedrock-invocationMetrics": {"inputTokenCount": 100, "outputTokenCount": 50},
+INVOKE_CHUNKS = [
+    {"type": "message_start", "message": {"id": "msg_bdrk_s", "usage": {"input_tokens": 100}}},
+    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}},
+    {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 50}},
+    {
+        "type": "message_stop",
+        "amazon-bedrock-invocationMetrics": {
+            "inputTokenCount": 100,
+            "outputTokenCount": 50,
+            "cacheReadInputTokenCount": 1000,
+            "cacheWriteInputTokenCount": 200,
+            "invocationLatency": 120,
+            "firstByteLatency": 40,
         },
-    ]
+    },
+]
+INVOKE_STREAM_USAGE = TokenUsage(input=100, cache_read=1000, cache_write_5m=200, output=50)
+_R = SONNET_RATES["regional"]
+INVOKE_STREAM_COST = (100 * _R[0] + 1000 * _R[1] + 200 * _R[2] + 50 * _R[4]) / MTOK
+
+
+def invoke_stream(h: Harness, chunks: Any = INVOKE_CHUNKS) -> Any:
     h.headers["x-test-chunks"] = json.dumps(chunks)
-    response = h.client().invoke_model_with_response_stream(
+    return h.client().invoke_model_with_response_stream(
         modelId=SONNET, body=json.dumps(ANTHROPIC_REQUEST)
     )
 
-    assert [json.loads(e["chunk"]["bytes"]) for e in response["body"]] == chunks
-    assert h.spans() == []
+
+def test_invoke_model_with_response_stream_exact_usage_and_cost(h: Harness) -> None:
+    """Bedrock's invocation metrics in the last chunk (cache counts included), priced
+    exactly; the user reads the chunks' very bytes."""
+    body = invoke_stream(h)["body"]
+    assert [json.loads(e["chunk"]["bytes"]) for e in body] == INVOKE_CHUNKS
+    assert h.telemetry.spans.get_finished_spans()  # no flush: ended by the stream's end
+
+    span = h.span()
+    assert tuple(attrs_of(span)[sc.GEN_AI_RESPONSE_FINISH_REASONS]) == ("end_turn",)
+    assert_span_usage(span, INVOKE_STREAM_USAGE, INVOKE_STREAM_COST)
+    assert_metered(h, INVOKE_STREAM_USAGE, INVOKE_STREAM_COST)
+
+
+def test_converse_stream_closed_early_ends_the_call_once_without_made_up_usage(
+    h: Harness,
+) -> None:
+    """Closed before its ``metadata`` event: one call, ended at the close, with no usage (the
+    events before it carry no counts); a later collection ends nothing more."""
+    stream = converse_stream(h)["stream"]
+    iterator = iter(stream)
+    next(iterator)
+    stream.close()
+    assert len(h.telemetry.spans.get_finished_spans()) == 1  # ended by the close
+    del iterator, stream
+    gc.collect()
+
+    span = h.span()
+    assert sc.GEN_AI_USAGE_INPUT_TOKENS not in attrs_of(span)
+    assert sum(p.count for p in h.telemetry.points(sc.METRIC_CLIENT_OPERATION_DURATION)) == 1
+    assert h.bucket_tokens() == {}
+
+
+def test_converse_stream_error_event_fails_the_call(h: Harness) -> None:
+    """An exception message in the stream (botocore raises it to the user): the call ends
+    with that error type once the stream is done with, and without made-up usage."""
+    h.headers["x-test-stream-error"] = "modelStreamErrorException"
+    stream = converse_stream(h)["stream"]
+    with pytest.raises(EventStreamError):
+        list(stream)
+    del stream
+    gc.collect()
+
+    span = h.span()
+    assert attrs_of(span)[sc.ERROR_TYPE] == "modelStreamErrorException"
+    assert span.status.status_code == StatusCode.ERROR
+    assert sc.GEN_AI_USAGE_INPUT_TOKENS not in attrs_of(span)
+
+
+def test_invoke_stream_closed_early_is_estimated_from_the_models_own_counts(h: Harness) -> None:
+    """Closed after Anthropic's ``message_start`` and ``message_delta``, before Bedrock's
+    invocation metrics: the model's own counts so far, marked estimated; ended once."""
+    body = invoke_stream(h)["body"]
+    iterator = iter(body)
+    for _ in range(3):
+        next(iterator)
+    body.close()
+    assert len(h.telemetry.spans.get_finished_spans()) == 1
+    del iterator, body
+    gc.collect()
+
+    span = h.span()
+    usage = TokenUsage(input=100, output=50, source="estimated")
+    assert_span_usage(span, usage, None)
+    assert attrs_of(span)[sc.BILLING_USAGE_SOURCE] == "estimated"
+    assert sum(p.count for p in h.telemetry.points(sc.METRIC_CLIENT_OPERATION_DURATION)) == 1
+
+
+def test_invoke_stream_cut_before_any_counts_has_no_usage(h: Harness) -> None:
+    """A model whose events carry no counts of their own (Amazon Titan): cut before the
+    metrics, the call has no usage, not a guess."""
+    chunks = [{"outputText": "Hi", "index": 0}, {"outputText": " there", "index": 0}]
+    body = invoke_stream(h, chunks)["body"]
+    iterator = iter(body)
+    next(iterator)
+    body.close()
+    del iterator, body
+    gc.collect()
+
+    assert sc.GEN_AI_USAGE_INPUT_TOKENS not in attrs_of(h.span())
+    assert h.bucket_tokens() == {}
+
+
+def test_invoke_stream_cache_writes_split_by_the_models_message_start(h: Harness) -> None:
+    """Bedrock's invocation metrics have no 5m/1h split of the cache writes; Anthropic's
+    ``message_start`` has it: 1h writes are priced at the 1h rate, not the 5m one."""
+    chunks = [dict(c) for c in INVOKE_CHUNKS]
+    chunks[0] = {
+        "type": "message_start",
+        "message": {"id": "msg_bdrk_s", "usage": ANTHROPIC_BODY["usage"]},
+    }
+    metrics = dict(chunks[-1]["amazon-bedrock-invocationMetrics"])
+    metrics["cacheWriteInputTokenCount"] = 500
+    chunks[-1] = {"type": "message_stop", "amazon-bedrock-invocationMetrics": metrics}
+    body = invoke_stream(h, chunks)["body"]
+    assert [json.loads(e["chunk"]["bytes"]) for e in body] == chunks
+
+    assert_span_usage(h.span(), FULL, FULL_COST)
+    assert_metered(h, FULL, FULL_COST)
 
 
 def test_event_stream_can_be_watched_in_place_through_its_event_generator(

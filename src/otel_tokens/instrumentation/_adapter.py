@@ -97,7 +97,14 @@ class TailState(StreamState):
 
 
 class Adapter(Protocol):
-    """A provider's knowledge of its own shapes; everything else is the core's."""
+    """A provider's knowledge of its own shapes; everything else is the core's.
+
+    Optional: ``stream_of(request, result) -> Any``, for a library whose request method
+    returns a stream *inside* its result (botocore's response dict holds an ``EventStream``
+    under ``stream`` or ``body``): the stream object to watch in place, or ``None`` (not a
+    stream). The core looks it up once per instrumentation (`_wrapper.Bound`) and calls it
+    only for results that are not themselves one of the `Description`'s stream classes.
+    """
 
     def read_request(self, client: Any, args: tuple[Any, ...], kwargs: Any) -> Request | None:
         """The request's facts, or ``None`` if it is not metered (on the caller's thread,

@@ -50,6 +50,9 @@ class Description:
     # async generator). The generator is replaced by a watching one (see _streams.py).
     sync_stream_request: Target | None = None
     async_stream_request: Target | None = None
+    # The private attribute of a stream object that holds the iterator it pulls its events
+    # from, swapped for the watcher (botocore's EventStream: "_event_generator").
+    stream_iterator: str = "_iterator"
     parse: tuple[Target, ...] = ()  # raw responses' .parse() (sync); optional each
     async_parse: tuple[Target, ...] = ()
     library_span: LibrarySpan | None = None

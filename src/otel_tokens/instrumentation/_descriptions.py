@@ -63,9 +63,10 @@ BEDROCK = Description(
     requirement="botocore >= 1.42.31",
     module="botocore.client",
     adapter="otel_tokens.instrumentation.bedrock:BedrockAdapter",
-    # A stream is a botocore EventStream inside the response dict, which the stream watcher
-    # cannot reach: streams are not metered yet (docs/bedrock.md), so no stream class.
+    # A stream is a botocore EventStream inside the response dict (the adapter's stream_of),
+    # watched through the raw message generator it iterates, before botocore parses them.
     streams=(),
+    stream_iterator="_event_generator",
     # Every call of every botocore client (S3, DynamoDB...): the adapter returns at once for
     # any client that is not bedrock-runtime.
     sync_request=Target("botocore.client", "BaseClient._make_api_call"),

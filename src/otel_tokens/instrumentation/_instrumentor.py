@@ -119,6 +119,7 @@ class _Patching:
             adapter=adapter,
             stream_types=tuple(_load(s) for s in d.streams),
             switch=self.switch,
+            stream_iterator=d.stream_iterator,
         )
         self._wrap(d.sync_request, _wrapper.sync_request_wrapper(bound))
         if d.async_request is not None:

@@ -3,7 +3,8 @@
 The call ends when the stream does, on the thread that ends it: after the last chunk, a
 ``close()`` or a failure the span is finished and exported. The user gets back the very
 stream object the client made (``type(s) is openai.Stream``
-holds): we swap its private ``_iterator`` for a generator that passes every event through
+holds): we swap its private ``_iterator`` (botocore's EventStream: ``_event_generator``, the
+`Description`'s ``stream_iterator``) for a generator that passes every event through
 the provider's `StreamState`. The call is ended exactly once, whichever comes first: the
 stream is exhausted, fails, is closed, or is garbage-collected unfinished (even if it was
 never iterated). A state reads what it needs from each event as it passes and keeps no
@@ -147,16 +148,20 @@ async def _awatch(inner: AsyncIterator[Any], fin: Finisher) -> AsyncIterator[Any
     fin.finish(None)
 
 
-def watch_stream(stream: Any, call: Call, state: StreamState) -> Finisher | None:
-    """Meter ``stream`` in place; returns its `Finisher`, or ``None`` if it cannot be watched."""
+def watch_stream(
+    stream: Any, call: Call, state: StreamState, iterator: str = "_iterator"
+) -> Finisher | None:
+    """Meter ``stream`` in place by swapping its ``iterator`` attribute (see
+    `Description.stream_iterator`); returns its `Finisher`, or ``None`` if it cannot be
+    watched."""
     fin = Finisher(call, state)
     call.finisher = fin
     try:
-        inner = stream._iterator  # anthropic builds it lazily: this creates it
+        inner = getattr(stream, iterator)  # anthropic builds it lazily: this creates it
         is_async = hasattr(inner, "__anext__")
         watcher = _awatch(inner, fin) if is_async else _watch(inner, fin)
         fin.watcher = weakref.ref(watcher)
-        stream._iterator = watcher
+        setattr(stream, iterator, watcher)
         _hook_close(stream, fin, is_async)
         weakref.finalize(stream, fin)
     except Exception as exc:

@@ -12,7 +12,7 @@ import time
 import weakref
 from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -44,6 +44,13 @@ class Bound:
     adapter: Adapter
     stream_types: tuple[type, ...]
     switch: Switch
+    stream_iterator: str = "_iterator"  # `Description.stream_iterator`
+    # The adapter's optional ``stream_of`` (a stream inside a result), looked up once here:
+    # the calls of adapters without one pay a None check, not an attribute lookup.
+    stream_of: Callable[[Request, Any], Any] | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stream_of", getattr(self.adapter, "stream_of", None))
 
     def is_stream(self, result: Any) -> bool:
         return isinstance(result, self.stream_types)
@@ -105,7 +112,11 @@ def complete(call: Call, request: Request, bound: Bound, result: Any) -> None:
         return
     try:
         if bound.is_stream(result):
-            watch_stream(result, call, bound.adapter.stream_state(request))
+            watch_stream(result, call, bound.adapter.stream_state(request), bound.stream_iterator)
+        elif (
+            bound.stream_of is not None and (inner := bound.stream_of(request, result)) is not None
+        ):
+            watch_stream(inner, call, bound.adapter.stream_state(request), bound.stream_iterator)
         elif is_raw(result):
             _complete_raw(call, request, bound, result)
         else:

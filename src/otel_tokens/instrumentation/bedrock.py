@@ -6,10 +6,11 @@ for any client that is not ``bedrock-runtime`` (one dict lookup per client objec
 for every operation it does not meter.
 
 Covered: ``converse`` and ``invoke_model`` (Anthropic Messages, Amazon Nova and Meta Llama
-bodies; any other model by the ``x-amzn-bedrock-*-token-count`` headers). Streams
-(``converse_stream``, ``invoke_model_with_response_stream``) are not metered yet: their
-``stream`` is a botocore ``EventStream`` inside the response dict, which the core's stream
-watcher cannot reach (see docs/bedrock.md); the log says so once.
+bodies; any other model by the ``x-amzn-bedrock-*-token-count`` headers), and their streams
+``converse_stream`` and ``invoke_model_with_response_stream``: the botocore ``EventStream``
+inside the response dict (`BedrockAdapter.stream_of`) is watched in place through its raw
+message generator, and its usage read at the end from the last two raw messages (ConverseStream's
+``metadata`` event; the last chunk's ``amazon-bedrock-invocationMetrics``).
 
 InvokeModel's ``body`` is a ``StreamingBody`` that reading consumes: the adapter reads it
 whole and puts a new ``StreamingBody`` over the same bytes in its place, so the user reads
@@ -18,12 +19,14 @@ exactly what the service sent (docs/bedrock.md).
 
 from __future__ import annotations
 
+import base64
 import importlib
 import inspect
 import io
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -31,14 +34,14 @@ from opentelemetry.util.types import AttributeValue
 
 from .. import semconv as sc
 from ..usage import TokenUsage, from_anthropic
-from ..usage._read import field
+from ..usage._read import count, field
 from ..usage.bedrock import (
     from_bedrock_converse,
     from_bedrock_headers,
     from_bedrock_llama,
     from_bedrock_nova,
 )
-from ._adapter import Request, ResponseFacts, StreamState
+from ._adapter import Request, ResponseFacts, StreamState, TailState
 from ._common import PerClient, capture_content, output_attributes, request_attributes
 
 if TYPE_CHECKING:
@@ -48,8 +51,9 @@ _log = logging.getLogger("otel_tokens")
 
 BEDROCK = "aws.bedrock"
 _SERVICE = "bedrock-runtime"
-_METERED = frozenset(("Converse", "InvokeModel"))
 _STREAMS = frozenset(("ConverseStream", "InvokeModelWithResponseStream"))
+_METERED = frozenset(("Converse", "InvokeModel")) | _STREAMS
+_CONVERSE = frozenset(("Converse", "ConverseStream"))
 
 # The geographic scopes of cross-region inference profiles (``us.anthropic.claude-...``).
 # A geographic profile bills the model at the source region's on-demand price: priced as the
@@ -246,10 +250,6 @@ class BedrockAdapter:
     def __init__(self, *, library_span: bool = False) -> None:
         self.capture = capture_content()  # read once, when instrumenting
         self._clients = PerClient()
-        _log.warning(
-            "otel-tokens: Bedrock streams (converse_stream, invoke_model_with_response_stream) "
-            "are not metered yet; see docs/bedrock.md"
-        )
 
     def _client_facts(self, client: Any) -> tuple[str | None, int | None] | None:
         """(host, port) of a bedrock-runtime client; None for any other AWS client."""
@@ -285,7 +285,7 @@ class BedrockAdapter:
             return None
         model_id = params.get("modelId")
         model = model_id if isinstance(model_id, str) and model_id else None
-        if operation == "Converse":
+        if operation in _CONVERSE:
             body = {k: (list(v) if type(v) is list else v) for k, v in params.items()}
             name = "chat"
         else:
@@ -305,6 +305,7 @@ class BedrockAdapter:
             provider=BEDROCK,
             model=model,
             endpoint=operation,
+            stream=operation in _STREAMS,
             server_address=server[0],
             server_port=server[1],
             processing=_TIERS.get(_tier(params.get("serviceTier")) or "default", "standard"),
@@ -315,7 +316,7 @@ class BedrockAdapter:
 
     def _inference(self, request: Request) -> Mapping[str, Any]:
         """The request's generation options, whichever family's names they have."""
-        if request.endpoint == "Converse":
+        if request.endpoint in _CONVERSE:
             config = request.body.get("inferenceConfig")
             return config if isinstance(config, Mapping) else {}
         body = request.body.get("body")
@@ -348,7 +349,6 @@ class BedrockAdapter:
     def read_response(self, request: Request, response: Any) -> ResponseFacts:
         if not isinstance(response, dict):
             return ResponseFacts()
-        served, _ = split_model_id(request.model) if request.model else (None, None)
         headers = field(response, "ResponseMetadata", "HTTPHeaders") or {}
         if request.endpoint == "Converse":
             raw = response.get("usage")
@@ -374,6 +374,21 @@ class BedrockAdapter:
             )
             found = body.get("id") if isinstance(body, dict) else None
             response_id = found if isinstance(found, str) else None
+        return self.facts(request, usage, reasons, tier, latency, response_id, text)
+
+    def facts(
+        self,
+        request: Request,
+        usage: TokenUsage | None,
+        reasons: tuple[str, ...],
+        tier: str | None,
+        latency: str | None,
+        response_id: str | None = None,
+        text: str = "",
+    ) -> ResponseFacts:
+        """A response's or a finished stream's facts; ``tier`` and ``latency``: those that
+        served the call, else those asked for."""
+        served, _ = split_model_id(request.model) if request.model else (None, None)
         unbilled = (
             "reserved" if tier == "reserved" else "optimized" if latency == "optimized" else None
         )
@@ -406,6 +421,189 @@ class BedrockAdapter:
             },
         )
 
-    def stream_state(self, request: Request) -> StreamState:
-        return StreamState()  # never reached: streams are not metered (see read_request)
+    def stream_of(self, request: Request, response: Any) -> Any:
+        """The ``EventStream`` of a ConverseStream (``stream``) or an
+        InvokeModelWithResponseStream (``body``) response."""
+        if not request.stream or not isinstance(response, dict):
+            return None
+        return response.get("stream" if request.endpoint == "ConverseStream" else "body")
 
+    def stream_state(self, request: Request) -> StreamState:
+        if request.endpoint == "ConverseStream":
+            return _StreamTail(self, request)
+        return _InvokeTail(self, request)
+
+
+def _payload(message: Any) -> tuple[str | None, Any]:
+    """(event type, decoded JSON payload) of a raw ``EventStreamMessage``; an exception
+    message or a payload that is not JSON reads as (type, None)."""
+    headers = getattr(message, "headers", None) or {}
+    kind = headers.get(":event-type")
+    if headers.get(":message-type", "event") != "event":
+        return kind, None
+    try:
+        return kind, json.loads(message.payload)
+    except (ValueError, TypeError, AttributeError):
+        return kind, None
+
+
+def _exception(message: Any) -> tuple[str, str] | None:
+    """(type, message) of an exception message (``modelStreamErrorException``...), which
+    botocore raises to the user as an ``EventStreamError`` outside our watcher."""
+    headers = getattr(message, "headers", None) or {}
+    if headers.get(":message-type") != "exception":
+        return None
+    kind = str(headers.get(":exception-type") or "EventStreamError")
+    try:
+        text = json.loads(message.payload).get("message")
+    except (ValueError, TypeError, AttributeError):
+        text = None
+    return kind, str(text or kind)
+
+
+def _chunk(payload: Any) -> Any:
+    """An InvokeModelWithResponseStream ``chunk``'s model event: base64 JSON in ``bytes``."""
+    data = payload.get("bytes") if isinstance(payload, dict) else None
+    if not isinstance(data, str):
+        return None
+    try:
+        return json.loads(base64.b64decode(data))
+    except (ValueError, TypeError):
+        return None
+
+
+def _invocation_usage(metrics: Any) -> TokenUsage | None:
+    """Bedrock's ``amazon-bedrock-invocationMetrics``: the same counts as InvokeModel's
+    token headers (input is uncached input; cache writes have the default 5m TTL)."""
+    if not isinstance(metrics, dict):
+        return None
+    if "inputTokenCount" not in metrics and "outputTokenCount" not in metrics:
+        return None
+    return TokenUsage(
+        input=count(metrics, "inputTokenCount"),
+        cache_read=count(metrics, "cacheReadInputTokenCount"),
+        cache_write_5m=count(metrics, "cacheWriteInputTokenCount"),
+        output=count(metrics, "outputTokenCount"),
+    )
+
+
+def _anthropic_start(message: Any) -> Any:
+    """The ``usage`` of an Anthropic ``message_start`` chunk (raw message), else None."""
+    if message is None:
+        return None
+    kind, payload = _payload(message)
+    event = _chunk(payload) if kind == "chunk" else None
+    if not isinstance(event, dict) or event.get("type") != "message_start":
+        return None
+    usage = field(event, "message", "usage")
+    return usage if isinstance(usage, dict) else None
+
+
+def _split_1h(usage: TokenUsage, start: Any) -> TokenUsage:
+    """The invocation metrics' cache writes (no TTL split) split 5m/1h as the model's own
+    ``message_start`` usage splits them, when its writes are the same total."""
+    if start is None or not usage.cache_write_5m:
+        return usage
+    split = from_anthropic(start)
+    if split.cache_write_1h and split.cache_write_5m + split.cache_write_1h == usage.cache_write_5m:
+        return replace(
+            usage, cache_write_5m=split.cache_write_5m, cache_write_1h=split.cache_write_1h
+        )
+    return usage
+
+
+class _StreamTail(TailState):
+    """A Bedrock stream, read at the end from its last two raw messages (nothing per event):
+    ConverseStream's ``messageStop`` (stop reason) and ``metadata`` (usage, tier), or
+    InvokeModelWithResponseStream's last chunks (the model's stop reason; Bedrock's
+    invocation metrics in the last one). A ConverseStream cut before its ``metadata`` has no
+    usage: its events before it carry no counts, and Bedrock models' tokenizers are not
+    shipped to estimate them."""
+
+    def __init__(self, adapter: BedrockAdapter, request: Request) -> None:
+        super().__init__()
+        self.adapter = adapter
+        self.request = request
+
+    def usage(self, metrics: TokenUsage | None, last_usage: Any) -> TokenUsage | None:
+        return metrics
+
+    def finish(self, error: BaseException | None) -> ResponseFacts:
+        request = self.request
+        usage: TokenUsage | None = None
+        reasons: tuple[str, ...] = ()
+        tier = _tier(request.body.get("serviceTier"))
+        latency = _latency(
+            request.body.get(
+                "performanceConfig" if request.endpoint in _CONVERSE else "performanceConfigLatency"
+            )
+        )
+        response_id = None
+        last_usage: Any = None
+        for message in (self.previous, self.last):
+            if message is None:
+                continue
+            kind, payload = _payload(message)
+            if not isinstance(payload, dict):
+                continue
+            if request.endpoint == "ConverseStream":
+                if kind == "messageStop" and payload.get("stopReason"):
+                    reasons = (str(payload["stopReason"]),)
+                elif kind == "metadata":
+                    raw = payload.get("usage")
+                    usage = from_bedrock_converse(raw) if raw is not None else usage
+                    tier = _tier(payload.get("serviceTier")) or tier
+                    latency = _latency(payload.get("performanceConfig")) or latency
+                continue
+            event = _chunk(payload) if kind == "chunk" else None
+            if not isinstance(event, dict):
+                continue
+            usage = _invocation_usage(event.get("amazon-bedrock-invocationMetrics")) or usage
+            found = event.get("usage")  # Anthropic's message_delta: output so far
+            last_usage = found if isinstance(found, dict) else last_usage
+            delta = event.get("delta")
+            reason = event.get("stop_reason") or event.get("stopReason")
+            if not reason and isinstance(delta, dict):
+                reason = delta.get("stop_reason")  # Anthropic's message_delta
+            if reason:
+                reasons = (str(reason),)
+            message_id = field(event, "message", "id")
+            response_id = message_id if isinstance(message_id, str) else response_id
+        if request.endpoint != "ConverseStream":
+            usage = self.usage(usage, last_usage)
+        facts = self.adapter.facts(request, usage, reasons, tier, latency, response_id)
+        failed = _exception(self.last)
+        return replace(facts, error=failed) if failed is not None else facts
+
+
+class _InvokeTail(_StreamTail):
+    """An InvokeModelWithResponseStream: also keeps its first message, an Anthropic model's
+    ``message_start``, whose usage has the 5m/1h split of the cache writes that Bedrock's
+    invocation metrics lack, and the input of a stream cut before them. One Python call per
+    event, next to botocore's parsing of each event (tens of microseconds)."""
+
+    passive = False
+
+    def __init__(self, adapter: BedrockAdapter, request: Request) -> None:
+        super().__init__(adapter, request)
+        self.first: Any = None
+
+    def event(self, event: Any) -> bool:
+        if self.first is None:
+            self.first = event
+        self.keep(event)
+        return False
+
+    def usage(self, metrics: TokenUsage | None, last_usage: Any) -> TokenUsage | None:
+        start = _anthropic_start(self.first)
+        if metrics is not None:
+            return _split_1h(metrics, start)
+        if start is None:
+            return None  # cut before any counts: no usage rather than a guess
+        # Cut before Bedrock's metrics: the model's own counts so far, marked estimated (the
+        # output is what its last message_delta had counted, if one was kept).
+        counted = dict(start)
+        output = last_usage.get("output_tokens") if last_usage is not None else None
+        if output is not None:
+            counted["output_tokens"] = output
+        return from_anthropic(counted, source="estimated")
