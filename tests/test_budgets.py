@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -33,6 +33,7 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+from _services import REDIS_URL
 from otel_tokens import semconv as sc
 from otel_tokens.budgets import (
     ENV_BUDGET_STORE,
@@ -65,7 +66,6 @@ D = Decimal
 NOW = datetime(2026, 11, 11, 0, 0, tzinfo=UTC)  # 10 days into a 30-day month
 MODEL = "gpt-4o-mini"
 CATALOG = Catalog()  # genai-prices only, whatever OTEL_TOKENS_PRICES says
-REDIS_URL = "redis://127.0.0.1:6379/0"
 DOWN_URL = "redis://127.0.0.1:1/0"  # nothing listens there
 
 
@@ -1117,23 +1117,6 @@ def _redis_worker(prefix: str, seed: int, barrier: Any, results: Any) -> None:
     m, _ = _redis_pool(prefix)
     barrier.wait()
     results.put(_draw_until_refused(m, random.Random(seed), 80, (100, 200)))
-
-
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.RedisError:
-        pytest.skip("no Redis at 127.0.0.1:6379")
-    prefix = f"otel-tokens-test-{uuid.uuid4().hex}"
-    yield prefix
-    keys = list(client.scan_iter(match="{" + prefix + "}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 def test_four_processes_on_one_redis_pool_never_overspend(redis_prefix: str) -> None:

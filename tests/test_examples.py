@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from _services import REDIS_URL
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -38,9 +40,6 @@ def test_multi_tenant_example(tmp_path: Path) -> None:
     assert "acme" in report and "globex" in report and "total" in report
     for budget in ("acme-monthly", "globex-prepaid", "all-tenants-daily"):
         assert budget in out
-
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def _globex_tokens(ledger_url: str) -> int:

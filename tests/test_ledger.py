@@ -1,7 +1,7 @@
 """Ledgers (SQLite file and PostgreSQL) and cost records.
 
-PostgreSQL tests use a fresh schema per test in ``$OTEL_TOKENS_TEST_POSTGRES`` (default
-``postgresql://postgres@127.0.0.1/test``) and are skipped when it is unreachable.
+PostgreSQL tests use a fresh schema per test in ``$OTEL_TOKENS_TEST_PG`` (see
+``tests/_services.py``) and are skipped when it is unreachable.
 """
 
 from __future__ import annotations
@@ -10,11 +10,9 @@ import hashlib
 import itertools
 import json
 import multiprocessing
-import os
 import random
 import sqlite3
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -39,7 +37,6 @@ from otel_tokens.metering import Meter, TokenPoint
 from otel_tokens.pricing import Catalog
 from otel_tokens.records import CLOUDEVENT_SOURCE, CLOUDEVENT_TYPE, CostRecord, stream_id
 
-PG_BASE = os.environ.get("OTEL_TOKENS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1/test")
 SCHEMAS = Path(__file__).resolve().parents[1] / "semconv" / "schemas"
 AT = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 T0 = int(AT.timestamp()) * 10**9
@@ -47,25 +44,6 @@ MIN = 60 * 10**9
 
 
 # --- fixtures -----------------------------------------------------------------------------
-def _pg_admin() -> Any:
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        return psycopg.connect(PG_BASE, autocommit=True, connect_timeout=3)
-    except psycopg.Error as exc:
-        pytest.skip(f"PostgreSQL unreachable at {PG_BASE}: {exc}")
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    admin = _pg_admin()
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    admin.execute(f"CREATE SCHEMA {schema}")
-    try:
-        sep = "&" if "?" in PG_BASE else "?"
-        yield f"{PG_BASE}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        admin.close()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -14,8 +14,7 @@ import json
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
@@ -44,7 +43,6 @@ EVENT_VALIDATOR = jsonschema.Draft202012Validator(
     registry=_REGISTRY,
     format_checker=jsonschema.FormatChecker(),
 )
-PG_BASE = "postgresql://postgres@127.0.0.1/test"
 SHIM = (
     "import sys, argparse; from otel_tokens import reporting; "
     "p = argparse.ArgumentParser(prog='otel-tokens'); "
@@ -125,22 +123,6 @@ def ledger_records(url: str) -> list[CostRecord]:
         return list(ledger.records())
     finally:
         ledger.close()
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        conn = psycopg.connect(PG_BASE, autocommit=True, connect_timeout=3)
-    except psycopg.Error as exc:
-        pytest.skip(f"PostgreSQL unreachable at {PG_BASE}: {exc}")
-    schema = f"otel_tokens_report_{uuid.uuid4().hex[:12]}"
-    conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
-    finally:
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        conn.close()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

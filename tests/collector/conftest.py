@@ -42,8 +42,6 @@ from otel_tokens.pricing import Catalog
 from otel_tokens.records import CostRecord
 from otel_tokens.usage import TokenUsage
 
-PG_BASE = os.environ.get("OTEL_TOKENS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-
 # The attributes _record_billing puts on every gen_ai.billing.tokens point.
 BASE_ATTRS: dict[str, str] = {
     sc.GEN_AI_PROVIDER_NAME: "openai",
@@ -167,37 +165,6 @@ def expected_cost(sent: Mapping[str, int], model: str = "gpt-4o-2024-08-06") -> 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'ledger.db'}"
-
-
-def _pg_available() -> str | None:
-    try:
-        import psycopg
-    except ImportError:
-        return "psycopg is not installed"
-    try:
-        with psycopg.connect(PG_BASE, connect_timeout=3):
-            return None
-    except Exception as exc:
-        return f"PostgreSQL unreachable at {PG_BASE}: {exc}"
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A ledger URL on a fresh PostgreSQL schema, dropped afterwards."""
-    reason = _pg_available()
-    if reason:
-        pytest.skip(reason)
-    import psycopg
-
-    schema = f"collector_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_BASE, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        sep = "&" if "?" in PG_BASE else "?"
-        yield f"{PG_BASE}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(PG_BASE, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 # --- collectors ----------------------------------------------------------------------------

@@ -9,12 +9,12 @@ import time
 import psycopg
 import pytest
 
+from _services import PG_BASE
 from otel_tokens.collector import Collector
 
 from .conftest import (
     CUMULATIVE,
     DELTA,
-    PG_BASE,
     TokenClient,
     cost_total,
     expected_cost,

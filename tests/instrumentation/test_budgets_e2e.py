@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -19,6 +18,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
+from _services import REDIS_URL
 from otel_tokens import semconv as sc
 from otel_tokens.attribution import attribute
 from otel_tokens.budgets import (
@@ -43,7 +43,6 @@ D = Decimal
 MODEL = "gpt-4o-mini"
 CONTENT = "Hello there, how are you today?"
 MESSAGES: list[Any] = [{"role": "user", "content": CONTENT}]
-REDIS_URL = "redis://127.0.0.1:6379/0"
 DOWN_URL = "redis://127.0.0.1:1/0"
 
 
@@ -353,23 +352,6 @@ def test_observe_mode_never_blocks_and_reports(
 
 
 # --- Redis ---------------------------------------------------------------------------------------
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.RedisError:
-        pytest.skip("no Redis at 127.0.0.1:6379")
-    prefix = f"otel-tokens-test-{uuid.uuid4().hex}"
-    yield prefix
-    keys = list(client.scan_iter(match="{" + prefix + "}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
 def test_redis_store(
     setup: Setup,
     instrument: Callable[..., OpenAIInstrumentor],
