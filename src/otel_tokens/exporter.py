@@ -38,7 +38,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from . import semconv as sc
-from .instrumentation._safety import log_once
+from ._safety import log_once
 from .ledger import Ledger, open_ledger
 from .metering import Meter, from_sdk
 from .pricing import Catalog

@@ -25,8 +25,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 from otel_tokens import semconv as sc
+from otel_tokens._safety import reset_log_once
 from otel_tokens.instrumentation import GeminiInstrumentor
-from otel_tokens.instrumentation._safety import reset_log_once
 from otel_tokens.pricing import Catalog
 from otel_tokens.usage import TokenUsage
 

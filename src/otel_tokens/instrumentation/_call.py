@@ -19,9 +19,9 @@ from opentelemetry.trace import Span, SpanKind
 from opentelemetry.util.types import AttributeValue
 
 from .. import semconv as sc
+from .._safety import log_once
 from ..attribution import current as current_attribution
 from ._adapter import NO_FACTS, Adapter, Request, ResponseFacts
-from ._safety import log_once
 
 if TYPE_CHECKING:
     from ..budgets import Reservation

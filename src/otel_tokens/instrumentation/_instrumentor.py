@@ -21,8 +21,8 @@ import wrapt
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.utils import unwrap
 
+from .._safety import log_once
 from ._description import Description, Target
-from ._safety import log_once
 
 if TYPE_CHECKING:
     from ._recording import Recorder

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from .._safety import log_once
 from ._adapter import LibrarySpanReader
 from ._call import Call
-from ._safety import log_once
 from ._wrapper import ACTIVE_CALL, Bound, complete
 
 # The library's spans carrying a streamed call of ours, until the library ends them.

@@ -29,10 +29,10 @@ from opentelemetry.trace import Status, StatusCode, Tracer, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
 from .. import semconv as sc
+from .._safety import log_once
 from ..attribution import CardinalityGuard
 from ._adapter import Request, ResponseFacts
 from ._call import Call
-from ._safety import log_once
 
 if TYPE_CHECKING:
     from ..budgets import BudgetManager

@@ -25,9 +25,9 @@ from functools import partial
 from types import AsyncGeneratorType
 from typing import Any
 
+from .._safety import log_once
 from ._adapter import ResponseFacts, StreamState, TailState
 from ._call import Call
-from ._safety import log_once
 
 
 class Finisher:

@@ -18,11 +18,11 @@ from typing import Any
 
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
+from .._safety import log_once
 from ..attribution import current as current_attribution
 from ._adapter import Adapter, Request, ResponseFacts
 from ._call import Call
 from ._recording import Recorder
-from ._safety import log_once
 from ._streams import watch_generator, watch_stream
 
 

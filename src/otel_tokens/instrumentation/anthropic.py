@@ -21,7 +21,7 @@ from opentelemetry.util.types import AttributeValue
 from .. import semconv as sc
 from ..counting import count_messages, count_text, estimate_source
 from ..usage import TokenUsage, from_anthropic
-from ..usage._read import field
+from ..usage import read_field as field
 from ._adapter import Request, ResponseFacts, StreamState
 from ._common import (
     PerClient,

@@ -34,7 +34,8 @@ from opentelemetry.util.types import AttributeValue
 
 from .. import semconv as sc
 from ..usage import TokenUsage, from_anthropic
-from ..usage._read import count, field
+from ..usage import read_count as count
+from ..usage import read_field as field
 from ..usage.bedrock import (
     from_bedrock_converse,
     from_bedrock_headers,

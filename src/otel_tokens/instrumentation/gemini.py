@@ -27,7 +27,8 @@ from opentelemetry.util.types import AttributeValue
 from .. import semconv as sc
 from ..counting import count_text, estimate_source
 from ..usage import TokenUsage, from_gemini
-from ..usage._read import count, field
+from ..usage import read_count as count
+from ..usage import read_field as field
 from ._adapter import Request, ResponseFacts, StreamState
 from ._common import PerClient, PerURL, capture_content, output_attributes
 

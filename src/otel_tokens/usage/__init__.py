@@ -3,6 +3,10 @@
 from ._counts import MAX_TOKENS_PER_CALL, InvalidUsageError
 from ._modality import Modalities
 from ._model import TokenUsage, UsageSource
+
+# For the provider adapters in instrumentation/: the same readers the converters use.
+from ._read import count as read_count
+from ._read import field as read_field
 from .anthropic import from_anthropic
 from .gemini import from_gemini
 from .openai import from_openai_chat, from_openai_responses
@@ -17,4 +21,6 @@ __all__ = [
     "from_gemini",
     "from_openai_chat",
     "from_openai_responses",
+    "read_count",
+    "read_field",
 ]
