@@ -6,7 +6,11 @@ is shared by all of its subpackages)."""
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
 from pathlib import Path
+
+import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "otel_tokens"
 
@@ -51,3 +55,168 @@ def test_no_package_imports_another_packages_private_module() -> None:
                     broken.append(f"{path.relative_to(SRC.parent)}:{line} {'.'.join(module)}")
                 break
     assert broken == []
+
+
+# --- what each public package exports (as httpx's tests/test_exported_members.py) ----------
+# Changing a public face is deliberate: update these lists with the change, and the docs.
+EXPORTS: dict[str, set[str]] = {
+    "otel_tokens": {
+        "AttributionMiddleware",
+        "Catalog",
+        "InvalidUsageError",
+        "PriceFileError",
+        "PriceResult",
+        "PricingStatus",
+        "Processing",
+        "TokenUsage",
+        "UsageSource",
+        "WSGIAttributionMiddleware",
+        "attribute",
+        "default_catalog",
+        "flush",
+        "from_anthropic",
+        "from_gemini",
+        "from_openai_chat",
+        "from_openai_responses",
+        "price",
+        "set_default_catalog",
+        "workflow",
+    },
+    "otel_tokens.instrumentation": {
+        "AnthropicInstrumentor",
+        "BedrockInstrumentor",
+        "GeminiInstrumentor",
+        "LibraryInstrumentor",
+        "OpenAIInstrumentor",
+    },
+    "otel_tokens.usage": {
+        "MAX_TOKENS_PER_CALL",
+        "InvalidUsageError",
+        "Modalities",
+        "TokenUsage",
+        "UsageSource",
+        "from_anthropic",
+        "from_gemini",
+        "from_openai_chat",
+        "from_openai_responses",
+        "read_count",
+        "read_field",
+    },
+    "otel_tokens.pricing": {
+        "ENV_PRICES",
+        "ENV_PRICE_UPDATES",
+        "PROCESSING_VALUES",
+        "Catalog",
+        "CorrectionStatus",
+        "Price",
+        "PriceFileError",
+        "PriceResult",
+        "PricingStatus",
+        "Processing",
+        "Tiered",
+        "bundled_corrections",
+        "correction_status",
+        "decimal_str",
+        "default_catalog",
+        "genai_prices_provider",
+        "known_to_catalog",
+        "load_user_prices",
+        "parse_user_prices",
+        "price",
+        "set_default_catalog",
+        "start_price_updates",
+    },
+    "otel_tokens.budgets": {
+        "ENV_BUDGETS",
+        "ENV_BUDGET_STORE",
+        "Budget",
+        "BudgetConfigError",
+        "BudgetExceeded",
+        "BudgetManager",
+        "BudgetStatus",
+        "BudgetUnavailable",
+        "MemoryStore",
+        "RedisStore",
+        "Reservation",
+        "Store",
+        "StoreError",
+        "TopUp",
+        "budget_status",
+        "budgets_from_config",
+        "expect",
+        "load_budgets",
+        "open_store",
+        "scope_values",
+    },
+}
+README = (SRC.parents[1] / "README.md").read_text(encoding="utf-8")
+
+
+def _defined_in(value: object, package: str) -> bool:
+    """``value`` is a class or function defined in ``package`` (not one it imports from
+    another package, a typing helper or another library's)."""
+    if not (inspect.isclass(value) or inspect.isfunction(value)):
+        return False
+    module = str(getattr(value, "__module__", ""))
+    return module == package or module.startswith(package + ".")
+
+
+@pytest.mark.parametrize("name", sorted(EXPORTS))
+def test_exports_are_exactly_the_listed_names(name: str) -> None:
+    module = importlib.import_module(name)
+    exported = module.__all__
+    assert len(exported) == len(set(exported)), "a name is listed twice"
+    assert set(exported) == EXPORTS[name]
+
+
+@pytest.mark.parametrize("name", sorted(EXPORTS))
+def test_every_exported_name_resolves(name: str) -> None:
+    module = importlib.import_module(name)
+    for member in module.__all__:
+        getattr(module, member)  # the top package imports its names lazily: this loads them
+    assert set(dir(module)) >= set(module.__all__)
+
+
+@pytest.mark.parametrize("name", sorted(EXPORTS))
+def test_every_public_member_of_ours_is_exported(name: str) -> None:
+    """What a user can reach without an underscore and is ours is in ``__all__``: nothing
+    public by accident (submodules and imported helpers excepted)."""
+    module = importlib.import_module(name)
+    for member in module.__all__:
+        getattr(module, member)
+    public = {
+        key
+        for key, value in vars(module).items()
+        if not key.startswith("_") and _defined_in(value, name)
+    }
+    assert public <= set(module.__all__)
+
+
+def test_top_level_names_are_the_packages_own_objects() -> None:
+    """``otel_tokens.X`` is the very object its home package exports, not a copy."""
+    import otel_tokens
+
+    homes = [
+        importlib.import_module(f"otel_tokens.{home}")
+        for home in ("attribution", "middleware", "pricing", "usage", "workflow")
+    ]
+    for member in otel_tokens.__all__:
+        value = getattr(otel_tokens, member)
+        if member in vars(otel_tokens) and getattr(value, "__module__", "") == "otel_tokens":
+            continue  # defined here (flush)
+        assert any(getattr(home, member, None) is value for home in homes), member
+
+
+@pytest.mark.parametrize("name", sorted(EXPORTS))
+def test_every_exported_member_is_documented(name: str) -> None:
+    """By a docstring of its own (not one inherited from a base class) or in the README."""
+    module = importlib.import_module(name)
+    undocumented = []
+    for member in module.__all__:
+        value = getattr(module, member)
+        if not (inspect.isclass(value) or inspect.isfunction(value)):
+            continue  # constants: documented where they are used
+        doc = value.__dict__.get("__doc__") if inspect.isclass(value) else value.__doc__
+        if not (doc and doc.strip()) and f"`{member}" not in README:
+            undocumented.append(member)
+    assert undocumented == []

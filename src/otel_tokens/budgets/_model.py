@@ -317,6 +317,7 @@ def budgets_from_config(data: Any, where: str = "budgets") -> list[Budget]:
 
 
 def load_budgets(path: str | Path) -> list[Budget]:
+    """The budgets of a YAML file; raises `BudgetConfigError` saying what and where."""
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:

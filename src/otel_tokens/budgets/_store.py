@@ -32,6 +32,8 @@ class StoreError(RuntimeError):
 
 
 class Store(Protocol):
+    """Where budgets keep their used amounts: `MemoryStore` (one process) or `RedisStore`."""
+
     def reserve(self, draws: Sequence[Draw], force: bool = False) -> list[list[int]]:
         """Take every draw or none; raise `Shortfall` naming the first that does not fit.
 

@@ -69,6 +69,7 @@ _SNAPSHOT_DATE = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8})$")
 
 
 def genai_prices_provider(provider: str | None) -> str | None:
+    """genai-prices' id for a provider name (normalised; unknown names pass through)."""
     if provider is None:
         return None
     p = provider.strip().lower()

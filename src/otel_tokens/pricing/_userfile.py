@@ -120,6 +120,7 @@ def load_user_prices(path: str | os.PathLike[str]) -> UserPrices:
 
 
 def parse_user_prices(raw: bytes, path: str = "<prices>") -> UserPrices:
+    """Validate a price file's bytes; raises `PriceFileError` naming ``path`` and what."""
     try:
         data = yaml.load(raw.decode("utf-8"), Loader=_StringTimestampLoader)
     except UnicodeDecodeError as exc:
