@@ -10,7 +10,7 @@ when the call (or its stream) ends.
 
 from __future__ import annotations
 
-from ._descriptions import ANTHROPIC, BEDROCK, GEMINI, OPENAI
+from . import _descriptions
 from ._instrumentor import LibraryInstrumentor
 
 __all__ = [
@@ -28,13 +28,13 @@ class OpenAIInstrumentor(LibraryInstrumentor):
     ``include_usage``: ask streams for their usage chunk (hidden from your code); by default
     where the endpoint is known to support it (OpenAI, Azure OpenAI)."""
 
-    description = OPENAI
+    description = _descriptions.OPENAI
 
 
 class AnthropicInstrumentor(LibraryInstrumentor):
     """Meters every Messages call of the ``anthropic`` client (Bedrock and Vertex included)."""
 
-    description = ANTHROPIC
+    description = _descriptions.ANTHROPIC
 
 
 class GeminiInstrumentor(LibraryInstrumentor):
@@ -42,7 +42,7 @@ class GeminiInstrumentor(LibraryInstrumentor):
     Vertex AI): ``generate_content``, chats and ``embed_content``, sync and async. Streams
     are not metered yet (docs/gemini.md)."""
 
-    description = GEMINI
+    description = _descriptions.GEMINI
 
 
 class BedrockInstrumentor(LibraryInstrumentor):
@@ -50,4 +50,4 @@ class BedrockInstrumentor(LibraryInstrumentor):
     (Anthropic, Amazon Nova, Meta Llama bodies; other models by Bedrock's token-count
     headers). Streams are not metered yet (docs/bedrock.md)."""
 
-    description = BEDROCK
+    description = _descriptions.BEDROCK
