@@ -33,11 +33,12 @@ import base64
 import binascii
 import json
 import struct
-import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote
+
+from ._loopback import LoopbackServer
 
 REPLY = "Hello from the local Bedrock server."
 DEFAULT_USAGE: dict[str, Any] = {"inputTokens": 10, "outputTokens": 5, "totalTokens": 15}
@@ -53,28 +54,14 @@ class Seen:
     headers: dict[str, str]
 
 
-class BedrockServer:
+class BedrockServer(LoopbackServer):
     def __init__(self) -> None:
         self.seen: list[Seen] = []
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    @property
-    def port(self) -> int:
-        return int(self._httpd.server_address[1])
+        super().__init__(_handler(self))
 
     @property
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> BedrockServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
 
 
 def _converse(headers: Any) -> dict[str, Any]:

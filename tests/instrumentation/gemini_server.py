@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from ._loopback import LoopbackServer
 
 DEFAULT_USAGE: dict[str, Any] = {
     "promptTokenCount": 10,
@@ -49,32 +50,18 @@ class Seen:
     headers: dict[str, str]
 
 
-class GeminiServer:
+class GeminiServer(LoopbackServer):
     """``with GeminiServer() as s: genai.Client(api_key="x", http_options={"base_url":
     s.base_url})``."""
 
     def __init__(self) -> None:
         self.seen: list[Seen] = []
         self.failed_once: set[str] = set()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    @property
-    def port(self) -> int:
-        return int(self._httpd.server_address[1])
+        super().__init__(_handler(self))
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
-
-    def __enter__(self) -> GeminiServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
 
 
 def _usage(headers: Any) -> dict[str, Any] | None:
