@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from otel_tokens import semconv as sc
 from otel_tokens.demo.server import ProviderServer
 
 
@@ -35,10 +36,21 @@ class Telemetry:
     def finished(self) -> list[ReadableSpan]:
         return list(self.spans.get_finished_spans())
 
+    def our_spans(self) -> list[ReadableSpan]:
+        return [s for s in self.finished() if s.instrumentation_scope.name == "otel_tokens"]
+
     def only_span(self) -> ReadableSpan:
-        spans = [s for s in self.finished() if s.instrumentation_scope.name == "otel_tokens"]
+        spans = self.our_spans()
         assert len(spans) == 1, [s.name for s in self.finished()]
         return spans[0]
+
+    def bucket_tokens(self) -> dict[str, int]:
+        """Billable tokens of the ``gen_ai.billing.tokens`` points, by bucket."""
+        found: dict[str, int] = {}
+        for p in self.points(sc.METRIC_BILLING_TOKENS):
+            bucket = p.attributes[sc.BILLING_TOKEN_BUCKET]
+            found[bucket] = found.get(bucket, 0) + int(p.value)
+        return found
 
     def points(self, name: str) -> list[Any]:
         data = self.reader.get_metrics_data()

@@ -133,22 +133,15 @@ class Harness:
         return client
 
     def spans(self) -> list[ReadableSpan]:
-        return [
-            s for s in self.telemetry.finished() if s.instrumentation_scope.name == "otel_tokens"
-        ]
+        return self.telemetry.our_spans()
 
     def span(self) -> ReadableSpan:
-        spans = self.spans()
-        assert len(spans) == 1, [s.name for s in spans]
-        assert spans[0].kind == SpanKind.CLIENT
-        return spans[0]
+        span = self.telemetry.only_span()
+        assert span.kind == SpanKind.CLIENT
+        return span
 
     def bucket_tokens(self) -> dict[str, int]:
-        found: dict[str, int] = {}
-        for p in self.telemetry.points(sc.METRIC_BILLING_TOKENS):
-            bucket = p.attributes[sc.BILLING_TOKEN_BUCKET]
-            found[bucket] = found.get(bucket, 0) + int(p.value)
-        return found
+        return self.telemetry.bucket_tokens()
 
 
 @contextmanager
