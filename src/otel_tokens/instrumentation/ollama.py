@@ -150,7 +150,8 @@ class OllamaAdapter:
         return limit if type(limit) is int and limit >= 0 else None
 
     def estimate_input(self, request: Request) -> int:
-        return self._count_prompt(request)
+        # Budget pre-flight, before the call: an estimate by nature, nothing to warn of.
+        return self._count_prompt(request, _COUNTING_PREFIX + (request.model or "").lower())
 
     def read_response(self, request: Request, response: Any) -> ResponseFacts:
         # _request_raw's httpx response: decoded here (the library decodes it again).
@@ -179,20 +180,20 @@ class OllamaAdapter:
         reported_output = field(final, "eval_count")
         output = reported_output if type(reported_output) is int else count_text(text, key)
         return TokenUsage(
-            input=self._count_prompt(request), output=output, source=estimate_source(key)
+            input=self._count_prompt(request, key), output=output, source=estimate_source(key)
         )
 
     def estimate(self, request: Request, text: str) -> TokenUsage:
         """A call with no reported counts: the prompt and ``text`` counted locally."""
         key = self._counting_key(request)
         return TokenUsage(
-            input=self._count_prompt(request),
+            input=self._count_prompt(request, key),
             output=count_text(text, key),
             source=estimate_source(key),
         )
 
-    def _count_prompt(self, request: Request) -> int:
-        body, key = request.body, self._counting_key(request)
+    def _count_prompt(self, request: Request, key: str) -> int:
+        body = request.body
         if request.endpoint == "/api/chat":
             tokens = count_messages(body.get("messages"), key)
             tools = body.get("tools")
@@ -204,6 +205,7 @@ class OllamaAdapter:
         return sum(count_text(t, key) for t in texts if isinstance(t, str))
 
     def _counting_key(self, request: Request) -> str:
+        """The model's counting key; says once per model when o200k_base stands in."""
         model = (request.model or "").lower()
         if model not in self._stand_in_logged and not any(
             fnmatch.fnmatchcase(model, p) for p, _ in self.tokenizers
