@@ -269,3 +269,35 @@ def test_groq_cached_prompt_tokens_are_cache_reads(
     attrs = attrs_of(telemetry.only_span())
     assert Decimal(str(attrs[sc.BILLING_COST_DECIMAL])) == Decimal("0.00012")
     assert telemetry.bucket_tokens() == {"input": 600, "cache_read": 400, "output": 200}
+
+
+def test_each_path_is_metered_once_with_every_instrumentor_on(
+    shaped_server: OpenAIShapedServer, telemetry: Any
+) -> None:
+    """The openai client at a vendor's URL, and the vendors' own SDKs, with the OpenAI, Groq
+    and Together instrumentors all active: one usage-carrying span per call, each under its
+    path's provider name (docs/openai-compatible.md)."""
+    import openai
+
+    from otel_tokens.instrumentation import OpenAIInstrumentor
+
+    instrumentors = [OpenAIInstrumentor(), GroqInstrumentor(), TogetherInstrumentor()]
+    for inst in instrumentors:
+        inst.instrument(
+            tracer_provider=telemetry.tracer_provider,
+            meter_provider=telemetry.meter_provider,
+            catalog=Catalog(),
+        )
+    try:
+        url = shaped_server.base_url
+        compat = openai.OpenAI(api_key="test", base_url=url + "/openai/v1", max_retries=0)
+        compat.chat.completions.create(model=GROQ.model, messages=MESSAGES)
+        GROQ.client(url).chat.completions.create(model=GROQ.model, messages=MESSAGES)
+        TOGETHER.client(url).chat.completions.create(model=TOGETHER.model, messages=MESSAGES)
+    finally:
+        for inst in instrumentors:
+            inst.uninstrument()
+    spans = telemetry.our_spans()
+    # A local URL is no known vendor's host: the openai client's call is provider openai.
+    assert [attrs_of(s)[sc.GEN_AI_PROVIDER_NAME] for s in spans] == ["openai", "groq", "together"]
+    assert telemetry.bucket_tokens() == dict((USAGE + USAGE + USAGE).buckets())
