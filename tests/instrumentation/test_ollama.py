@@ -383,3 +383,66 @@ def test_the_module_level_functions_are_metered(ollama_server: OllamaServer, pri
     assert [s[sc.GEN_AI_OPERATION_NAME] for s in spans] == ["chat", "text_completion", "embeddings"]
     assert [s[sc.GEN_AI_USAGE_INPUT_TOKENS] for s in spans] == [26, 26, 26]
     assert Decimal(str(spans[0][sc.BILLING_COST_DECIMAL])) == DEFAULT_COST
+
+
+def test_content_is_captured_only_when_asked(
+    ollama_server: OllamaServer,
+    telemetry: Any,
+    prices: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    with instrumented(ollama_server, telemetry, prices) as h:
+        h.client().chat(model=MODEL, messages=MESSAGES)
+        list(h.client().generate(model=MODEL, prompt="hi", stream=True))
+    chat, generate = (attrs_of(s) for s in telemetry.our_spans())
+    assert json.loads(str(chat[sc.GEN_AI_INPUT_MESSAGES])) == MESSAGES
+    assert json.loads(str(chat[sc.GEN_AI_OUTPUT_MESSAGES])) == "Hello from Ollama"
+    assert json.loads(str(generate[sc.GEN_AI_INPUT_MESSAGES])) == "hi"
+    assert json.loads(str(generate[sc.GEN_AI_OUTPUT_MESSAGES])) == "".join(PIECES[:3])
+
+
+def test_no_content_is_captured_by_default(h: Harness) -> None:
+    h.client().chat(model=MODEL, messages=MESSAGES)
+    attrs = attrs_of(h.span())
+    assert sc.GEN_AI_INPUT_MESSAGES not in attrs
+    assert sc.GEN_AI_OUTPUT_MESSAGES not in attrs
+
+
+def test_a_token_budget_refuses_a_call_before_it_is_sent(
+    ollama_server: OllamaServer, telemetry: Any, prices: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pre-flight: the prompt counted locally plus ``options.num_predict`` (the most output
+    the call can be billed for) against an enforced token budget."""
+    from otel_tokens.attribution import attribute
+    from otel_tokens.budgets import Budget, BudgetExceeded, BudgetManager, MemoryStore
+
+    monkeypatch.delenv("OTEL_TOKENS_BUDGETS", raising=False)
+    budget = Budget(
+        "local", limit=Decimal(100), unit="tokens", mode="enforce", scope={"tenant": "acme"}
+    )
+    catalog = Catalog.load(prices, use_env=False)
+    manager = BudgetManager(
+        [budget], MemoryStore(), catalog=catalog, meter_provider=telemetry.meter_provider
+    )
+    inst = OllamaInstrumentor()
+    inst.instrument(
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        catalog=catalog,
+        budgets=manager,
+    )
+    try:
+        client = ollama.Client(host=ollama_server.host)
+        assert o200k_messages(MESSAGES) + 50 <= 100
+        with attribute(tenant="acme"):
+            client.chat(model=MODEL, messages=MESSAGES, options={"num_predict": 50})
+            sent = len(ollama_server.seen)
+            with pytest.raises(BudgetExceeded):
+                client.chat(model=MODEL, messages=MESSAGES, options={"num_predict": 500})
+        assert len(ollama_server.seen) == sent  # refused before it was sent
+    finally:
+        inst.uninstrument()
+    first, refused = telemetry.our_spans()
+    assert attrs_of(first)[sc.GEN_AI_USAGE_INPUT_TOKENS] == 26
+    assert refused.status.status_code == StatusCode.ERROR
