@@ -301,3 +301,36 @@ def test_each_path_is_metered_once_with_every_instrumentor_on(
     # A local URL is no known vendor's host: the openai client's call is provider openai.
     assert [attrs_of(s)[sc.GEN_AI_PROVIDER_NAME] for s in spans] == ["openai", "groq", "together"]
     assert telemetry.bucket_tokens() == dict((USAGE + USAGE + USAGE).buckets())
+
+
+def test_a_stream_read_chunk_by_chunk_finds_the_usage_too(
+    shaped_server: OpenAIShapedServer, telemetry: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With content capture on, every chunk is read (for its text), not only the last ones:
+    the usage is still found where each vendor puts it."""
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    for vendor in (GROQ, TOGETHER):
+        inst = vendor.instrumentor()
+        inst.instrument(
+            tracer_provider=telemetry.tracer_provider,
+            meter_provider=telemetry.meter_provider,
+            catalog=Catalog(),
+        )
+        try:
+            stream = vendor.client(shaped_server.base_url).chat.completions.create(
+                model=vendor.model,
+                messages=MESSAGES,
+                stream=True,
+                extra_headers={"x-test-stream-usage": vendor.stream_usage},
+            )
+            for _ in stream:
+                pass
+        finally:
+            inst.uninstrument()
+    groq_span, together_span = telemetry.our_spans()
+    for span, vendor in ((groq_span, GROQ), (together_span, TOGETHER)):
+        attrs = attrs_of(span)
+        assert attrs[sc.BILLING_USAGE_SOURCE] == "provider", vendor.name
+        assert attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] == 40
+        assert Decimal(str(attrs[sc.BILLING_COST_DECIMAL])) == vendor.cost
+        assert json.loads(str(attrs[sc.GEN_AI_OUTPUT_MESSAGES])) == "".join(PIECES[:3])

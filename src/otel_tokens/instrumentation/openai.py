@@ -254,6 +254,13 @@ class _VendorSDKAdapter(OpenAIAdapter):
         super().__init__(library_span=library_span, include_usage=include_usage)
         self.provider_override = self.vendor
 
+    def stream_state(self, request: Request) -> StreamState:
+        # Their streams end with the usage unasked: only the last chunks are read, as for an
+        # OpenAI stream with include_usage.
+        if request.endpoint in ("/chat/completions", "/completions") and _tail_suffices(request):
+            return _HiddenUsageTail(request) if request.injected_usage else _ChatTail(request)
+        return super().stream_state(request)
+
 
 class GroqAdapter(_VendorSDKAdapter):
     """The ``groq`` SDK. Its streams carry the usage in the last chunk's ``x_groq.usage``
@@ -287,13 +294,19 @@ def _include_usage(options: Any, body: Mapping[str, Any], request: Request) -> N
     request.injected_usage = True
 
 
-def _usage_at_end(request: Request) -> bool:
-    """The stream ends with a usage chunk (``include_usage``, the user's or ours), and only
-    its last chunks are needed: one choice, and no reply text to capture."""
+def _tail_suffices(request: Request) -> bool:
+    """A stream that ends with its usage needs only its last chunks: one choice, and no
+    reply text to capture."""
     if request.capture_content:
         return False
     choices = request.body.get("n")
-    if type(choices) is int and choices > 1:
+    return not (type(choices) is int and choices > 1)
+
+
+def _usage_at_end(request: Request) -> bool:
+    """The stream ends with a usage chunk (``include_usage``, the user's or ours), and only
+    its last chunks are needed (`_tail_suffices`)."""
+    if not _tail_suffices(request):
         return False
     if request.injected_usage:
         return True
