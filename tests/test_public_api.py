@@ -88,6 +88,9 @@ EXPORTS: dict[str, set[str]] = {
         "GeminiInstrumentor",
         "LibraryInstrumentor",
         "OpenAIInstrumentor",
+        "OllamaInstrumentor",
+        "GroqInstrumentor",
+        "TogetherInstrumentor",
     },
     "otel_tokens.usage": {
         "MAX_TOKENS_PER_CALL",
@@ -97,6 +100,7 @@ EXPORTS: dict[str, set[str]] = {
         "UsageSource",
         "from_anthropic",
         "from_gemini",
+        "from_ollama",
         "from_openai_chat",
         "from_openai_responses",
         "read_count",
