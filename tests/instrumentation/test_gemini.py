@@ -29,8 +29,8 @@ from otel_tokens._safety import reset_log_once
 from otel_tokens.instrumentation import GeminiInstrumentor
 from otel_tokens.pricing import Catalog
 from otel_tokens.usage import TokenUsage
-
-from .gemini_server import REPLY, GeminiServer
+from otel_tokens_fakes import GEMINI_REPLY as REPLY
+from otel_tokens_fakes import GeminiServer
 
 # Newer releases' request() returns the HTTP response (headers and body), older ones the
 # decoded body only.
