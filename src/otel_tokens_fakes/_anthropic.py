@@ -147,6 +147,57 @@ def anthropic_count_tokens(ctx: Ctx) -> Reply:
     return Reply(200, headers, body={"input_tokens": estimate})
 
 
+@dataclass(frozen=True)
+class _Message:
+    """One message, planned: what its JSON body and its stream both say."""
+
+    id: str
+    model: str
+    prompt: _AnthropicPrompt
+    tier: str
+    out: Output
+    search_pieces: list[list[str]]
+    """Each web search's query, in the pieces its input is streamed in."""
+    stop_reason: str
+    blocks: list[JSONDict]
+
+    @property
+    def searches(self) -> int:
+        return len(self.search_pieces)
+
+    @property
+    def output_tokens(self) -> int:
+        searched = sum(len(p) for p in self.search_pieces)
+        return self.out.reasoning + searched + len(self.out.pieces)
+
+    @property
+    def final_input(self) -> int:
+        """Input tokens at the end: each search's results are read as input."""
+        return self.prompt.input_tokens + SEARCH_RESULT_TOKENS * self.searches
+
+    def usage(self, input_tokens: int, output: int) -> JSONDict:
+        prompt = self.prompt
+        usage: JSONDict = {
+            "input_tokens": input_tokens,
+            "cache_creation_input_tokens": prompt.cache_write,
+            "cache_read_input_tokens": prompt.cache_read,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": prompt.cache_write_5m,
+                "ephemeral_1h_input_tokens": prompt.cache_write_1h,
+            },
+            "output_tokens": output,
+            "service_tier": self.tier,
+        }
+        if self.searches:
+            usage["server_tool_use"] = {
+                "web_search_requests": self.searches,
+                "web_fetch_requests": 0,
+            }
+        if self.out.reasoning:
+            usage["output_tokens_details"] = {"thinking_tokens": self.out.reasoning}
+        return usage
+
+
 def anthropic_messages(ctx: Ctx) -> Reply:
     body = ctx.body
     model = ctx.model("claude-sonnet-4-5-20250929")
@@ -170,67 +221,56 @@ def anthropic_messages(ctx: Ctx) -> Reply:
     if tool and out.truncated:
         tool = None
         out = Output(out.reasoning, [], True)
-    output_tokens = out.reasoning + search_output + len(out.pieces)
-    final_input = prompt.input_tokens + SEARCH_RESULT_TOKENS * searches
-    stop_reason = "max_tokens" if out.truncated else ("tool_use" if tool else "end_turn")
     message_id = ctx.ids.anthropic("msg")
     stream = bool(body.get("stream"))
     headers = anthropic_headers(
-        ctx, input_tokens=prompt.total, output_tokens=output_tokens, stream=stream
+        ctx,
+        input_tokens=prompt.total,
+        output_tokens=out.reasoning + search_output + len(out.pieces),
+        stream=stream,
     )
-    tier = "priority" if body.get("service_tier") == "priority" else "standard"
+    message = _Message(
+        id=message_id,
+        model=model,
+        prompt=prompt,
+        tier="priority" if body.get("service_tier") == "priority" else "standard",
+        out=out,
+        search_pieces=search_pieces,
+        stop_reason="max_tokens" if out.truncated else ("tool_use" if tool else "end_turn"),
+        blocks=_blocks(ctx, message_id, out, search_queries, tool),
+    )
+    if not stream:
+        return Reply(200, headers, body=_message_body(message))
+    return Reply(200, headers, events=_message_events(ctx, message, headers["request-id"]))
 
-    def usage(input_tokens: int, output: int) -> JSONDict:
-        u: JSONDict = {
-            "input_tokens": input_tokens,
-            "cache_creation_input_tokens": prompt.cache_write,
-            "cache_read_input_tokens": prompt.cache_read,
-            "cache_creation": {
-                "ephemeral_5m_input_tokens": prompt.cache_write_5m,
-                "ephemeral_1h_input_tokens": prompt.cache_write_1h,
-            },
-            "output_tokens": output,
-            "service_tier": tier,
-        }
-        if searches:
-            u["server_tool_use"] = {"web_search_requests": searches, "web_fetch_requests": 0}
-        if out.reasoning:
-            u["output_tokens_details"] = {"thinking_tokens": out.reasoning}
-        return u
 
-    signature = base64.b64encode(hashlib.sha256(message_id.encode()).digest() * 3).decode()
-    thinking_pieces = thinking_words(out.reasoning)
+def _signature(message_id: str) -> str:
+    return base64.b64encode(hashlib.sha256(message_id.encode()).digest() * 3).decode()
+
+
+def _blocks(
+    ctx: Ctx, message_id: str, out: Output, search_queries: list[str], tool: ToolCall | None
+) -> list[JSONDict]:
+    """The content blocks: thinking, web searches and their results, then the tool call or
+    the text."""
     blocks: list[JSONDict] = []
     if out.reasoning:
+        thinking = "".join(thinking_words(out.reasoning))
         blocks.append(
-            {"type": "thinking", "thinking": "".join(thinking_pieces), "signature": signature}
+            {"type": "thinking", "thinking": thinking, "signature": _signature(message_id)}
         )
-    search_ids = [ctx.ids.anthropic("srvtoolu") for _ in range(searches)]
-    for k in range(searches):
+    search_ids = [ctx.ids.anthropic("srvtoolu") for _ in search_queries]
+    for k, (search_id, query) in enumerate(zip(search_ids, search_queries, strict=True)):
         blocks.append(
             {
                 "type": "server_tool_use",
-                "id": search_ids[k],
+                "id": search_id,
                 "name": "web_search",
-                "input": json.loads(search_queries[k]),
+                "input": json.loads(query),
             }
         )
-        blocks.append(
-            {
-                "type": "web_search_tool_result",
-                "tool_use_id": search_ids[k],
-                "content": [
-                    {
-                        "type": "web_search_result",
-                        "title": f"Demo search result {k + 1}",
-                        "url": f"https://example.com/result-{k + 1}",
-                        "encrypted_content": base64.b64encode(f"result {k + 1}".encode()).decode(),
-                        "page_age": "January 1, 2025",
-                    }
-                ],
-            }
-        )
-    tool_id = ctx.ids.anthropic("toolu")
+        blocks.append(_search_result(search_id, k))
+    tool_id = ctx.ids.anthropic("toolu")  # drawn with or without a tool: ids stay in step
     if tool:
         blocks.append(
             {
@@ -242,109 +282,107 @@ def anthropic_messages(ctx: Ctx) -> Reply:
         )
     elif out.pieces or not blocks:
         blocks.append({"type": "text", "text": out.text})
+    return blocks
 
-    if not stream:
-        message = {
-            "id": message_id,
-            "type": "message",
-            "role": "assistant",
-            "model": model,
-            "content": blocks,
-            "stop_reason": stop_reason,
-            "stop_sequence": None,
-            "usage": usage(final_input, output_tokens),
-        }
-        return Reply(200, headers, body=message)
 
+def _search_result(search_id: str, k: int) -> JSONDict:
+    return {
+        "type": "web_search_tool_result",
+        "tool_use_id": search_id,
+        "content": [
+            {
+                "type": "web_search_result",
+                "title": f"Demo search result {k + 1}",
+                "url": f"https://example.com/result-{k + 1}",
+                "encrypted_content": base64.b64encode(f"result {k + 1}".encode()).decode(),
+                "page_age": "January 1, 2025",
+            }
+        ],
+    }
+
+
+def _message_body(message: _Message) -> JSONDict:
+    return {
+        "id": message.id,
+        "type": "message",
+        "role": "assistant",
+        "model": message.model,
+        "content": message.blocks,
+        "stop_reason": message.stop_reason,
+        "stop_sequence": None,
+        "usage": message.usage(message.final_input, message.output_tokens),
+    }
+
+
+def _message_events(ctx: Ctx, message: _Message, request_id: str) -> list[tuple[str | None, str]]:
     events: list[tuple[str | None, str]] = []
 
     def emit(etype: str, payload: JSONDict) -> None:
         events.append((etype, dumps({"type": etype, **payload})))
 
-    start_usage = usage(prompt.input_tokens, 1)
+    # message_start: the input as it stands before any search, one output token.
+    start_usage = message.usage(message.prompt.input_tokens, 1)
     start_usage.pop("server_tool_use", None)
     start_usage.pop("output_tokens_details", None)
-    emit(
-        "message_start",
-        {
-            "message": {
-                "id": message_id,
-                "type": "message",
-                "role": "assistant",
-                "model": model,
-                "content": [],
-                "stop_reason": None,
-                "stop_sequence": None,
-                "usage": start_usage,
-            }
-        },
-    )
-    for index, block in enumerate(blocks):
-        btype = block["type"]
-        if btype == "thinking":
-            emit(
-                "content_block_start",
-                {"index": index, "content_block": {**block, "thinking": "", "signature": ""}},
-            )
-        elif btype in ("server_tool_use", "tool_use"):
-            emit("content_block_start", {"index": index, "content_block": {**block, "input": {}}})
-        elif btype == "text":
-            emit(
-                "content_block_start",
-                {"index": index, "content_block": {"type": "text", "text": ""}},
-            )
-        else:
-            emit("content_block_start", {"index": index, "content_block": block})
+    start = {**_message_body(message), "content": [], "stop_reason": None, "usage": start_usage}
+    emit("message_start", {"message": start})
+    for index, block in enumerate(message.blocks):
+        emit("content_block_start", {"index": index, "content_block": _block_start(block)})
         if index == 0:
             emit("ping", {})
-        if btype == "thinking":
-            for piece in thinking_pieces:
-                emit(
-                    "content_block_delta",
-                    {"index": index, "delta": {"type": "thinking_delta", "thinking": piece}},
-                )
-            emit(
-                "content_block_delta",
-                {"index": index, "delta": {"type": "signature_delta", "signature": signature}},
-            )
-        elif btype == "server_tool_use":
-            k = search_ids.index(block["id"])
-            for piece in ["", *search_pieces[k]]:
-                emit(
-                    "content_block_delta",
-                    {"index": index, "delta": {"type": "input_json_delta", "partial_json": piece}},
-                )
-        elif btype == "tool_use":
-            for piece in ["", *out.pieces]:
-                emit(
-                    "content_block_delta",
-                    {"index": index, "delta": {"type": "input_json_delta", "partial_json": piece}},
-                )
-        elif btype == "text":
-            for piece in out.pieces:
-                emit(
-                    "content_block_delta",
-                    {"index": index, "delta": {"type": "text_delta", "text": piece}},
-                )
+        for delta in _block_deltas(message, block):
+            emit("content_block_delta", {"index": index, "delta": delta})
         emit("content_block_stop", {"index": index})
-    if controls.has("stream_error"):
-        cut = cut_point(controls, len(events))
+    if ctx.controls.has("stream_error"):
+        cut = cut_point(ctx.controls, len(events))
         error = {
             "type": "error",
             "error": {"type": "overloaded_error", "message": "Overloaded"},
-            "request_id": headers["request-id"],
+            "request_id": request_id,
         }
-        events = [*events[:cut], ("error", dumps(error))]
-        return Reply(200, headers, events=events)
-    delta_usage = usage(final_input, output_tokens)
+        return [*events[:cut], ("error", dumps(error))]
+    # message_delta: cumulative usage, without the cache split and the tier.
+    delta_usage = message.usage(message.final_input, message.output_tokens)
     delta_usage.pop("cache_creation", None)
     delta_usage.pop("service_tier", None)
-    emit(
-        "message_delta",
-        {"delta": {"stop_reason": stop_reason, "stop_sequence": None}, "usage": delta_usage},
-    )
+    stop = {"stop_reason": message.stop_reason, "stop_sequence": None}
+    emit("message_delta", {"delta": stop, "usage": delta_usage})
     emit("message_stop", {})
-    return Reply(200, headers, events=events)
+    return events
+
+
+def _block_start(block: JSONDict) -> JSONDict:
+    """A content block as ``content_block_start`` opens it, before its deltas."""
+    btype = block["type"]
+    if btype == "thinking":
+        return {**block, "thinking": "", "signature": ""}
+    if btype in ("server_tool_use", "tool_use"):
+        return {**block, "input": {}}
+    if btype == "text":
+        return {"type": "text", "text": ""}
+    return block
+
+
+def _block_deltas(message: _Message, block: JSONDict) -> list[JSONDict]:
+    btype = block["type"]
+    if btype == "thinking":
+        return [
+            *(
+                {"type": "thinking_delta", "thinking": piece}
+                for piece in thinking_words(message.out.reasoning)
+            ),
+            {"type": "signature_delta", "signature": block["signature"]},
+        ]
+    if btype in ("server_tool_use", "tool_use"):
+        if btype == "server_tool_use":
+            searches = [b["id"] for b in message.blocks if b["type"] == "server_tool_use"]
+            pieces = message.search_pieces[searches.index(block["id"])]
+        else:
+            pieces = message.out.pieces
+        return [{"type": "input_json_delta", "partial_json": p} for p in ["", *pieces]]
+    if btype == "text":
+        return [{"type": "text_delta", "text": piece} for piece in message.out.pieces]
+    return []
 
 
 def anthropic_error(ctx: Ctx, status: int, etype: str, message: str) -> Reply:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 DEFAULT_REPLY: Final = "Hello! This is a deterministic reply from the otel-tokens demo server."
 
@@ -37,24 +37,26 @@ SCENARIOS: Final = frozenset(
 DEFAULT_SLOW_DELAY: Final = 0.05
 
 
-def _int_header(headers: Mapping[str, str], name: str) -> int | None:
+_N = TypeVar("_N", int, float)
+
+
+def _number_header(headers: Mapping[str, str], name: str, kind: type[_N]) -> _N | None:
+    """The header's value as a number, at least zero; ``None`` when absent or not a number."""
     value = headers.get(name)
     if value is None or not value.strip():
         return None
     try:
-        return max(0, int(value.strip()))
+        return max(kind(0), kind(value.strip()))
     except ValueError:
         return None
+
+
+def _int_header(headers: Mapping[str, str], name: str) -> int | None:
+    return _number_header(headers, name, int)
 
 
 def _float_header(headers: Mapping[str, str], name: str) -> float | None:
-    value = headers.get(name)
-    if value is None or not value.strip():
-        return None
-    try:
-        return max(0.0, float(value.strip()))
-    except ValueError:
-        return None
+    return _number_header(headers, name, float)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ import json
 import math
 import random
 import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from ._estimate import (
@@ -32,7 +34,9 @@ from ._openai import (
 from ._reply import (
     Ctx,
     JSONDict,
+    Output,
     Reply,
+    ToolCall,
     dict_field,
     dumps,
     int_field,
@@ -76,6 +80,21 @@ def _chat_usage(prompt: PromptUsage, completion: int, reasoning: int) -> JSONDic
     }
 
 
+@dataclass(frozen=True)
+class _Chat:
+    """One chat completion, planned: what its JSON body and its stream both say."""
+
+    id: str
+    model: str
+    fingerprint: str
+    tier: str
+    out: Output
+    tool: ToolCall | None
+    finish: str
+    usage: JSONDict
+    call_ids: list[str]
+
+
 def openai_chat(ctx: Ctx) -> Reply:
     body = ctx.body
     model = ctx.model("gpt-4o-mini-2024-07-18")
@@ -83,79 +102,92 @@ def openai_chat(ctx: Ctx) -> Reply:
     n = max(1, min(int(n or 1), 8))
     prompt = openai_prompt_usage(_chat_prompt_tokens(body), ctx.controls)
     reasoning = openai_reasoning(ctx, model, body.get("reasoning_effort"))
-    tool = (
-        openai_function_tool(body.get("tools"), False) if ctx.controls.has("tool_call") else None
-    )
+    tool = openai_function_tool(body.get("tools"), False) if ctx.controls.has("tool_call") else None
     if body.get("tool_choice") == "none":
         tool = None
     pieces = tool.pieces if tool else ctx.controls.reply_pieces()
     out = plan_output(reasoning, pieces, int_field(body, "max_completion_tokens", "max_tokens"))
     completion = n * (out.reasoning + len(out.pieces))
-    usage = _chat_usage(prompt, completion, n * out.reasoning)
-    finish = "length" if out.truncated else ("tool_calls" if tool else "stop")
     completion_id = ctx.ids.chatcmpl()
-    fingerprint = ctx.ids.fingerprint(model)
-    tier = openai_service_tier(body)
     stream = bool(body.get("stream"))
     headers = openai_headers(
         ctx, prompt_tokens=prompt.total, output_tokens=completion, stream=stream
     )
-    call_ids = [ctx.ids.call() for _ in range(n)]
-
-    if not stream:
-        choices = []
-        for i in range(n):
-            message: JSONDict = {"role": "assistant", "content": None if tool else out.text}
-            message["refusal"] = None
-            message["annotations"] = []
-            if tool:
-                message["tool_calls"] = [
-                    {
-                        "id": call_ids[i],
-                        "type": "function",
-                        "function": {"name": tool.name, "arguments": "".join(out.pieces)},
-                    }
-                ]
-            choice: JSONDict = {
-                "index": i,
-                "message": message,
-                "logprobs": None,
-                "finish_reason": finish,
-            }
-            if ctx.azure:
-                choice["content_filter_results"] = azure_filter_results()
-            choices.append(choice)
-        result: JSONDict = {
-            "id": completion_id,
-            "object": "chat.completion",
-            "created": ctx.created,
-            "model": model,
-            "choices": choices,
-            "usage": usage,
-            "service_tier": tier,
-            "system_fingerprint": fingerprint,
-        }
-        if ctx.azure:
-            result["prompt_filter_results"] = [
-                {"prompt_index": 0, "content_filter_results": azure_filter_results()}
-            ]
-        return Reply(200, headers, body=result, indent=2)
-
-    stream_options = dict_field(body, "stream_options")
-    include_usage = bool(stream_options.get("include_usage")) and not ctx.controls.has(
-        "no_stream_usage"
+    chat = _Chat(
+        id=completion_id,
+        model=model,
+        fingerprint=ctx.ids.fingerprint(model),
+        tier=openai_service_tier(body),
+        out=out,
+        tool=tool,
+        finish="length" if out.truncated else ("tool_calls" if tool else "stop"),
+        usage=_chat_usage(prompt, completion, n * out.reasoning),
+        call_ids=[ctx.ids.call() for _ in range(n)],
     )
+    if not stream:
+        return Reply(200, headers, body=_chat_body(ctx, chat), indent=2)
+    return finish_openai_stream(ctx, headers, _chat_events(ctx, chat))
+
+
+def _chat_body(ctx: Ctx, chat: _Chat) -> JSONDict:
+    choices = []
+    for i, call_id in enumerate(chat.call_ids):
+        message: JSONDict = {"role": "assistant", "content": None if chat.tool else chat.out.text}
+        message["refusal"] = None
+        message["annotations"] = []
+        if chat.tool:
+            message["tool_calls"] = [
+                {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": chat.tool.name, "arguments": "".join(chat.out.pieces)},
+                }
+            ]
+        choices.append(_choice(ctx, {"index": i, "message": message}, chat.finish))
+    result: JSONDict = {
+        "id": chat.id,
+        "object": "chat.completion",
+        "created": ctx.created,
+        "model": chat.model,
+        "choices": choices,
+        "usage": chat.usage,
+        "service_tier": chat.tier,
+        "system_fingerprint": chat.fingerprint,
+    }
+    if ctx.azure:
+        result["prompt_filter_results"] = _prompt_filter_results(1)
+    return result
+
+
+def _choice(ctx: Ctx, fields: JSONDict, finish: str) -> JSONDict:
+    """A choice of a JSON answer (chat or legacy completions), Azure's filter results added."""
+    choice: JSONDict = {**fields, "logprobs": None, "finish_reason": finish}
+    if ctx.azure:
+        choice["content_filter_results"] = azure_filter_results()
+    return choice
+
+
+def _prompt_filter_results(prompts: int) -> list[JSONDict]:
+    return [
+        {"prompt_index": i, "content_filter_results": azure_filter_results()}
+        for i in range(prompts)
+    ]
+
+
+def _chat_events(ctx: Ctx, chat: _Chat) -> list[tuple[str | None, str]]:
+    stream_options = dict_field(ctx.body, "stream_options")
+    include_usage = _include_usage(ctx)
     obfuscate = stream_options.get("include_obfuscation", True) is not False and not ctx.azure
     events: list[tuple[str | None, str]] = []
 
     def chunk(choices: list[JSONDict], *, final_usage: JSONDict | None = None) -> None:
         data: JSONDict = {
-            "id": completion_id,
+            "id": chat.id,
             "object": "chat.completion.chunk",
             "created": ctx.created,
-            "model": model,
-            "service_tier": tier,
-            "system_fingerprint": fingerprint,
+            "model": chat.model,
+            "service_tier": chat.tier,
+            "system_fingerprint": chat.fingerprint,
             "choices": choices,
         }
         if include_usage:
@@ -164,52 +196,52 @@ def openai_chat(ctx: Ctx) -> Reply:
             data["obfuscation"] = obfuscation(ctx.ids, len(events))
         events.append((None, dumps(data)))
 
-    if ctx.azure:
+    if ctx.azure:  # Azure's first chunk: no choices, the prompt's filter results
+        first_chunk = {"choices": [], "created": 0, "id": "", "model": "", "object": ""}
         events.append(
-            (
-                None,
-                dumps(
-                    {
-                        "choices": [],
-                        "created": 0,
-                        "id": "",
-                        "model": "",
-                        "object": "",
-                        "prompt_filter_results": [
-                            {"prompt_index": 0, "content_filter_results": azure_filter_results()}
-                        ],
-                    }
-                ),
-            )
+            (None, dumps({**first_chunk, "prompt_filter_results": _prompt_filter_results(1)}))
         )
-
-    for i in range(n):
-        first: JSONDict = {"role": "assistant", "content": None if tool else "", "refusal": None}
-        if tool:
-            first["tool_calls"] = [
-                {
-                    "index": 0,
-                    "id": call_ids[i],
-                    "type": "function",
-                    "function": {"name": tool.name, "arguments": ""},
-                }
-            ]
-        extra: JSONDict = {"content_filter_results": {}} if ctx.azure else {}
-        chunk([{"index": i, "delta": first, "logprobs": None, "finish_reason": None, **extra}])
-        for piece in out.pieces:
-            delta: JSONDict = (
-                {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
-                if tool
-                else {"content": piece}
+    for i, call_id in enumerate(chat.call_ids):
+        for delta, finish, filters in _chat_deltas(ctx, chat, call_id):
+            extra: JSONDict = {"content_filter_results": filters} if ctx.azure else {}
+            chunk(
+                [{"index": i, "delta": delta, "logprobs": None, "finish_reason": finish, **extra}]
             )
-            if ctx.azure:
-                extra = {"content_filter_results": azure_filter_results()}
-            chunk([{"index": i, "delta": delta, "logprobs": None, "finish_reason": None, **extra}])
-        extra = {"content_filter_results": {}} if ctx.azure else {}
-        chunk([{"index": i, "delta": {}, "logprobs": None, "finish_reason": finish, **extra}])
     if include_usage:
-        chunk([], final_usage=usage)
-    return finish_openai_stream(ctx, headers, events)
+        chunk([], final_usage=chat.usage)
+    return events
+
+
+def _chat_deltas(
+    ctx: Ctx, chat: _Chat, call_id: str
+) -> Iterator[tuple[JSONDict, str | None, JSONDict]]:
+    """One choice's stream: each delta, its finish reason and its (Azure) filter results."""
+    tool = chat.tool
+    first: JSONDict = {"role": "assistant", "content": None if tool else "", "refusal": None}
+    if tool:
+        first["tool_calls"] = [
+            {
+                "index": 0,
+                "id": call_id,
+                "type": "function",
+                "function": {"name": tool.name, "arguments": ""},
+            }
+        ]
+    yield first, None, {}
+    for piece in chat.out.pieces:
+        delta: JSONDict = (
+            {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+            if tool
+            else {"content": piece}
+        )
+        yield delta, None, azure_filter_results() if ctx.azure else {}
+    yield {}, chat.finish, {}
+
+
+def _include_usage(ctx: Ctx) -> bool:
+    """The stream ends with a usage chunk: asked for, and not refused by the scenario."""
+    asked = dict_field(ctx.body, "stream_options").get("include_usage")
+    return bool(asked) and not ctx.controls.has("no_stream_usage")
 
 
 def openai_completions(ctx: Ctx) -> Reply:
@@ -224,8 +256,9 @@ def openai_completions(ctx: Ctx) -> Reply:
     out = plan_output(0, ctx.controls.reply_pieces(), 16 if limit is None else limit)
     finish = "length" if out.truncated else "stop"
     echo = bool(body.get("echo"))
-    n_choices = n * len(prompts)
-    completion = n_choices * len(out.pieces)
+    # One choice per prompt and n; with echo, its text starts with its prompt.
+    prefixes = [p if echo and isinstance(p, str) else "" for p in prompts for _ in range(n)]
+    completion = len(prefixes) * len(out.pieces)
     usage: JSONDict = {
         "prompt_tokens": prompt.total,
         "completion_tokens": completion,
@@ -238,61 +271,30 @@ def openai_completions(ctx: Ctx) -> Reply:
     headers = openai_headers(
         ctx, prompt_tokens=prompt.total, output_tokens=completion, stream=stream
     )
-
-    def prefix(index: int) -> str:
-        p = prompts[index // n]
-        return p if echo and isinstance(p, str) else ""
-
+    head: JSONDict = {"id": completion_id, "object": "text_completion", "created": ctx.created}
     if not stream:
-        choices = []
-        for idx in range(n_choices):
-            choice: JSONDict = {
-                "text": prefix(idx) + out.text,
-                "index": idx,
-                "logprobs": None,
-                "finish_reason": finish,
-            }
-            if ctx.azure:
-                choice["content_filter_results"] = azure_filter_results()
-            choices.append(choice)
-        result: JSONDict = {
-            "id": completion_id,
-            "object": "text_completion",
-            "created": ctx.created,
-            "model": model,
-            "choices": choices,
-            "usage": usage,
-        }
+        choices = [
+            _choice(ctx, {"text": prefix + out.text, "index": i}, finish)
+            for i, prefix in enumerate(prefixes)
+        ]
+        result: JSONDict = {**head, "model": model, "choices": choices, "usage": usage}
         if ctx.azure:
-            result["prompt_filter_results"] = [
-                {"prompt_index": i, "content_filter_results": azure_filter_results()}
-                for i in range(len(prompts))
-            ]
+            result["prompt_filter_results"] = _prompt_filter_results(len(prompts))
         return Reply(200, headers, body=result, indent=2)
 
-    stream_options = dict_field(body, "stream_options")
-    include_usage = bool(stream_options.get("include_usage")) and not ctx.controls.has(
-        "no_stream_usage"
-    )
+    include_usage = _include_usage(ctx)
     events: list[tuple[str | None, str]] = []
 
     def chunk(choices: list[JSONDict], final_usage: JSONDict | None = None) -> None:
-        data: JSONDict = {
-            "id": completion_id,
-            "object": "text_completion",
-            "created": ctx.created,
-            "choices": choices,
-            "model": model,
-        }
+        data: JSONDict = {**head, "choices": choices, "model": model}
         if include_usage:
             data["usage"] = final_usage
         events.append((None, dumps(data)))
 
-    for idx in range(n_choices):
-        texts = ([prefix(idx)] if prefix(idx) else []) + out.pieces
-        for text in texts:
-            chunk([{"text": text, "index": idx, "logprobs": None, "finish_reason": None}])
-        chunk([{"text": "", "index": idx, "logprobs": None, "finish_reason": finish}])
+    for i, prefix in enumerate(prefixes):
+        for text in ([prefix] if prefix else []) + out.pieces:
+            chunk([{"text": text, "index": i, "logprobs": None, "finish_reason": None}])
+        chunk([{"text": "", "index": i, "logprobs": None, "finish_reason": finish}])
     if include_usage:
         chunk([], usage)
     return finish_openai_stream(ctx, headers, events)

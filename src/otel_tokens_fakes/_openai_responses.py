@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ._estimate import (
     OPENAI_IMAGE_TOKENS,
     content_tokens,
@@ -24,7 +26,9 @@ from ._openai import (
 from ._reply import (
     Ctx,
     JSONDict,
+    Output,
     Reply,
+    ToolCall,
     cut_point,
     dict_field,
     dumps,
@@ -72,43 +76,78 @@ def _responses_usage(prompt: PromptUsage, output: int, reasoning: int) -> JSONDi
     }
 
 
+@dataclass(frozen=True)
+class _Response:
+    """One response, planned: what its JSON body and its stream both say."""
+
+    id: str
+    model: str
+    usage: JSONDict
+    out: Output
+    reasoning_item: JSONDict | None
+    search_items: list[JSONDict]
+    final_item: JSONDict
+    """The function call or the message."""
+
+    @property
+    def status(self) -> str:
+        return "incomplete" if self.out.truncated else "completed"
+
+    @property
+    def output(self) -> list[JSONDict]:
+        reasoning = [self.reasoning_item] if self.reasoning_item else []
+        return [*reasoning, *self.search_items, self.final_item]
+
+
 def openai_responses(ctx: Ctx) -> Reply:
     body = ctx.body
     model = ctx.model("gpt-4o-mini-2024-07-18")
     prompt = openai_prompt_usage(_responses_prompt_tokens(body), ctx.controls)
-    reasoning_cfg = dict_field(body, "reasoning")
-    reasoning = openai_reasoning(ctx, model, reasoning_cfg.get("effort"))
+    effort = dict_field(body, "reasoning").get("effort")
+    reasoning = openai_reasoning(ctx, model, effort)
     tool = openai_function_tool(body.get("tools"), True) if ctx.controls.has("tool_call") else None
     if body.get("tool_choice") == "none":
         tool = None
     pieces = tool.pieces if tool else ctx.controls.reply_pieces()
     out = plan_output(reasoning, pieces, int_field(body, "max_output_tokens"))
-    searches = ctx.controls.web_search_requests if ctx.controls.has("web_search") else 0
     output_tokens = out.reasoning + len(out.pieces)
-    usage = _responses_usage(prompt, output_tokens, out.reasoning)
     response_id = ctx.ids.openai_item("resp")
     stream = bool(body.get("stream"))
     headers = openai_headers(
         ctx, prompt_tokens=prompt.total, output_tokens=output_tokens, stream=stream
     )
-    status = "incomplete" if out.truncated else "completed"
-
     reasoning_item: JSONDict | None = None
     if out.reasoning or is_openai_reasoning_model(model):
         reasoning_item = {"id": ctx.ids.openai_item("rs"), "type": "reasoning", "summary": []}
-    search_items: list[JSONDict] = []
-    for k in range(searches):
-        search_items.append(
-            {
-                "id": ctx.ids.openai_item("ws"),
-                "type": "web_search_call",
-                "status": "completed",
-                "action": {"type": "search", "query": f"otel-tokens demo search {k + 1}"},
-            }
-        )
-    final_item: JSONDict
+    searches = ctx.controls.web_search_requests if ctx.controls.has("web_search") else 0
+    response = _Response(
+        id=response_id,
+        model=model,
+        usage=_responses_usage(prompt, output_tokens, out.reasoning),
+        out=out,
+        reasoning_item=reasoning_item,
+        search_items=[_search_item(ctx, k) for k in range(searches)],
+        final_item=_final_item(ctx, out, tool),
+    )
+    if not stream:
+        result = _response_object(ctx, response, response.status, response.output, True)
+        return Reply(200, headers, body=result, indent=2)
+    return Reply(200, headers, events=_response_events(ctx, response))
+
+
+def _search_item(ctx: Ctx, k: int) -> JSONDict:
+    return {
+        "id": ctx.ids.openai_item("ws"),
+        "type": "web_search_call",
+        "status": "completed",
+        "action": {"type": "search", "query": f"otel-tokens demo search {k + 1}"},
+    }
+
+
+def _final_item(ctx: Ctx, out: Output, tool: ToolCall | None) -> JSONDict:
+    status = "incomplete" if out.truncated else "completed"
     if tool:
-        final_item = {
+        return {
             "id": ctx.ids.openai_item("fc"),
             "type": "function_call",
             "status": status,
@@ -116,160 +155,141 @@ def openai_responses(ctx: Ctx) -> Reply:
             "call_id": ctx.ids.call(),
             "name": tool.name,
         }
-    else:
-        final_item = {
-            "id": ctx.ids.openai_item("msg"),
-            "type": "message",
-            "status": status,
-            "content": [
-                {"type": "output_text", "annotations": [], "logprobs": [], "text": out.text}
-            ],
-            "role": "assistant",
-        }
-    output: list[JSONDict] = [
-        *([reasoning_item] if reasoning_item else []),
-        *search_items,
-        final_item,
-    ]
+    return {
+        "id": ctx.ids.openai_item("msg"),
+        "type": "message",
+        "status": status,
+        "content": [{"type": "output_text", "annotations": [], "logprobs": [], "text": out.text}],
+        "role": "assistant",
+    }
 
-    def response_obj(state: str, items: list[JSONDict], with_usage: bool) -> JSONDict:
-        text_cfg = dict_field(body, "text")
-        obj: JSONDict = {
-            "id": response_id,
-            "object": "response",
-            "created_at": ctx.created,
-            "status": state,
-            "background": bool(body.get("background", False)),
-            "completed_at": ctx.created + 1 if state == "completed" else None,
-            "error": None,
-            "incomplete_details": {"reason": "max_output_tokens"}
-            if state == "incomplete"
-            else None,
-            "instructions": body.get("instructions"),
-            "max_output_tokens": body.get("max_output_tokens"),
-            "max_tool_calls": body.get("max_tool_calls"),
-            "model": model,
-            "output": items,
-            "parallel_tool_calls": bool(body.get("parallel_tool_calls", True)),
-            "previous_response_id": body.get("previous_response_id"),
-            "prompt_cache_key": body.get("prompt_cache_key"),
-            "reasoning": {
-                "effort": reasoning_cfg.get("effort", "medium" if reasoning_item else None),
-                "summary": reasoning_cfg.get("summary"),
-            },
-            "safety_identifier": body.get("safety_identifier"),
-            "service_tier": openai_service_tier(body) if state != "in_progress" else "auto",
-            "store": bool(body.get("store", True)),
-            "temperature": body.get("temperature", 1.0),
-            "text": {"format": {"type": "text"}, "verbosity": "medium", **text_cfg},
-            "tool_choice": body.get("tool_choice", "auto"),
-            "tools": body.get("tools") or [],
-            "top_logprobs": body.get("top_logprobs", 0),
-            "top_p": body.get("top_p", 1.0),
-            "truncation": body.get("truncation", "disabled"),
-            "usage": usage if with_usage else None,
-            "user": body.get("user"),
-            "metadata": body.get("metadata") or {},
-        }
-        return obj
 
-    if not stream:
-        return Reply(200, headers, body=response_obj(status, output, True), indent=2)
+def _response_object(
+    ctx: Ctx, response: _Response, state: str, items: list[JSONDict], with_usage: bool
+) -> JSONDict:
+    """The response object in ``state``, as the JSON body and the stream's events carry it."""
+    body = ctx.body
+    reasoning_cfg = dict_field(body, "reasoning")
+    return {
+        "id": response.id,
+        "object": "response",
+        "created_at": ctx.created,
+        "status": state,
+        "background": bool(body.get("background", False)),
+        "completed_at": ctx.created + 1 if state == "completed" else None,
+        "error": None,
+        "incomplete_details": {"reason": "max_output_tokens"} if state == "incomplete" else None,
+        "instructions": body.get("instructions"),
+        "max_output_tokens": body.get("max_output_tokens"),
+        "max_tool_calls": body.get("max_tool_calls"),
+        "model": response.model,
+        "output": items,
+        "parallel_tool_calls": bool(body.get("parallel_tool_calls", True)),
+        "previous_response_id": body.get("previous_response_id"),
+        "prompt_cache_key": body.get("prompt_cache_key"),
+        "reasoning": {
+            "effort": reasoning_cfg.get("effort", "medium" if response.reasoning_item else None),
+            "summary": reasoning_cfg.get("summary"),
+        },
+        "safety_identifier": body.get("safety_identifier"),
+        "service_tier": openai_service_tier(body) if state != "in_progress" else "auto",
+        "store": bool(body.get("store", True)),
+        "temperature": body.get("temperature", 1.0),
+        "text": {"format": {"type": "text"}, "verbosity": "medium", **dict_field(body, "text")},
+        "tool_choice": body.get("tool_choice", "auto"),
+        "tools": body.get("tools") or [],
+        "top_logprobs": body.get("top_logprobs", 0),
+        "top_p": body.get("top_p", 1.0),
+        "truncation": body.get("truncation", "disabled"),
+        "usage": response.usage if with_usage else None,
+        "user": body.get("user"),
+        "metadata": body.get("metadata") or {},
+    }
 
-    stream_options = dict_field(body, "stream_options")
-    obfuscate = stream_options.get("include_obfuscation", True) is not False and not ctx.azure
-    events: list[tuple[str | None, str]] = []
 
-    def emit(etype: str, payload: JSONDict) -> None:
-        data = {"type": etype, "sequence_number": len(events), **payload}
-        events.append((etype, dumps(data)))
+class _Events:
+    """Typed SSE events, numbered in order."""
 
-    emit("response.created", {"response": response_obj("in_progress", [], False)})
-    emit("response.in_progress", {"response": response_obj("in_progress", [], False)})
+    def __init__(self) -> None:
+        self.events: list[tuple[str | None, str]] = []
+
+    def emit(self, etype: str, payload: JSONDict) -> None:
+        data = {"type": etype, "sequence_number": len(self.events), **payload}
+        self.events.append((etype, dumps(data)))
+
+
+def _response_events(ctx: Ctx, response: _Response) -> list[tuple[str | None, str]]:
+    stream = _Events()
+    in_progress = _response_object(ctx, response, "in_progress", [], False)
+    stream.emit("response.created", {"response": in_progress})
+    stream.emit("response.in_progress", {"response": in_progress})
     index = 0
-    if reasoning_item:
-        emit("response.output_item.added", {"output_index": index, "item": reasoning_item})
-        emit("response.output_item.done", {"output_index": index, "item": reasoning_item})
+    if response.reasoning_item:
+        item = response.reasoning_item
+        stream.emit("response.output_item.added", {"output_index": index, "item": item})
+        stream.emit("response.output_item.done", {"output_index": index, "item": item})
         index += 1
-    for item in search_items:
+    for item in response.search_items:
         added = {**item, "status": "in_progress", "action": {"type": "search"}}
-        emit("response.output_item.added", {"output_index": index, "item": added})
+        stream.emit("response.output_item.added", {"output_index": index, "item": added})
         for phase in ("in_progress", "searching", "completed"):
-            emit(
-                f"response.web_search_call.{phase}", {"output_index": index, "item_id": item["id"]}
-            )
-        emit("response.output_item.done", {"output_index": index, "item": item})
+            where = {"output_index": index, "item_id": item["id"]}
+            stream.emit(f"response.web_search_call.{phase}", where)
+        stream.emit("response.output_item.done", {"output_index": index, "item": item})
         index += 1
-    item_id = final_item["id"]
-    if tool:
-        emit(
-            "response.output_item.added",
-            {
-                "output_index": index,
-                "item": {**final_item, "status": "in_progress", "arguments": ""},
-            },
-        )
-        for piece in out.pieces:
-            emit(
-                "response.function_call_arguments.delta",
-                {"item_id": item_id, "output_index": index, "delta": piece},
-            )
-        emit(
-            "response.function_call_arguments.done",
-            {"item_id": item_id, "output_index": index, "arguments": final_item["arguments"]},
-        )
+    if response.final_item["type"] == "function_call":
+        _function_call_events(stream, response, index)
     else:
-        emit(
-            "response.output_item.added",
-            {"output_index": index, "item": {**final_item, "status": "in_progress", "content": []}},
-        )
-        empty_part = {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
-        emit(
-            "response.content_part.added",
-            {"item_id": item_id, "output_index": index, "content_index": 0, "part": empty_part},
-        )
-        for piece in out.pieces:
-            payload: JSONDict = {
-                "item_id": item_id,
-                "output_index": index,
-                "content_index": 0,
-                "delta": piece,
-                "logprobs": [],
-            }
-            if obfuscate:
-                payload["obfuscation"] = obfuscation(ctx.ids, len(events))
-            emit("response.output_text.delta", payload)
-        emit(
-            "response.output_text.done",
-            {
-                "item_id": item_id,
-                "output_index": index,
-                "content_index": 0,
-                "text": out.text,
-                "logprobs": [],
-            },
-        )
-        emit(
-            "response.content_part.done",
-            {
-                "item_id": item_id,
-                "output_index": index,
-                "content_index": 0,
-                "part": final_item["content"][0],
-            },
-        )
-    emit("response.output_item.done", {"output_index": index, "item": final_item})
+        _message_events(ctx, stream, response, index)
+    stream.emit("response.output_item.done", {"output_index": index, "item": response.final_item})
+    events = stream.events
     if ctx.controls.has("stream_error"):
         cut = cut_point(ctx.controls, len(events))
-        failed = response_obj("failed", [], False)
+        failed = _response_object(ctx, response, "failed", [], False)
         failed["error"] = {
             "code": "server_error",
             "message": "An error occurred while processing your request.",
         }
         events = events[:cut]
         data = {"type": "response.failed", "sequence_number": len(events), "response": failed}
-        events.append(("response.failed", dumps(data)))
-        return Reply(200, headers, events=events)
-    final_type = "response.incomplete" if out.truncated else "response.completed"
-    emit(final_type, {"response": response_obj(status, output, True)})
-    return Reply(200, headers, events=events)
+        return [*events, ("response.failed", dumps(data))]
+    final_type = "response.incomplete" if response.out.truncated else "response.completed"
+    completed = _response_object(ctx, response, response.status, response.output, True)
+    stream.emit(final_type, {"response": completed})
+    return stream.events
+
+
+def _function_call_events(stream: _Events, response: _Response, index: int) -> None:
+    item = response.final_item
+    added = {**item, "status": "in_progress", "arguments": ""}
+    stream.emit("response.output_item.added", {"output_index": index, "item": added})
+    for piece in response.out.pieces:
+        stream.emit(
+            "response.function_call_arguments.delta",
+            {"item_id": item["id"], "output_index": index, "delta": piece},
+        )
+    stream.emit(
+        "response.function_call_arguments.done",
+        {"item_id": item["id"], "output_index": index, "arguments": item["arguments"]},
+    )
+
+
+def _message_events(ctx: Ctx, stream: _Events, response: _Response, index: int) -> None:
+    item = response.final_item
+    obfuscate = (
+        dict_field(ctx.body, "stream_options").get("include_obfuscation", True) is not False
+        and not ctx.azure
+    )
+    added = {**item, "status": "in_progress", "content": []}
+    stream.emit("response.output_item.added", {"output_index": index, "item": added})
+    where: JSONDict = {"item_id": item["id"], "output_index": index, "content_index": 0}
+    empty_part = {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
+    stream.emit("response.content_part.added", {**where, "part": empty_part})
+    for piece in response.out.pieces:
+        payload: JSONDict = {**where, "delta": piece, "logprobs": []}
+        if obfuscate:
+            payload["obfuscation"] = obfuscation(ctx.ids, len(stream.events))
+        stream.emit("response.output_text.delta", payload)
+    text = response.out.text
+    stream.emit("response.output_text.done", {**where, "text": text, "logprobs": []})
+    stream.emit("response.content_part.done", {**where, "part": item["content"][0]})
