@@ -1,5 +1,5 @@
 """The real ``boto3`` ``bedrock-runtime`` client against a local server speaking Bedrock's
-JSON wire format (``bedrock_server.py``), instrumented.
+JSON wire format (``otel_tokens_fakes.BedrockServer``), instrumented.
 
 The server answers with the usage each test gives it, so every count and cost below is
 worked out by hand from the usage and Bedrock's published rates (which are the genai-prices

@@ -1,5 +1,6 @@
 """The real ``google-genai`` client (sync and ``client.aio``; Gemini Developer API and Vertex AI)
-against a local server speaking the Gemini REST wire format (``gemini_server.py``), instrumented.
+against a local server speaking the Gemini REST wire format
+(``otel_tokens_fakes.GeminiServer``), instrumented.
 
 The server answers with the ``usageMetadata`` each test gives it, so every count and cost
 below is worked out by hand from the usage and Google's published rates (which are the
