@@ -9,29 +9,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ._controls import (
-    Controls,
-    split_pieces,
-    thinking_words,
-)
-from ._estimate import (
-    ANTHROPIC_IMAGE_TOKENS,
-    content_tokens,
-    estimate_tokens,
-    tools_tokens,
-)
-from ._reply import (
-    Ctx,
-    JSONDict,
-    Output,
-    Reply,
-    ToolCall,
-    cut_point,
-    dumps,
-    int_field,
-    plan_output,
-    schema_example,
-)
+from ._controls import Controls, split_pieces, thinking_words
+from ._estimate import ANTHROPIC_IMAGE_TOKENS, content_tokens, estimate_tokens, tools_tokens
+from ._output import Output, ToolCall, plan_output, schema_example
+from ._reply import Ctx, JSONDict, Reply, cut_point, dumps, int_field
 from ._scenarios import Failure
 
 SEARCH_RESULT_TOKENS: Final = 750

@@ -38,7 +38,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote
 
-from ._loopback import LoopbackServer
+from ._loopback import LoopbackServer, QuietHandler
 
 REPLY = "Hello from the local Bedrock server."
 DEFAULT_USAGE: dict[str, Any] = {"inputTokens": 10, "outputTokens": 5, "totalTokens": 15}
@@ -134,13 +134,7 @@ def _invoke_events(headers: Any) -> list[bytes]:
 
 
 def _handler(server: BedrockServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True
-
-        def log_message(self, format: str, *args: Any) -> None:  # quiet
-            return
-
+    class Handler(QuietHandler):
         def _send(self, status: int, data: bytes, headers: dict[str, str]) -> None:
             self.send_response(status)
             for name, value in headers.items():

@@ -23,27 +23,11 @@ from ._anthropic import (
     anthropic_messages,
     anthropic_validate,
 )
-from ._controls import (
-    Controls,
-)
-from ._openai import (
-    openai_error,
-    openai_failure,
-    openai_validate,
-)
-from ._openai_chat import (
-    openai_chat,
-    openai_completions,
-    openai_embeddings,
-)
+from ._controls import Controls
+from ._openai import openai_error, openai_failure, openai_validate
+from ._openai_chat import openai_chat, openai_completions, openai_embeddings
 from ._openai_responses import openai_responses
-from ._reply import (
-    Ctx,
-    JSONDict,
-    Reply,
-    cut_point,
-    dumps,
-)
+from ._reply import Ctx, JSONDict, Reply, cut_point, dumps
 from ._request import RecordedRequest
 from ._scenarios import Failure, scenario_reply
 

@@ -8,22 +8,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ._controls import (
-    Controls,
-)
+from ._controls import Controls
 from ._ids import Ids
-from ._models import (
-    is_openai_reasoning_model,
-)
-from ._reply import (
-    Ctx,
-    JSONDict,
-    Reply,
-    ToolCall,
-    cut_point,
-    dumps,
-    schema_example,
-)
+from ._models import is_openai_reasoning_model
+from ._output import Output, ToolCall, plan_output, schema_example
+from ._reply import Ctx, JSONDict, Reply, cut_point, dumps
 from ._scenarios import Failure
 
 _REASONING_BY_EFFORT: Final[Mapping[str, int]] = {
@@ -147,7 +136,24 @@ def openai_reasoning(ctx: Ctx, model: str, effort: Any) -> int:
     return _REASONING_BY_EFFORT["medium"]
 
 
-def openai_function_tool(tools: Any, responses_api: bool) -> ToolCall | None:
+def openai_answer(
+    ctx: Ctx, model: str, effort: Any, limit: int | None, *, responses_api: bool
+) -> tuple[ToolCall | None, Output]:
+    """What a chat completion or a response generates: the tool it calls (``tool_call``
+    scenario, unless ``tool_choice`` is none) or the reply, after the reasoning tokens of
+    ``effort``, within ``limit`` output tokens."""
+    body = ctx.body
+    reasoning = openai_reasoning(ctx, model, effort)
+    tool = (
+        _function_tool(body.get("tools"), responses_api) if ctx.controls.has("tool_call") else None
+    )
+    if body.get("tool_choice") == "none":
+        tool = None
+    pieces = tool.pieces if tool else ctx.controls.reply_pieces()
+    return tool, plan_output(reasoning, pieces, limit)
+
+
+def _function_tool(tools: Any, responses_api: bool) -> ToolCall | None:
     if not isinstance(tools, list):
         return None
     for tool in tools:

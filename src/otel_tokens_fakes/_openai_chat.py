@@ -25,23 +25,13 @@ from ._openai import (
     azure_filter_results,
     finish_openai_stream,
     obfuscation,
-    openai_function_tool,
+    openai_answer,
     openai_headers,
     openai_prompt_usage,
-    openai_reasoning,
     openai_service_tier,
 )
-from ._reply import (
-    Ctx,
-    JSONDict,
-    Output,
-    Reply,
-    ToolCall,
-    dict_field,
-    dumps,
-    int_field,
-    plan_output,
-)
+from ._output import Output, ToolCall, plan_output
+from ._reply import Ctx, JSONDict, Reply, dict_field, dumps, int_field
 
 
 def _chat_prompt_tokens(body: JSONDict) -> int:
@@ -101,12 +91,8 @@ def openai_chat(ctx: Ctx) -> Reply:
     n = body.get("n") if isinstance(body.get("n"), int) else 1
     n = max(1, min(int(n or 1), 8))
     prompt = openai_prompt_usage(_chat_prompt_tokens(body), ctx.controls)
-    reasoning = openai_reasoning(ctx, model, body.get("reasoning_effort"))
-    tool = openai_function_tool(body.get("tools"), False) if ctx.controls.has("tool_call") else None
-    if body.get("tool_choice") == "none":
-        tool = None
-    pieces = tool.pieces if tool else ctx.controls.reply_pieces()
-    out = plan_output(reasoning, pieces, int_field(body, "max_completion_tokens", "max_tokens"))
+    limit = int_field(body, "max_completion_tokens", "max_tokens")
+    tool, out = openai_answer(ctx, model, body.get("reasoning_effort"), limit, responses_api=False)
     completion = n * (out.reasoning + len(out.pieces))
     completion_id = ctx.ids.chatcmpl()
     stream = bool(body.get("stream"))

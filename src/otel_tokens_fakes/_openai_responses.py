@@ -11,30 +11,17 @@ from ._estimate import (
     part_tokens,
     tools_tokens,
 )
-from ._models import (
-    is_openai_reasoning_model,
-)
+from ._models import is_openai_reasoning_model
 from ._openai import (
     PromptUsage,
     obfuscation,
-    openai_function_tool,
+    openai_answer,
     openai_headers,
     openai_prompt_usage,
-    openai_reasoning,
     openai_service_tier,
 )
-from ._reply import (
-    Ctx,
-    JSONDict,
-    Output,
-    Reply,
-    ToolCall,
-    cut_point,
-    dict_field,
-    dumps,
-    int_field,
-    plan_output,
-)
+from ._output import Output, ToolCall
+from ._reply import Ctx, JSONDict, Reply, cut_point, dict_field, dumps, int_field
 
 
 def _responses_prompt_tokens(body: JSONDict) -> int:
@@ -104,12 +91,8 @@ def openai_responses(ctx: Ctx) -> Reply:
     model = ctx.model("gpt-4o-mini-2024-07-18")
     prompt = openai_prompt_usage(_responses_prompt_tokens(body), ctx.controls)
     effort = dict_field(body, "reasoning").get("effort")
-    reasoning = openai_reasoning(ctx, model, effort)
-    tool = openai_function_tool(body.get("tools"), True) if ctx.controls.has("tool_call") else None
-    if body.get("tool_choice") == "none":
-        tool = None
-    pieces = tool.pieces if tool else ctx.controls.reply_pieces()
-    out = plan_output(reasoning, pieces, int_field(body, "max_output_tokens"))
+    limit = int_field(body, "max_output_tokens")
+    tool, out = openai_answer(ctx, model, effort, limit, responses_api=True)
     output_tokens = out.reasoning + len(out.pieces)
     response_id = ctx.ids.openai_item("resp")
     stream = bool(body.get("stream"))

@@ -10,10 +10,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 
-from ._controls import (
-    DEFAULT_SLOW_DELAY,
-    SCENARIOS,
-)
+from ._controls import DEFAULT_SLOW_DELAY, SCENARIOS
 from ._http import HTTPServer
 from ._ids import Ids
 from ._request import RecordedRequest

@@ -8,14 +8,9 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._controls import (
-    Controls,
-    split_pieces,
-)
+from ._controls import Controls
 from ._ids import Ids
-from ._models import (
-    served_model,
-)
+from ._models import served_model
 
 if TYPE_CHECKING:
     from ._provider import ProviderServer
@@ -80,69 +75,6 @@ def int_field(body: JSONDict, *keys: str) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     return None
-
-
-@dataclass
-class Output:
-    """The generated output of one choice: reasoning tokens, visible pieces, and the finish."""
-
-    reasoning: int
-    pieces: list[str]
-    truncated: bool
-
-    @property
-    def text(self) -> str:
-        return "".join(self.pieces)
-
-
-def plan_output(reasoning: int, pieces: list[str], limit: int | None) -> Output:
-    if limit is None:
-        return Output(reasoning, pieces, False)
-    limit = max(0, limit)
-    if reasoning >= limit and (pieces or reasoning > limit):
-        return Output(limit, [], True)
-    room = limit - reasoning
-    if len(pieces) > room:
-        return Output(reasoning, pieces[:room], True)
-    return Output(reasoning, pieces, False)
-
-
-def schema_example(schema: Any) -> Any:
-    if not isinstance(schema, dict):
-        return "example"
-    stype = schema.get("type")
-    if isinstance(stype, list):
-        stype = next((t for t in stype if t != "null"), "string")
-    if "enum" in schema and isinstance(schema["enum"], list) and schema["enum"]:
-        return schema["enum"][0]
-    if stype == "object" or "properties" in schema:
-        props = schema.get("properties")
-        if not isinstance(props, dict):
-            return {}
-        required = schema.get("required")
-        keys = [k for k in props if not isinstance(required, list) or k in required] or list(props)
-        return {k: schema_example(props[k]) for k in keys[:6]}
-    if stype == "array":
-        return [schema_example(schema.get("items"))]
-    if stype == "integer":
-        return 1
-    if stype == "number":
-        return 1.5
-    if stype == "boolean":
-        return True
-    if stype == "null":
-        return None
-    return "example"
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    name: str
-    arguments: str
-
-    @property
-    def pieces(self) -> list[str]:
-        return split_pieces(self.arguments)
 
 
 def cut_point(controls: Controls, count: int) -> int:
