@@ -130,6 +130,13 @@ EXPORTS: dict[str, set[str]] = {
         "set_default_catalog",
         "start_price_updates",
     },
+    "otel_tokens.demo": {
+        "KEY_VARIABLES",
+        "FakesMissingError",
+        "OfflineProviders",
+        "offline_providers",
+        "wants_offline",
+    },
     "otel_tokens.budgets": {
         "ENV_BUDGETS",
         "ENV_BUDGET_STORE",
