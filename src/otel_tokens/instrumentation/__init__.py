@@ -16,8 +16,10 @@ from ._instrumentor import LibraryInstrumentor
 __all__ = [
     "AnthropicInstrumentor",
     "BedrockInstrumentor",
+    "CohereInstrumentor",
     "GeminiInstrumentor",
     "LibraryInstrumentor",
+    "MistralInstrumentor",
     "OpenAIInstrumentor",
 ]
 
@@ -51,3 +53,18 @@ class BedrockInstrumentor(LibraryInstrumentor):
     headers). Streams are not metered yet (docs/bedrock.md)."""
 
     description = _descriptions.BEDROCK
+
+
+class MistralInstrumentor(LibraryInstrumentor):
+    """Meters the ``mistralai`` client (2.x and later): chat ``complete``/``stream``, FIM and
+    embeddings, sync and async, cache reads included (docs/mistral.md)."""
+
+    description = _descriptions.MISTRAL
+
+
+class CohereInstrumentor(LibraryInstrumentor):
+    """Meters the ``cohere`` v2 client (``ClientV2``, ``AsyncClientV2``): ``chat``,
+    ``chat_stream``, ``embed`` and ``rerank``, billed by ``usage.billed_units``
+    (docs/cohere.md)."""
+
+    description = _descriptions.COHERE

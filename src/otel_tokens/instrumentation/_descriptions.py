@@ -74,3 +74,34 @@ BEDROCK = Description(
     # opentelemetry-instrumentation-botocore wraps this same method: found wrapped, we warn.
     public_method=Target("botocore.client", "BaseClient._make_api_call"),
 )
+
+MISTRAL = Description(
+    name="mistralai",
+    # 2.0 moved the client to the mistralai.client package (1.x: mistralai.basesdk).
+    requirement="mistralai >= 2.0",
+    module="mistralai.client",
+    adapter="otel_tokens.instrumentation.mistral:MistralAdapter",
+    # A stream is the httpx response do_request returns, before the client wraps it in its
+    # EventStream: the adapter's stream_of puts a tap in front of its bytes, watched here.
+    streams=(),
+    sync_request=Target("mistralai.client.basesdk", "BaseSDK.do_request"),
+    async_request=Target("mistralai.client.basesdk", "BaseSDK.do_request_async"),
+    public_method=Target("mistralai.client.chat", "Chat.complete"),
+)
+
+COHERE = Description(
+    name="cohere",
+    requirement="cohere >= 5.11",
+    module="cohere",
+    adapter="otel_tokens.instrumentation.cohere:CohereAdapter",
+    streams=(),
+    # Every non-streamed call (chat, embed, rerank, raw responses) passes through the HTTP
+    # client's request; the adapter meters the v2 paths only.
+    sync_request=Target("cohere.core.http_client", "HttpClient.request"),
+    async_request=Target("cohere.core.http_client", "AsyncHttpClient.request"),
+    # A chat stream is a plain generator (async generator) of parsed events, which sends
+    # its request when first pulled.
+    sync_stream_request=Target("cohere.v2.client", "V2Client.chat_stream"),
+    async_stream_request=Target("cohere.v2.client", "AsyncV2Client.chat_stream"),
+    public_method=Target("cohere.v2.client", "V2Client.chat"),
+)
