@@ -129,6 +129,9 @@ class CohereAdapter:
         return total + count_text(str(body.get("query") or ""), model)
 
     def read_response(self, request: Request, response: Any) -> ResponseFacts:
+        status = getattr(response, "status_code", 200)
+        if status >= 400:  # the client raises from it after request returns
+            return ResponseFacts(error=(str(status), f"HTTP {status}"))
         data = response.json() if hasattr(response, "json") else response
         usage = field(data, "usage")
         if usage is None:
