@@ -24,7 +24,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from otel_tokens import semconv as sc
 from otel_tokens.counting import count_messages, count_text
 from otel_tokens.instrumentation import CohereInstrumentor
-from otel_tokens.pricing import Catalog
+from otel_tokens.pricing import Catalog, parse_user_prices
 from otel_tokens.usage import TokenUsage
 
 from .cohere_server import REPLY, WORDS, CohereServer
@@ -169,19 +169,74 @@ def test_embed(client: cohere.ClientV2, telemetry: Any) -> None:
     assert attrs[sc.GEN_AI_OPERATION_NAME] == "embeddings"
 
 
-def test_rerank_search_units_are_unpriced(client: cohere.ClientV2, telemetry: Any) -> None:
+def test_rerank_search_units_without_a_rate_are_unpriced(
+    client: cohere.ClientV2, telemetry: Any
+) -> None:
     client.rerank(
         model="rerank-v3.5",
         query="q",
         documents=["a", "b", "c"],
         request_options=billed({"search_units": 1}),
     )
-    attrs = dict(span_of(telemetry).attributes or {})
-    assert attrs["cohere.billed_units.search_units"] == 1
+    attrs = assert_billed(telemetry, TokenUsage(search_units=1), None)
+    assert attrs[sc.BILLING_USAGE_PREFIX + "search_units"] == 1
     assert attrs[sc.BILLING_PRICING_STATUS] == sc.STATUS_UNPRICED
     assert attrs[sc.GEN_AI_OPERATION_NAME] == "rerank"
+    assert attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] == 0  # search units are in no token total
     assert sc.BILLING_COST_DECIMAL not in attrs
-    assert telemetry.bucket_tokens() == {}
+    assert telemetry.sum_of(sc.METRIC_BILLING_UNPRICED) == 1
+
+
+def test_rerank_priced_per_search_by_a_price_file(
+    cohere_server: CohereServer, telemetry: Any
+) -> None:
+    # Cohere's list price for Rerank 3.5: $2.00 per thousand searches.
+    prices = parse_user_prices(
+        json.dumps(
+            {
+                "version": 1,
+                "models": [
+                    {
+                        "provider": "cohere",
+                        "model": "rerank-v3.5",
+                        "prices": {"search_units_kcount": "2.00"},
+                    }
+                ],
+            }
+        ).encode()
+    )
+    inst = CohereInstrumentor()
+    inst.instrument(
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        catalog=Catalog(prices),
+    )
+    try:
+        client = cohere.ClientV2(api_key="test", base_url=cohere_server.base_url)
+        client.rerank(
+            model="rerank-v3.5",
+            query="q",
+            documents=["a", "b"],
+            request_options=billed({"search_units": 3}),
+        )
+    finally:
+        inst.uninstrument()
+    # 3 searches x $2.00 / 1000 = $0.006.
+    attrs = assert_billed(telemetry, TokenUsage(search_units=3), Decimal("0.006"))
+    assert attrs[sc.BILLING_PRICE_ID] == "user:cohere/rerank-v3.5"
+
+
+def test_classifications_are_unpriced_and_said(client: cohere.ClientV2, telemetry: Any) -> None:
+    client.chat(
+        model=COMMAND_R,
+        messages=MESSAGES,
+        request_options=billed({"input_tokens": 4, "output_tokens": 2, "classifications": 1}),
+    )
+    attrs = dict(span_of(telemetry).attributes or {})
+    assert attrs["cohere.billed_units.classifications"] == 1
+    assert attrs[sc.BILLING_PRICING_STATUS] == sc.STATUS_UNPRICED
+    assert attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] == 4
+    assert sc.BILLING_COST_DECIMAL not in attrs
 
 
 def test_unknown_model_is_unpriced(client: cohere.ClientV2, telemetry: Any) -> None:

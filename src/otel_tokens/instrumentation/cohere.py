@@ -9,9 +9,10 @@ first pulled; the core replaces it with a watching one. Its ``message-end`` even
 usage.
 
 Billed: ``usage.billed_units`` (chat), ``meta.billed_units`` (embed, rerank), never
-``usage.tokens``. Rerank bills search units, which are not tokens: they go on the span as
-``cohere.billed_units.search_units`` and the call is unpriced (no price source we read has a
-per-search rate), said so by ``gen_ai.billing.pricing_status``.
+``usage.tokens``. Rerank's search units are the ``search_units`` bucket, priced where a price
+file has a ``search_units_kcount`` rate and unpriced otherwise (genai-prices has none).
+Classifications and images have no bucket: such a call carries them on the span and is
+unpriced, said so by ``gen_ai.billing.pricing_status``.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from ._adapter import Request, ResponseFacts, StreamState
 from ._common import capture_content, output_attributes
 
 COHERE = "cohere"
-SEARCH_UNITS = "cohere.billed_units.search_units"
 CLASSIFICATIONS = "cohere.billed_units.classifications"
+IMAGES = "cohere.billed_units.images"
 
 _PATHS = {"v2/chat": "chat", "v2/embed": "embeddings", "v2/rerank": "rerank"}
 _OMITTED = (type(None), type(...))
@@ -157,25 +158,24 @@ def _facts(
     response_id: Any,
     reasons: tuple[str, ...],
     text: str,
-    source: str = "provider",
 ) -> ResponseFacts:
     attributes: dict[str, AttributeValue] = dict(output_attributes(request, text) or {})
     tokens: TokenUsage | None = None
     if usage is not None:
         units = cohere_units(usage)
-        if units.search_units or units.classifications or units.images:
-            # Units that are not tokens have no rate we can read: the call is unpriced, and
-            # says what it billed.
-            if units.search_units:
-                attributes[SEARCH_UNITS] = units.search_units
+        if units.classifications or units.images:
+            # Units no bucket holds have no rate we can read: the call is unpriced, and says
+            # what it billed.
             if units.classifications:
                 attributes[CLASSIFICATIONS] = units.classifications
+            if units.images:
+                attributes[IMAGES] = units.images
             billed = from_cohere(usage)
             attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] = billed.input_total
             attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = billed.output_total
             attributes[sc.BILLING_PRICING_STATUS] = sc.STATUS_UNPRICED
         else:
-            tokens = from_cohere(usage, source=source)  # type: ignore[arg-type]
+            tokens = from_cohere(usage)
     return ResponseFacts(
         usage=tokens,
         response_id=response_id if isinstance(response_id, str) and response_id else None,

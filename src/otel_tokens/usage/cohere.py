@@ -7,8 +7,10 @@ that the SDK types as floats (``5.0``); a fraction is refused, not rounded.
 
 ``cached_tokens`` (prompt tokens served from Cohere's cache) is not split out of the billed
 input: Cohere publishes no separate rate for it, and its ``billed_units.input_tokens`` is
-what it charges. ``search_units`` (rerank) and ``classifications`` are not tokens: they are
-read by `billed_units` and carried beside the usage, never priced as tokens.
+what it charges. ``search_units`` (rerank) go to the ``search_units`` bucket, a request
+bucket priced per thousand units (``search_units_kcount``), never as tokens.
+``classifications`` and ``images`` have no bucket: `cohere_units` reads them, and the
+adapter keeps a call that bills them unpriced.
 """
 
 from __future__ import annotations
@@ -22,9 +24,8 @@ from ._read import count, field, require_mapping_like
 
 @dataclass(frozen=True, slots=True)
 class CohereUnits:
-    """What a Cohere call billed that is not tokens."""
+    """What a Cohere call billed that no bucket holds."""
 
-    search_units: int = 0
     classifications: int = 0
     images: int = 0
 
@@ -36,15 +37,17 @@ def from_cohere(usage: Any, *, source: UsageSource = "provider") -> TokenUsage:
     if billed is None:
         return TokenUsage(source=source)
     return TokenUsage(
-        input=count(billed, "input_tokens"), output=count(billed, "output_tokens"), source=source
+        input=count(billed, "input_tokens"),
+        output=count(billed, "output_tokens"),
+        search_units=count(billed, "search_units"),
+        source=source,
     )
 
 
 def cohere_units(usage: Any) -> CohereUnits:
-    """The billed units of a v2 ``usage`` object that are not tokens."""
+    """The billed units of a v2 ``usage`` object that no bucket holds."""
     billed = field(usage, "billed_units")
     return CohereUnits(
-        search_units=count(billed, "search_units"),
         classifications=count(billed, "classifications"),
         images=count(billed, "images"),
     )
