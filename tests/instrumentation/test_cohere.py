@@ -302,3 +302,10 @@ def test_v1_paths_are_not_metered(client: cohere.ClientV2, telemetry: Any) -> No
 
     adapter = CohereAdapter()
     assert adapter.read_request(None, ("v1/chat",), {"method": "POST", "json": {}}) is None
+
+
+def test_entry_point_names_the_instrumentor() -> None:
+    from importlib.metadata import entry_points
+
+    found = {e.name: e for e in entry_points(group="opentelemetry_instrumentor")}
+    assert found["otel_tokens_cohere"].load() is CohereInstrumentor

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import logging
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -210,16 +211,25 @@ def test_cut_stream_is_estimated_once(client: Mistral, telemetry: Any) -> None:
     assert attrs[sc.BILLING_PRICING_STATUS] == sc.STATUS_ESTIMATED
 
 
-def test_abandoned_stream_is_recorded_once(client: Mistral, telemetry: Any) -> None:
-    stream = client.chat.stream(model=LARGE, messages=MESSAGES)
-    next(iter(stream))
-    stream.close()
-    del stream
+def test_stream_closed_early_is_recorded_once(client: Mistral, telemetry: Any) -> None:
+    with client.chat.stream(model=LARGE, messages=MESSAGES) as stream:
+        for _ in stream:
+            break
+    assert len(telemetry.our_spans()) == 1  # ended by the close, not later
     gc.collect()
     spans = telemetry.our_spans()
     assert len(spans) == 1
     attrs = dict(spans[0].attributes or {})
+    # What the client had read when it closed: the usage chunk, or less (then estimated).
     assert attrs[sc.BILLING_USAGE_SOURCE] in ("estimated", "provider")
+
+
+def test_stream_dropped_half_read_is_recorded_once(client: Mistral, telemetry: Any) -> None:
+    stream = client.chat.stream(model=LARGE, messages=MESSAGES)
+    next(stream)
+    del stream
+    gc.collect()
+    assert len(telemetry.our_spans()) == 1
 
 
 def test_dropped_stream_is_recorded_once(client: Mistral, telemetry: Any) -> None:
@@ -249,3 +259,60 @@ def test_uninstrument_restores_the_client(mistral_server: MistralServer, telemet
         model=LARGE, messages=MESSAGES
     )
     assert telemetry.our_spans() == []
+
+
+def test_fim_complete(client: Mistral, telemetry: Any) -> None:
+    client.fim.complete(model="codestral-2508", prompt="def add(a, b):", suffix="")
+    # codestral-2508: $0.30 input, $0.90 output per MTok; 10 x 0.3 + 5 x 0.9 = 7.5 micro-dollars.
+    attrs = assert_billed(telemetry, TokenUsage(input=10, output=5), Decimal("0.0000075"))
+    assert attrs[sc.GEN_AI_OPERATION_NAME] == "text_completion"
+
+
+def test_stream_request_error_is_recorded(client: Mistral, telemetry: Any) -> None:
+    with pytest.raises(mistral_errors.SDKError):
+        client.chat.stream(model=LARGE, messages=MESSAGES, http_headers={"x-test-status": "429"})
+    span = span_of(telemetry)
+    assert span.status.status_code == StatusCode.ERROR
+    assert (span.attributes or {})[sc.ERROR_TYPE] == "429"
+    assert telemetry.bucket_tokens() == {}
+
+
+def test_async_cut_stream_is_estimated_once(client: Mistral, telemetry: Any) -> None:
+    async def run() -> None:
+        stream = await client.chat.stream_async(
+            model=LARGE, messages=MESSAGES, http_headers={"x-test-cut": "2"}
+        )
+        async for _ in stream:
+            pass
+
+    asyncio.run(run())
+    expected = TokenUsage(
+        input=count_messages(MESSAGES, LARGE),
+        output=count_text("".join(WORDS[:2]), LARGE),
+        source="estimated",
+    )
+    assert_billed(telemetry, expected, None)
+
+
+def test_sdk_global_telemetry_is_warned_of(
+    mistral_server: MistralServer,
+    telemetry: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("MISTRAL_SDK_TELEMETRY", "global")
+    inst = MistralInstrumentor()
+    with caplog.at_level(logging.WARNING, logger="otel_tokens"):
+        inst.instrument(
+            tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+        )
+    inst.uninstrument()
+    assert "count tokens twice" in caplog.text
+
+
+def test_entry_point_names_the_instrumentor() -> None:
+    from importlib.metadata import entry_points
+
+    found = {e.name: e for e in entry_points(group="opentelemetry_instrumentor")}
+    assert found["otel_tokens_mistral"].load() is MistralInstrumentor
+    assert MistralInstrumentor().instrumentation_dependencies() == ("mistralai >= 2.4.10",)

@@ -56,7 +56,7 @@ class BedrockInstrumentor(LibraryInstrumentor):
 
 
 class MistralInstrumentor(LibraryInstrumentor):
-    """Meters the ``mistralai`` client (2.x and later): chat ``complete``/``stream``, FIM and
+    """Meters the ``mistralai`` client (2.4.10 and later): chat ``complete``/``stream``, FIM and
     embeddings, sync and async, cache reads included (docs/mistral.md)."""
 
     description = _descriptions.MISTRAL

@@ -77,8 +77,10 @@ BEDROCK = Description(
 
 MISTRAL = Description(
     name="mistralai",
-    # 2.0 moved the client to the mistralai.client package (1.x: mistralai.basesdk).
-    requirement="mistralai >= 2.0",
+    # 2.0 moved the client to the mistralai.client package (1.x: mistralai.basesdk); before
+    # 2.4.10 the client made its own spans with gen_ai.usage.* whenever the application had a
+    # tracer provider (opt-in since): two spans with usage per call, so not instrumented.
+    requirement="mistralai >= 2.4.10",
     module="mistralai.client",
     adapter="otel_tokens.instrumentation.mistral:MistralAdapter",
     # A stream is the httpx response do_request returns, before the client wraps it in its
@@ -91,7 +93,7 @@ MISTRAL = Description(
 
 COHERE = Description(
     name="cohere",
-    requirement="cohere >= 5.11",
+    requirement="cohere >= 5.13",  # tested with 5.13.0 and 7.3.1
     module="cohere",
     adapter="otel_tokens.instrumentation.cohere:CohereAdapter",
     streams=(),

@@ -17,6 +17,8 @@ own, and the core watches the tap. The user's ``EventStream`` and its events are
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
 from typing import Any
 
@@ -30,6 +32,10 @@ from ._adapter import Request, ResponseFacts, StreamState
 from ._common import PerURL, capture_content, output_attributes, request_attributes
 
 MISTRAL_AI = "mistral_ai"
+# The client's own telemetry (opt-in since 2.4.10): "global" makes spans with gen_ai.usage.*
+# in the application's tracer provider, beside ours.
+SDK_TELEMETRY_ENV = "MISTRAL_SDK_TELEMETRY"
+_log = logging.getLogger("otel_tokens")
 
 # Our operation names by the end of the API path.
 _PATHS = {
@@ -49,6 +55,14 @@ _OPERATIONS = PerURL(_operation)
 class MistralAdapter:
     def __init__(self, *, library_span: bool = False) -> None:
         self.capture = capture_content()  # read once, when instrumenting
+        if os.environ.get(SDK_TELEMETRY_ENV, "").strip().lower() == "global":
+            _log.warning(
+                "otel-tokens: %s=global: the mistralai client makes its own spans with "
+                "gen_ai.usage.* in your tracer provider, beside ours, and backends that sum "
+                "spans would count tokens twice. Unset it (or set it to false) to keep one "
+                "span with usage per call (docs/mistral.md).",
+                SDK_TELEMETRY_ENV,
+            )
 
     def read_request(self, client: Any, args: tuple[Any, ...], kwargs: Any) -> Request | None:
         request = kwargs.get("request", args[1] if len(args) > 1 else None)
