@@ -316,3 +316,29 @@ def test_entry_point_names_the_instrumentor() -> None:
     found = {e.name: e for e in entry_points(group="opentelemetry_instrumentor")}
     assert found["otel_tokens_mistral"].load() is MistralInstrumentor
     assert MistralInstrumentor().instrumentation_dependencies() == ("mistralai >= 2.4.10",)
+
+
+def test_priority_tier_is_not_priced_at_standard_rates(client: Mistral, telemetry: Any) -> None:
+    usage = {**CACHED_USAGE, "service_tier": "priority"}
+    client.chat.complete(model=LARGE, messages=MESSAGES, http_headers=usage_headers(usage))
+    attrs = assert_billed(telemetry, CACHED, None)
+    assert attrs[sc.BILLING_PROCESSING] == "priority"
+    # genai-prices has no priority rates for Mistral: no price, never the standard one.
+    assert attrs[sc.BILLING_PRICING_STATUS] == sc.STATUS_VARIANT_UNAVAILABLE
+    assert sc.BILLING_COST_DECIMAL not in attrs
+
+
+def test_standard_tier_is_priced(client: Mistral, telemetry: Any) -> None:
+    usage = {**CACHED_USAGE, "service_tier": "standard"}
+    client.chat.complete(model=LARGE, messages=MESSAGES, http_headers=usage_headers(usage))
+    assert_billed(telemetry, CACHED, CACHED_COST)
+
+
+def test_unknown_tier_is_unpriced_with_its_totals(client: Mistral, telemetry: Any) -> None:
+    usage = {**CACHED_USAGE, "service_tier": "overnight"}
+    client.chat.complete(model=LARGE, messages=MESSAGES, http_headers=usage_headers(usage))
+    attrs = dict(span_of(telemetry).attributes or {})
+    assert attrs[sc.BILLING_PRICING_STATUS] == sc.STATUS_UNPRICED
+    assert attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] == 1200
+    assert attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == 300
+    assert sc.BILLING_COST_DECIMAL not in attrs

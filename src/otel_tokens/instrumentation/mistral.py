@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.util.types import AttributeValue
 
@@ -31,11 +31,18 @@ from ..usage import read_field as field
 from ._adapter import Request, ResponseFacts, StreamState
 from ._common import PerURL, capture_content, output_attributes, request_attributes
 
+if TYPE_CHECKING:
+    from ..pricing import Processing
+
 MISTRAL_AI = "mistral_ai"
 # The client's own telemetry (opt-in since 2.4.10): "global" makes spans with gen_ai.usage.*
 # in the application's tracer provider, beside ours.
 SDK_TELEMETRY_ENV = "MISTRAL_SDK_TELEMETRY"
 _log = logging.getLogger("otel_tokens")
+# usage.service_tier ("the service tier at which the request was processed: standard or
+# priority"), and the request's service_tier, as our processing tiers. A tier not named
+# here has rates we cannot know: such a call is kept unpriced (see `_facts`).
+_TIERS: dict[str, Processing] = {"standard": "standard", "priority": "priority"}
 
 # Our operation names by the end of the API path.
 _PATHS = {
@@ -80,6 +87,7 @@ class MistralAdapter:
             return None
         stream = kwargs.get("stream", args[3] if len(args) > 3 else False)
         model = body.get("model")
+        tier = body.get("service_tier")
         return Request(
             operation=operation,
             provider=MISTRAL_AI,
@@ -88,6 +96,7 @@ class MistralAdapter:
             stream=bool(stream),
             server_address=url.host or None,
             server_port=url.port,
+            processing=_TIERS.get(tier, "standard") if isinstance(tier, str) else "standard",
             body=body,
             capture_content=self.capture,
         )
@@ -132,9 +141,14 @@ def _facts(request: Request, data: Any, text: str) -> ResponseFacts:
     usage_data = field(data, "usage")
     attributes = output_attributes(request, text) if text else None
     usage = from_mistral(usage_data) if usage_data is not None else None
-    if usage is not None and field(usage_data, "prompt_audio_seconds"):
-        # Audio input is billed by the second, which no token bucket holds: the tokens go
-        # on the span, no price (a price without the audio would look exact and be short).
+    tier = field(usage_data, "service_tier")
+    tier = tier.strip().lower() if isinstance(tier, str) and tier.strip() else None
+    processing = _TIERS.get(tier) if tier is not None else None
+    unknown_tier = tier is not None and processing is None
+    if usage is not None and (field(usage_data, "prompt_audio_seconds") or unknown_tier):
+        # Audio input is billed by the second, which no token bucket holds, and a tier we
+        # do not know has rates we do not know: the tokens go on the span, no price (a
+        # price that misses either would look exact and be wrong).
         attributes = {
             **(attributes or {}),
             sc.GEN_AI_USAGE_INPUT_TOKENS: usage.input_total,
@@ -148,6 +162,7 @@ def _facts(request: Request, data: Any, text: str) -> ResponseFacts:
         model=field(data, "model") or None,
         response_id=field(data, "id") or None,
         finish_reasons=tuple(str(r) for c in choices if (r := field(c, "finish_reason"))),
+        processing=processing,
         attributes=attributes,
     )
 
