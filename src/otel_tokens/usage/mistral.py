@@ -17,6 +17,7 @@ from ._read import count, field, require_mapping_like
 
 
 def from_mistral(usage: Any, *, source: UsageSource = "provider") -> TokenUsage:
+    """Convert a Mistral AI ``usage`` object (or dict): cache reads split out of the prompt."""
     require_mapping_like(usage, "Mistral")
     prompt = count(usage, "prompt_tokens")
     completion = count(usage, "completion_tokens")
