@@ -27,7 +27,7 @@ from ..counting import count_messages, count_text, estimate_source
 from ..usage import TokenUsage, cohere_units, from_cohere
 from ..usage import read_field as field
 from ._adapter import Request, ResponseFacts, StreamState
-from ._common import capture_content, output_attributes
+from ._common import PerClient, capture_content, output_attributes
 
 COHERE = "cohere"
 CLASSIFICATIONS = "cohere.billed_units.classifications"
@@ -37,13 +37,28 @@ _PATHS = {"v2/chat": "chat", "v2/embed": "embeddings", "v2/rerank": "rerank"}
 _OMITTED = (type(None), type(...))
 
 
-def _server(client: Any, base_url: Any = None) -> tuple[str | None, int | None]:
+def _server_of(client: Any, base_url: Any = None) -> tuple[str | None, int | None]:
     try:
         url = client.get_base_url(base_url)
         parts = urlsplit(url)
         return parts.hostname, parts.port
     except Exception:  # a client without a base URL we can read
         return None, None
+
+
+_SERVERS = PerClient()
+
+
+def _server(client: Any, base_url: Any = None) -> tuple[str | None, int | None]:
+    """The server of ``client``'s requests (worked out once per client, unless the call
+    names its own base URL)."""
+    if base_url is not None:
+        return _server_of(client, base_url)
+    found: tuple[str | None, int | None] | None = _SERVERS.get(id(client))
+    if found is None:
+        found = _server_of(client)
+        _SERVERS.remember(client, found)
+    return found
 
 
 def _copy(body: Any) -> dict[str, Any]:
@@ -68,6 +83,7 @@ class CohereAdapter:
             http = getattr(wrapper, "httpx_client", None)
             host, port = _server(http) if http is not None else (None, None)
             body = _copy(kwargs)
+            body.pop("request_options", None)  # headers (keys), timeouts: not the request's
             model = body.get("model")
             return Request(
                 operation="chat",

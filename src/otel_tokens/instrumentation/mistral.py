@@ -211,19 +211,25 @@ class _EventBytes(StreamState):
 
     def finish(self, error: BaseException | None) -> ResponseFacts:
         request = self.request
-        events = list(_sse_data(b"".join(self.chunks)))
-        text = "".join(
-            _content(field(c, "delta", "content")) for e in events for c in e.get("choices") or ()
+        lines = _data_lines(b"".join(self.chunks))
+        # The client has parsed every event already: parse again only what is needed. The
+        # usage chunk is the last one naming "usage" (inside a JSON string the quotes would
+        # be escaped, so the key is the only match); the text only for an estimate or for
+        # captured content.
+        last_usage = next(
+            (e for line in reversed(lines) if b'"usage"' in line and (e := _json(line))), None
         )
-        last_usage = next((e for e in reversed(events) if e.get("usage")), None)
-        if last_usage is not None:
-            facts = _facts(request, last_usage, text if request.capture_content else "")
+        if last_usage is not None and last_usage.get("usage"):
+            text = _delta_text(map(_json, lines)) if request.capture_content else ""
+            facts = _facts(request, last_usage, text)
             ended = any(field(c, "finish_reason") for c in last_usage.get("choices") or ())
             if facts.usage is not None and not ended:
                 return _with_usage(facts, facts.usage.with_source("estimated"))
             return facts
+        events = [e for e in map(_json, lines) if e]
         if not events and error is None:
             return ResponseFacts()  # nothing came back: nothing to bill
+        text = _delta_text(events)
         model = request.model
         usage = TokenUsage(
             input=_estimate_input(request),
@@ -243,27 +249,36 @@ class _EventBytes(StreamState):
         )
 
 
+def _delta_text(events: Any) -> str:
+    return "".join(
+        _content(field(c, "delta", "content")) for e in events if e for c in e.get("choices") or ()
+    )
+
+
 def _with_usage(facts: ResponseFacts, usage: TokenUsage) -> ResponseFacts:
     from dataclasses import replace
 
     return replace(facts, usage=usage)
 
 
-def _sse_data(raw: bytes) -> Any:
-    """The JSON objects of the ``data:`` lines of server-sent events (``[DONE]`` and a line
-    cut short by a failure are skipped)."""
+def _data_lines(raw: bytes) -> list[bytes]:
+    """The payloads of the ``data:`` lines of server-sent events, ``[DONE]`` left out."""
+    found = []
     for line in raw.splitlines():
-        if not line.startswith(b"data:"):
-            continue
-        payload = line[5:].strip()
-        if not payload or payload == b"[DONE]":
-            continue
-        try:
-            value = json.loads(payload)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            yield value
+        if line.startswith(b"data:"):
+            payload = line[5:].strip()
+            if payload and payload != b"[DONE]":
+                found.append(payload)
+    return found
+
+
+def _json(payload: bytes) -> dict[str, Any] | None:
+    """One event's JSON object; ``None`` for a line cut short by a failure."""
+    try:
+        value = json.loads(payload)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 _taps: dict[type, type] = {}
