@@ -309,3 +309,27 @@ def test_entry_point_names_the_instrumentor() -> None:
 
     found = {e.name: e for e in entry_points(group="opentelemetry_instrumentor")}
     assert found["otel_tokens_cohere"].load() is CohereInstrumentor
+
+
+def test_captured_content(
+    cohere_server: CohereServer, telemetry: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    inst = CohereInstrumentor()
+    inst.instrument(
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        catalog=Catalog(),
+    )
+    try:
+        client = cohere.ClientV2(api_key="test", base_url=cohere_server.base_url)
+        client.chat(model=COMMAND_R, messages=MESSAGES)
+        list(client.chat_stream(model=COMMAND_R, messages=MESSAGES))
+    finally:
+        inst.uninstrument()
+    spans = telemetry.our_spans()
+    assert len(spans) == 2
+    for span in spans:
+        attrs = dict(span.attributes or {})
+        assert json.loads(str(attrs[sc.GEN_AI_OUTPUT_MESSAGES])) == REPLY
+        assert attrs[sc.SERVER_ADDRESS] == "127.0.0.1"

@@ -342,3 +342,23 @@ def test_unknown_tier_is_unpriced_with_its_totals(client: Mistral, telemetry: An
     assert attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] == 1200
     assert attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == 300
     assert sc.BILLING_COST_DECIMAL not in attrs
+
+
+def test_captured_content_of_a_stream(
+    mistral_server: MistralServer, telemetry: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    inst = MistralInstrumentor()
+    inst.instrument(
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        catalog=Catalog(),
+    )
+    try:
+        client = Mistral(api_key="test", server_url=mistral_server.base_url)
+        list(client.chat.stream(model=LARGE, messages=MESSAGES))
+        client.chat.complete(model=LARGE, messages=MESSAGES)
+    finally:
+        inst.uninstrument()
+    for span in telemetry.our_spans():
+        assert json.loads(str((span.attributes or {})[sc.GEN_AI_OUTPUT_MESSAGES])) == REPLY
