@@ -362,3 +362,36 @@ def test_captured_content_of_a_stream(
         inst.uninstrument()
     for span in telemetry.our_spans():
         assert json.loads(str((span.attributes or {})[sc.GEN_AI_OUTPUT_MESSAGES])) == REPLY
+
+
+def test_budget_enforced_before_the_request_is_sent(
+    mistral_server: MistralServer, telemetry: Any
+) -> None:
+    from otel_tokens.attribution import attribute
+    from otel_tokens.budgets import Budget, BudgetExceeded, BudgetManager, MemoryStore
+
+    budget = Budget(
+        "acme", limit=Decimal(100), unit="tokens", mode="enforce", scope={"tenant": "acme"}
+    )
+    manager = BudgetManager(
+        [budget], MemoryStore(), catalog=Catalog(), meter_provider=telemetry.meter_provider
+    )
+    inst = MistralInstrumentor()
+    inst.instrument(
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        catalog=Catalog(),
+        budgets=manager,
+    )
+    try:
+        client = Mistral(api_key="test", server_url=mistral_server.base_url)
+        before = len(mistral_server.bodies)
+        with attribute(tenant="acme"), pytest.raises(BudgetExceeded) as info:
+            client.chat.complete(model=LARGE, messages=MESSAGES, max_tokens=500)
+        assert len(mistral_server.bodies) == before  # nothing reached the server
+        # The request's messages counted locally, plus the most it may write.
+        assert info.value.needed == count_messages(MESSAGES, LARGE) + 500
+        with attribute(tenant="acme"):
+            client.chat.complete(model=LARGE, messages=MESSAGES, max_tokens=20)
+    finally:
+        inst.uninstrument()
