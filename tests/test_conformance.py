@@ -24,7 +24,9 @@ from otel_tokens.usage import (
     InvalidUsageError,
     TokenUsage,
     from_anthropic,
+    from_cohere,
     from_gemini,
+    from_mistral,
     from_ollama,
     from_openai_chat,
     from_openai_responses,
@@ -50,6 +52,8 @@ CONVERTERS: dict[str, Callable[..., TokenUsage]] = {
     "bedrock_llama": from_bedrock_llama,
     "bedrock_headers": from_bedrock_headers,
     "ollama": from_ollama,
+    "mistral": from_mistral,
+    "cohere": from_cohere,
 }
 
 # Upstream names the registry marks deprecated: with OTEL_SEMCONV_STABILITY_OPT_IN listing

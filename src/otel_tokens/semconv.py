@@ -137,6 +137,8 @@ BUCKET_INPUT_IMAGE: Final = "input_image"
 BUCKET_OUTPUT_AUDIO: Final = "output_audio"
 BUCKET_OUTPUT_IMAGE: Final = "output_image"
 BUCKET_WEB_SEARCH: Final = "web_search"
+# Search units (Cohere rerank: one per query of up to 100 documents); a request bucket.
+BUCKET_SEARCH_UNITS: Final = "search_units"
 
 TOKEN_BUCKETS: Final = (
     BUCKET_INPUT,
@@ -150,7 +152,7 @@ TOKEN_BUCKETS: Final = (
     BUCKET_OUTPUT_IMAGE,
     BUCKET_REASONING,
 )
-REQUEST_BUCKETS: Final = (BUCKET_WEB_SEARCH,)
+REQUEST_BUCKETS: Final = (BUCKET_WEB_SEARCH, BUCKET_SEARCH_UNITS)
 
 TOKEN_TYPE_INPUT: Final = "input"
 TOKEN_TYPE_OUTPUT: Final = "output"

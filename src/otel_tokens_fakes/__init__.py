@@ -14,6 +14,9 @@ mapping, retries) without network access:
   OpenAI, Azure OpenAI and Anthropic; scenarios and control headers below.
 * `GeminiServer` (``_gemini.py``): the Gemini REST wire format, Gemini Developer API and
   Vertex AI, for ``google-genai``; its control headers are in its module.
+* `MistralServer` (``_mistral.py``): Mistral AI's chat, FIM and embeddings (JSON and SSE).
+* `CohereServer` (``_cohere.py``): Cohere's v2 chat (JSON and its typed SSE events), embed and
+  rerank.
 * `OllamaServer` (``_ollama.py``): Ollama's native API (JSON and NDJSON streams).
 * `OpenAIShapedServer` (``_openai_shaped.py``): OpenAI-shaped chat completions with the usage
   placement of groq and together (for their own SDKs).
@@ -164,11 +167,17 @@ from __future__ import annotations
 
 from ._bedrock import REPLY as BEDROCK_REPLY
 from ._bedrock import BedrockServer, event_message
+from ._cohere import REPLY as COHERE_REPLY
+from ._cohere import WORDS as COHERE_WORDS
+from ._cohere import CohereServer
 from ._controls import DEFAULT_REPLY, SCENARIOS
 from ._estimate import estimate_tokens
 from ._gemini import REPLY as GEMINI_REPLY
 from ._gemini import GeminiServer
 from ._loopback import LoopbackServer
+from ._mistral import REPLY as MISTRAL_REPLY
+from ._mistral import WORDS as MISTRAL_WORDS
+from ._mistral import MistralServer
 from ._models import served_model
 from ._ollama import PIECES as OLLAMA_PIECES
 from ._ollama import OllamaServer
@@ -179,14 +188,20 @@ from ._request import RecordedRequest
 
 __all__ = [
     "BEDROCK_REPLY",
+    "COHERE_REPLY",
+    "COHERE_WORDS",
     "DEFAULT_REPLY",
     "GEMINI_REPLY",
+    "MISTRAL_REPLY",
+    "MISTRAL_WORDS",
     "OLLAMA_PIECES",
     "OPENAI_SHAPED_PIECES",
     "SCENARIOS",
     "BedrockServer",
+    "CohereServer",
     "GeminiServer",
     "LoopbackServer",
+    "MistralServer",
     "OllamaServer",
     "OpenAIShapedServer",
     "ProviderServer",

@@ -16,9 +16,11 @@ from ._instrumentor import LibraryInstrumentor
 __all__ = [
     "AnthropicInstrumentor",
     "BedrockInstrumentor",
+    "CohereInstrumentor",
     "GeminiInstrumentor",
     "GroqInstrumentor",
     "LibraryInstrumentor",
+    "MistralInstrumentor",
     "OllamaInstrumentor",
     "OpenAIInstrumentor",
     "TogetherInstrumentor",
@@ -77,3 +79,16 @@ class TogetherInstrumentor(LibraryInstrumentor):
     (docs/openai-compatible.md)."""
 
     description = _descriptions.TOGETHER
+class MistralInstrumentor(LibraryInstrumentor):
+    """Meters the ``mistralai`` client (2.4.10 and later): chat ``complete``/``stream``, FIM and
+    embeddings, sync and async, cache reads included (docs/mistral.md)."""
+
+    description = _descriptions.MISTRAL
+
+
+class CohereInstrumentor(LibraryInstrumentor):
+    """Meters the ``cohere`` v2 client (``ClientV2``, ``AsyncClientV2``): ``chat``,
+    ``chat_stream``, ``embed`` and ``rerank``, billed by ``usage.billed_units``
+    (docs/cohere.md)."""
+
+    description = _descriptions.COHERE

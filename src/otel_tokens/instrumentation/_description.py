@@ -47,7 +47,8 @@ class Description:
     async_request: Target | None  # its async twin, where the library has async clients
     # A library whose streams are plain generators from a method of their own (not a stream
     # object from `sync_request`): that method, and its async twin (awaited, it returns an
-    # async generator). The generator is replaced by a watching one (see _streams.py).
+    # async generator), or an async generator function (not awaited). The generator is
+    # replaced by a watching one (see _streams.py).
     sync_stream_request: Target | None = None
     async_stream_request: Target | None = None
     # The private attribute of a stream object that holds the iterator it pulls its events

@@ -119,3 +119,36 @@ TOGETHER = Description(
     public_method=Target("together.resources.chat.completions", "CompletionsResource.create"),
     options=("include_usage",),
 )
+
+MISTRAL = Description(
+    name="mistralai",
+    # 2.0 moved the client to the mistralai.client package (1.x: mistralai.basesdk); before
+    # 2.4.10 the client made its own spans with gen_ai.usage.* whenever the application had a
+    # tracer provider (opt-in since): two spans with usage per call, so not instrumented.
+    requirement="mistralai >= 2.4.10",
+    module="mistralai.client",
+    adapter="otel_tokens.instrumentation.mistral:MistralAdapter",
+    # A stream is the httpx response do_request returns, before the client wraps it in its
+    # EventStream: the adapter's stream_of puts a tap in front of its bytes, watched here.
+    streams=(),
+    sync_request=Target("mistralai.client.basesdk", "BaseSDK.do_request"),
+    async_request=Target("mistralai.client.basesdk", "BaseSDK.do_request_async"),
+    public_method=Target("mistralai.client.chat", "Chat.complete"),
+)
+
+COHERE = Description(
+    name="cohere",
+    requirement="cohere >= 5.13",  # tested with 5.13.0 and 7.3.1
+    module="cohere",
+    adapter="otel_tokens.instrumentation.cohere:CohereAdapter",
+    streams=(),
+    # Every non-streamed call (chat, embed, rerank, raw responses) passes through the HTTP
+    # client's request; the adapter meters the v2 paths only.
+    sync_request=Target("cohere.core.http_client", "HttpClient.request"),
+    async_request=Target("cohere.core.http_client", "AsyncHttpClient.request"),
+    # A chat stream is a plain generator (async generator) of parsed events, which sends
+    # its request when first pulled.
+    sync_stream_request=Target("cohere.v2.client", "V2Client.chat_stream"),
+    async_stream_request=Target("cohere.v2.client", "AsyncV2Client.chat_stream"),
+    public_method=Target("cohere.v2.client", "V2Client.chat"),
+)

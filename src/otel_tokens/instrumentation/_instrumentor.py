@@ -127,7 +127,13 @@ class _Patching:
         if d.sync_stream_request is not None:
             self._wrap(d.sync_stream_request, _wrapper.sync_generator_wrapper(bound))
         if d.async_stream_request is not None:
-            self._wrap(d.async_stream_request, _wrapper.async_generator_wrapper(bound))
+            owner, name = _resolve(d.async_stream_request)
+            # An async generator function (cohere's chat_stream) returns its generator without
+            # being awaited: it is wrapped as a sync one, whose watcher handles both kinds.
+            if inspect.isasyncgenfunction(inspect.getattr_static(owner, name)):
+                self._wrap(d.async_stream_request, _wrapper.sync_generator_wrapper(bound))
+            else:
+                self._wrap(d.async_stream_request, _wrapper.async_generator_wrapper(bound))
         for targets, hook in (
             (d.parse, _wrapper.parse_hook),
             (d.async_parse, _wrapper.async_parse_hook),

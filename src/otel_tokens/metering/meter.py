@@ -31,7 +31,11 @@ from ..records import CHARGE_ADJUSTMENT, CostRecord
 from ..usage import TokenUsage
 from .points import InvalidPointError, TokenPoint
 
-_BUCKET_FIELD = {b: b for b in sc.TOKEN_BUCKETS} | {sc.BUCKET_WEB_SEARCH: "web_search_requests"}
+_BUCKET_FIELD = (
+    {b: b for b in sc.TOKEN_BUCKETS}
+    | {sc.BUCKET_WEB_SEARCH: "web_search_requests"}
+    | {sc.BUCKET_SEARCH_UNITS: "search_units"}
+)
 _CONTEXT_TIER = re.compile(r"base|above_[0-9]+[km]?")  # cost-record schema x_ContextTier
 # Differences of exact amounts are exact; a rounding would be a bug, so it raises.
 _EXACT = Context(prec=80, traps=[Inexact])

@@ -30,7 +30,9 @@ TOKEN_PRICE_KEYS = (
     "output_image_mtok",
     "output_reasoning_mtok",
 )
-REQUEST_PRICE_KEYS = ("web_searches_kcount",)
+# search_units_kcount is ours (genai-prices has no search-priced model): a user price file
+# prices Cohere rerank's search units with it.
+REQUEST_PRICE_KEYS = ("web_searches_kcount", "search_units_kcount")
 PRICE_KEYS = TOKEN_PRICE_KEYS + REQUEST_PRICE_KEYS
 
 # Which price keys can price a bucket, most specific first. A bucket falls back to another
@@ -52,6 +54,7 @@ BUCKET_PRICE_KEYS: Mapping[str, tuple[str, ...]] = {
     "output_image": ("output_image_mtok",),
     "reasoning": ("output_reasoning_mtok", "output_mtok"),
     "web_search": ("web_searches_kcount",),
+    "search_units": ("search_units_kcount",),
 }
 
 

@@ -38,6 +38,7 @@ class TokenUsage:
     output_image: int = 0
     reasoning: int = 0
     web_search_requests: int = 0
+    search_units: int = 0  # Cohere rerank's billed search units
     source: UsageSource = "provider"
     # Set by with_modalities(), not by __init__: TokenUsage(**{bucket: count}) stays a call
     # with int counts only.
@@ -126,6 +127,8 @@ class TokenUsage:
                 yield name, value
         if self.web_search_requests:
             yield sc.BUCKET_WEB_SEARCH, self.web_search_requests
+        if self.search_units:
+            yield sc.BUCKET_SEARCH_UNITS, self.search_units
 
     def __add__(self, other: object) -> TokenUsage:
         if not isinstance(other, TokenUsage):
@@ -169,10 +172,9 @@ class TokenUsage:
     def from_attributes(cls, attrs: Mapping[str, Any]) -> TokenUsage:
         """Rebuild usage from ``to_attributes`` output (disjoint buckets are authoritative)."""
         values: dict[str, int] = {}
-        for name in (*sc.TOKEN_BUCKETS, sc.BUCKET_WEB_SEARCH):
+        for name in (*sc.TOKEN_BUCKETS, *sc.REQUEST_BUCKETS):
             key = sc.BILLING_USAGE_PREFIX + name
-            field_name = "web_search_requests" if name == sc.BUCKET_WEB_SEARCH else name
-            values[field_name] = attribute_int(key, attrs.get(key, 0))
+            values[_BUCKET_FIELDS.get(name, name)] = attribute_int(key, attrs.get(key, 0))
         source = attrs.get(sc.BILLING_USAGE_SOURCE, sc.USAGE_SOURCE_PROVIDER)
         usage = cls(**values, source=source).with_modalities(Modalities.from_attributes(attrs))
         declared_in = attrs.get(sc.GEN_AI_USAGE_INPUT_TOKENS)
@@ -250,4 +252,6 @@ def _merged_source(a: UsageSource, b: UsageSource) -> UsageSource:
     return "provider"
 
 
+# A bucket whose TokenUsage field has another name.
+_BUCKET_FIELDS = {sc.BUCKET_WEB_SEARCH: "web_search_requests"}
 _COUNT_FIELDS = tuple(f.name for f in fields(TokenUsage) if f.name not in ("source", "modalities"))
