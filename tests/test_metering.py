@@ -869,6 +869,31 @@ def test_invalid_token_points_rejected_valid_ones_written(meter: Meter) -> None:
     assert meter.ledger.count() == 2
 
 
+def test_one_check_of_a_point_for_every_source(meter: Meter) -> None:
+    """The meter itself holds points to what the ledger can take (the collector no longer
+    checks them apart): an attribute it reads as a string that is not one, or a start after
+    the end, is rejected here, whatever the points came from."""
+    t = T0 + MIN
+    batch: list[TokenPoint | InvalidPointError] = [
+        point(5, start=T0, time=t, attributes=attrs(**{sc.BILLING_FEATURE: 3})),
+        point(5, start=T0, time=t, attributes=attrs(**{sc.BILLING_TENANT_ID: ("a", "b")})),
+        point(9, start=T0, time=t, attributes=attrs("output")),
+    ]
+    result = meter.ingest(batch)
+    assert [(r.bucket, r.quantity) for r in result.records] == [("output", 9)]
+    assert result.rejected == [
+        f"attribute {sc.BILLING_FEATURE} must be a string",
+        f"attribute {sc.BILLING_TENANT_ID} must be a string",
+    ]
+
+
+def test_a_batch_of_rejected_points_opens_no_transaction(tmp_path: Path) -> None:
+    ledger = SQLiteLedger(str(tmp_path / "ledger.db"))
+    ledger.close()  # any transaction would fail now
+    result = Meter(ledger, CATALOG).ingest([point(5, time=T0, attributes=attrs("bogus"))])
+    assert (result.points, len(result.rejected), result.records) == (1, 1, [])
+
+
 def test_buckets_are_priced_one_by_one_and_fail_closed(meter: Meter) -> None:
     # genai-prices has only text rates for gpt-4o-audio-preview: its text bucket is billed,
     # its audio bucket is recorded unpriced (null cost), never at the text rate.

@@ -50,27 +50,12 @@ from .upstream import Upstream, UpstreamAnswer
 
 log = logging.getLogger("otel_tokens.collector")
 
-_MAX_NS = 2**63 - 1  # the ledgers store nanosecond timestamps as signed 64-bit integers
 _MAX_REASONS = 10
 # Token points metered per ledger transaction, so that a batch's points (about 2 KB each
 # as TokenPoints) are never all in memory at once. Each chunk commits on its own: when a
 # later one fails the batch is answered 503, and its retry finds the earlier chunks'
 # record ids and stream marks, so nothing is billed twice.
 _CHUNK = 2_000
-# Attributes the metering core reads as strings; anything else is a rejected point.
-_STRING_ATTRIBUTES = (
-    sc.BILLING_TOKEN_BUCKET,
-    sc.GEN_AI_PROVIDER_NAME,
-    sc.GEN_AI_REQUEST_MODEL,
-    sc.GEN_AI_RESPONSE_MODEL,
-    sc.GEN_AI_OPERATION_NAME,
-    sc.BILLING_USAGE_SOURCE,
-    sc.BILLING_PROCESSING,
-    sc.BILLING_CONTEXT_TIER,
-    sc.BILLING_TENANT_ID,
-    sc.BILLING_FEATURE,
-    sc.BILLING_USER_ID,
-)
 _POINT_KINDS = ("gauge", "sum", "histogram", "exponential_histogram", "summary")
 _COST_ATTRIBUTES = (
     sc.GEN_AI_PROVIDER_NAME,
@@ -108,32 +93,6 @@ def is_ledger_error(exc: BaseException) -> bool:
     if isinstance(exc, (LedgerError, sqlite3.Error, OSError)):
         return True
     return any(c.__module__.split(".")[0] == "psycopg" for c in type(exc).__mro__)
-
-
-def guard(
-    points: Iterable[TokenPoint | InvalidPointError],
-) -> Iterator[TokenPoint | InvalidPointError]:
-    """Turn points the ledger cannot take into rejections (partial success)."""
-    for p in points:
-        if isinstance(p, TokenPoint):
-            bad = next(
-                (
-                    k
-                    for k in _STRING_ATTRIBUTES
-                    if k in p.attributes and not isinstance(p.attributes[k], str)
-                ),
-                None,
-            )
-            if bad is not None:
-                yield InvalidPointError(f"attribute {bad} must be a string")
-                continue
-            if p.time_ns > _MAX_NS or p.start_ns > _MAX_NS:
-                yield InvalidPointError("timestamp beyond 2262-04-11 (int64 nanoseconds)")
-                continue
-            if p.start_ns > p.time_ns:
-                yield InvalidPointError("start_time_unix_nano is after time_unix_nano")
-                continue
-        yield p
 
 
 def bind_tenant(request: ExportMetricsServiceRequest, tenant: str) -> list[tuple[str, str]]:
@@ -347,7 +306,7 @@ class Pipeline:
             token_points_dropped = sum(1 for m, _ in dropped if m == sc.METRIC_BILLING_TOKENS)
             reasons += [reason for _, reason in dropped]
         n_points, n_records, unchanged = token_points_dropped, 0, 0
-        for chunk in _chunks(guard(from_otlp(request)), _CHUNK):
+        for chunk in _chunks(from_otlp(request), _CHUNK):
             result = self._ingest(chunk)
             n_points += result.points
             n_records += len(result.records)

@@ -17,7 +17,6 @@ Temporality (documented in README "Exactly once"):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -29,19 +28,11 @@ from ..ledger import Ledger, LedgerTransaction
 from ..pricing import Catalog, PriceResult, default_catalog
 from ..records import CHARGE_ADJUSTMENT, CostRecord
 from ..usage import TokenUsage
-from .points import InvalidPointError, TokenPoint
+from .points import InvalidPointError, TokenPoint, check_point
 
 _BUCKET_FIELD = {b: b for b in sc.TOKEN_BUCKETS} | {sc.BUCKET_WEB_SEARCH: "web_search_requests"}
-_CONTEXT_TIER = re.compile(r"base|above_[0-9]+[km]?")  # cost-record schema x_ContextTier
 # Differences of exact amounts are exact; a rounding would be a bug, so it raises.
 _EXACT = Context(prec=80, traps=[Inexact])
-_USAGE_SOURCES = sc.USAGE_SOURCES
-_PROCESSING = (
-    sc.PROCESSING_STANDARD,
-    sc.PROCESSING_BATCH,
-    sc.PROCESSING_FLEX,
-    sc.PROCESSING_PRIORITY,
-)
 
 
 @dataclass(slots=True)
@@ -90,11 +81,13 @@ class Meter:
             if isinstance(point, InvalidPointError):
                 result.rejected.append(str(point))
                 continue
-            problem = _check_times(point) or _check_attributes(point.attributes)
-            if problem:
-                result.rejected.append(problem)
+            problem = check_point(point)
+            if problem is not None:
+                result.rejected.append(str(problem))
                 continue
             valid.append(point)
+        if not valid:  # nothing to write: no transaction (a ledger that is down is not asked)
+            return result
         # A fixed order: replicas locking the same marks never deadlock.
         valid.sort(key=lambda p: (p.stream_id, p.start_ns, p.time_ns))
         with self.ledger.transaction() as tx:
@@ -354,37 +347,3 @@ def _net(first: Decimal | None, adjustments: Iterable[Decimal | None]) -> Decima
 def _str(value: Any) -> str | None:
     return None if value is None else str(value)
 
-
-# Times are stored as signed 64-bit integers (SQLite INTEGER, PostgreSQL BIGINT).
-_MAX_TIME_NS = 2**63 - 1
-
-
-def _check_times(point: TokenPoint) -> str | None:
-    if not 0 < point.time_ns <= _MAX_TIME_NS:
-        return f"token point time_unix_nano out of range: {point.time_ns}"
-    if not 0 <= point.start_ns <= point.time_ns:
-        return (
-            f"token point start_time_unix_nano {point.start_ns} is not between 0 and "
-            f"time_unix_nano {point.time_ns}"
-        )
-    return None
-
-
-def _check_attributes(a: Any) -> str | None:
-    bucket = a.get(sc.BILLING_TOKEN_BUCKET)
-    # Attribute values from OTLP may be any AnyValue (lists, maps): compare strings only.
-    if not isinstance(bucket, str) or bucket not in _BUCKET_FIELD:
-        return f"unknown or missing {sc.BILLING_TOKEN_BUCKET}: {bucket!r}"
-    if not (a.get(sc.GEN_AI_RESPONSE_MODEL) or a.get(sc.GEN_AI_REQUEST_MODEL)):
-        return "token point without gen_ai.response.model or gen_ai.request.model"
-    if not a.get(sc.GEN_AI_PROVIDER_NAME):
-        return f"token point without {sc.GEN_AI_PROVIDER_NAME}"
-    if a.get(sc.BILLING_USAGE_SOURCE, sc.USAGE_SOURCE_PROVIDER) not in _USAGE_SOURCES:
-        return f"unknown {sc.BILLING_USAGE_SOURCE}: {a.get(sc.BILLING_USAGE_SOURCE)!r}"
-    if a.get(sc.BILLING_PROCESSING, sc.PROCESSING_STANDARD) not in _PROCESSING:
-        return f"unknown {sc.BILLING_PROCESSING}: {a.get(sc.BILLING_PROCESSING)!r}"
-    tier = a.get(sc.BILLING_CONTEXT_TIER, "base")
-    # tier_input reads any other text as base: accept only what it (and FOCUS) knows.
-    if not isinstance(tier, str) or not _CONTEXT_TIER.fullmatch(tier):
-        return f"unknown {sc.BILLING_CONTEXT_TIER}: {tier!r}"
-    return None
