@@ -225,6 +225,21 @@ def test_ledger_written_and_cost_metric_appended(
     assert wrapped.shut_down == 1
 
 
+def test_cost_metric_sums_exactly(ledger: SQLiteLedger) -> None:
+    """Three records of $0.10 make a cost of 0.3, not the 0.30000000000000004 of a float
+    running sum: the totals are Decimal, a float only in the data point."""
+    wrapped = Collecting()
+    app = App(PricingMetricExporter(wrapped, ledger=ledger, catalog=CATALOG))
+    for _ in range(3):
+        app.call(input=40_000)  # 40,000 tokens at $2.50 per million: $0.10
+        app.flush()
+    assert [r.billed_cost for r in ledger.records()] == [Decimal("0.1")] * 3
+    assert 0.1 + 0.1 + 0.1 != 0.3
+    (point,) = wrapped.metrics()[sc.METRIC_BILLING_LEDGER_COST].data.data_points
+    assert point.value == 0.3
+    app.provider.shutdown()
+
+
 def test_cost_metric_without_tenant_or_unpriced_usage(ledger: SQLiteLedger) -> None:
     wrapped = Collecting()
     app = App(PricingMetricExporter(wrapped, ledger=ledger, catalog=CATALOG))

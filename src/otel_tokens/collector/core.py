@@ -40,7 +40,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from .. import semconv as sc
 from ..ledger import Ledger, LedgerError
-from ..metering import IngestResult, InvalidPointError, Meter, TokenPoint, from_otlp
+from ..metering import IngestResult, InvalidPointError, LedgerCost, Meter, TokenPoint, from_otlp
 from ..metering.points import attributes_of
 from ..pricing import Catalog
 from .config import CollectorConfig
@@ -57,15 +57,6 @@ _MAX_REASONS = 10
 # record ids and stream marks, so nothing is billed twice.
 _CHUNK = 2_000
 _POINT_KINDS = ("gauge", "sum", "histogram", "exponential_histogram", "summary")
-_COST_ATTRIBUTES = (
-    sc.GEN_AI_PROVIDER_NAME,
-    sc.GEN_AI_RESPONSE_MODEL,
-    sc.BILLING_TOKEN_BUCKET,
-    sc.BILLING_TENANT_ID,
-    sc.BILLING_FEATURE,
-    sc.GEN_AI_USAGE_COST_CURRENCY,
-    sc.BILLING_PRICING_STATUS,
-)
 
 
 class Unavailable(Exception):
@@ -431,23 +422,25 @@ class Pipeline:
     def cost_metrics(self) -> ResourceMetrics | None:
         """``gen_ai.billing.ledger.cost``: cumulative cost of the records this collector
         wrote, under the collector's own resource (one series per instance)."""
-        snapshot = self.stats.cost_snapshot()
-        if not snapshot:
+        totals = self.stats.ledger_cost.points()
+        if not totals:
             return None
         now = time.time_ns()
-        points = []
-        for key, value in sorted(snapshot.items()):
-            point = NumberDataPoint(
-                start_time_unix_nano=self.start_ns, time_unix_nano=now, as_double=float(value)
+        points = [
+            NumberDataPoint(
+                attributes=[
+                    KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in attrs.items()
+                ],
+                start_time_unix_nano=self.start_ns,
+                time_unix_nano=now,
+                as_double=float(total),
             )
-            for name, v in zip(_COST_ATTRIBUTES, key, strict=True):
-                if v:
-                    point.attributes.append(KeyValue(key=name, value=AnyValue(string_value=v)))
-            points.append(point)
+            for attrs, total in totals
+        ]
         metric = Metric(
-            name=sc.METRIC_BILLING_LEDGER_COST,
-            description="Cost of the cost records written to the ledger (cumulative).",
-            unit="{currency}",
+            name=LedgerCost.NAME,
+            description=LedgerCost.DESCRIPTION,
+            unit=LedgerCost.UNIT,
             sum=Sum(
                 data_points=points,
                 aggregation_temporality=AGGREGATION_TEMPORALITY_CUMULATIVE,
