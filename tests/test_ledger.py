@@ -246,6 +246,40 @@ def test_marks(ledger: Ledger) -> None:
         assert tx.mark("s", T0) == (T0 + 2 * MIN, 3)
 
 
+def _drop_records_table(url: str) -> None:
+    """Drop the records table behind an open ledger's back, over a connection of its own."""
+    if url.startswith("sqlite:///"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+        conn.execute("DROP TABLE cost_records")
+        conn.commit()
+        conn.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as pg:
+            pg.execute("DROP TABLE cost_records")
+
+
+def test_driver_errors_are_ledger_errors(ledger_url: str) -> None:
+    """What the database driver raises reaches the caller as a LedgerError (the driver's
+    error its cause), so no caller names sqlite3 or psycopg."""
+    ledger = open_ledger(ledger_url)
+    try:
+        _drop_records_table(ledger_url)
+        with pytest.raises(LedgerError, match="cost_records") as err:
+            ledger.count()
+        assert type(err.value.__cause__).__module__.split(".")[0] in ("sqlite3", "psycopg")
+        with pytest.raises(LedgerError):
+            list(ledger.records())
+        with pytest.raises(LedgerError), ledger.transaction() as tx:
+            tx.insert([record()])
+        # The ledger still answers once the storage is back (no transaction left open).
+        with ledger.transaction() as tx:
+            assert tx.mark("s", T0) is None
+    finally:
+        ledger.close()
+
+
 def test_meter_on_each_ledger(ledger: Ledger) -> None:
     meter = Meter(ledger, Catalog())
     points = [_point(100, T0 + MIN), _point(250, T0 + 2 * MIN)]
