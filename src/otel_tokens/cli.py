@@ -144,7 +144,7 @@ def _cmd_reprice(args: argparse.Namespace) -> int:
     again adds nothing. Usage with no price now is left as it is.
     """
     from .ledger import LedgerError, open_ledger
-    from .metering import Meter
+    from .metering import LedgerPricer
 
     try:
         catalog = Catalog.load(args.prices)
@@ -152,7 +152,7 @@ def _cmd_reprice(args: argparse.Namespace) -> int:
     except (PriceFileError, LedgerError) as exc:
         return fail(exc)
     try:
-        result = Meter(ledger, catalog).reprice(
+        result = LedgerPricer(ledger, catalog).reprice(
             since=args.since,
             until=args.until,
             tenant=args.tenant,

@@ -37,7 +37,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from ._safety import log_once
 from .ledger import Ledger, open_ledger
-from .metering import LedgerCost, Meter, from_sdk
+from .metering import LedgerCost, LedgerPricer, from_sdk
 from .pricing import Catalog
 from .records import CostRecord
 
@@ -121,11 +121,11 @@ class PricingMetricExporter(MetricExporter):
         self._ledger_url = ledger if ledger is None or isinstance(ledger, str) else None
         self._catalog = catalog
         self.ledger: Ledger | None = None
-        self.meter: Meter | None = None
+        self.pricer: LedgerPricer | None = None
         self._closed = False
         if ledger is not None and not isinstance(ledger, str):
             self.ledger = ledger
-            self.meter = Meter(ledger, catalog)
+            self.pricer = LedgerPricer(ledger, catalog)
         else:
             # A ledger that cannot be opened yet (unwritable path, database down) must not
             # stop the SDK from starting: export goes on and the next export retries. With
@@ -136,22 +136,22 @@ class PricingMetricExporter(MetricExporter):
         # first export, which would give a first point with start == time and a value).
         self._start_ns = time.time_ns()
 
-    def _open(self) -> Meter | None:
-        if self.meter is None and not self._closed:
+    def _open(self) -> LedgerPricer | None:
+        if self.pricer is None and not self._closed:
             try:
                 self.ledger = open_ledger(self._ledger_url)
-                self.meter = Meter(self.ledger, self._catalog)
+                self.pricer = LedgerPricer(self.ledger, self._catalog)
             except Exception as exc:
                 log_once("exporter.ledger.open", exc)
-        return self.meter
+        return self.pricer
 
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> MetricExportResult:
         try:
-            meter = self._open()
-            if meter is not None:
-                result = meter.ingest(from_sdk(metrics_data))
+            pricer = self._open()
+            if pricer is not None:
+                result = pricer.ingest(from_sdk(metrics_data))
                 if result.rejected:
                     log_once("exporter.rejected " + result.rejected[0])
                 metrics_data = self._with_costs(metrics_data, result.records)
@@ -219,4 +219,3 @@ class PricingMetricExporter(MetricExporter):
             self._closed = True
             if self.ledger is not None:
                 self.ledger.close()
-

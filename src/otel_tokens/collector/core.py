@@ -1,7 +1,7 @@
 """The transport-independent heart of the collector: auth, tenant binding, admission,
 metering into the ledger, forwarding.
 
-A metrics batch is acknowledged only after `Meter.ingest` returned for all of its points,
+A metrics batch is acknowledged only after `LedgerPricer.ingest` returned for all of its points,
 that is after its ledger transactions (one per chunk of points) committed. A collector
 killed at any moment therefore committed all, some or none of the batch; the client's
 retry writes what is missing and nothing else (record ids and stream marks make the rest
@@ -39,7 +39,14 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from .. import semconv as sc
 from ..ledger import Ledger, LedgerError
-from ..metering import IngestResult, InvalidPointError, LedgerCost, Meter, TokenPoint, from_otlp
+from ..metering import (
+    IngestResult,
+    InvalidPointError,
+    LedgerCost,
+    LedgerPricer,
+    TokenPoint,
+    from_otlp,
+)
 from ..metering.points import attributes_of
 from ..pricing import Catalog
 from .config import CollectorConfig
@@ -166,7 +173,7 @@ class Pipeline:
         self._ledger_factory = ledger_factory
         self._reopen = reopen
         self._ledger_lock = threading.Lock()
-        self._meter: Meter | None = None
+        self._pricer: LedgerPricer | None = None
         self._next_open = 0.0
         self.ledger_up = False
         self._cond = threading.Condition()
@@ -187,7 +194,7 @@ class Pipeline:
     def open(self) -> None:
         """Open the ledger now (start-up): a ledger that cannot be opened is fatal here."""
         with self._ledger_lock:
-            self._meter = Meter(self._ledger_factory(), self.catalog)
+            self._pricer = LedgerPricer(self._ledger_factory(), self.catalog)
             self.ledger_up = True
 
     def drain(self, timeout: float) -> bool:
@@ -205,11 +212,11 @@ class Pipeline:
 
     def close(self) -> None:
         with self._ledger_lock:
-            meter, self._meter = self._meter, None
+            pricer, self._pricer = self._pricer, None
             self.ledger_up = False
-        if meter is not None and self._reopen:
+        if pricer is not None and self._reopen:
             with suppress(Exception):
-                meter.ledger.close()
+                pricer.ledger.close()
 
     # --- auth --------------------------------------------------------------------------
     @property
@@ -358,25 +365,25 @@ class Pipeline:
     def _ingest(self, points: list[TokenPoint | InvalidPointError]) -> IngestResult:
         if not any(isinstance(p, TokenPoint) for p in points):
             return IngestResult(points=len(points), rejected=[str(p) for p in points])
-        meter = self._current_meter()
+        pricer = self._current_pricer()
         try:
-            result = meter.ingest(points)
+            result = pricer.ingest(points)
         except Exception as exc:
             if not is_ledger_error(exc):
                 raise
             self.stats.count("ledger_errors")
             log.warning("ledger error, batch refused (the client will retry): %s", exc)
-            self._drop_meter(meter)
+            self._drop_pricer(pricer)
             raise Unavailable(
                 f"ledger unavailable: {type(exc).__name__}: {exc}", self.config.retry_after
             ) from exc
         self.ledger_up = True
         return result
 
-    def _current_meter(self) -> Meter:
+    def _current_pricer(self) -> LedgerPricer:
         with self._ledger_lock:
-            if self._meter is not None:
-                return self._meter
+            if self._pricer is not None:
+                return self._pricer
             now = time.monotonic()
             if now < self._next_open:
                 raise Unavailable("ledger unavailable (reconnecting)", self.config.retry_after)
@@ -388,21 +395,21 @@ class Pipeline:
                 self.ledger_up = False
                 log.warning("cannot reopen the ledger: %s", exc)
                 raise Unavailable(f"ledger unavailable: {exc}", self.config.retry_after) from exc
-            self._meter = Meter(ledger, self.catalog)
+            self._pricer = LedgerPricer(ledger, self.catalog)
             log.info("ledger reopened: %s", ledger.url)
-            return self._meter
+            return self._pricer
 
-    def _drop_meter(self, meter: Meter) -> None:
+    def _drop_pricer(self, pricer: LedgerPricer) -> None:
         """After a ledger error: reconnect on the next batch (a fresh connection)."""
         self.ledger_up = False
         if not self._reopen:
             return
         with self._ledger_lock:
-            if self._meter is not meter:
+            if self._pricer is not pricer:
                 return
-            self._meter = None
+            self._pricer = None
         with suppress(Exception):
-            meter.ledger.close()
+            pricer.ledger.close()
 
     def _forward_metrics(self, request: ExportMetricsServiceRequest) -> UpstreamAnswer:
         assert self.upstream is not None

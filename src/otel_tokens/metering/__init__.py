@@ -1,7 +1,7 @@
 """From token metric points to exactly-once cost records (shared by exporter and collector)."""
 
 from ._ledger_cost import MAX_LABELLED_SERIES, LedgerCost, fold
-from .meter import IngestResult, Meter
+from ._pricer import IngestResult, LedgerPricer
 from .points import InvalidPointError, TokenPoint, from_otlp, from_sdk
 
 __all__ = [
@@ -9,7 +9,7 @@ __all__ = [
     "IngestResult",
     "InvalidPointError",
     "LedgerCost",
-    "Meter",
+    "LedgerPricer",
     "TokenPoint",
     "fold",
     "from_otlp",

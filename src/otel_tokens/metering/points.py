@@ -56,7 +56,7 @@ def check_value(value: Any) -> int:
 
 
 # What the ledger can take and the metering core can price: the one check of a point,
-# made by `Meter.ingest` for points of any source (the collector's included).
+# made by `LedgerPricer.ingest` for points of any source (the collector's included).
 BUCKETS = frozenset(sc.TOKEN_BUCKETS) | {sc.BUCKET_WEB_SEARCH}
 # Attributes read as strings; anything else (an OTLP list or map, a number) is rejected.
 _STRING_ATTRIBUTES = (

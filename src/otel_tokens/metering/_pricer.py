@@ -37,7 +37,7 @@ _EXACT = Context(prec=80, traps=[Inexact])
 
 @dataclass(slots=True)
 class RepriceResult:
-    """What `Meter.reprice` found and wrote."""
+    """What `LedgerPricer.reprice` found and wrote."""
 
     examined: int = 0  # usage records in the selection
     adjustments: list[CostRecord] = field(default_factory=list)  # newly written
@@ -60,8 +60,10 @@ def _ts(ns: int) -> datetime:
     return datetime.fromtimestamp(ns / 1e9, UTC)
 
 
-class Meter:
-    """Prices token points and writes their cost records to a ledger, exactly once."""
+class LedgerPricer:
+    """Prices token points and writes their cost records to a ledger, exactly once.
+
+    (Not a ``Meter``: that name is OpenTelemetry's, for what creates instruments.)"""
 
     def __init__(self, ledger: Ledger, catalog: Catalog | None = None) -> None:
         self.ledger = ledger
@@ -195,7 +197,7 @@ class Meter:
         model: str | None = None,
         dry_run: bool = False,
     ) -> RepriceResult:
-        """Price the stored usage of a period (and tenant, model) with this meter's catalog
+        """Price the stored usage of a period (and tenant, model) with this pricer's catalog
         and write an adjustment record for each usage whose billed cost differs.
 
         Nothing is edited: an adjustment carries the difference to what the usage was
@@ -346,4 +348,3 @@ def _net(first: Decimal | None, adjustments: Iterable[Decimal | None]) -> Decima
 
 def _str(value: Any) -> str | None:
     return None if value is None else str(value)
-
