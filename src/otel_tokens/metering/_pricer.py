@@ -140,23 +140,9 @@ class LedgerPricer:
         processing = a.get(sc.BILLING_PROCESSING, sc.PROCESSING_STANDARD)
         tier = str(a.get(sc.BILLING_CONTEXT_TIER, "base"))
         at = _ts(point.time_ns)
-        result = self._price(usage, response_model, request_model, provider, at, processing, tier)
-        listed = None
-        catalog = self.catalog
-        if result.total is not None and catalog.user is not None:
-            list_result = self._price(
-                usage,
-                response_model,
-                request_model,
-                provider,
-                at,
-                processing,
-                tier,
-                catalog=self._list_catalog(catalog),
-            )
-            listed = list_result.total
-        elif result.total is not None:
-            listed = result.total
+        result, listed = self._price(
+            usage, response_model, request_model, provider, at, processing, tier
+        )
         tags = {
             k[len(sc.BILLING_TAG_PREFIX) :]: str(v)
             for k, v in a.items()
@@ -252,7 +238,7 @@ class LedgerPricer:
         at = record.period_end
         served = record.model
         requested = record.priced_model
-        priced = self._price(
+        priced, listed = self._price(
             usage, served, requested, record.provider, at, record.processing, record.context_tier
         )
         if priced.total is None:
@@ -265,19 +251,6 @@ class LedgerPricer:
                 f"{record.id}: billed in {record.currency}, now priced in {priced.currency}"
             )
             return None
-        listed: Decimal | None = priced.total
-        catalog = self.catalog
-        if catalog.user is not None:
-            listed = self._price(
-                usage,
-                served,
-                requested,
-                record.provider,
-                at,
-                record.processing,
-                record.context_tier,
-                catalog=self._list_catalog(catalog),
-            ).total
         with localcontext(_EXACT):
             billed_so_far = _net(record.billed_cost, (a.billed_cost for a in earlier))
             listed_so_far = _net(record.list_cost, (a.list_cost for a in earlier))
@@ -324,17 +297,27 @@ class LedgerPricer:
         at: datetime,
         processing: Any,
         tier: str,
-        catalog: Catalog | None = None,
-    ) -> PriceResult:
-        return (catalog or self.catalog).price_call(
-            usage,
-            _str(response_model) or None,
-            _str(request_model) or None,
-            provider=provider or None,
-            at=at,
-            processing=processing,
-            context_tier=tier,
-        )
+    ) -> tuple[PriceResult, Decimal | None]:
+        """The price of ``usage`` (`Catalog.price_call`: by the served model, else the
+        requested one) and its list cost (FOCUS ListCost): the bundled list price when a
+        price file sets what is billed, else the billed cost; None without a price."""
+
+        def price_in(catalog: Catalog) -> PriceResult:
+            return catalog.price_call(
+                usage,
+                _str(response_model) or None,
+                _str(request_model) or None,
+                provider=provider or None,
+                at=at,
+                processing=processing,
+                context_tier=tier,
+            )
+
+        catalog = self.catalog
+        result = price_in(catalog)
+        if result.total is None or catalog.user is None:
+            return result, result.total
+        return result, price_in(self._list_catalog(catalog)).total
 
 
 def _net(first: Decimal | None, adjustments: Iterable[Decimal | None]) -> Decimal | None:
