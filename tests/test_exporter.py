@@ -31,6 +31,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 
+from _points import BASE_ATTRS
 from otel_tokens import semconv as sc
 from otel_tokens._safety import reset_log_once
 from otel_tokens.demo.server import ProviderServer
@@ -43,13 +44,7 @@ from otel_tokens.usage import TokenUsage
 BIN = Path(sys.executable).parent
 CATALOG = Catalog()
 ATTRS = {
-    sc.GEN_AI_PROVIDER_NAME: "openai",
-    sc.GEN_AI_REQUEST_MODEL: "gpt-4o",
-    sc.GEN_AI_RESPONSE_MODEL: "gpt-4o-2024-08-06",
-    sc.GEN_AI_OPERATION_NAME: "chat",
-    sc.BILLING_PROCESSING: "standard",
-    sc.BILLING_CONTEXT_TIER: "base",
-    sc.BILLING_USAGE_SOURCE: "provider",
+    **BASE_ATTRS,
     sc.BILLING_TENANT_ID: "tenant-42",
     sc.BILLING_FEATURE: "search-summary",
 }

@@ -24,6 +24,7 @@ import jsonschema
 import pytest
 from referencing import Registry, Resource
 
+from _points import BASE_ATTRS
 from otel_tokens import semconv as sc
 from otel_tokens.ledger import (
     DEFAULT_LEDGER_URL,
@@ -44,14 +45,6 @@ MIN = 60 * 10**9
 
 
 # --- fixtures -----------------------------------------------------------------------------
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'ledger.db'}"
-    url: str = request.getfixturevalue("pg_url")
-    return url
 
 
 @pytest.fixture
@@ -319,15 +312,7 @@ def test_unopenable_ledgers_raise_ledger_error(tmp_path: Path) -> None:
 
 
 # --- concurrent writers -------------------------------------------------------------------
-ATTRS = {
-    sc.GEN_AI_PROVIDER_NAME: "openai",
-    sc.GEN_AI_REQUEST_MODEL: "gpt-4o",
-    sc.GEN_AI_RESPONSE_MODEL: "gpt-4o-2024-08-06",
-    sc.GEN_AI_OPERATION_NAME: "chat",
-    sc.BILLING_PROCESSING: "standard",
-    sc.BILLING_CONTEXT_TIER: "base",
-    sc.BILLING_USAGE_SOURCE: "provider",
-}
+ATTRS = BASE_ATTRS
 
 
 def _point(
