@@ -19,7 +19,7 @@ the first request sent to the last answer received. Every answer is only sent af
 batch's ledger transaction committed. The ledger is then checked: the record count and the
 sum of the quantities must be those the workload implies. Peak memory is the collector
 process's VmHWM (peak resident set) from /proc at the end, next to its VmRSS once ready.
-See bench/README.md, "Collector ingest".
+See bench/README.md (how to run it, its method, the latest figures).
 
     python bench/ingest.py --quick          # 1k and 10k series, both ledgers, < 90 s
     python bench/ingest.py                  # 1k, 10k and 100k series, < 10 min

@@ -943,8 +943,8 @@ def combine_runs(runs: list[list[Row]]) -> list[Row]:
     """One row per measurement from several runs (each subject a fresh process per run): the
     median across runs of each figure, and every run's added time.
 
-    Separate processes' runs differ by several µs as a whole (bench/README.md, "Run to
-    run"), so the median of a few runs says more than any one of them."""
+    Separate processes' runs differ by several µs as a whole (bench/README.md,
+    "One call at a time"), so the median of a few runs says more than any one of them."""
     by_key: dict[tuple[str, str], list[Row]] = {}
     for rows in runs:
         for r in rows:

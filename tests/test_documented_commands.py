@@ -1,7 +1,8 @@
 """The documented `opentelemetry-instrument` commands, run as a user runs them: the command
-text is read from README.md and collector/README.md and run by a shell, in a subprocess,
-against a real collector on loopback (the pricing collector, which speaks OTLP/HTTP and
-gRPC like the OpenTelemetry Collector and forwards traces to an OTLP sink of this test)."""
+text is read from docs/collector.md (the README's quick start repeats it) and
+collector/README.md and run by a shell, in a subprocess, against a real collector on
+loopback (the pricing collector, which speaks OTLP/HTTP and gRPC like the OpenTelemetry
+Collector and forwards traces to an OTLP sink of this test)."""
 
 from __future__ import annotations
 
@@ -287,10 +288,16 @@ def test_collector_readme_application_command(
     assert len([s for s in spans if s[0] == "otel_tokens"]) == len(run.usages), spans
 
 
-# --- README: the in-process pricing exporter ---------------------------------------------------
+# --- docs/collector.md and the README: the in-process pricing exporter ------------------------
 def in_process_command() -> str:
-    (command,) = documented(ROOT / "README.md", "OTEL_METRICS_EXPORTER=otel_tokens")
+    (command,) = documented(ROOT / "docs" / "collector.md", "OTEL_METRICS_EXPORTER=otel_tokens")
     return command
+
+
+def test_the_readme_quick_start_shows_the_tested_in_process_command() -> None:
+    """The README's quick start repeats the reference page's command: the one run below."""
+    (quick_start,) = documented(ROOT / "README.md", "OTEL_METRICS_EXPORTER=otel_tokens")
+    assert quick_start == in_process_command()
 
 
 def test_readme_in_process_exporter_command(

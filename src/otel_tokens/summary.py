@@ -153,5 +153,7 @@ def render(calls: Sequence[CallSummary]) -> str:
     total = ", ".join(f"{decimal_str(v)} {k}" for k, v in sorted(totals.items())) or "-"
     lines.append(f"total: {total} over {len(calls)} call(s)")
     if unpriced:
-        lines.append(f"{unpriced} call(s) unpriced: add their prices to a price file (README).")
+        lines.append(
+            f"{unpriced} call(s) unpriced: add their prices to a price file (docs/pricing.md)."
+        )
     return "\n".join(lines)

@@ -128,20 +128,35 @@ class _Chaos:
         assert self.error is None, self.error
 
 
+_LONGEST = 90.0  # seconds a chaos run may take to reach its kills on a loaded machine
+
+
 def _chaos_run(
-    procs: Sequence[CollectorProcess], ledger_url: str, seed: int, seconds: float, rounds: int
+    procs: Sequence[CollectorProcess],
+    ledger_url: str,
+    seed: int,
+    seconds: float,
+    rounds: int,
+    min_kills: int = 3,
 ) -> tuple[TokenClient, TokenClient, int, int]:
     """Two applications (delta and cumulative) exporting over HTTP and gRPC to ``procs``
-    (alternating) while they are being killed; returns the clients, kills and rounds."""
+    (alternating) while they are being killed; returns the clients, kills and rounds.
+
+    It runs for ``seconds``, and on past them until ``min_kills`` kills have happened (a
+    loaded machine restarts collectors slowly), for at most ``_LONGEST`` seconds."""
     rng = random.Random(seed)
     delta = TokenClient(DELTA, service="delta-app", **{sc.BILLING_TENANT_ID: "acme"})
     cumulative = TokenClient(CUMULATIVE, service="cumulative-app")
-    deadline = time.monotonic() + seconds
+    start = time.monotonic()
+    deadline, longest = start + seconds, start + _LONGEST
     done = 0
     with quiet_exporter_logs(), _Chaos(procs, ledger_url, seed, (0.3, 0.8)) as chaos:
         http = [http_exporter(p.http_url, timeout=0.5) for p in procs]
         grpc = [grpc_exporter(p.grpc_target, timeout=0.5) for p in procs]
-        while done < rounds and time.monotonic() < deadline:
+        while time.monotonic() < longest:
+            over = done >= rounds or time.monotonic() >= deadline
+            if over and chaos.kills >= min_kills:
+                break
             for client in (delta, cumulative):
                 for bucket in rng.sample(_BUCKETS, 2):
                     client.add(bucket, rng.randint(1, 5000))

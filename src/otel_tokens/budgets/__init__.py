@@ -4,7 +4,7 @@ Declare them in YAML (``OTEL_TOKENS_BUDGETS``) or in code; balances live in this
 (default) or in Redis (``OTEL_TOKENS_BUDGET_STORE=redis://...``), shared by every process.
 ``with expect(tokens=N):`` around a workflow refuses it at its first call, before anything is
 sent, when its budgets cannot pay for all of it.
-See README "Budgets".
+See docs/budgets.md.
 """
 
 from ._expect import expect

@@ -265,7 +265,7 @@ def _top_up(raw: Any, here: str) -> TopUp:
 
 
 def budgets_from_config(data: Any, where: str = "budgets") -> list[Budget]:
-    """Budgets from the ``budgets:`` list of a YAML config (see README "Budgets")."""
+    """Budgets from the ``budgets:`` list of a YAML config (see docs/budgets.md)."""
     if isinstance(data, Mapping):
         data = data.get("budgets", [])
     if not isinstance(data, list):

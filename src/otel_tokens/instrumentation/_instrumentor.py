@@ -171,8 +171,8 @@ def _warn_if_wrapped(target: Target) -> None:
             _log.warning(
                 "otel-tokens: %s is already instrumented by another library; its spans "
                 "would carry usage too and backends would count tokens twice. Disable it "
-                "with OTEL_PYTHON_DISABLED_INSTRUMENTATIONS (see README, 'Double "
-                "instrumentation').",
+                "with OTEL_PYTHON_DISABLED_INSTRUMENTATIONS (see docs/instrumentation.md, "
+                "'Double instrumentation').",
                 target,
             )
     except Exception:

@@ -1,6 +1,6 @@
 """Token points in, exactly-once cost records out.
 
-Temporality (documented in README "Exactly once"):
+Temporality (documented in docs/collector.md, "Exactly once"):
 
 * delta points cover ``(start, time]``; a point is billed once because its record id is
   derived from (stream, start, time, bucket), never from its price, and the ledger ignores
