@@ -161,7 +161,7 @@ _CALLS = textwrap.dedent(
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from otel_tokens.demo.server import ProviderServer
+    from otel_tokens_fakes import ProviderServer
     from otel_tokens.instrumentation import AnthropicInstrumentor, OpenAIInstrumentor
     from otel_tokens.pricing import Catalog
     from otel_tokens.summary import CostSummaryExporter, render
@@ -225,7 +225,7 @@ def test_a_call_counted_without_its_tokenizer_says_so(tmp_path: Path) -> None:
     estimated), while a gpt-4 call (cl100k_base, intact) stays estimated."""
     import tiktoken
 
-    from otel_tokens.demo.server import DEFAULT_REPLY, estimate_tokens
+    from otel_tokens_fakes import DEFAULT_REPLY, estimate_tokens
 
     copy = tmp_path / "site" / "otel_tokens"
     shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))

@@ -15,7 +15,7 @@ import httpx2
 import openai
 import pytest
 
-from otel_tokens.demo.server import (
+from otel_tokens_fakes import (
     DEFAULT_REPLY,
     ProviderServer,
     estimate_tokens,

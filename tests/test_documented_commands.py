@@ -30,8 +30,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otel_tokens import semconv as sc
-from otel_tokens.demo.server import ProviderServer
 from otel_tokens.ledger import open_ledger
+from otel_tokens_fakes import ProviderServer
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -34,12 +34,12 @@ from opentelemetry.sdk.resources import Resource
 from _points import BASE_ATTRS
 from otel_tokens import semconv as sc
 from otel_tokens._safety import reset_log_once
-from otel_tokens.demo.server import ProviderServer
 from otel_tokens.exporter import PricingMetricExporter, _entry_point_exporter
 from otel_tokens.ledger import Ledger, LedgerTransaction, SQLiteLedger, open_ledger
 from otel_tokens.pricing import Catalog
 from otel_tokens.records import CostRecord
 from otel_tokens.usage import TokenUsage
+from otel_tokens_fakes import ProviderServer
 
 BIN = Path(sys.executable).parent
 CATALOG = Catalog()

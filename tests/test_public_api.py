@@ -88,6 +88,9 @@ EXPORTS: dict[str, set[str]] = {
         "GeminiInstrumentor",
         "LibraryInstrumentor",
         "OpenAIInstrumentor",
+        "OllamaInstrumentor",
+        "GroqInstrumentor",
+        "TogetherInstrumentor",
     },
     "otel_tokens.usage": {
         "MAX_TOKENS_PER_CALL",
@@ -97,6 +100,7 @@ EXPORTS: dict[str, set[str]] = {
         "UsageSource",
         "from_anthropic",
         "from_gemini",
+        "from_ollama",
         "from_openai_chat",
         "from_openai_responses",
         "read_count",
@@ -138,6 +142,13 @@ EXPORTS: dict[str, set[str]] = {
         "fold",
         "from_otlp",
         "from_sdk",
+    },
+    "otel_tokens.demo": {
+        "KEY_VARIABLES",
+        "FakesMissingError",
+        "OfflineProviders",
+        "offline_providers",
+        "wants_offline",
     },
     "otel_tokens.budgets": {
         "ENV_BUDGETS",

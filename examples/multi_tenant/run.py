@@ -31,7 +31,7 @@ def main() -> int:
 
     server = None
     if not (os.environ.get("OPENAI_API_KEY") or os.environ.get("ANTHROPIC_API_KEY")):
-        from otel_tokens.demo.server import ProviderServer
+        from otel_tokens_fakes import ProviderServer
 
         server = ProviderServer(stream_delay=0)
         server.start()

@@ -217,33 +217,41 @@ def _add_demo(sub: Subparsers) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     """run the demo app under opentelemetry-instrument
 
-    Run a small app making OpenAI and Anthropic calls under opentelemetry-instrument and print a
-    cost summary. With OPENAI_API_KEY / ANTHROPIC_API_KEY set it calls the real APIs; otherwise
-    it starts the bundled local server that speaks both wire formats.
+    Run a small app making OpenAI, Anthropic, Gemini and Bedrock calls under
+    opentelemetry-instrument and print a cost summary. With a provider's key set
+    (OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY or GOOGLE_API_KEY,
+    AWS_BEARER_TOKEN_BEDROCK or DEMO_BEDROCK=1) it calls the real APIs of the providers set;
+    with none, it starts local fake servers that speak each provider's wire format (from a
+    clone).
     """
+    import contextlib
     import os
+
+    from .demo import FakesMissingError, offline_providers, wants_offline
+
+    env = dict(os.environ)
+    with contextlib.ExitStack() as stack:
+        if wants_offline(env):
+            try:
+                offline = stack.enter_context(offline_providers(args.port))
+            except FakesMissingError as error:
+                return fail(str(error))
+            env.update(offline.environment)
+            print(
+                "No provider API key set: calling the bundled local servers "
+                f"(OpenAI and Anthropic at {offline.url}, Gemini, Bedrock), which speak each "
+                "provider's wire format.\n",
+                flush=True,
+            )
+        code = _run_demo_app(env)
+    return code
+
+
+def _run_demo_app(env: dict[str, str]) -> int:
     import shutil
     import subprocess
     from pathlib import Path
 
-    from .demo.server import ProviderServer
-
-    env = dict(os.environ)
-    server: ProviderServer | None = None
-    if not env.get("OPENAI_API_KEY") and not env.get("ANTHROPIC_API_KEY"):
-        server = ProviderServer(port=args.port, scenario="cache", stream_delay=0.01)
-        server.start()
-        env.update(
-            OPENAI_API_KEY="demo-key",
-            ANTHROPIC_API_KEY="demo-key",
-            OPENAI_BASE_URL=server.openai_base_url,
-            ANTHROPIC_BASE_URL=server.anthropic_base_url,
-        )
-        print(
-            f"No OPENAI_API_KEY or ANTHROPIC_API_KEY: calling the bundled local server at "
-            f"{server.url}, which speaks both wire formats.\n",
-            flush=True,
-        )
     env.setdefault("OTEL_SERVICE_NAME", "otel-tokens-demo")
     env.setdefault("OTEL_TRACES_EXPORTER", "otel_tokens_summary")
     env.setdefault("OTEL_METRICS_EXPORTER", "none")
@@ -256,11 +264,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             "opentelemetry-instrument not found; install the demo extra: "
             "pip install 'otel-tokens[demo]'"
         )
-    try:
-        return subprocess.call([program, sys.executable, "-m", "otel_tokens.demo.app"], env=env)
-    finally:
-        if server is not None:
-            server.stop()
+    return subprocess.call([program, sys.executable, "-m", "otel_tokens.demo.app"], env=env)
 
 
 def _add_tiktoken_cache(sub: Subparsers) -> None:

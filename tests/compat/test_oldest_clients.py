@@ -21,9 +21,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel_tokens import semconv as sc
-from otel_tokens.demo.server import ProviderServer
 from otel_tokens.instrumentation import AnthropicInstrumentor, OpenAIInstrumentor
 from otel_tokens.pricing import Catalog
+from otel_tokens_fakes import ProviderServer
 
 
 @pytest.fixture(scope="module")

@@ -39,10 +39,10 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 from otel_tokens import semconv as sc
-from otel_tokens.demo.server import DEFAULT_REPLY, estimate_tokens
 from otel_tokens.instrumentation import AnthropicInstrumentor
 from otel_tokens.pricing import Catalog
 from otel_tokens.usage import TokenUsage
+from otel_tokens_fakes import DEFAULT_REPLY, estimate_tokens
 
 MODEL = "claude-haiku-4-5"
 SERVED = "claude-haiku-4-5-20251001"  # the dated snapshot the server reports

@@ -27,13 +27,13 @@ from opentelemetry.sdk.trace import ReadableSpan
 import otel_tokens
 from otel_tokens import semconv as sc
 from otel_tokens.attribution import ENV_CARDINALITY_LIMIT, ENV_METRIC_ATTRIBUTES, OTHER, attribute
-from otel_tokens.demo.server import ProviderServer
 from otel_tokens.instrumentation import OpenAIInstrumentor
 from otel_tokens.ledger import SQLiteLedger
 from otel_tokens.metering import LedgerPricer, from_sdk
 from otel_tokens.middleware import AttributionMiddleware, WSGIAttributionMiddleware
 from otel_tokens.pricing import Catalog
 from otel_tokens.workflow import workflow
+from otel_tokens_fakes import ProviderServer
 
 from .conftest import Telemetry
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from otel_tokens.demo.server import ProviderServer
+from otel_tokens_fakes import ProviderServer
 
 BIN = Path(sys.executable).parent
 
@@ -110,7 +111,11 @@ def _clean_env() -> dict[str, str]:
 
 def _env(server: ProviderServer, **extra: str) -> dict[str, str]:
     env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OPENAI_", "ANTHROPIC_"))
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(
+            ("OTEL_", "OPENAI_", "ANTHROPIC_", "GEMINI_", "GOOGLE_", "AWS_", "DEMO_")
+        )
     }
     env.update(
         OPENAI_API_KEY="test",
@@ -179,7 +184,11 @@ def test_opentelemetry_instrument_exports_usage_and_cost_over_otlp(
 
 def test_demo_runs_offline_and_prints_a_cost_summary(server: ProviderServer) -> None:
     env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OPENAI_", "ANTHROPIC_"))
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(
+            ("OTEL_", "OPENAI_", "ANTHROPIC_", "GEMINI_", "GOOGLE_", "AWS_", "DEMO_")
+        )
     }
     done = subprocess.run(
         [str(BIN / "otel-tokens"), "demo"],
@@ -193,6 +202,17 @@ def test_demo_runs_offline_and_prints_a_cost_summary(server: ProviderServer) -> 
     assert "bundled local server" in done.stdout
     assert "otel-tokens cost summary" in done.stderr
     summary = done.stderr[done.stderr.index("otel-tokens cost summary") :]
-    assert "total: " in summary and " USD over 5 call(s)" in summary
+    assert "total: " in summary and " USD over 9 call(s)" in summary
     assert "estimated" in summary  # the stream without usage was counted locally
     assert "unpriced" not in summary
+    # The Gemini and Bedrock calls, plain and streamed, against their fakes: metered with the
+    # fakes' usage (10 input, 5 output tokens) and priced.
+    for call, model in (
+        ("generate_content gemini-2.5-flash", "gemini-2.5-flash"),
+        ("chat us.amazon.nova-micro-v1:0", "amazon.nova-micro-v1:0"),
+    ):
+        rows = [line[len(call) :].split() for line in summary.splitlines() if line.startswith(call)]
+        assert len(rows) == 2, summary
+        for row in rows:  # model, input, cached, cache write, output, reasoning, cost, currency
+            assert row[:6] == [model, "10", "0", "0", "5", "0"], summary
+            assert Decimal(row[6]) > 0 and row[7:] == ["USD"], summary

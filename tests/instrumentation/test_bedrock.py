@@ -1,5 +1,5 @@
 """The real ``boto3`` ``bedrock-runtime`` client against a local server speaking Bedrock's
-JSON wire format (``bedrock_server.py``), instrumented.
+JSON wire format (``otel_tokens_fakes.BedrockServer``), instrumented.
 
 The server answers with the usage each test gives it, so every count and cost below is
 worked out by hand from the usage and Bedrock's published rates (which are the genai-prices
@@ -27,8 +27,8 @@ from otel_tokens.instrumentation import BedrockInstrumentor
 from otel_tokens.instrumentation.bedrock import split_model_id
 from otel_tokens.pricing import Catalog
 from otel_tokens.usage import TokenUsage
-
-from .bedrock_server import REPLY, BedrockServer
+from otel_tokens_fakes import BEDROCK_REPLY as REPLY
+from otel_tokens_fakes import BedrockServer
 
 MTOK = Decimal(1_000_000)
 SONNET = "anthropic.claude-sonnet-4-5-20250929-v1:0"

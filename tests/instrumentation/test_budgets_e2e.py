@@ -33,9 +33,9 @@ from otel_tokens.budgets import (
     TopUp,
 )
 from otel_tokens.budgets._manager import _nano
-from otel_tokens.demo.server import ProviderServer
 from otel_tokens.instrumentation import OpenAIInstrumentor
 from otel_tokens.pricing import Catalog
+from otel_tokens_fakes import ProviderServer
 
 from .conftest import Telemetry
 

@@ -25,9 +25,9 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 
 from otel_tokens import semconv as sc
-from otel_tokens.demo.server import ProviderServer
 from otel_tokens.instrumentation import AnthropicInstrumentor, OpenAIInstrumentor
 from otel_tokens.pricing import Catalog
+from otel_tokens_fakes import ProviderServer
 
 from .conftest import Telemetry
 

@@ -1,5 +1,6 @@
 """The real ``google-genai`` client (sync and ``client.aio``; Gemini Developer API and Vertex AI)
-against a local server speaking the Gemini REST wire format (``gemini_server.py``), instrumented.
+against a local server speaking the Gemini REST wire format
+(``otel_tokens_fakes.GeminiServer``), instrumented.
 
 The server answers with the ``usageMetadata`` each test gives it, so every count and cost
 below is worked out by hand from the usage and Google's published rates (which are the
@@ -29,8 +30,8 @@ from otel_tokens._safety import reset_log_once
 from otel_tokens.instrumentation import GeminiInstrumentor
 from otel_tokens.pricing import Catalog
 from otel_tokens.usage import TokenUsage
-
-from .gemini_server import REPLY, GeminiServer
+from otel_tokens_fakes import GEMINI_REPLY as REPLY
+from otel_tokens_fakes import GeminiServer
 
 # Newer releases' request() returns the HTTP response (headers and body), older ones the
 # decoded body only.

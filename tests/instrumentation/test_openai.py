@@ -27,9 +27,9 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from otel_tokens import semconv as sc
 from otel_tokens._safety import reset_log_once
-from otel_tokens.demo.server import DEFAULT_REPLY, ProviderServer, estimate_tokens
 from otel_tokens.instrumentation import OpenAIInstrumentor
 from otel_tokens.pricing import ENV_PRICES, Catalog, set_default_catalog
+from otel_tokens_fakes import DEFAULT_REPLY, ProviderServer, estimate_tokens
 
 from .conftest import Telemetry
 

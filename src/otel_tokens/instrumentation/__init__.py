@@ -17,8 +17,11 @@ __all__ = [
     "AnthropicInstrumentor",
     "BedrockInstrumentor",
     "GeminiInstrumentor",
+    "GroqInstrumentor",
     "LibraryInstrumentor",
+    "OllamaInstrumentor",
     "OpenAIInstrumentor",
+    "TogetherInstrumentor",
 ]
 
 
@@ -51,3 +54,26 @@ class BedrockInstrumentor(LibraryInstrumentor):
     headers). Streams are not metered yet (docs/bedrock.md)."""
 
     description = _descriptions.BEDROCK
+
+
+class OllamaInstrumentor(LibraryInstrumentor):
+    """Meters the ``ollama`` library's native API calls: ``chat``, ``generate``, ``embed`` and
+    ``embeddings``, streamed or not, of ``Client``, ``AsyncClient`` and the module-level
+    functions (docs/ollama.md)."""
+
+    description = _descriptions.OLLAMA
+
+
+class GroqInstrumentor(LibraryInstrumentor):
+    """Meters the ``groq`` SDK's calls (chat completions, streams, sync and async) with the
+    OpenAI adapter, as provider ``groq`` (docs/openai-compatible.md)."""
+
+    description = _descriptions.GROQ
+
+
+class TogetherInstrumentor(LibraryInstrumentor):
+    """Meters the ``together`` SDK's calls (chat completions, completions, embeddings,
+    streams, sync and async) with the OpenAI adapter, as provider ``together``
+    (docs/openai-compatible.md)."""
+
+    description = _descriptions.TOGETHER

@@ -74,3 +74,48 @@ BEDROCK = Description(
     # opentelemetry-instrumentation-botocore wraps this same method: found wrapped, we warn.
     public_method=Target("botocore.client", "BaseClient._make_api_call"),
 )
+
+OLLAMA = Description(
+    name="ollama",
+    requirement="ollama >= 0.4",
+    module="ollama",
+    adapter="otel_tokens.instrumentation.ollama:OllamaAdapter",
+    # Its streams are plain generators that _request returns when asked to stream; every
+    # call that is not streamed passes through _request_raw (the adapter tells them apart).
+    streams=(),
+    sync_request=Target("ollama._client", "Client._request_raw"),
+    async_request=Target("ollama._client", "AsyncClient._request_raw"),
+    sync_stream_request=Target("ollama._client", "Client._request"),
+    async_stream_request=Target("ollama._client", "AsyncClient._request"),
+    public_method=Target("ollama._client", "Client.chat"),
+)
+
+# groq and together: SDKs of their own, generated in the shape of openai's (Stainless), read
+# by the OpenAI adapter with the provider fixed (docs/openai-compatible.md).
+GROQ = Description(
+    name="groq",
+    requirement="groq >= 0.9",
+    module="groq",
+    adapter="otel_tokens.instrumentation.openai:GroqAdapter",
+    streams=("groq:Stream", "groq:AsyncStream"),
+    sync_request=Target("groq._base_client", "SyncAPIClient.request"),
+    async_request=Target("groq._base_client", "AsyncAPIClient.request"),
+    parse=(Target("groq._response", "APIResponse.parse"),),
+    async_parse=(Target("groq._response", "AsyncAPIResponse.parse"),),
+    public_method=Target("groq.resources.chat.completions", "Completions.create"),
+    options=("include_usage",),
+)
+
+TOGETHER = Description(
+    name="together",
+    requirement="together >= 2",
+    module="together",
+    adapter="otel_tokens.instrumentation.openai:TogetherAdapter",
+    streams=("together:Stream", "together:AsyncStream"),
+    sync_request=Target("together._base_client", "SyncAPIClient.request"),
+    async_request=Target("together._base_client", "AsyncAPIClient.request"),
+    parse=(Target("together._response", "APIResponse.parse"),),
+    async_parse=(Target("together._response", "AsyncAPIResponse.parse"),),
+    public_method=Target("together.resources.chat.completions", "CompletionsResource.create"),
+    options=("include_usage",),
+)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from opentelemetry.util.types import AttributeValue
 
@@ -57,6 +57,7 @@ _HOST_PROVIDERS = (
     ("generativelanguage.googleapis.com", "gcp.gemini"),
     ("aiplatform.googleapis.com", "gcp.vertex_ai"),
     ("api.together.xyz", "together"),
+    ("api.together.ai", "together"),
     ("api.fireworks.ai", "fireworks"),
     ("openrouter.ai", "openrouter"),
     ("api.cohere.ai", "cohere"),
@@ -241,6 +242,44 @@ class OpenAIAdapter:
         return _ChatStream(request)
 
 
+class _VendorSDKAdapter(OpenAIAdapter):
+    """A vendor's own SDK generated in the shape of ``openai``'s (a separate client with the
+    same request method, options, stream classes and response shapes): read as the openai
+    client is, with the vendor's ``gen_ai.provider.name`` whatever its base URL (a proxy's,
+    a test server's). ``OTEL_TOKENS_OPENAI_PROVIDER`` is the openai client's, not theirs."""
+
+    vendor: ClassVar[str]
+
+    def __init__(self, *, library_span: bool = False, include_usage: bool | None = None) -> None:
+        super().__init__(library_span=library_span, include_usage=include_usage)
+        self.provider_override = self.vendor
+
+    def stream_state(self, request: Request) -> StreamState:
+        # Their streams end with the usage unasked: only the last chunks are read, as for an
+        # OpenAI stream with include_usage.
+        if request.endpoint in ("/chat/completions", "/completions") and _tail_suffices(request):
+            return _HiddenUsageTail(request) if request.injected_usage else _ChatTail(request)
+        return super().stream_state(request)
+
+
+class GroqAdapter(_VendorSDKAdapter):
+    """The ``groq`` SDK. Its streams carry the usage in the last chunk's ``x_groq.usage``
+    without being asked (``stream_options.include_usage`` is not needed, so not injected)."""
+
+    vendor = "groq"
+
+    def stream_state(self, request: Request) -> StreamState:
+        state = super().stream_state(request)
+        return _XGroqStream(request) if type(state) is _ChatStream else state
+
+
+class TogetherAdapter(_VendorSDKAdapter):
+    """The ``together`` SDK (2.x and later, generated like openai's). Its streams carry the
+    usage in the last chunk without being asked."""
+
+    vendor = "together"
+
+
 def _include_usage(options: Any, body: Mapping[str, Any], request: Request) -> None:
     """Ask for the usage chunk the user did not ask for, and hide it from them (reasoning
     tokens are in no text we could count)."""
@@ -255,13 +294,19 @@ def _include_usage(options: Any, body: Mapping[str, Any], request: Request) -> N
     request.injected_usage = True
 
 
-def _usage_at_end(request: Request) -> bool:
-    """The stream ends with a usage chunk (``include_usage``, the user's or ours), and only
-    its last chunks are needed: one choice, and no reply text to capture."""
+def _tail_suffices(request: Request) -> bool:
+    """A stream that ends with its usage needs only its last chunks: one choice, and no
+    reply text to capture."""
     if request.capture_content:
         return False
     choices = request.body.get("n")
-    if type(choices) is int and choices > 1:
+    return not (type(choices) is int and choices > 1)
+
+
+def _usage_at_end(request: Request) -> bool:
+    """The stream ends with a usage chunk (``include_usage``, the user's or ours), and only
+    its last chunks are needed (`_tail_suffices`)."""
+    if not _tail_suffices(request):
         return False
     if request.injected_usage:
         return True
@@ -378,6 +423,21 @@ class _ChatStream(StreamState):
         )
 
 
+class _XGroqStream(_ChatStream):
+    """`_ChatStream` of the groq SDK: the last chunk's ``x_groq.usage`` where no chunk has
+    ``usage`` (the user did not ask for ``include_usage``)."""
+
+    __slots__ = ()
+
+    def event(self, chunk: Any) -> bool:
+        hide = super().event(chunk)
+        if self.usage is None:
+            extra = getattr(chunk, "x_groq", None)
+            if extra is not None and getattr(extra, "usage", None) is not None:
+                self.usage = extra.usage
+        return hide
+
+
 class _ChatTail(TailState):
     """A chat or legacy completions stream that ends with its usage chunk: nothing is read
     per chunk. The last two chunks give the usage and the response facts (the usage chunk
@@ -400,7 +460,8 @@ class _ChatTail(TailState):
         for chunk in (self.previous, self.last):
             if chunk is None:
                 continue
-            usage = field(chunk, "usage") or usage
+            # groq's SDK: the usage is in x_groq when include_usage was not asked for.
+            usage = field(chunk, "usage") or field(chunk, "x_groq", "usage") or usage
             model = field(chunk, "model") or model
             response_id = field(chunk, "id") or response_id
             tier = field(chunk, "service_tier") or tier

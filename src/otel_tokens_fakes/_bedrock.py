@@ -38,7 +38,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote
 
-from ._loopback import LoopbackServer
+from ._loopback import LoopbackServer, QuietHandler
 
 REPLY = "Hello from the local Bedrock server."
 DEFAULT_USAGE: dict[str, Any] = {"inputTokens": 10, "outputTokens": 5, "totalTokens": 15}
@@ -134,13 +134,7 @@ def _invoke_events(headers: Any) -> list[bytes]:
 
 
 def _handler(server: BedrockServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True
-
-        def log_message(self, format: str, *args: Any) -> None:  # quiet
-            return
-
+    class Handler(QuietHandler):
         def _send(self, status: int, data: bytes, headers: dict[str, str]) -> None:
             self.send_response(status)
             for name, value in headers.items():
@@ -175,29 +169,11 @@ def _handler(server: BedrockServer) -> type[BaseHTTPRequestHandler]:
                     },
                 )
                 return
-            tier = self.headers.get("x-test-service-tier")
             if action == "converse":
                 data = json.dumps(_converse(self.headers)).encode()
                 self._send(200, data, {"content-type": "application/json"})
             elif action == "invoke":
-                headers = {
-                    "content-type": self.headers.get("x-test-content-type", "application/json")
-                }
-                headers.update(json.loads(self.headers.get("x-test-token-headers") or "{}"))
-                if tier:
-                    headers["x-amzn-bedrock-service-tier"] = tier
-                data = (self.headers.get("x-test-body") or "{}").encode()
-                if self.headers.get("x-test-truncate"):  # promise more than is sent, then hang up
-                    headers["content-length"] = str(len(data) + 100)
-                    self.send_response(200)
-                    for name, value in headers.items():
-                        self.send_header(name, value)
-                    self.end_headers()
-                    self.wfile.write(data)
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                self._send(200, data, headers)
+                self._invoke()
             elif action in ("converse-stream", "invoke-with-response-stream"):
                 events = (
                     _converse_events(self.headers)
@@ -211,5 +187,26 @@ def _handler(server: BedrockServer) -> type[BaseHTTPRequestHandler]:
                 self._send(
                     404, b'{"message": "unknown action"}', {"content-type": "application/json"}
                 )
+
+        def _invoke(self) -> None:
+            """InvokeModel: the body, content type and token headers the test chose."""
+            headers = {"content-type": self.headers.get("x-test-content-type", "application/json")}
+            headers.update(json.loads(self.headers.get("x-test-token-headers") or "{}"))
+            tier = self.headers.get("x-test-service-tier")
+            if tier:
+                headers["x-amzn-bedrock-service-tier"] = tier
+            data = (self.headers.get("x-test-body") or "{}").encode()
+            if not self.headers.get("x-test-truncate"):
+                self._send(200, data, headers)
+                return
+            # Promise more than is sent, then hang up.
+            headers["content-length"] = str(len(data) + 100)
+            self.send_response(200)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+            self.wfile.flush()
+            self.close_connection = True
 
     return Handler

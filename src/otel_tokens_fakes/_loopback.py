@@ -5,7 +5,19 @@ from __future__ import annotations
 
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Self
+from typing import Any, Self
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 keep-alive, no request log."""
+
+    protocol_version = "HTTP/1.1"
+    # Headers and body are separate writes: without this, each answer waits for the
+    # client's delayed ACK (about 40 ms).
+    disable_nagle_algorithm = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
 
 
 class LoopbackServer:

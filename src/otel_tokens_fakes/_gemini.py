@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from ._loopback import LoopbackServer
+from ._loopback import LoopbackServer, QuietHandler
 
 DEFAULT_USAGE: dict[str, Any] = {
     "promptTokenCount": 10,
@@ -132,15 +132,7 @@ def _embeddings(method: str, body: dict[str, Any], usage: dict[str, Any] | None)
 
 
 def _handler(server: GeminiServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        # Headers and body are separate writes: without this, each answer waits for the
-        # client's delayed ACK (about 40 ms).
-        disable_nagle_algorithm = True
-
-        def log_message(self, format: str, *args: Any) -> None:  # quiet
-            return
-
+    class Handler(QuietHandler):
         def _send_json(self, status: int, payload: Any) -> None:
             data = json.dumps(payload).encode()
             self.send_response(status)
