@@ -14,6 +14,9 @@ mapping, retries) without network access:
   OpenAI, Azure OpenAI and Anthropic; scenarios and control headers below.
 * `GeminiServer` (``_gemini.py``): the Gemini REST wire format, Gemini Developer API and
   Vertex AI, for ``google-genai``; its control headers are in its module.
+* `OllamaServer` (``_ollama.py``): Ollama's native API (JSON and NDJSON streams).
+* `OpenAIShapedServer` (``_openai_shaped.py``): OpenAI-shaped chat completions with the usage
+  placement of groq and together (for their own SDKs).
 * `BedrockServer` (``_bedrock.py``): Amazon Bedrock's runtime (Converse, InvokeModel and
   their streams in the binary AWS event-stream framing), for ``boto3``; its control headers
   are in its module.
@@ -167,6 +170,10 @@ from ._gemini import REPLY as GEMINI_REPLY
 from ._gemini import GeminiServer
 from ._loopback import LoopbackServer
 from ._models import served_model
+from ._ollama import PIECES as OLLAMA_PIECES
+from ._ollama import OllamaServer
+from ._openai_shaped import PIECES as OPENAI_SHAPED_PIECES
+from ._openai_shaped import OpenAIShapedServer
 from ._provider import ProviderServer, main
 from ._request import RecordedRequest
 
@@ -174,10 +181,14 @@ __all__ = [
     "BEDROCK_REPLY",
     "DEFAULT_REPLY",
     "GEMINI_REPLY",
+    "OLLAMA_PIECES",
+    "OPENAI_SHAPED_PIECES",
     "SCENARIOS",
     "BedrockServer",
     "GeminiServer",
     "LoopbackServer",
+    "OllamaServer",
+    "OpenAIShapedServer",
     "ProviderServer",
     "RecordedRequest",
     "estimate_tokens",

@@ -31,8 +31,8 @@ from otel_tokens.counting import count_messages, count_text
 from otel_tokens.instrumentation import OllamaInstrumentor
 from otel_tokens.pricing import Catalog
 from otel_tokens.usage import InvalidUsageError, TokenUsage, from_ollama
-
-from .ollama_server import PIECES, OllamaServer
+from otel_tokens_fakes import OLLAMA_PIECES as PIECES
+from otel_tokens_fakes import OllamaServer
 
 MODEL = "llama3.2"
 UNPRICED_MODEL = "qwen3:8b"

@@ -26,8 +26,8 @@ from otel_tokens.counting import count_messages
 from otel_tokens.instrumentation import GroqInstrumentor, TogetherInstrumentor
 from otel_tokens.pricing import Catalog
 from otel_tokens.usage import TokenUsage
-
-from .openai_shaped_server import PIECES, OpenAIShapedServer
+from otel_tokens_fakes import OPENAI_SHAPED_PIECES as PIECES
+from otel_tokens_fakes import OpenAIShapedServer
 
 MTOK = Decimal(1_000_000)
 MESSAGES = [{"role": "user", "content": "Say hi"}]
