@@ -37,12 +37,11 @@ from otel_tokens.attribution import (
     OTHER,
     CardinalityGuard,
     attribute,
-    attributes_from_headers,
     current,
 )
 from otel_tokens.instrumentation._recording import Recorder
 from otel_tokens.ledger import SQLiteLedger
-from otel_tokens.metering import Meter, TokenPoint, from_sdk
+from otel_tokens.metering import LedgerPricer, TokenPoint, from_sdk
 from otel_tokens.middleware import AttributionMiddleware, WSGIAttributionMiddleware
 from otel_tokens.pricing import Catalog
 from otel_tokens.records import stream_id
@@ -370,13 +369,6 @@ def test_guard_cap_holds_under_concurrency() -> None:
 
 
 # --- header attribution --------------------------------------------------------------------------
-def test_attributes_from_headers_any_case() -> None:
-    headers = {"X-Tenant-Id": "acme", "x-user-id": "u-1", "X-FEATURE": "chat", "other": "x"}
-    with attributes_from_headers(headers):
-        assert current() == {TENANT: "acme", USER: "u-1", FEATURE: "chat"}
-    assert current() == {}
-
-
 def _http_scope(headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
     return {
         "type": "http",
@@ -655,7 +647,9 @@ def test_cost_records_keep_the_tenant_as_sub_account_and_tags(
         _call(recorder, TokenUsage(input=10))
     ledger = SQLiteLedger(":memory:")
     try:
-        result = Meter(ledger, Catalog()).ingest(from_sdk(providers.reader.get_metrics_data()))
+        result = LedgerPricer(ledger, Catalog()).ingest(
+            from_sdk(providers.reader.get_metrics_data())
+        )
         assert not result.rejected
         records = sorted(result.records, key=lambda r: (r.tenant or "", r.bucket))
         assert [(r.tenant, r.bucket, r.quantity) for r in records] == [
@@ -702,7 +696,7 @@ def test_cost_record_from_a_hand_made_point() -> None:
     point = TokenPoint(sid, attrs, {"service.name": "api"}, at - 60 * 10**9, at, 5000, False)
     ledger = SQLiteLedger(":memory:")
     try:
-        (record,) = Meter(ledger, Catalog()).ingest([point]).records
+        (record,) = LedgerPricer(ledger, Catalog()).ingest([point]).records
     finally:
         ledger.close()
     assert (record.tenant, record.feature, record.user_id) == ("acme", "support-bot", None)

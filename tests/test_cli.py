@@ -81,3 +81,24 @@ def test_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     window = ["--since", "2026-03-02", "--until", "2026-03-01"]
     assert run(capsys, ["report", *window])[0] == 2
     assert run(capsys, ["price", "gpt-4o", "--input", "-1", "--output", "1"])[0] == 2
+
+
+def test_every_command_is_registered_one_way() -> None:
+    """``add_command`` (``otel_tokens/_arguments.py``) is the one way to register a command:
+    no other module makes a subparser itself, and every command has its help line."""
+    import argparse
+
+    from otel_tokens import cli
+
+    src = Path(cli.__file__).parent
+    makers = sorted(
+        str(p.relative_to(src))
+        for p in src.rglob("*.py")
+        if ".add_parser(" in p.read_text(encoding="utf-8")
+    )
+    assert makers == ["_arguments.py"]
+    parser = cli._parser()
+    (sub,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {action.dest: action.help for action in sub._choices_actions}
+    assert set(helps) == set(sub.choices)
+    assert all(helps.values()), helps

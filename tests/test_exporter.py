@@ -31,6 +31,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 
+from _points import BASE_ATTRS
 from otel_tokens import semconv as sc
 from otel_tokens._safety import reset_log_once
 from otel_tokens.exporter import PricingMetricExporter, _entry_point_exporter
@@ -43,13 +44,7 @@ from otel_tokens_fakes import ProviderServer
 BIN = Path(sys.executable).parent
 CATALOG = Catalog()
 ATTRS = {
-    sc.GEN_AI_PROVIDER_NAME: "openai",
-    sc.GEN_AI_REQUEST_MODEL: "gpt-4o",
-    sc.GEN_AI_RESPONSE_MODEL: "gpt-4o-2024-08-06",
-    sc.GEN_AI_OPERATION_NAME: "chat",
-    sc.BILLING_PROCESSING: "standard",
-    sc.BILLING_CONTEXT_TIER: "base",
-    sc.BILLING_USAGE_SOURCE: "provider",
+    **BASE_ATTRS,
     sc.BILLING_TENANT_ID: "tenant-42",
     sc.BILLING_FEATURE: "search-summary",
 }
@@ -223,6 +218,21 @@ def test_ledger_written_and_cost_metric_appended(
     assert ledger.count() == count
     app.provider.shutdown()
     assert wrapped.shut_down == 1
+
+
+def test_cost_metric_sums_exactly(ledger: SQLiteLedger) -> None:
+    """Three records of $0.10 make a cost of 0.3, not the 0.30000000000000004 of a float
+    running sum: the totals are Decimal, a float only in the data point."""
+    wrapped = Collecting()
+    app = App(PricingMetricExporter(wrapped, ledger=ledger, catalog=CATALOG))
+    for _ in range(3):
+        app.call(input=40_000)  # 40,000 tokens at $2.50 per million: $0.10
+        app.flush()
+    assert [r.billed_cost for r in ledger.records()] == [Decimal("0.1")] * 3
+    assert 0.1 + 0.1 + 0.1 != 0.3
+    (point,) = wrapped.metrics()[sc.METRIC_BILLING_LEDGER_COST].data.data_points
+    assert point.value == 0.3
+    app.provider.shutdown()
 
 
 def test_cost_metric_without_tenant_or_unpriced_usage(ledger: SQLiteLedger) -> None:

@@ -24,6 +24,7 @@ import jsonschema
 import pytest
 from referencing import Registry, Resource
 
+from _points import BASE_ATTRS
 from otel_tokens import semconv as sc
 from otel_tokens.ledger import (
     DEFAULT_LEDGER_URL,
@@ -33,7 +34,7 @@ from otel_tokens.ledger import (
     open_ledger,
 )
 from otel_tokens.ledger._schema import MIGRATIONS
-from otel_tokens.metering import Meter, TokenPoint
+from otel_tokens.metering import LedgerPricer, TokenPoint
 from otel_tokens.pricing import Catalog
 from otel_tokens.records import CLOUDEVENT_SOURCE, CLOUDEVENT_TYPE, CostRecord, stream_id
 
@@ -44,14 +45,6 @@ MIN = 60 * 10**9
 
 
 # --- fixtures -----------------------------------------------------------------------------
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'ledger.db'}"
-    url: str = request.getfixturevalue("pg_url")
-    return url
 
 
 @pytest.fixture
@@ -246,8 +239,42 @@ def test_marks(ledger: Ledger) -> None:
         assert tx.mark("s", T0) == (T0 + 2 * MIN, 3)
 
 
+def _drop_records_table(url: str) -> None:
+    """Drop the records table behind an open ledger's back, over a connection of its own."""
+    if url.startswith("sqlite:///"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+        conn.execute("DROP TABLE cost_records")
+        conn.commit()
+        conn.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as pg:
+            pg.execute("DROP TABLE cost_records")
+
+
+def test_driver_errors_are_ledger_errors(ledger_url: str) -> None:
+    """What the database driver raises reaches the caller as a LedgerError (the driver's
+    error its cause), so no caller names sqlite3 or psycopg."""
+    ledger = open_ledger(ledger_url)
+    try:
+        _drop_records_table(ledger_url)
+        with pytest.raises(LedgerError, match="cost_records") as err:
+            ledger.count()
+        assert type(err.value.__cause__).__module__.split(".")[0] in ("sqlite3", "psycopg")
+        with pytest.raises(LedgerError):
+            list(ledger.records())
+        with pytest.raises(LedgerError), ledger.transaction() as tx:
+            tx.insert([record()])
+        # The ledger still answers once the storage is back (no transaction left open).
+        with ledger.transaction() as tx:
+            assert tx.mark("s", T0) is None
+    finally:
+        ledger.close()
+
+
 def test_meter_on_each_ledger(ledger: Ledger) -> None:
-    meter = Meter(ledger, Catalog())
+    meter = LedgerPricer(ledger, Catalog())
     points = [_point(100, T0 + MIN), _point(250, T0 + 2 * MIN)]
     assert [r.quantity for r in meter.ingest(points).records] == [100, 150]
     assert meter.ingest(points).records == []
@@ -285,15 +312,7 @@ def test_unopenable_ledgers_raise_ledger_error(tmp_path: Path) -> None:
 
 
 # --- concurrent writers -------------------------------------------------------------------
-ATTRS = {
-    sc.GEN_AI_PROVIDER_NAME: "openai",
-    sc.GEN_AI_REQUEST_MODEL: "gpt-4o",
-    sc.GEN_AI_RESPONSE_MODEL: "gpt-4o-2024-08-06",
-    sc.GEN_AI_OPERATION_NAME: "chat",
-    sc.BILLING_PROCESSING: "standard",
-    sc.BILLING_CONTEXT_TIER: "base",
-    sc.BILLING_USAGE_SOURCE: "provider",
-}
+ATTRS = BASE_ATTRS
 
 
 def _point(
@@ -339,7 +358,7 @@ def _writer(url: str, seed: int, worker: int, start: Any, results: Any) -> None:
     written = 0
     ledger = open_ledger(url)
     try:
-        meter = Meter(ledger, Catalog())
+        meter = LedgerPricer(ledger, Catalog())
         start.wait(timeout=60)  # all processes ready: now they race
         i = 0
         while i < len(delivered):
@@ -510,7 +529,7 @@ def test_focus_columns() -> None:
 
 
 def test_meter_records_validate_against_schema(tmp_path: Path) -> None:
-    meter = Meter(SQLiteLedger(str(tmp_path / "l.db")), Catalog())
+    meter = LedgerPricer(SQLiteLedger(str(tmp_path / "l.db")), Catalog())
     points = [_point(100, T0 + MIN, bucket=b) for b in (*sc.TOKEN_BUCKETS, sc.BUCKET_WEB_SEARCH)]
     unknown = {**ATTRS, sc.GEN_AI_RESPONSE_MODEL: "x", sc.GEN_AI_REQUEST_MODEL: "acme-9"}
     points.append(
@@ -542,9 +561,7 @@ def _acme_export(tenant: str = "tenant-42", model: str = "acme-llm-9000") -> Any
     from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
     from opentelemetry.sdk.resources import Resource as SdkResource
 
-    reader = InMemoryMetricReader(
-        preferred_temporality={SdkCounter: AggregationTemporality.DELTA}
-    )
+    reader = InMemoryMetricReader(preferred_temporality={SdkCounter: AggregationTemporality.DELTA})
     provider = MeterProvider(
         metric_readers=[reader], resource=SdkResource.create({"service.name": "checkout"})
     )
@@ -574,14 +591,14 @@ def test_a_point_resent_after_a_price_change_is_billed_once(
     # The collector has no price for acme-llm-9000: the usage is recorded unpriced, but the
     # client never sees the acknowledgement (the collector restarts).
     first = open_ledger(ledger_url)
-    written = Meter(first, Catalog()).ingest(from_sdk(export)).records
+    written = LedgerPricer(first, Catalog()).ingest(from_sdk(export)).records
     assert [(r.pricing_status, r.billed_cost) for r in written] == [("unpriced", None)]
     first.close()
     # It comes back with a price file that prices the model, and the client resends.
     catalog, _ = _acme_catalog(tmp_path, "0.5")
     second = open_ledger(ledger_url)
     try:
-        again = Meter(second, catalog).ingest(from_sdk(export))
+        again = LedgerPricer(second, catalog).ingest(from_sdk(export))
         assert (again.records, again.unchanged) == ([], 1)  # the same usage: not billed again
         stored = list(second.records())
         assert [(r.quantity, r.pricing_status) for r in stored] == [(2_000_000, "unpriced")]
@@ -599,8 +616,8 @@ def test_reprice_writes_adjustments_never_edits_or_duplicates(
 
     ledger = open_ledger(ledger_url)
     try:
-        Meter(ledger, Catalog()).ingest(from_sdk(_acme_export()))
-        Meter(ledger, Catalog()).ingest(from_sdk(_acme_export(tenant="tenant-7")))
+        LedgerPricer(ledger, Catalog()).ingest(from_sdk(_acme_export()))
+        LedgerPricer(ledger, Catalog()).ingest(from_sdk(_acme_export(tenant="tenant-7")))
     finally:
         ledger.close()
     _, prices = _acme_catalog(tmp_path, "0.5")
@@ -724,7 +741,7 @@ def test_migration_3_keeps_old_ids_and_stops_the_double_count(ledger_url: str) -
         assert insert(ledger, [record(), unpriced, record(bucket="input", quantity=86)]) == []
         assert ledger.count() == 3
         # reprice reports the pair stored twice before, and adjusts neither.
-        result = Meter(ledger, Catalog()).reprice(dry_run=True)
+        result = LedgerPricer(ledger, Catalog()).reprice(dry_run=True)
         assert sorted(result.duplicates) == sorted([_old_id(unpriced), _old_id(priced)])
         assert [a.adjusts for a in result.adjustments] == []
     finally:

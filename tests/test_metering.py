@@ -46,7 +46,7 @@ from otel_tokens.ledger import SQLiteLedger
 from otel_tokens.metering import (
     IngestResult,
     InvalidPointError,
-    Meter,
+    LedgerPricer,
     TokenPoint,
     from_otlp,
     from_sdk,
@@ -121,17 +121,17 @@ def ts(ns: int) -> datetime:
 
 
 @pytest.fixture
-def meter() -> Iterator[Meter]:
+def meter() -> Iterator[LedgerPricer]:
     ledger = SQLiteLedger(":memory:")
-    yield Meter(ledger, CATALOG)
+    yield LedgerPricer(ledger, CATALOG)
     ledger.close()
 
 
-def total(meter: Meter, bucket: str | None = None) -> int:
+def total(meter: LedgerPricer, bucket: str | None = None) -> int:
     return sum(r.quantity for r in meter.ledger.records() if bucket in (None, r.bucket))
 
 
-def intervals(meter: Meter) -> list[tuple[datetime, datetime, int]]:
+def intervals(meter: LedgerPricer) -> list[tuple[datetime, datetime, int]]:
     return [(r.period_start, r.period_end, r.quantity) for r in meter.ledger.records()]
 
 
@@ -141,7 +141,7 @@ def only(result: IngestResult) -> CostRecord:
 
 
 # --- delta --------------------------------------------------------------------------------
-def test_delta_points_become_exact_records(meter: Meter) -> None:
+def test_delta_points_become_exact_records(meter: LedgerPricer) -> None:
     batch = [
         point(1000, start=T0, time=T0 + MIN, attributes=attrs("input")),
         point(1920, start=T0, time=T0 + MIN, attributes=attrs("cache_read")),
@@ -168,7 +168,7 @@ def test_delta_points_become_exact_records(meter: Meter) -> None:
     )
 
 
-def test_delta_replay_changes_nothing(meter: Meter) -> None:
+def test_delta_replay_changes_nothing(meter: LedgerPricer) -> None:
     batch = [
         point(100 * i, start=T0 + i * MIN, time=T0 + (i + 1) * MIN, attributes=attrs(b))
         for i in range(1, 4)
@@ -187,7 +187,7 @@ def test_delta_replay_changes_nothing(meter: Meter) -> None:
     assert total(meter) == 2 * (100 + 200 + 300)
 
 
-def test_delta_out_of_order_is_fine(meter: Meter) -> None:
+def test_delta_out_of_order_is_fine(meter: LedgerPricer) -> None:
     periods = [(T0 + i * MIN, T0 + (i + 1) * MIN, 10 + i) for i in range(5)]
     for start, end, value in reversed(periods):
         assert len(meter.ingest([point(value, start=start, time=end)]).records) == 1
@@ -198,13 +198,13 @@ def test_delta_out_of_order_is_fine(meter: Meter) -> None:
     assert total(meter) == sum(v for _, _, v in periods)
 
 
-def test_delta_without_start_time_bills_at_its_time(meter: Meter) -> None:
+def test_delta_without_start_time_bills_at_its_time(meter: LedgerPricer) -> None:
     record = only(meter.ingest([point(42, start=0, time=T0)]))
     assert (record.period_start, record.period_end, record.quantity) == (AT, AT, 42)
 
 
 # --- cumulative ---------------------------------------------------------------------------
-def test_cumulative_bills_differences(meter: Meter) -> None:
+def test_cumulative_bills_differences(meter: LedgerPricer) -> None:
     t1, t2, t3 = T0 + MIN, T0 + 2 * MIN, T0 + 3 * MIN
     assert only(meter.ingest([cum(100, t1)])).quantity == 100
     assert only(meter.ingest([cum(250, t2)])).quantity == 150
@@ -218,7 +218,7 @@ def test_cumulative_bills_differences(meter: Meter) -> None:
     assert sum(r.billed_cost or 0 for r in meter.ledger.records()) == Decimal("0.001")
 
 
-def test_cumulative_duplicates_and_older_points_change_nothing(meter: Meter) -> None:
+def test_cumulative_duplicates_and_older_points_change_nothing(meter: LedgerPricer) -> None:
     t1, t2, t3 = T0 + MIN, T0 + 2 * MIN, T0 + 3 * MIN
     meter.ingest([cum(100, t1), cum(250, t2), cum(400, t3)])
     before = list(meter.ledger.records())
@@ -229,7 +229,7 @@ def test_cumulative_duplicates_and_older_points_change_nothing(meter: Meter) -> 
     assert total(meter) == 400
 
 
-def test_cumulative_points_of_one_batch_in_any_order(meter: Meter) -> None:
+def test_cumulative_points_of_one_batch_in_any_order(meter: LedgerPricer) -> None:
     t1, t2, t3 = T0 + MIN, T0 + 2 * MIN, T0 + 3 * MIN
     result = meter.ingest([cum(400, t3), cum(100, t1), cum(250, t2), cum(250, t2)])
     assert sorted(r.quantity for r in result.records) == [100, 150, 150]
@@ -237,7 +237,7 @@ def test_cumulative_points_of_one_batch_in_any_order(meter: Meter) -> None:
     assert total(meter) == 400
 
 
-def test_cumulative_restart_bills_from_zero(meter: Meter) -> None:
+def test_cumulative_restart_bills_from_zero(meter: LedgerPricer) -> None:
     t1, t2 = T0 + MIN, T0 + 2 * MIN
     meter.ingest([cum(100, t1), cum(250, t2)])
     restart = t2 + 30 * SEC  # the process restarted: a new start time, counting from 0
@@ -253,7 +253,7 @@ def test_cumulative_restart_bills_from_zero(meter: Meter) -> None:
     assert total(meter) == 260 + 90
 
 
-def test_cumulative_reset_under_same_start_bills_new_value(meter: Meter) -> None:
+def test_cumulative_reset_under_same_start_bills_new_value(meter: LedgerPricer) -> None:
     t1, t2, t3 = T0 + MIN, T0 + 2 * MIN, T0 + 3 * MIN
     meter.ingest([cum(100, t1)])
     record = only(meter.ingest([cum(30, t2)]))  # the value dropped: a reset
@@ -262,7 +262,7 @@ def test_cumulative_reset_under_same_start_bills_new_value(meter: Meter) -> None
     assert total(meter) == 145
 
 
-def test_cumulative_unknown_start_first_point_billed_whole(meter: Meter) -> None:
+def test_cumulative_unknown_start_first_point_billed_whole(meter: LedgerPricer) -> None:
     t1, t2 = T0 + MIN, T0 + 2 * MIN
     record = only(meter.ingest([cum(500, t1, start=0)]))
     assert (record.period_start, record.period_end, record.quantity) == (ts(t1), ts(t1), 500)
@@ -272,7 +272,7 @@ def test_cumulative_unknown_start_first_point_billed_whole(meter: Meter) -> None
     assert total(meter) == 700
 
 
-def test_zero_quantity_intervals_write_nothing(meter: Meter) -> None:
+def test_zero_quantity_intervals_write_nothing(meter: LedgerPricer) -> None:
     t1, t2, t3 = T0 + MIN, T0 + 2 * MIN, T0 + 3 * MIN
     assert meter.ingest([cum(0, t1)]).records == []  # a first point at 0: mark only
     assert meter.ingest([point(0, start=T0, time=t1, attributes=attrs("output"))]).records == []
@@ -281,7 +281,7 @@ def test_zero_quantity_intervals_write_nothing(meter: Meter) -> None:
     assert intervals(meter) == [(ts(t1), ts(t2), 70)]
 
 
-def test_delta_and_cumulative_streams_in_one_batch(meter: Meter) -> None:
+def test_delta_and_cumulative_streams_in_one_batch(meter: LedgerPricer) -> None:
     t1 = T0 + MIN
     result = meter.ingest(
         [
@@ -324,7 +324,7 @@ def test_property_cumulative_totals_are_exact(
     delivered = data.draw(st.permutations(exported + duplicates))
     cuts = sorted(data.draw(st.sets(st.integers(1, len(delivered)), max_size=8)))
     ledger = SQLiteLedger(":memory:")
-    meter = Meter(ledger, CATALOG)
+    meter = LedgerPricer(ledger, CATALOG)
     try:
         for lo, hi in zip([0, *cuts], [*cuts, len(delivered)], strict=True):
             result = meter.ingest(delivered[lo:hi])
@@ -356,7 +356,7 @@ def test_property_delta_totals_are_exact(values: list[int], data: st.DataObject)
     duplicates = data.draw(st.lists(st.sampled_from(exported), max_size=10))
     delivered = data.draw(st.permutations(exported + duplicates))
     ledger = SQLiteLedger(":memory:")
-    meter = Meter(ledger, CATALOG)
+    meter = LedgerPricer(ledger, CATALOG)
     try:
         for p in delivered:
             meter.ingest([p])
@@ -429,7 +429,7 @@ def _expected_cost(records: Iterable[CostRecord]) -> Decimal:
     "temporality", [AggregationTemporality.CUMULATIVE, AggregationTemporality.DELTA]
 )
 def test_sdk_points_are_billed_exactly_once(
-    meter: Meter, temporality: AggregationTemporality
+    meter: LedgerPricer, temporality: AggregationTemporality
 ) -> None:
     app = App(temporality)
     collections = []
@@ -466,7 +466,7 @@ def test_sdk_points_are_billed_exactly_once(
     assert len(list(meter.ledger.records())) == len(records)
 
 
-def test_sdk_restart_is_a_new_start_time_billed_from_zero(meter: Meter) -> None:
+def test_sdk_restart_is_a_new_start_time_billed_from_zero(meter: LedgerPricer) -> None:
     first = App(AggregationTemporality.CUMULATIVE)
     first.call(input=1000)
     meter.ingest(from_sdk(first.collect()))
@@ -489,14 +489,12 @@ def test_sdk_restart_is_a_new_start_time_billed_from_zero(meter: Meter) -> None:
 
 @pytest.mark.parametrize("instrument", ["create_up_down_counter", "create_histogram"])
 def test_sdk_token_metric_that_is_not_a_monotonic_sum_is_rejected(
-    meter: Meter, instrument: str
+    meter: LedgerPricer, instrument: str
 ) -> None:
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
     wrong = getattr(provider.get_meter("elsewhere"), instrument)(sc.METRIC_BILLING_TOKENS)
-    (wrong.add if instrument == "create_up_down_counter" else wrong.record)(
-        100, attrs("input")
-    )
+    (wrong.add if instrument == "create_up_down_counter" else wrong.record)(100, attrs("input"))
     data = reader.get_metrics_data()
     provider.shutdown()
     result = meter.ingest(from_sdk(data))
@@ -533,7 +531,7 @@ def test_otlp_points_equal_sdk_points(temporality: AggregationTemporality) -> No
     "temporality", [AggregationTemporality.CUMULATIVE, AggregationTemporality.DELTA]
 )
 def test_exporter_and_collector_paths_share_one_ledger_exactly_once(
-    meter: Meter, temporality: AggregationTemporality
+    meter: LedgerPricer, temporality: AggregationTemporality
 ) -> None:
     """The same SDK data through from_sdk (exporter) and OTLP (collector): billed once."""
     app = App(temporality)
@@ -551,7 +549,7 @@ def test_exporter_and_collector_paths_share_one_ledger_exactly_once(
 
 # --- pricing points -----------------------------------------------------------------------
 def price_one(
-    meter: Meter, value: int, attributes: Mapping[str, Any], time: int = T0 + MIN
+    meter: LedgerPricer, value: int, attributes: Mapping[str, Any], time: int = T0 + MIN
 ) -> CostRecord:
     result = meter.ingest([point(value, start=T0, time=time, attributes=attributes)])
     assert result.rejected == []
@@ -571,7 +569,7 @@ def price_one(
     ],
 )
 def test_gemini_context_tier_prices_at_the_tier(
-    meter: Meter, bucket: str, tier: str, value: int, cost: str
+    meter: LedgerPricer, bucket: str, tier: str, value: int, cost: str
 ) -> None:
     a = attrs(
         bucket, model="gemini-2.5-pro", provider="gcp.gemini", **{sc.BILLING_CONTEXT_TIER: tier}
@@ -585,7 +583,7 @@ def test_gemini_context_tier_prices_at_the_tier(
     )
 
 
-def test_processing_variant_prices_and_unavailable_variant(meter: Meter) -> None:
+def test_processing_variant_prices_and_unavailable_variant(meter: LedgerPricer) -> None:
     batch = price_one(meter, 1_000_000, attrs(**{sc.BILLING_PROCESSING: "batch"}))
     assert batch.billed_cost == Decimal("1.25")  # half of 2.50
     assert batch.price_id == "genai-prices:openai/gpt-4o#batch"
@@ -595,7 +593,7 @@ def test_processing_variant_prices_and_unavailable_variant(meter: Meter) -> None
     assert flex.billed_cost is None and flex.list_cost is None
 
 
-def test_web_search_requests_priced_per_thousand(meter: Meter) -> None:
+def test_web_search_requests_priced_per_thousand(meter: LedgerPricer) -> None:
     record = price_one(
         meter, 3, attrs("web_search", model="claude-sonnet-4-5", provider="anthropic")
     )
@@ -605,7 +603,15 @@ def test_web_search_requests_priced_per_thousand(meter: Meter) -> None:
     assert (focus["ConsumedQuantity"], focus["PricingQuantity"]) == ("3", "0.003")
 
 
-def test_response_model_first_then_request_model(meter: Meter) -> None:
+def test_rerank_search_units_reach_the_ledger_unpriced_without_a_rate(meter: LedgerPricer) -> None:
+    # A request bucket like web_search: accepted as a point, never dropped as unknown, and
+    # unpriced (null cost) since the catalog has no search rate for it.
+    record = price_one(meter, 2, attrs("search_units", model="rerank-v3.5", provider="cohere"))
+    assert (record.bucket, record.quantity) == ("search_units", 2)
+    assert record.billed_cost is None and record.pricing_status == "unpriced"
+
+
+def test_response_model_first_then_request_model(meter: LedgerPricer) -> None:
     # The served snapshot has its own price; it wins over the requested alias.
     snap = attrs(**{sc.GEN_AI_RESPONSE_MODEL: "gpt-4o-mini-2024-07-18"})
     record = price_one(meter, 1_000_000, snap)
@@ -628,7 +634,7 @@ def test_response_model_first_then_request_model(meter: Meter) -> None:
     assert (record.pricing_status, record.priced_model) == ("priced", None)
 
 
-def test_unknown_model_is_unpriced_with_null_cost_never_zero(meter: Meter) -> None:
+def test_unknown_model_is_unpriced_with_null_cost_never_zero(meter: LedgerPricer) -> None:
     record = price_one(meter, 5000, attrs(model="acme-llm-9000", provider="acme"))
     assert record.pricing_status == "unpriced"
     assert record.billed_cost is None and record.list_cost is None
@@ -641,7 +647,7 @@ def test_unknown_model_is_unpriced_with_null_cost_never_zero(meter: Meter) -> No
 
 
 @pytest.mark.parametrize("source", ["estimated", "estimated_heuristic"])
-def test_estimated_usage_is_priced_as_estimated(meter: Meter, source: str) -> None:
+def test_estimated_usage_is_priced_as_estimated(meter: LedgerPricer, source: str) -> None:
     record = price_one(meter, 1000, attrs(**{sc.BILLING_USAGE_SOURCE: source}))
     assert (record.pricing_status, record.usage_source) == ("estimated", source)
     assert record.billed_cost == Decimal("0.0025")
@@ -653,7 +659,7 @@ def test_price_file_discount_bills_below_list() -> None:
     catalog = Catalog(
         parse_user_prices(b"discounts:\n  - provider: openai\n    percent: 10\n", "d.yaml")
     )
-    meter = Meter(SQLiteLedger(":memory:"), catalog)
+    meter = LedgerPricer(SQLiteLedger(":memory:"), catalog)
     record = price_one(meter, 1_000_000, attrs())
     assert record.billed_cost == Decimal("2.25")
     assert record.list_cost == Decimal("2.5")
@@ -668,7 +674,7 @@ def test_price_file_discount_bills_below_list() -> None:
 
 
 def test_price_file_contract_price_and_custom_model() -> None:
-    meter = Meter(SQLiteLedger(":memory:"), Catalog.load(PRICES / "contract.yaml"))
+    meter = LedgerPricer(SQLiteLedger(":memory:"), Catalog.load(PRICES / "contract.yaml"))
     # contract.yaml models[0]: gpt-4o at $2.00 input, list $2.50.
     contract = price_one(meter, 1000, attrs())
     assert (contract.billed_cost, contract.list_cost) == (Decimal("0.002"), Decimal("0.0025"))
@@ -680,7 +686,7 @@ def test_price_file_contract_price_and_custom_model() -> None:
 def test_list_cost_is_in_the_billing_currency() -> None:
     # eur_reporting.yaml reports in EUR (1 USD = 0.92 EUR) with no discount: list == billed.
     catalog = Catalog.load(PRICES / "eur_reporting.yaml")
-    meter = Meter(SQLiteLedger(":memory:"), catalog)
+    meter = LedgerPricer(SQLiteLedger(":memory:"), catalog)
     record = price_one(meter, 1_000_000, attrs())
     assert record.currency == "EUR"
     assert record.billed_cost == Decimal("2.3")  # 2.50 x 0.92
@@ -693,12 +699,12 @@ def test_list_cost_is_in_the_billing_currency() -> None:
             "eur-discount.yaml",
         )
     )
-    meter = Meter(SQLiteLedger(":memory:"), discounted)
+    meter = LedgerPricer(SQLiteLedger(":memory:"), discounted)
     record = price_one(meter, 1_000_000, attrs())
     assert (record.billed_cost, record.list_cost) == (Decimal("2.07"), Decimal("2.3"))
 
 
-def test_attribution_is_mapped(meter: Meter) -> None:
+def test_attribution_is_mapped(meter: LedgerPricer) -> None:
     a = attrs(
         **{
             sc.BILLING_TENANT_ID: "tenant-42",
@@ -809,7 +815,7 @@ def _sum(points: list[Any], *, temporality: Any = 1, monotonic: bool = True) -> 
     )
 
 
-def test_invalid_otlp_points_rejected_valid_ones_written(meter: Meter) -> None:
+def test_invalid_otlp_points_rejected_valid_ones_written(meter: LedgerPricer) -> None:
     t = T0 + MIN
     good_in, good_out = attrs("input"), attrs("output")
     no_model = attrs("input", model=None)
@@ -850,7 +856,7 @@ def test_invalid_otlp_points_rejected_valid_ones_written(meter: Meter) -> None:
     assert meter.ledger.count() == 2
 
 
-def test_invalid_token_points_rejected_valid_ones_written(meter: Meter) -> None:
+def test_invalid_token_points_rejected_valid_ones_written(meter: LedgerPricer) -> None:
     t = T0 + MIN
     batch: list[TokenPoint | InvalidPointError] = [
         InvalidPointError("token count must not be negative, got -3"),
@@ -869,7 +875,32 @@ def test_invalid_token_points_rejected_valid_ones_written(meter: Meter) -> None:
     assert meter.ledger.count() == 2
 
 
-def test_buckets_are_priced_one_by_one_and_fail_closed(meter: Meter) -> None:
+def test_one_check_of_a_point_for_every_source(meter: LedgerPricer) -> None:
+    """The meter itself holds points to what the ledger can take (the collector no longer
+    checks them apart): an attribute it reads as a string that is not one, or a start after
+    the end, is rejected here, whatever the points came from."""
+    t = T0 + MIN
+    batch: list[TokenPoint | InvalidPointError] = [
+        point(5, start=T0, time=t, attributes=attrs(**{sc.BILLING_FEATURE: 3})),
+        point(5, start=T0, time=t, attributes=attrs(**{sc.BILLING_TENANT_ID: ("a", "b")})),
+        point(9, start=T0, time=t, attributes=attrs("output")),
+    ]
+    result = meter.ingest(batch)
+    assert [(r.bucket, r.quantity) for r in result.records] == [("output", 9)]
+    assert result.rejected == [
+        f"attribute {sc.BILLING_FEATURE} must be a string",
+        f"attribute {sc.BILLING_TENANT_ID} must be a string",
+    ]
+
+
+def test_a_batch_of_rejected_points_opens_no_transaction(tmp_path: Path) -> None:
+    ledger = SQLiteLedger(str(tmp_path / "ledger.db"))
+    ledger.close()  # any transaction would fail now
+    result = LedgerPricer(ledger, CATALOG).ingest([point(5, time=T0, attributes=attrs("bogus"))])
+    assert (result.points, len(result.rejected), result.records) == (1, 1, [])
+
+
+def test_buckets_are_priced_one_by_one_and_fail_closed(meter: LedgerPricer) -> None:
     # genai-prices has only text rates for gpt-4o-audio-preview: its text bucket is billed,
     # its audio bucket is recorded unpriced (null cost), never at the text rate.
     model = "gpt-4o-audio-preview"
@@ -890,14 +921,14 @@ def test_a_contract_for_a_model_bills_its_served_snapshot() -> None:
             "contract.yaml",
         )
     )
-    meter = Meter(SQLiteLedger(":memory:"), catalog)
+    meter = LedgerPricer(SQLiteLedger(":memory:"), catalog)
     served = attrs(**{sc.GEN_AI_RESPONSE_MODEL: "gpt-4o-2024-08-06"})
     record = price_one(meter, 1_000_000, served)
     assert (record.model, record.price_id) == ("gpt-4o-2024-08-06", "user:openai/gpt-4o")
     assert (record.billed_cost, record.list_cost) == (Decimal("2"), Decimal("2.5"))
 
 
-def test_otlp_repeated_or_overlong_attributes_are_rejected(meter: Meter) -> None:
+def test_otlp_repeated_or_overlong_attributes_are_rejected(meter: LedgerPricer) -> None:
     """A repeated key (which value counts would depend on the reader) and keys or values
     beyond MAX_ATTRIBUTE_LENGTH are rejected points; the limit itself is accepted."""
     t = T0 + MIN

@@ -136,6 +136,19 @@ EXPORTS: dict[str, set[str]] = {
         "set_default_catalog",
         "start_price_updates",
     },
+    # The ledger pricer is LedgerPricer: "Meter" is OpenTelemetry's name for what makes
+    # instruments, and means only that here.
+    "otel_tokens.metering": {
+        "MAX_LABELLED_SERIES",
+        "IngestResult",
+        "InvalidPointError",
+        "LedgerCost",
+        "LedgerPricer",
+        "TokenPoint",
+        "fold",
+        "from_otlp",
+        "from_sdk",
+    },
     "otel_tokens.demo": {
         "KEY_VARIABLES",
         "FakesMissingError",

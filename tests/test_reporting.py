@@ -125,14 +125,6 @@ def ledger_records(url: str) -> list[CostRecord]:
         ledger.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'ledger.db'}"
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
 @pytest.fixture
 def sample_url(ledger_url: str) -> str:
     fill(ledger_url, sample_records())

@@ -18,8 +18,7 @@ import functools
 import inspect
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Any, TypeVar, cast
 
@@ -116,18 +115,6 @@ class attribute:
         new = cls()
         new._items = dict(items)
         return new
-
-
-@contextmanager
-def attributes_from_headers(headers: Mapping[str, str]) -> Iterator[None]:
-    """Attribute calls from request headers (``x-tenant-id``, ``x-user-id``, ``x-feature``)."""
-    lower = {k.lower(): v for k, v in headers.items()}
-    with attribute(
-        tenant=lower.get("x-tenant-id"),
-        user=lower.get("x-user-id"),
-        feature=lower.get("x-feature"),
-    ):
-        yield
 
 
 def current(context: Context | None = None) -> dict[str, str]:

@@ -11,6 +11,7 @@ from decimal import Context, Decimal, Inexact, localcontext
 from importlib.metadata import version as _dist_version
 
 from . import reporting
+from ._arguments import EXIT_UNPRICED, Subparsers, add_command, fail, instant_arg
 from .collector.cli import add_parser as add_collector_parser
 from .pricing import (
     PROCESSING_VALUES,
@@ -22,7 +23,6 @@ from .pricing import (
     decimal_str,
     known_to_catalog,
 )
-from .reporting import EXIT_UNPRICED, Subparsers, add_command, fail, instant_arg
 from .usage import InvalidUsageError, TokenUsage
 
 _LEDGER_HELP = "ledger URL (default: $OTEL_TOKENS_LEDGER or sqlite:///otel-tokens-ledger.db)"
@@ -144,7 +144,7 @@ def _cmd_reprice(args: argparse.Namespace) -> int:
     again adds nothing. Usage with no price now is left as it is.
     """
     from .ledger import LedgerError, open_ledger
-    from .metering import Meter
+    from .metering import LedgerPricer
 
     try:
         catalog = Catalog.load(args.prices)
@@ -152,7 +152,7 @@ def _cmd_reprice(args: argparse.Namespace) -> int:
     except (PriceFileError, LedgerError) as exc:
         return fail(exc)
     try:
-        result = Meter(ledger, catalog).reprice(
+        result = LedgerPricer(ledger, catalog).reprice(
             since=args.since,
             until=args.until,
             tenant=args.tenant,

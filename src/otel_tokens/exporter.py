@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
-from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -37,16 +35,14 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from . import semconv as sc
 from ._safety import log_once
 from .ledger import Ledger, open_ledger
-from .metering import Meter, from_sdk
+from .metering import LedgerCost, LedgerPricer, from_sdk
 from .pricing import Catalog
 from .records import CostRecord
 
 _log = logging.getLogger(__name__)
 ENV_WRAPPED = "OTEL_TOKENS_METRICS_EXPORTER"
-_COST_KEYS = ("provider", "model", "bucket", "tenant", "feature", "currency", "pricing_status")
 
 
 # "otlp" is not an entry point: the SDK picks one of these by the OTLP protocol setting
@@ -125,38 +121,37 @@ class PricingMetricExporter(MetricExporter):
         self._ledger_url = ledger if ledger is None or isinstance(ledger, str) else None
         self._catalog = catalog
         self.ledger: Ledger | None = None
-        self.meter: Meter | None = None
+        self.pricer: LedgerPricer | None = None
         self._closed = False
         if ledger is not None and not isinstance(ledger, str):
             self.ledger = ledger
-            self.meter = Meter(ledger, catalog)
+            self.pricer = LedgerPricer(ledger, catalog)
         else:
             # A ledger that cannot be opened yet (unwritable path, database down) must not
             # stop the SDK from starting: export goes on and the next export retries. With
             # cumulative temporality nothing is lost: the next point carries the running total.
             self._open()
-        self._costs: dict[tuple[str, ...], float] = {}
+        self._costs = LedgerCost()
         # Start of the cumulative ledger cost metric: it counts from here (not from the
         # first export, which would give a first point with start == time and a value).
         self._start_ns = time.time_ns()
-        self._lock = threading.Lock()
 
-    def _open(self) -> Meter | None:
-        if self.meter is None and not self._closed:
+    def _open(self) -> LedgerPricer | None:
+        if self.pricer is None and not self._closed:
             try:
                 self.ledger = open_ledger(self._ledger_url)
-                self.meter = Meter(self.ledger, self._catalog)
+                self.pricer = LedgerPricer(self.ledger, self._catalog)
             except Exception as exc:
                 log_once("exporter.ledger.open", exc)
-        return self.meter
+        return self.pricer
 
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> MetricExportResult:
         try:
-            meter = self._open()
-            if meter is not None:
-                result = meter.ingest(from_sdk(metrics_data))
+            pricer = self._open()
+            if pricer is not None:
+                result = pricer.ingest(from_sdk(metrics_data))
                 if result.rejected:
                     log_once("exporter.rejected " + result.rejected[0])
                 metrics_data = self._with_costs(metrics_data, result.records)
@@ -169,45 +164,33 @@ class PricingMetricExporter(MetricExporter):
     def _with_costs(self, data: MetricsData, records: list[CostRecord]) -> MetricsData:
         if not data.resource_metrics:
             return data
-        with self._lock:
-            for r in records:
-                if r.billed_cost is None:
-                    continue
-                key = (
-                    r.provider,
-                    r.model,
-                    r.bucket,
-                    r.tenant or "",
-                    r.feature or "",
-                    r.currency,
-                    r.pricing_status,
-                )
-                self._costs[key] = self._costs.get(key, 0.0) + float(r.billed_cost)
-            if not self._costs:
-                return data
-            now = max(
-                (
-                    p.time_unix_nano
-                    for rm in data.resource_metrics
-                    for sm in rm.scope_metrics
-                    for m in sm.metrics
-                    for p in getattr(m.data, "data_points", ())
-                ),
-                default=time.time_ns(),
+        self._costs.add(records)
+        totals = self._costs.points()
+        if not totals:
+            return data
+        now = max(
+            (
+                p.time_unix_nano
+                for rm in data.resource_metrics
+                for sm in rm.scope_metrics
+                for m in sm.metrics
+                for p in getattr(m.data, "data_points", ())
+            ),
+            default=time.time_ns(),
+        )
+        points = [
+            NumberDataPoint(
+                attributes=attributes,
+                start_time_unix_nano=self._start_ns,
+                time_unix_nano=now,
+                value=float(total),  # exact until here: summed as Decimal
             )
-            points = [
-                NumberDataPoint(
-                    attributes=_cost_attributes(dict(zip(_COST_KEYS, key, strict=True))),
-                    start_time_unix_nano=self._start_ns,
-                    time_unix_nano=now,
-                    value=value,
-                )
-                for key, value in self._costs.items()
-            ]
+            for attributes, total in totals
+        ]
         metric = Metric(
-            name=sc.METRIC_BILLING_LEDGER_COST,
-            description="Cost of the cost records written to the ledger (cumulative).",
-            unit="{currency}",
+            name=LedgerCost.NAME,
+            description=LedgerCost.DESCRIPTION,
+            unit=LedgerCost.UNIT,
             data=Sum(
                 data_points=points,
                 aggregation_temporality=AggregationTemporality.CUMULATIVE,
@@ -236,16 +219,3 @@ class PricingMetricExporter(MetricExporter):
             self._closed = True
             if self.ledger is not None:
                 self.ledger.close()
-
-
-def _cost_attributes(values: Mapping[str, str]) -> dict[str, str]:
-    names = {
-        "provider": sc.GEN_AI_PROVIDER_NAME,
-        "model": sc.GEN_AI_RESPONSE_MODEL,
-        "bucket": sc.BILLING_TOKEN_BUCKET,
-        "tenant": sc.BILLING_TENANT_ID,
-        "feature": sc.BILLING_FEATURE,
-        "currency": sc.GEN_AI_USAGE_COST_CURRENCY,
-        "pricing_status": sc.BILLING_PRICING_STATUS,
-    }
-    return {names[k]: v for k, v in values.items() if v}

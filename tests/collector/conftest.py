@@ -34,6 +34,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 
+from _points import BASE_ATTRS
 from otel_tokens import semconv as sc
 from otel_tokens.collector import Collector
 from otel_tokens.instrumentation._recording import Sums
@@ -41,17 +42,6 @@ from otel_tokens.ledger import open_ledger
 from otel_tokens.pricing import Catalog
 from otel_tokens.records import CostRecord
 from otel_tokens.usage import TokenUsage
-
-# The attributes _record_billing puts on every gen_ai.billing.tokens point.
-BASE_ATTRS: dict[str, str] = {
-    sc.GEN_AI_PROVIDER_NAME: "openai",
-    sc.GEN_AI_REQUEST_MODEL: "gpt-4o",
-    sc.GEN_AI_RESPONSE_MODEL: "gpt-4o-2024-08-06",
-    sc.GEN_AI_OPERATION_NAME: "chat",
-    sc.BILLING_PROCESSING: "standard",
-    sc.BILLING_CONTEXT_TIER: "base",
-    sc.BILLING_USAGE_SOURCE: "provider",
-}
 
 DELTA = AggregationTemporality.DELTA
 CUMULATIVE = AggregationTemporality.CUMULATIVE

@@ -7,7 +7,6 @@ import contextlib
 import gzip
 import http.client
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -40,7 +39,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 
 from otel_tokens import semconv as sc
 from otel_tokens.collector import Collector
-from otel_tokens.ledger import open_ledger
+from otel_tokens.ledger import LedgerError, open_ledger
 
 from .conftest import (
     BASE_ATTRS,
@@ -463,7 +462,8 @@ def test_upstream_gets_metrics_plus_cost_and_untouched_traces(
 
 
 class _GatedLedger:
-    """Wraps a ledger: transactions wait for ``gate`` and fail while ``down`` is set."""
+    """Wraps a ledger: transactions wait for ``gate`` and fail while ``down`` is set (as a
+    ledger fails: a LedgerError, whatever its driver raised)."""
 
     def __init__(self, url: str) -> None:
         self.inner = open_ledger(url)
@@ -478,7 +478,7 @@ class _GatedLedger:
         self.entered.set()
         self.gate.wait(20)
         if self.down:
-            raise sqlite3.OperationalError("disk I/O error (simulated)")
+            raise LedgerError("disk I/O error (simulated)")
         with self.inner.transaction() as tx:
             yield tx
 
@@ -836,7 +836,7 @@ class _FailingOnce(_GatedLedger):
     def transaction(self) -> Iterator[Any]:
         self.count_tx += 1
         if self.count_tx == self.fail_at:
-            raise sqlite3.OperationalError("disk I/O error (simulated)")
+            raise LedgerError("disk I/O error (simulated)")
         with self.inner.transaction() as tx:
             yield tx
 

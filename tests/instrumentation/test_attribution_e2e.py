@@ -29,7 +29,7 @@ from otel_tokens import semconv as sc
 from otel_tokens.attribution import ENV_CARDINALITY_LIMIT, ENV_METRIC_ATTRIBUTES, OTHER, attribute
 from otel_tokens.instrumentation import OpenAIInstrumentor
 from otel_tokens.ledger import SQLiteLedger
-from otel_tokens.metering import Meter, from_sdk
+from otel_tokens.metering import LedgerPricer, from_sdk
 from otel_tokens.middleware import AttributionMiddleware, WSGIAttributionMiddleware
 from otel_tokens.pricing import Catalog
 from otel_tokens.workflow import workflow
@@ -338,7 +338,9 @@ def test_cost_records_of_real_calls_keep_tenant_and_tags(
     ledger = SQLiteLedger(":memory:")
     try:
         otel_tokens.flush()  # calls are recorded on a background thread
-        result = Meter(ledger, Catalog()).ingest(from_sdk(telemetry.reader.get_metrics_data()))
+        result = LedgerPricer(ledger, Catalog()).ingest(
+            from_sdk(telemetry.reader.get_metrics_data())
+        )
     finally:
         ledger.close()
     assert not result.rejected

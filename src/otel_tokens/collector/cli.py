@@ -10,6 +10,7 @@ import sys
 import threading
 from typing import Any
 
+from .._arguments import EXIT_BAD_INPUT, EXIT_LISTEN, Subparsers, add_command
 from ..ledger import LedgerError
 from ..pricing import PriceFileError
 from .config import (
@@ -25,32 +26,6 @@ from .config import (
     redact,
     resolve,
 )
-
-EXIT_CONFIG = 4
-EXIT_LISTEN = 5
-
-_DESCRIPTION = """\
-Receive OTLP metrics from OpenTelemetry SDKs and Collectors (OTLP/HTTP protobuf or JSON,
-gzip; OTLP/gRPC), price every gen_ai.billing.tokens point, write exactly-once cost records
-to the ledger, and forward the metrics plus a gen_ai.billing.ledger.cost metric to an
-upstream OTLP/HTTP endpoint.
-
-A batch is acknowledged only after its ledger transaction has committed; when overloaded or
-when the ledger (or the upstream) is down the collector answers HTTP 503 with Retry-After,
-gRPC UNAVAILABLE with RetryInfo, so clients retry and nothing is lost or billed twice.
-Rejected points (NaN, negative, absurd counts, unknown buckets, another tenant's points,
-repeated attribute keys, keys or values over 256 characters) are reported as OTLP partial
-success and logged at INFO (rate-limited); malformed bodies get a 4xx and write nothing.
-Limits on memory, time and /metrics series: docs/collector-limits.md.
-
-Traces and logs (/v1/traces, /v1/logs, and the gRPC TraceService and LogsService) are
-forwarded untouched to --upstream; without an upstream they are acknowledged with an empty
-response and dropped.
-
-The HTTP port also serves GET /metrics (Prometheus text: otel_tokens_cost_total,
-otel_tokens_tokens_total, otel_tokens_unpriced_tokens_total, otel_tokens_ingest_*) and
-GET /healthz (200, or 503 while the ledger is down).
-"""
 
 
 def _epilog() -> str:
@@ -88,15 +63,9 @@ tenant are rejected (partial success). GET /metrics then needs an unbound token.
 """
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
     """Register ``collector`` on the ``otel-tokens`` subparsers."""
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "collector",
-        help="run the pricing collector (OTLP receiver -> ledger, Prometheus /metrics)",
-        description=_DESCRIPTION,
-        epilog=_epilog(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(subparsers, "collector", run, epilog=_epilog(), raw=True)
     p.add_argument("--config", metavar="FILE", help="YAML file with the settings below")
     p.add_argument(
         "--ledger",
@@ -177,7 +146,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         help="log level, to stderr (default: INFO)",
     )
-    p.set_defaults(func=run)
     return p
 
 
@@ -201,7 +169,30 @@ _FLAG_KEYS = (
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run until SIGTERM or SIGINT, then drain in-flight batches and exit 0."""
+    """run the pricing collector (OTLP receiver -> ledger, Prometheus /metrics)
+
+    Receive OTLP metrics from OpenTelemetry SDKs and Collectors (OTLP/HTTP protobuf or JSON,
+    gzip; OTLP/gRPC), price every gen_ai.billing.tokens point, write exactly-once cost records
+    to the ledger, and forward the metrics plus a gen_ai.billing.ledger.cost metric to an
+    upstream OTLP/HTTP endpoint.
+
+    A batch is acknowledged only after its ledger transaction has committed; when overloaded or
+    when the ledger (or the upstream) is down the collector answers HTTP 503 with Retry-After,
+    gRPC UNAVAILABLE with RetryInfo, so clients retry and nothing is lost or billed twice.
+    Rejected points (NaN, negative, absurd counts, unknown buckets, another tenant's points,
+    repeated attribute keys, keys or values over 256 characters) are reported as OTLP partial
+    success and logged at INFO (rate-limited); malformed bodies get a 4xx and write nothing.
+    Limits on memory, time and /metrics series: docs/collector-limits.md.
+
+    Traces and logs (/v1/traces, /v1/logs, and the gRPC TraceService and LogsService) are
+    forwarded untouched to --upstream; without an upstream they are acknowledged with an empty
+    response and dropped.
+
+    The HTTP port also serves GET /metrics (Prometheus text: otel_tokens_cost_total,
+    otel_tokens_tokens_total, otel_tokens_unpriced_tokens_total, otel_tokens_ingest_*) and
+    GET /healthz (200, or 503 while the ledger is down).
+    """
+    # Runs until SIGTERM or SIGINT, then drains in-flight batches and exits 0.
     try:
         from .service import Collector
     except ImportError as exc:
@@ -210,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
             "pip install 'otel-tokens[collector]'",
             file=sys.stderr,
         )
-        return EXIT_CONFIG
+        return EXIT_BAD_INPUT
 
     logging.basicConfig(
         level=getattr(logging, args.log_level),
@@ -221,13 +212,13 @@ def run(args: argparse.Namespace) -> int:
         config = resolve({k: getattr(args, k, None) for k in _FLAG_KEYS}, None, args.config)
     except ConfigError as exc:
         print(f"otel-tokens collector: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_BAD_INPUT
     collector = Collector(config)
     try:
         collector.start()
     except (ConfigError, LedgerError, PriceFileError) as exc:
         print(f"otel-tokens collector: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_BAD_INPUT
     except OSError as exc:
         print(f"otel-tokens collector: {exc}", file=sys.stderr)
         return EXIT_LISTEN

@@ -1,7 +1,7 @@
 """The transport-independent heart of the collector: auth, tenant binding, admission,
 metering into the ledger, forwarding.
 
-A metrics batch is acknowledged only after `Meter.ingest` returned for all of its points,
+A metrics batch is acknowledged only after `LedgerPricer.ingest` returned for all of its points,
 that is after its ledger transactions (one per chunk of points) committed. A collector
 killed at any moment therefore committed all, some or none of the batch; the client's
 retry writes what is missing and nothing else (record ids and stream marks make the rest
@@ -13,7 +13,6 @@ from __future__ import annotations
 import hmac
 import logging
 import math
-import sqlite3
 import threading
 import time
 import uuid
@@ -40,7 +39,14 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from .. import semconv as sc
 from ..ledger import Ledger, LedgerError
-from ..metering import IngestResult, InvalidPointError, Meter, TokenPoint, from_otlp
+from ..metering import (
+    IngestResult,
+    InvalidPointError,
+    LedgerCost,
+    LedgerPricer,
+    TokenPoint,
+    from_otlp,
+)
 from ..metering.points import attributes_of
 from ..pricing import Catalog
 from .config import CollectorConfig
@@ -50,37 +56,13 @@ from .upstream import Upstream, UpstreamAnswer
 
 log = logging.getLogger("otel_tokens.collector")
 
-_MAX_NS = 2**63 - 1  # the ledgers store nanosecond timestamps as signed 64-bit integers
 _MAX_REASONS = 10
 # Token points metered per ledger transaction, so that a batch's points (about 2 KB each
 # as TokenPoints) are never all in memory at once. Each chunk commits on its own: when a
 # later one fails the batch is answered 503, and its retry finds the earlier chunks'
 # record ids and stream marks, so nothing is billed twice.
 _CHUNK = 2_000
-# Attributes the metering core reads as strings; anything else is a rejected point.
-_STRING_ATTRIBUTES = (
-    sc.BILLING_TOKEN_BUCKET,
-    sc.GEN_AI_PROVIDER_NAME,
-    sc.GEN_AI_REQUEST_MODEL,
-    sc.GEN_AI_RESPONSE_MODEL,
-    sc.GEN_AI_OPERATION_NAME,
-    sc.BILLING_USAGE_SOURCE,
-    sc.BILLING_PROCESSING,
-    sc.BILLING_CONTEXT_TIER,
-    sc.BILLING_TENANT_ID,
-    sc.BILLING_FEATURE,
-    sc.BILLING_USER_ID,
-)
 _POINT_KINDS = ("gauge", "sum", "histogram", "exponential_histogram", "summary")
-_COST_ATTRIBUTES = (
-    sc.GEN_AI_PROVIDER_NAME,
-    sc.GEN_AI_RESPONSE_MODEL,
-    sc.BILLING_TOKEN_BUCKET,
-    sc.BILLING_TENANT_ID,
-    sc.BILLING_FEATURE,
-    sc.GEN_AI_USAGE_COST_CURRENCY,
-    sc.BILLING_PRICING_STATUS,
-)
 
 
 class Unavailable(Exception):
@@ -105,35 +87,8 @@ ANONYMOUS = Principal(tenant=None, admin=True)
 
 
 def is_ledger_error(exc: BaseException) -> bool:
-    if isinstance(exc, (LedgerError, sqlite3.Error, OSError)):
-        return True
-    return any(c.__module__.split(".")[0] == "psycopg" for c in type(exc).__mro__)
-
-
-def guard(
-    points: Iterable[TokenPoint | InvalidPointError],
-) -> Iterator[TokenPoint | InvalidPointError]:
-    """Turn points the ledger cannot take into rejections (partial success)."""
-    for p in points:
-        if isinstance(p, TokenPoint):
-            bad = next(
-                (
-                    k
-                    for k in _STRING_ATTRIBUTES
-                    if k in p.attributes and not isinstance(p.attributes[k], str)
-                ),
-                None,
-            )
-            if bad is not None:
-                yield InvalidPointError(f"attribute {bad} must be a string")
-                continue
-            if p.time_ns > _MAX_NS or p.start_ns > _MAX_NS:
-                yield InvalidPointError("timestamp beyond 2262-04-11 (int64 nanoseconds)")
-                continue
-            if p.start_ns > p.time_ns:
-                yield InvalidPointError("start_time_unix_nano is after time_unix_nano")
-                continue
-        yield p
+    # The ledgers raise their drivers' errors as LedgerError; OSError: the disk under it.
+    return isinstance(exc, (LedgerError, OSError))
 
 
 def bind_tenant(request: ExportMetricsServiceRequest, tenant: str) -> list[tuple[str, str]]:
@@ -218,7 +173,7 @@ class Pipeline:
         self._ledger_factory = ledger_factory
         self._reopen = reopen
         self._ledger_lock = threading.Lock()
-        self._meter: Meter | None = None
+        self._pricer: LedgerPricer | None = None
         self._next_open = 0.0
         self.ledger_up = False
         self._cond = threading.Condition()
@@ -239,7 +194,7 @@ class Pipeline:
     def open(self) -> None:
         """Open the ledger now (start-up): a ledger that cannot be opened is fatal here."""
         with self._ledger_lock:
-            self._meter = Meter(self._ledger_factory(), self.catalog)
+            self._pricer = LedgerPricer(self._ledger_factory(), self.catalog)
             self.ledger_up = True
 
     def drain(self, timeout: float) -> bool:
@@ -257,11 +212,11 @@ class Pipeline:
 
     def close(self) -> None:
         with self._ledger_lock:
-            meter, self._meter = self._meter, None
+            pricer, self._pricer = self._pricer, None
             self.ledger_up = False
-        if meter is not None and self._reopen:
+        if pricer is not None and self._reopen:
             with suppress(Exception):
-                meter.ledger.close()
+                pricer.ledger.close()
 
     # --- auth --------------------------------------------------------------------------
     @property
@@ -347,7 +302,7 @@ class Pipeline:
             token_points_dropped = sum(1 for m, _ in dropped if m == sc.METRIC_BILLING_TOKENS)
             reasons += [reason for _, reason in dropped]
         n_points, n_records, unchanged = token_points_dropped, 0, 0
-        for chunk in _chunks(guard(from_otlp(request)), _CHUNK):
+        for chunk in _chunks(from_otlp(request), _CHUNK):
             result = self._ingest(chunk)
             n_points += result.points
             n_records += len(result.records)
@@ -410,25 +365,25 @@ class Pipeline:
     def _ingest(self, points: list[TokenPoint | InvalidPointError]) -> IngestResult:
         if not any(isinstance(p, TokenPoint) for p in points):
             return IngestResult(points=len(points), rejected=[str(p) for p in points])
-        meter = self._current_meter()
+        pricer = self._current_pricer()
         try:
-            result = meter.ingest(points)
+            result = pricer.ingest(points)
         except Exception as exc:
             if not is_ledger_error(exc):
                 raise
             self.stats.count("ledger_errors")
             log.warning("ledger error, batch refused (the client will retry): %s", exc)
-            self._drop_meter(meter)
+            self._drop_pricer(pricer)
             raise Unavailable(
                 f"ledger unavailable: {type(exc).__name__}: {exc}", self.config.retry_after
             ) from exc
         self.ledger_up = True
         return result
 
-    def _current_meter(self) -> Meter:
+    def _current_pricer(self) -> LedgerPricer:
         with self._ledger_lock:
-            if self._meter is not None:
-                return self._meter
+            if self._pricer is not None:
+                return self._pricer
             now = time.monotonic()
             if now < self._next_open:
                 raise Unavailable("ledger unavailable (reconnecting)", self.config.retry_after)
@@ -440,21 +395,21 @@ class Pipeline:
                 self.ledger_up = False
                 log.warning("cannot reopen the ledger: %s", exc)
                 raise Unavailable(f"ledger unavailable: {exc}", self.config.retry_after) from exc
-            self._meter = Meter(ledger, self.catalog)
+            self._pricer = LedgerPricer(ledger, self.catalog)
             log.info("ledger reopened: %s", ledger.url)
-            return self._meter
+            return self._pricer
 
-    def _drop_meter(self, meter: Meter) -> None:
+    def _drop_pricer(self, pricer: LedgerPricer) -> None:
         """After a ledger error: reconnect on the next batch (a fresh connection)."""
         self.ledger_up = False
         if not self._reopen:
             return
         with self._ledger_lock:
-            if self._meter is not meter:
+            if self._pricer is not pricer:
                 return
-            self._meter = None
+            self._pricer = None
         with suppress(Exception):
-            meter.ledger.close()
+            pricer.ledger.close()
 
     def _forward_metrics(self, request: ExportMetricsServiceRequest) -> UpstreamAnswer:
         assert self.upstream is not None
@@ -472,23 +427,25 @@ class Pipeline:
     def cost_metrics(self) -> ResourceMetrics | None:
         """``gen_ai.billing.ledger.cost``: cumulative cost of the records this collector
         wrote, under the collector's own resource (one series per instance)."""
-        snapshot = self.stats.cost_snapshot()
-        if not snapshot:
+        totals = self.stats.ledger_cost.points()
+        if not totals:
             return None
         now = time.time_ns()
-        points = []
-        for key, value in sorted(snapshot.items()):
-            point = NumberDataPoint(
-                start_time_unix_nano=self.start_ns, time_unix_nano=now, as_double=float(value)
+        points = [
+            NumberDataPoint(
+                attributes=[
+                    KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in attrs.items()
+                ],
+                start_time_unix_nano=self.start_ns,
+                time_unix_nano=now,
+                as_double=float(total),
             )
-            for name, v in zip(_COST_ATTRIBUTES, key, strict=True):
-                if v:
-                    point.attributes.append(KeyValue(key=name, value=AnyValue(string_value=v)))
-            points.append(point)
+            for attrs, total in totals
+        ]
         metric = Metric(
-            name=sc.METRIC_BILLING_LEDGER_COST,
-            description="Cost of the cost records written to the ledger (cumulative).",
-            unit="{currency}",
+            name=LedgerCost.NAME,
+            description=LedgerCost.DESCRIPTION,
+            unit=LedgerCost.UNIT,
             sum=Sum(
                 data_points=points,
                 aggregation_temporality=AGGREGATION_TEMPORALITY_CUMULATIVE,

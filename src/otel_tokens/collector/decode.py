@@ -27,14 +27,12 @@ MEDIA_TYPES: Final = {
 CONTENT_TYPE: Final = {PROTOBUF: "application/x-protobuf", JSON: "application/json"}
 
 # gRPC status codes (google.rpc.Code) used in answers.
-OK = 0
 INVALID_ARGUMENT = 3
 PERMISSION_DENIED = 7
 RESOURCE_EXHAUSTED = 8
 INTERNAL = 13
 UNAVAILABLE = 14
 UNAUTHENTICATED = 16
-UNIMPLEMENTED = 12
 NOT_FOUND = 5
 
 

@@ -114,14 +114,6 @@ class Collector:
 
     # --- addresses ---------------------------------------------------------------------
     @property
-    def http_port(self) -> int | None:
-        return self._http.port if self._http else None
-
-    @property
-    def grpc_port(self) -> int | None:
-        return self._grpc.port if self._grpc else None
-
-    @property
     def http_url(self) -> str | None:
         """Base URL of the OTLP/HTTP receiver (``http[s]://host:port``)."""
         if self._http is None:

@@ -11,7 +11,10 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
+from ..metering import MAX_LABELLED_SERIES, LedgerCost, fold
 from ..records import CostRecord
+
+__all__ = ["CONTENT_TYPE", "MAX_LABELLED_SERIES", "Stats", "escape_label"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -34,38 +37,14 @@ def _number(value: float | int | Decimal) -> str:
     return repr(float(value))
 
 
-# Label sets kept per labelled counter, so that memory and the /metrics page stay bounded
-# whatever the cardinality clients send. Beyond it a new label set is counted under its
-# provider and model with tenant and feature "other" (at most _FOLD_ROOM such series more),
-# then with every open label "other": only the bucket (a closed set), currency and pricing
-# status stay, so a family never holds more than about MAX_LABELLED_SERIES + _FOLD_ROOM.
-MAX_LABELLED_SERIES = 10_000
-_FOLD_ROOM = 1_000
-OTHER = "other"
-
-
-def _fold(table: Mapping[tuple[str, ...], Any], key: tuple[str, ...]) -> tuple[str, ...]:
-    """The key to count ``key`` under in ``table``: (provider, model, bucket, [tenant,
-    feature,] closed labels...)."""
-    if key in table or len(table) < MAX_LABELLED_SERIES:
-        return key
-    provider, model, bucket, *rest = key
-    if len(rest) < 2:  # no tenant and feature: (provider, model, bucket)
-        return (OTHER, OTHER, bucket, *rest)
-    closed = tuple(rest[2:])
-    fewer = (provider, model, bucket, OTHER, OTHER, *closed)
-    if fewer in table or len(table) < MAX_LABELLED_SERIES + _FOLD_ROOM:
-        return fewer
-    return (OTHER, OTHER, bucket, OTHER, OTHER, *closed)
-
-
 class Stats:
     """Thread-safe counters; `render` gives the ``/metrics`` page."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        # (provider, model, bucket, tenant, feature, currency, pricing status) -> cost
-        self.cost: dict[tuple[str, ...], Decimal] = {}
+        # Cost by (provider, model, bucket, tenant, feature, currency, pricing status): the
+        # totals of the ledger cost metric, which the collector forwards (`cost_metrics`).
+        self.ledger_cost = LedgerCost()
         self.tokens: dict[tuple[str, ...], int] = {}
         self.unpriced: dict[tuple[str, ...], int] = {}
         self.points = 0
@@ -77,19 +56,22 @@ class Stats:
         self.overloaded = 0
         self.requests: dict[tuple[str, str, str], int] = {}
 
+    @property
+    def cost(self) -> dict[tuple[str, ...], Decimal]:
+        return self.ledger_cost.totals()
+
     def add_records(self, records: Iterable[CostRecord]) -> None:
+        records = list(records)
+        self.ledger_cost.add(records)
         with self._lock:
             for r in records:
                 self.records += 1
                 labels = (r.provider, r.model, r.bucket, r.tenant or "", r.feature or "")
-                key = _fold(self.tokens, labels)
+                key = fold(self.tokens, labels)
                 self.tokens[key] = self.tokens.get(key, 0) + r.quantity
                 if r.billed_cost is None:
-                    ukey = _fold(self.unpriced, labels[:3])
+                    ukey = fold(self.unpriced, labels[:3])
                     self.unpriced[ukey] = self.unpriced.get(ukey, 0) + r.quantity
-                else:
-                    ckey = _fold(self.cost, (*labels, r.currency, r.pricing_status))
-                    self.cost[ckey] = self.cost.get(ckey, Decimal(0)) + r.billed_cost
 
     def add_points(self, points: int, rejected: int, unchanged: int) -> None:
         with self._lock:
@@ -105,10 +87,6 @@ class Stats:
         key = (transport, signal, code)
         with self._lock:
             self.requests[key] = self.requests.get(key, 0) + 1
-
-    def cost_snapshot(self) -> dict[tuple[str, ...], Decimal]:
-        with self._lock:
-            return dict(self.cost)
 
     def render(self, queue_depth: int, queue_capacity: int, ledger_up: bool) -> str:
         lines: list[str] = []
@@ -133,7 +111,7 @@ class Stats:
 
         with self._lock:
             cost: dict[tuple[str, ...], Decimal] = {}
-            for key, value in self.cost.items():
+            for key, value in self.ledger_cost.totals().items():
                 cost[key[:-1]] = cost.get(key[:-1], Decimal(0)) + value
             family(
                 "otel_tokens_cost_total",

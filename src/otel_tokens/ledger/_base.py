@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -16,7 +16,22 @@ from ._schema import RECORD_COLUMNS
 
 
 class LedgerError(RuntimeError):
-    """The ledger cannot be opened or written."""
+    """The ledger cannot be opened, read or written (its driver's error is the cause).
+
+    Every backend raises its storage failures as this, never as its driver's own errors,
+    so that callers (the collector answering 503, the exporter carrying on) need not know
+    the drivers. A `Ledger` of your own should do the same."""
+
+
+@contextmanager
+def driver_errors(
+    errors: type[BaseException] | tuple[type[BaseException], ...], url: str
+) -> Iterator[None]:
+    """The driver's ``errors`` raised inside, as a `LedgerError` naming the ledger."""
+    try:
+        yield
+    except errors as exc:
+        raise LedgerError(f"ledger {url}: {type(exc).__name__}: {exc}") from exc
 
 
 class LedgerTransaction(Protocol):

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..records import CostRecord
-from ._base import LedgerError, record_row, records_query, row_record
+from ._base import LedgerError, driver_errors, record_row, records_query, row_record
 from ._schema import MIGRATIONS, RECORD_COLUMNS
 
 _INSERT = (
@@ -152,7 +152,7 @@ class PostgresLedger:
 
     @contextmanager
     def transaction(self) -> Iterator[_Tx]:
-        with self._lock:
+        with driver_errors(self._psycopg.Error, _redact(self.url)), self._lock:
             conn = self._live()
             with conn.transaction(), conn.cursor() as cur:
                 tx = _Tx(cur)
@@ -163,14 +163,22 @@ class PostgresLedger:
         self, since: datetime | None = None, until: datetime | None = None
     ) -> Iterator[CostRecord]:
         sql, params = records_query("%s", since, until)
-        with self._lock, self._live().cursor() as cur:
+        with (
+            driver_errors(self._psycopg.Error, _redact(self.url)),
+            self._lock,
+            self._live().cursor() as cur,
+        ):
             cur.execute(sql, params)
             rows = cur.fetchall()
         for row in rows:
             yield row_record(row)
 
     def count(self) -> int:
-        with self._lock, self._live().cursor() as cur:
+        with (
+            driver_errors(self._psycopg.Error, _redact(self.url)),
+            self._lock,
+            self._live().cursor() as cur,
+        ):
             cur.execute("SELECT count(*) FROM cost_records")
             (n,) = cur.fetchone() or (0,)
         return int(n)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..records import CostRecord
-from ._base import LedgerError, record_row, records_query, row_record
+from ._base import LedgerError, driver_errors, record_row, records_query, row_record
 from ._schema import MIGRATIONS, RECORD_COLUMNS
 
 _INSERT = (
@@ -95,7 +95,7 @@ class SQLiteLedger:
 
     @contextmanager
     def transaction(self) -> Iterator[_Tx]:
-        with self._lock:
+        with driver_errors(sqlite3.Error, self.url), self._lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -112,13 +112,13 @@ class SQLiteLedger:
         self, since: datetime | None = None, until: datetime | None = None
     ) -> Iterator[CostRecord]:
         sql, params = records_query("?", since, until)
-        with self._lock:
+        with driver_errors(sqlite3.Error, self.url), self._lock:
             rows = self._conn.execute(sql, params).fetchall()
         for row in rows:
             yield row_record(row)
 
     def count(self) -> int:
-        with self._lock:
+        with driver_errors(sqlite3.Error, self.url), self._lock:
             return int(self._conn.execute("SELECT count(*) FROM cost_records").fetchone()[0])
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ OTLP ``ExportMetricsServiceRequest`` messages, protobuf or JSON (the collector).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,75 @@ def check_value(value: Any) -> int:
     if value > MAX_POINT_VALUE:
         raise InvalidPointError(f"token count {value} is beyond any real usage")
     return int(value)
+
+
+# What the ledger can take and the metering core can price: the one check of a point,
+# made by `LedgerPricer.ingest` for points of any source (the collector's included).
+BUCKETS = frozenset(sc.TOKEN_BUCKETS) | frozenset(sc.REQUEST_BUCKETS)
+# Attributes read as strings; anything else (an OTLP list or map, a number) is rejected.
+_STRING_ATTRIBUTES = (
+    sc.BILLING_TOKEN_BUCKET,
+    sc.GEN_AI_PROVIDER_NAME,
+    sc.GEN_AI_REQUEST_MODEL,
+    sc.GEN_AI_RESPONSE_MODEL,
+    sc.GEN_AI_OPERATION_NAME,
+    sc.BILLING_USAGE_SOURCE,
+    sc.BILLING_PROCESSING,
+    sc.BILLING_CONTEXT_TIER,
+    sc.BILLING_TENANT_ID,
+    sc.BILLING_FEATURE,
+    sc.BILLING_USER_ID,
+)
+_CONTEXT_TIER = re.compile(r"base|above_[0-9]+[km]?")  # cost-record schema x_ContextTier
+_PROCESSING = (
+    sc.PROCESSING_STANDARD,
+    sc.PROCESSING_BATCH,
+    sc.PROCESSING_FLEX,
+    sc.PROCESSING_PRIORITY,
+)
+# Times are stored as signed 64-bit integers (SQLite INTEGER, PostgreSQL BIGINT).
+_MAX_TIME_NS = 2**63 - 1
+
+
+def check_point(point: TokenPoint) -> InvalidPointError | None:
+    """Why ``point`` cannot be billed, or None: its attributes and times (its value was
+    checked when it was read, by `check_value`)."""
+    a = point.attributes
+    bad = next((k for k in _STRING_ATTRIBUTES if k in a and not isinstance(a[k], str)), None)
+    if bad is not None:
+        return InvalidPointError(f"attribute {bad} must be a string")
+    problem = _check_times(point) or _check_attributes(a)
+    return None if problem is None else InvalidPointError(problem)
+
+
+def _check_times(point: TokenPoint) -> str | None:
+    if not 0 < point.time_ns <= _MAX_TIME_NS:
+        return f"token point time_unix_nano out of range: {point.time_ns}"
+    if not 0 <= point.start_ns <= point.time_ns:
+        return (
+            f"token point start_time_unix_nano {point.start_ns} is not between 0 and "
+            f"time_unix_nano {point.time_ns}"
+        )
+    return None
+
+
+def _check_attributes(a: Mapping[str, Any]) -> str | None:
+    bucket = a.get(sc.BILLING_TOKEN_BUCKET)
+    if bucket not in BUCKETS:
+        return f"unknown or missing {sc.BILLING_TOKEN_BUCKET}: {bucket!r}"
+    if not (a.get(sc.GEN_AI_RESPONSE_MODEL) or a.get(sc.GEN_AI_REQUEST_MODEL)):
+        return "token point without gen_ai.response.model or gen_ai.request.model"
+    if not a.get(sc.GEN_AI_PROVIDER_NAME):
+        return f"token point without {sc.GEN_AI_PROVIDER_NAME}"
+    if a.get(sc.BILLING_USAGE_SOURCE, sc.USAGE_SOURCE_PROVIDER) not in sc.USAGE_SOURCES:
+        return f"unknown {sc.BILLING_USAGE_SOURCE}: {a.get(sc.BILLING_USAGE_SOURCE)!r}"
+    if a.get(sc.BILLING_PROCESSING, sc.PROCESSING_STANDARD) not in _PROCESSING:
+        return f"unknown {sc.BILLING_PROCESSING}: {a.get(sc.BILLING_PROCESSING)!r}"
+    tier = a.get(sc.BILLING_CONTEXT_TIER, "base")
+    # tier_input reads any other text as base: accept only what it (and FOCUS) knows.
+    if not _CONTEXT_TIER.fullmatch(tier):
+        return f"unknown {sc.BILLING_CONTEXT_TIER}: {tier!r}"
+    return None
 
 
 def _identity(resource: Mapping[str, Any], scope: str, attributes: Mapping[str, Any]) -> str:

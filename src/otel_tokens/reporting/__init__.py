@@ -17,14 +17,14 @@ Both select records by charge period end, ``since < ChargePeriodEnd <= until``, 
 does; the ``day``, ``hour`` and ``month`` keys (UTC) follow the same rule, so a record ending
 exactly at midnight counts in the day before, and ``--until 2026-03-31`` takes the whole day.
 
-The package also holds what every ``otel-tokens`` command shares on its command line
-(``_arguments.py``): ``add_command``, the one way to register a command, ``fail``, the exit
-codes and the instant parsing.
+What every ``otel-tokens`` command shares on its command line (``add_command``, ``fail``, the
+exit codes, the instant parsing) lives in ``otel_tokens._arguments``; this package re-exports
+the names it always exported.
 """
 
 from __future__ import annotations
 
-from ._arguments import (
+from .._arguments import (
     EXIT_BAD_INPUT,
     EXIT_UNPRICED,
     EXIT_USAGE,

@@ -11,8 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from ..ledger import DEFAULT_LEDGER_URL, ENV_LEDGER, Ledger, LedgerError, open_ledger
-from ._arguments import (
+from .._arguments import (
     EXIT_USAGE,
     Subparsers,
     add_command,
@@ -21,6 +20,7 @@ from ._arguments import (
     since_arg,
     until_arg,
 )
+from ..ledger import DEFAULT_LEDGER_URL, ENV_LEDGER, Ledger, LedgerError, open_ledger
 from ._cloudevents import write_cloudevents
 from ._common import ExportError, atomic, display_url, utc, window
 from ._focus import require_pyarrow, write_focus_csv, write_focus_parquet

@@ -20,11 +20,6 @@ def _is_model(cls: type) -> bool:
         return model
 
 
-def is_model(obj: Any) -> bool:
-    """``obj`` is a response model (pydantic), not decoded JSON."""
-    return _is_model(type(obj))
-
-
 def field(obj: Any, *path: str) -> Any:
     """Follow ``path`` through mappings or attributes; ``None`` where anything is missing."""
     for key in path:

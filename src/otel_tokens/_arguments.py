@@ -1,6 +1,9 @@
 """What every ``otel-tokens`` command shares on its command line: the one way to register a
 command, the one way to fail, the exit codes and instants.
 
+A private module of the top package, as ``_safety.py``: ``cli.py`` and every subpackage
+with commands (``reporting``, ``collector``) use it.
+
 ``report`` and ``export`` take an instant or a UTC date (``--since``, ``--until``); ``price
 --at``, ``budgets --at`` and ``reprice --since/--until`` take an instant with an offset only.
 """
@@ -16,9 +19,10 @@ from typing import TypeAlias, TypeVar
 
 EXIT_USAGE = 2  # as argparse: a bad option or value
 EXIT_UNPRICED = 3  # price: the usage has no price
-# A ledger, price file, budgets file or export that cannot be read or written (the
-# collector's EXIT_CONFIG has the same value).
+# A ledger, price file, budgets file, export or collector configuration that cannot be
+# read or written.
 EXIT_BAD_INPUT = 4
+EXIT_LISTEN = 5  # collector: an endpoint it cannot listen on
 
 _T = TypeVar("_T")
 
@@ -38,19 +42,33 @@ Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 Run: TypeAlias = Callable[[argparse.Namespace], int]  # a command: its arguments to an exit code
 
 
-def add_command(subparsers: Subparsers, name: str, run: Run) -> argparse.ArgumentParser:
+def add_command(
+    subparsers: Subparsers,
+    name: str,
+    run: Run,
+    *,
+    epilog: str | None = None,
+    raw: bool = False,
+) -> argparse.ArgumentParser:
     """Register the command ``name`` that ``run`` does; its options go on the returned parser.
 
     ``run``'s docstring is the command's help, written once beside what it describes: its
     first paragraph is the command's line in ``otel-tokens --help``, the rest the description
-    of ``otel-tokens NAME --help`` (argparse re-wraps both). Under ``python -OO`` there are no
+    of ``otel-tokens NAME --help`` (argparse re-wraps both, unless ``raw``: then the
+    description and ``epilog`` keep their lines as written). Under ``python -OO`` there are no
     docstrings, and so no help text; the command still runs.
 
     Each module that has commands registers each of them with this, in a function of
     ``subparsers`` that ``cli.py`` calls (``otel-tokens --help`` lists them in that order).
     """
     summary, _, description = inspect.cleandoc(run.__doc__ or "").partition("\n\n")
-    parser = subparsers.add_parser(name, help=summary or None, description=description or None)
+    parser = subparsers.add_parser(
+        name,
+        help=summary or None,
+        description=description or None,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter if raw else argparse.HelpFormatter,
+    )
     parser.set_defaults(func=run)
     return parser
 

@@ -17,7 +17,6 @@ Temporality (documented in docs/collector.md, "Exactly once"):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -29,28 +28,20 @@ from ..ledger import Ledger, LedgerTransaction
 from ..pricing import Catalog, PriceResult, default_catalog
 from ..records import CHARGE_ADJUSTMENT, CostRecord
 from ..usage import TokenUsage
-from .points import InvalidPointError, TokenPoint
+from .points import InvalidPointError, TokenPoint, check_point
 
 _BUCKET_FIELD = (
     {b: b for b in sc.TOKEN_BUCKETS}
     | {sc.BUCKET_WEB_SEARCH: "web_search_requests"}
     | {sc.BUCKET_SEARCH_UNITS: "search_units"}
 )
-_CONTEXT_TIER = re.compile(r"base|above_[0-9]+[km]?")  # cost-record schema x_ContextTier
 # Differences of exact amounts are exact; a rounding would be a bug, so it raises.
 _EXACT = Context(prec=80, traps=[Inexact])
-_USAGE_SOURCES = sc.USAGE_SOURCES
-_PROCESSING = (
-    sc.PROCESSING_STANDARD,
-    sc.PROCESSING_BATCH,
-    sc.PROCESSING_FLEX,
-    sc.PROCESSING_PRIORITY,
-)
 
 
 @dataclass(slots=True)
 class RepriceResult:
-    """What `Meter.reprice` found and wrote."""
+    """What `LedgerPricer.reprice` found and wrote."""
 
     examined: int = 0  # usage records in the selection
     adjustments: list[CostRecord] = field(default_factory=list)  # newly written
@@ -73,8 +64,10 @@ def _ts(ns: int) -> datetime:
     return datetime.fromtimestamp(ns / 1e9, UTC)
 
 
-class Meter:
-    """Prices token points and writes their cost records to a ledger, exactly once."""
+class LedgerPricer:
+    """Prices token points and writes their cost records to a ledger, exactly once.
+
+    (Not a ``Meter``: that name is OpenTelemetry's, for what creates instruments.)"""
 
     def __init__(self, ledger: Ledger, catalog: Catalog | None = None) -> None:
         self.ledger = ledger
@@ -94,11 +87,13 @@ class Meter:
             if isinstance(point, InvalidPointError):
                 result.rejected.append(str(point))
                 continue
-            problem = _check_times(point) or _check_attributes(point.attributes)
-            if problem:
-                result.rejected.append(problem)
+            problem = check_point(point)
+            if problem is not None:
+                result.rejected.append(str(problem))
                 continue
             valid.append(point)
+        if not valid:  # nothing to write: no transaction (a ledger that is down is not asked)
+            return result
         # A fixed order: replicas locking the same marks never deadlock.
         valid.sort(key=lambda p: (p.stream_id, p.start_ns, p.time_ns))
         with self.ledger.transaction() as tx:
@@ -149,23 +144,9 @@ class Meter:
         processing = a.get(sc.BILLING_PROCESSING, sc.PROCESSING_STANDARD)
         tier = str(a.get(sc.BILLING_CONTEXT_TIER, "base"))
         at = _ts(point.time_ns)
-        result = self._price(usage, response_model, request_model, provider, at, processing, tier)
-        listed = None
-        catalog = self.catalog
-        if result.total is not None and catalog.user is not None:
-            list_result = self._price(
-                usage,
-                response_model,
-                request_model,
-                provider,
-                at,
-                processing,
-                tier,
-                catalog=self._list_catalog(catalog),
-            )
-            listed = list_result.total
-        elif result.total is not None:
-            listed = result.total
+        result, listed = self._price(
+            usage, response_model, request_model, provider, at, processing, tier
+        )
         tags = {
             k[len(sc.BILLING_TAG_PREFIX) :]: str(v)
             for k, v in a.items()
@@ -206,7 +187,7 @@ class Meter:
         model: str | None = None,
         dry_run: bool = False,
     ) -> RepriceResult:
-        """Price the stored usage of a period (and tenant, model) with this meter's catalog
+        """Price the stored usage of a period (and tenant, model) with this pricer's catalog
         and write an adjustment record for each usage whose billed cost differs.
 
         Nothing is edited: an adjustment carries the difference to what the usage was
@@ -261,7 +242,7 @@ class Meter:
         at = record.period_end
         served = record.model
         requested = record.priced_model
-        priced = self._price(
+        priced, listed = self._price(
             usage, served, requested, record.provider, at, record.processing, record.context_tier
         )
         if priced.total is None:
@@ -274,19 +255,6 @@ class Meter:
                 f"{record.id}: billed in {record.currency}, now priced in {priced.currency}"
             )
             return None
-        listed: Decimal | None = priced.total
-        catalog = self.catalog
-        if catalog.user is not None:
-            listed = self._price(
-                usage,
-                served,
-                requested,
-                record.provider,
-                at,
-                record.processing,
-                record.context_tier,
-                catalog=self._list_catalog(catalog),
-            ).total
         with localcontext(_EXACT):
             billed_so_far = _net(record.billed_cost, (a.billed_cost for a in earlier))
             listed_so_far = _net(record.list_cost, (a.list_cost for a in earlier))
@@ -333,17 +301,27 @@ class Meter:
         at: datetime,
         processing: Any,
         tier: str,
-        catalog: Catalog | None = None,
-    ) -> PriceResult:
-        return (catalog or self.catalog).price_call(
-            usage,
-            _str(response_model) or None,
-            _str(request_model) or None,
-            provider=provider or None,
-            at=at,
-            processing=processing,
-            context_tier=tier,
-        )
+    ) -> tuple[PriceResult, Decimal | None]:
+        """The price of ``usage`` (`Catalog.price_call`: by the served model, else the
+        requested one) and its list cost (FOCUS ListCost): the bundled list price when a
+        price file sets what is billed, else the billed cost; None without a price."""
+
+        def price_in(catalog: Catalog) -> PriceResult:
+            return catalog.price_call(
+                usage,
+                _str(response_model) or None,
+                _str(request_model) or None,
+                provider=provider or None,
+                at=at,
+                processing=processing,
+                context_tier=tier,
+            )
+
+        catalog = self.catalog
+        result = price_in(catalog)
+        if result.total is None or catalog.user is None:
+            return result, result.total
+        return result, price_in(self._list_catalog(catalog)).total
 
 
 def _net(first: Decimal | None, adjustments: Iterable[Decimal | None]) -> Decimal | None:
@@ -357,38 +335,3 @@ def _net(first: Decimal | None, adjustments: Iterable[Decimal | None]) -> Decima
 
 def _str(value: Any) -> str | None:
     return None if value is None else str(value)
-
-
-# Times are stored as signed 64-bit integers (SQLite INTEGER, PostgreSQL BIGINT).
-_MAX_TIME_NS = 2**63 - 1
-
-
-def _check_times(point: TokenPoint) -> str | None:
-    if not 0 < point.time_ns <= _MAX_TIME_NS:
-        return f"token point time_unix_nano out of range: {point.time_ns}"
-    if not 0 <= point.start_ns <= point.time_ns:
-        return (
-            f"token point start_time_unix_nano {point.start_ns} is not between 0 and "
-            f"time_unix_nano {point.time_ns}"
-        )
-    return None
-
-
-def _check_attributes(a: Any) -> str | None:
-    bucket = a.get(sc.BILLING_TOKEN_BUCKET)
-    # Attribute values from OTLP may be any AnyValue (lists, maps): compare strings only.
-    if not isinstance(bucket, str) or bucket not in _BUCKET_FIELD:
-        return f"unknown or missing {sc.BILLING_TOKEN_BUCKET}: {bucket!r}"
-    if not (a.get(sc.GEN_AI_RESPONSE_MODEL) or a.get(sc.GEN_AI_REQUEST_MODEL)):
-        return "token point without gen_ai.response.model or gen_ai.request.model"
-    if not a.get(sc.GEN_AI_PROVIDER_NAME):
-        return f"token point without {sc.GEN_AI_PROVIDER_NAME}"
-    if a.get(sc.BILLING_USAGE_SOURCE, sc.USAGE_SOURCE_PROVIDER) not in _USAGE_SOURCES:
-        return f"unknown {sc.BILLING_USAGE_SOURCE}: {a.get(sc.BILLING_USAGE_SOURCE)!r}"
-    if a.get(sc.BILLING_PROCESSING, sc.PROCESSING_STANDARD) not in _PROCESSING:
-        return f"unknown {sc.BILLING_PROCESSING}: {a.get(sc.BILLING_PROCESSING)!r}"
-    tier = a.get(sc.BILLING_CONTEXT_TIER, "base")
-    # tier_input reads any other text as base: accept only what it (and FOCUS) knows.
-    if not isinstance(tier, str) or not _CONTEXT_TIER.fullmatch(tier):
-        return f"unknown {sc.BILLING_CONTEXT_TIER}: {tier!r}"
-    return None
