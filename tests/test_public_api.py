@@ -87,6 +87,7 @@ EXPORTS: dict[str, set[str]] = {
         "BedrockInstrumentor",
         "GeminiInstrumentor",
         "LibraryInstrumentor",
+        "LiteLLMInstrumentor",
         "OpenAIInstrumentor",
     },
     "otel_tokens.usage": {
@@ -97,6 +98,7 @@ EXPORTS: dict[str, set[str]] = {
         "UsageSource",
         "from_anthropic",
         "from_gemini",
+        "from_litellm",
         "from_openai_chat",
         "from_openai_responses",
         "read_count",
