@@ -24,11 +24,12 @@ from collections.abc import Mapping
 from contextvars import Token
 from typing import TYPE_CHECKING
 
+from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
+from .. import semconv as sc
 from .._safety import log_once
 from ._adapter import NO_FACTS, Request, ResponseFacts
 from ._call import Call
@@ -50,11 +51,27 @@ class FrameworkCall:
         request: Request,
         framework: str,
         attributes: Mapping[str, AttributeValue] | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> None:
-        # Made before our scope is set: it claims the scope of an enclosing framework call
-        # (this call counts for it), never its own.
+        """``tags``: what the call is for (graph node, agent), as attribution tags
+        (``gen_ai.billing.tag.<key>``, in baggage like `attribution.attribute`'s): on this
+        call's span and on the span of the client call inside, and on their metric points
+        where ``OTEL_TOKENS_METRIC_ATTRIBUTES`` allows the key."""
         request.defer_span = True
-        self.call = Call(recorder, request)
+        token = None
+        if tags:
+            context = otel_context.get_current()
+            for key, value in tags.items():
+                context = baggage.set_baggage(sc.BILLING_TAG_PREFIX + key, value[:256], context)
+            token = otel_context.attach(context)
+        try:
+            # Made before our scope is set: it claims the scope of an enclosing framework
+            # call (this call counts for it), never its own. Its parent context holds the
+            # tags.
+            self.call = Call(recorder, request)
+        finally:
+            if token is not None:
+                otel_context.detach(token)
         self.scope = Scope(framework)
         start = self.call.start_attributes()
         if attributes:
@@ -110,6 +127,7 @@ class FrameworkCall:
             if not self.scope.claimed:
                 self.call.end_with(facts, error)
             elif error is not None:
+                span.set_attribute(sc.ERROR_TYPE, type(error).__qualname__)
                 span.set_status(Status(StatusCode.ERROR, str(error)[:200]))
             if error is not None:
                 span.record_exception(error)
