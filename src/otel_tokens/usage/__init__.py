@@ -9,6 +9,7 @@ from ._read import count as read_count
 from ._read import field as read_field
 from .anthropic import from_anthropic
 from .gemini import from_gemini
+from .langchain import from_langchain
 from .litellm import from_litellm
 from .openai import from_openai_chat, from_openai_responses
 
@@ -20,6 +21,7 @@ __all__ = [
     "UsageSource",
     "from_anthropic",
     "from_gemini",
+    "from_langchain",
     "from_litellm",
     "from_openai_chat",
     "from_openai_responses",
