@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from . import _descriptions
 from ._instrumentor import LibraryInstrumentor
+from .langchain import LangChainInstrumentor
 from .litellm import LiteLLMInstrumentor
 
 __all__ = [
     "AnthropicInstrumentor",
     "BedrockInstrumentor",
     "GeminiInstrumentor",
+    "LangChainInstrumentor",
     "LibraryInstrumentor",
     "LiteLLMInstrumentor",
     "OpenAIInstrumentor",
