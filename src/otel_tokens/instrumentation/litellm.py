@@ -57,11 +57,14 @@ _PROVIDERS = {
 class _Meter:
     """What every LiteLLM call of one instrumentation shares."""
 
-    __slots__ = ("difference", "get_llm_provider", "recorder")
+    __slots__ = ("difference", "get_llm_provider", "providers", "recorder")
 
     def __init__(self, recorder: Recorder, options: dict[str, Any], module: Any) -> None:
         self.recorder = recorder
         self.get_llm_provider: Callable[..., Any] = module.get_llm_provider
+        # (model, provider hint, api_base) -> (model, provider, host, port): LiteLLM's
+        # provider lookup costs tens of microseconds per call.
+        self.providers: dict[tuple[Any, ...], tuple[str, str, str | None, int | None]] = {}
         meter = get_meter("otel_tokens", meter_provider=options.get("meter_provider"))
         self.difference: Histogram = meter.create_histogram(
             sc.METRIC_BILLING_COST_DIFFERENCE,
@@ -75,16 +78,22 @@ class _Meter:
             return None
         hint = kwargs.get("custom_llm_provider")
         api_base = kwargs.get("api_base") or kwargs.get("base_url")
-        try:
-            name, provider, _, _ = self.get_llm_provider(
-                model=model, custom_llm_provider=hint, api_base=api_base
-            )
-        except Exception:  # LiteLLM will raise its own error for this call
-            name, provider = model, hint or FRAMEWORK
-        host, port = _server(api_base)
+        key = (model, hint, api_base)
+        found = self.providers.get(key)
+        if found is None:
+            try:
+                name, provider, _, _ = self.get_llm_provider(
+                    model=model, custom_llm_provider=hint, api_base=api_base
+                )
+            except Exception:  # LiteLLM will raise its own error for this call
+                name, provider = model, hint or FRAMEWORK
+            found = (name, _PROVIDERS.get(provider, provider), *_server(api_base))
+            if len(self.providers) < 1024:  # an application uses few models and endpoints
+                self.providers[key] = found
+        name, provider, host, port = found
         return Request(
             operation=operation,
-            provider=_PROVIDERS.get(provider, provider),
+            provider=provider,
             model=name,
             stream=kwargs.get("stream") is True,
             server_address=host,
