@@ -129,8 +129,12 @@ def test_openai_invoke_and_stream_are_counted_once(
         model = gpt(server)
         model.invoke("hello there")
         chunks = list(model.stream("hello there"))
+        batch_spans = len(usage_spans(telemetry))
+        replies = model.batch(["hello there", "hello there"])
     assert chunks
-    spans = usage_spans(telemetry)
+    assert len(replies) == 2
+    assert len(usage_spans(telemetry)) == batch_spans + 2  # one per prompt of the batch
+    spans = usage_spans(telemetry)[:batch_spans]
     assert len(spans) == 2
     streamed = [s for s in spans if s.attributes.get(sc.GEN_AI_REQUEST_STREAM)]
     if not clients:
@@ -175,6 +179,7 @@ def test_a_langgraph_run_is_a_workflow_with_each_node_on_its_calls(
         graph.compile(name="review").invoke({"messages": [("user", "hello there")]})
     spans = usage_spans(telemetry)
     assert sorted(s.attributes["gen_ai.billing.tag.node"] for s in spans) == ["critic", "writer"]
+    assert {s.attributes["gen_ai.billing.tag.graph"] for s in spans} == {"review"}
     (flow,) = [s for s in telemetry.our_spans() if s.name == "workflow review"]
     attrs = flow.attributes or {}
     assert attrs[sc.GEN_AI_WORKFLOW_NAME] == "review"

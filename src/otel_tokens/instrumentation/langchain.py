@@ -358,36 +358,38 @@ def _cache_hit_hook(wrapped: Callable[..., Any], instance: Any, args: Any, kwarg
 
 
 def _graph_wrappers(options: dict[str, Any]) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    from ..attribution import attribute
     from ..workflow import workflow
 
     tp, mp = options.get("tracer_provider"), options.get("meter_provider")
 
-    def run(instance: Any) -> Any:
+    def run(instance: Any) -> tuple[workflow, attribute] | None:
+        """The graph run's workflow, and its name as the attribution tag ``graph`` of the
+        calls inside (an agent made with ``create_agent`` is a graph of the agent's name)."""
         if not is_instrumentation_enabled():
             return None
         try:
             name = getattr(instance, "name", None)
-            return workflow(
-                name if isinstance(name, str) and name else "LangGraph",
-                tracer_provider=tp,
-                meter_provider=mp,
-            )
+            name = name if isinstance(name, str) and name else "LangGraph"
+            return workflow(name, tracer_provider=tp, meter_provider=mp), attribute(graph=name)
         except Exception as exc:
             log_once("langgraph.workflow", exc)
             return None
 
     def invoke(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        flow = run(instance)
-        if flow is None:
+        found = run(instance)
+        if found is None:
             return wrapped(*args, **kwargs)
-        with flow:
+        flow, tag = found
+        with flow, tag:
             return wrapped(*args, **kwargs)
 
     async def ainvoke(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        flow = run(instance)
-        if flow is None:
+        found = run(instance)
+        if found is None:
             return await wrapped(*args, **kwargs)
-        async with flow:
+        flow, tag = found
+        async with flow, tag:
             return await wrapped(*args, **kwargs)
 
     return invoke, ainvoke
