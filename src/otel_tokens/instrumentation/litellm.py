@@ -264,7 +264,7 @@ def _end_stream(fc: FrameworkCall, chunks: list[Any], error: BaseException | Non
 
 
 def _watch(fc: FrameworkCall, stream: Any) -> None:
-    chunks = stream.chunks
+    chunks = stream.chunks  # a LiteLLM without it: complete() ends the call without usage
     _watched[stream] = fc
     # Abandoned before its end: ended with what it received when it is collected.
     weakref.finalize(stream, _end_stream, fc, chunks, None)
@@ -280,7 +280,11 @@ def _next_hook(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: An
     except BaseException as exc:
         fc.exit()
         _watched.pop(instance, None)
-        _end_stream(fc, instance.chunks, None if isinstance(exc, StopIteration) else exc)
+        _end_stream(
+            fc,
+            getattr(instance, "chunks", None) or [],
+            None if isinstance(exc, StopIteration) else exc,
+        )
         raise
     fc.exit()
     fc.call.first_chunk()
@@ -297,7 +301,11 @@ async def _anext_hook(wrapped: Callable[..., Any], instance: Any, args: Any, kwa
     except BaseException as exc:
         fc.exit()
         _watched.pop(instance, None)
-        _end_stream(fc, instance.chunks, None if isinstance(exc, StopAsyncIteration) else exc)
+        _end_stream(
+            fc,
+            getattr(instance, "chunks", None) or [],
+            None if isinstance(exc, StopAsyncIteration) else exc,
+        )
         raise
     fc.exit()
     fc.call.first_chunk()
