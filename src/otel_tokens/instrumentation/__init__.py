@@ -10,10 +10,14 @@ when the call (or its stream) ends.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from . import _descriptions
 from ._instrumentor import LibraryInstrumentor
-from .langchain import LangChainInstrumentor
-from .litellm import LiteLLMInstrumentor
+
+if TYPE_CHECKING:
+    from .langchain import LangChainInstrumentor
+    from .litellm import LiteLLMInstrumentor
 
 __all__ = [
     "AnthropicInstrumentor",
@@ -55,3 +59,20 @@ class BedrockInstrumentor(LibraryInstrumentor):
     headers). Streams are not metered yet (docs/bedrock.md)."""
 
     description = _descriptions.BEDROCK
+
+
+# The framework instrumentors (and the framework machinery, usage converters and counting
+# they use) load when first named: an application that meters only its clients does not
+# pay for them at start-up.
+_FRAMEWORKS = {"LangChainInstrumentor": ".langchain", "LiteLLMInstrumentor": ".litellm"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _FRAMEWORKS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
