@@ -5,6 +5,7 @@ instrumentation underneath, exact costs worked by hand, LiteLLM's own cost besid
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,8 @@ from otel_tokens.instrumentation import LiteLLMInstrumentor, OpenAIInstrumentor 
 from otel_tokens.pricing import Catalog  # noqa: E402
 from otel_tokens.usage import InvalidUsageError, TokenUsage, from_litellm  # noqa: E402
 from otel_tokens.workflow import workflow  # noqa: E402
+
+from .gemini_server import GeminiServer  # noqa: E402
 
 CLAUDE = "claude-3-5-haiku-20241022"
 GPT = "gpt-4o-mini"
@@ -177,6 +180,43 @@ def test_a_failed_call_raises_as_without_us_and_records_no_usage(
     (span,) = [s for s in telemetry.our_spans() if s.name == f"chat {CLAUDE}"]
     assert span.attributes[sc.ERROR_TYPE] == "InternalServerError"
     assert not span.status.is_ok
+
+
+@pytest.fixture(scope="module")
+def gemini() -> Iterator[GeminiServer]:
+    with GeminiServer() as srv:
+        yield srv
+
+
+def test_gemini_over_litellms_own_http_with_thoughts_and_cache(
+    gemini: GeminiServer, telemetry: Any
+) -> None:
+    usage = {
+        "promptTokenCount": 100,
+        "cachedContentTokenCount": 40,
+        "candidatesTokenCount": 20,
+        "thoughtsTokenCount": 30,
+        "totalTokenCount": 150,
+    }
+    with instrumented(telemetry):
+        litellm.completion(
+            model="gemini/gemini-2.0-flash",
+            messages=MESSAGES,
+            api_base=gemini.base_url,
+            api_key="test",
+            extra_headers={"x-test-usage": json.dumps(usage)},
+        )
+    span = only_usage_span(telemetry)
+    assert span.attributes[sc.GEN_AI_PROVIDER_NAME] == "gcp.gemini"
+    assert telemetry.bucket_tokens() == {
+        "input": 60,
+        "cache_read": 40,
+        "output": 20,
+        "reasoning": 30,
+    }
+    # gemini-2.0-flash: $0.10 input, $0.025 cached, $0.40 output (thoughts too) per million
+    cost = (60 * Decimal("0.10") + 40 * Decimal("0.025") + 50 * Decimal("0.40")) / MTOK
+    assert span.attributes[sc.BILLING_COST_DECIMAL] == str(cost) == "0.000027"
 
 
 # --- OpenAI: LiteLLM calls the openai SDK; counted once whether or not we meter it ------------
