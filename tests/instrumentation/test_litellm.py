@@ -40,11 +40,13 @@ MINI = (Decimal("0.15"), Decimal("0.075"), Decimal("0.6"))
 
 
 @contextmanager
-def instrumented(telemetry: Any, *, openai_too: bool = False) -> Iterator[None]:
+def instrumented(
+    telemetry: Any, *, openai_too: bool = False, catalog: Catalog | None = None
+) -> Iterator[None]:
     options = {
         "tracer_provider": telemetry.tracer_provider,
         "meter_provider": telemetry.meter_provider,
-        "catalog": Catalog(),
+        "catalog": catalog or Catalog(),
     }
     lite = LiteLLMInstrumentor()
     lite.instrument(**options)
@@ -259,6 +261,23 @@ def test_openai_with_the_client_instrumentation_is_counted_once(
     assert telemetry.bucket_tokens() == {"input": 7, "cache_read": 3, "output": 11}
     (point,) = telemetry.points(sc.METRIC_CLIENT_OPERATION_DURATION)
     assert point.count == 1  # one call, one duration
+
+
+class _BrokenCatalog(Catalog):
+    def price(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("catalog is broken")
+
+
+def test_a_broken_catalog_costs_the_call_neither_its_response_nor_its_tokens(
+    server: Any, telemetry: Any
+) -> None:
+    with instrumented(telemetry, catalog=_BrokenCatalog()):
+        response = openai(server)
+    assert response._hidden_params["response_cost"] is not None  # the reconciliation ran
+    span = only_usage_span(telemetry)
+    assert sc.BILLING_COST_DECIMAL not in (span.attributes or {})
+    assert telemetry.bucket_tokens() == {"input": 10, "output": 11}
+    assert telemetry.points(sc.METRIC_BILLING_COST_DIFFERENCE) == []
 
 
 @pytest.mark.parametrize("openai_too", [False, True])

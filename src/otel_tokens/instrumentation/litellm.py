@@ -124,10 +124,16 @@ class _Meter:
                 _watch(fc, result)
                 return result
             facts = _read_response(result)
-            fc.end(facts, attributes=self._provider_cost(fc, facts, result))
         except Exception as exc:
             log_once("litellm.response", exc)
             fc.end(NO_FACTS)
+            return result
+        try:
+            reconciled = self._provider_cost(fc, facts, result)
+        except Exception as exc:  # the reconciliation never costs the call its usage
+            log_once("litellm.provider_cost", exc)
+            reconciled = None
+        fc.end(facts, attributes=reconciled)
         return result
 
     def _provider_cost(
@@ -140,6 +146,8 @@ class _Meter:
         try:
             cost = Decimal(repr(reported))
         except InvalidOperation:
+            return None
+        if not cost.is_finite() or cost < 0:
             return None
         from ..pricing import decimal_str
 
