@@ -25,6 +25,8 @@ from otel_tokens.usage import (
     TokenUsage,
     from_anthropic,
     from_gemini,
+    from_langchain,
+    from_litellm,
     from_openai_chat,
     from_openai_responses,
 )
@@ -48,6 +50,8 @@ CONVERTERS: dict[str, Callable[..., TokenUsage]] = {
     "bedrock_nova": from_bedrock_nova,
     "bedrock_llama": from_bedrock_llama,
     "bedrock_headers": from_bedrock_headers,
+    "litellm": from_litellm,
+    "langchain": from_langchain,
 }
 
 # Upstream names the registry marks deprecated: with OTEL_SEMCONV_STABILITY_OPT_IN listing
