@@ -26,6 +26,8 @@ from otel_tokens.usage import (
     from_anthropic,
     from_cohere,
     from_gemini,
+    from_langchain,
+    from_litellm,
     from_mistral,
     from_ollama,
     from_openai_chat,
@@ -54,6 +56,8 @@ CONVERTERS: dict[str, Callable[..., TokenUsage]] = {
     "ollama": from_ollama,
     "mistral": from_mistral,
     "cohere": from_cohere,
+    "litellm": from_litellm,
+    "langchain": from_langchain,
 }
 
 # Upstream names the registry marks deprecated: with OTEL_SEMCONV_STABILITY_OPT_IN listing

@@ -82,6 +82,9 @@ BILLING_BUDGET_UNIT: Final = "gen_ai.billing.budget.unit"
 BILLING_BUDGET_THRESHOLD: Final = "gen_ai.billing.budget.threshold"
 # Workflow roll-ups use their own names: summing usage over spans never counts a call twice.
 BILLING_WORKFLOW_USAGE_PREFIX: Final = "gen_ai.billing.workflow.usage."
+# A cost the response or a framework reported (LiteLLM), beside our own price.
+BILLING_PROVIDER_COST_DECIMAL: Final = "gen_ai.billing.provider_cost.decimal"
+BILLING_PROVIDER_COST_CURRENCY: Final = "gen_ai.billing.provider_cost.currency"
 
 # Per-bucket token counts on spans: disjoint, so they add up to the billable total.
 BILLING_USAGE_PREFIX: Final = "gen_ai.billing.usage."
@@ -95,6 +98,7 @@ METRIC_BILLING_COST: Final = "gen_ai.billing.cost"
 METRIC_BILLING_UNPRICED: Final = "gen_ai.billing.unpriced"
 METRIC_BILLING_LEDGER_COST: Final = "gen_ai.billing.ledger.cost"
 METRIC_BILLING_WORKFLOW_COST: Final = "gen_ai.billing.workflow.cost"
+METRIC_BILLING_COST_DIFFERENCE: Final = "gen_ai.billing.cost.difference"
 METRIC_BUDGET_USED: Final = "gen_ai.billing.budget.used"
 METRIC_BUDGET_LIMIT: Final = "gen_ai.billing.budget.limit"
 METRIC_BUDGET_SPEND_RATE: Final = "gen_ai.billing.budget.spend_rate"

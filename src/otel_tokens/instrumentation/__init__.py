@@ -10,8 +10,14 @@ when the call (or its stream) ends.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from . import _descriptions
 from ._instrumentor import LibraryInstrumentor
+
+if TYPE_CHECKING:
+    from .langchain import LangChainInstrumentor
+    from .litellm import LiteLLMInstrumentor
 
 __all__ = [
     "AnthropicInstrumentor",
@@ -19,7 +25,9 @@ __all__ = [
     "CohereInstrumentor",
     "GeminiInstrumentor",
     "GroqInstrumentor",
+    "LangChainInstrumentor",
     "LibraryInstrumentor",
+    "LiteLLMInstrumentor",
     "MistralInstrumentor",
     "OllamaInstrumentor",
     "OpenAIInstrumentor",
@@ -79,6 +87,8 @@ class TogetherInstrumentor(LibraryInstrumentor):
     (docs/openai-compatible.md)."""
 
     description = _descriptions.TOGETHER
+
+
 class MistralInstrumentor(LibraryInstrumentor):
     """Meters the ``mistralai`` client (2.4.10 and later): chat ``complete``/``stream``, FIM and
     embeddings, sync and async, cache reads included (docs/mistral.md)."""
@@ -92,3 +102,20 @@ class CohereInstrumentor(LibraryInstrumentor):
     (docs/cohere.md)."""
 
     description = _descriptions.COHERE
+
+
+# The framework instrumentors (and the framework machinery, usage converters and counting
+# they use) load when first named: an application that meters only its clients does not
+# pay for them at start-up.
+_FRAMEWORKS = {"LangChainInstrumentor": ".langchain", "LiteLLMInstrumentor": ".litellm"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _FRAMEWORKS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

@@ -22,6 +22,7 @@ from .. import semconv as sc
 from .._safety import log_once
 from ..attribution import current as current_attribution
 from ._adapter import NO_FACTS, Adapter, Request, ResponseFacts
+from ._scope import claim as claim_framework_scope
 
 if TYPE_CHECKING:
     from ..budgets import Reservation
@@ -70,6 +71,7 @@ class Call:
         self.parent = otel_context.get_current()
         self.span: Span | None = None
         self._owns_span = False
+        claim_framework_scope()  # a framework call around this one records no usage
         if not request.defer_span:
             self.start_span()
 

@@ -10,6 +10,8 @@ from ._read import field as read_field
 from .anthropic import from_anthropic
 from .cohere import CohereUnits, cohere_units, from_cohere
 from .gemini import from_gemini
+from .langchain import from_langchain
+from .litellm import from_litellm
 from .mistral import from_mistral
 from .ollama import from_ollama
 from .openai import from_openai_chat, from_openai_responses
@@ -25,6 +27,8 @@ __all__ = [
     "from_anthropic",
     "from_cohere",
     "from_gemini",
+    "from_langchain",
+    "from_litellm",
     "from_mistral",
     "from_ollama",
     "from_openai_chat",

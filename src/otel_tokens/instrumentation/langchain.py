@@ -1,0 +1,468 @@
+"""LangChain chat models and LangGraph graphs, at the runnable layer.
+
+A chat model's call (``invoke``/``ainvoke``/``batch`` through ``_generate_with_cache``, and
+``stream``/``astream``) is a `FrameworkCall`: its span is current while the model runs, and
+the LangGraph node it runs in (``langgraph_node`` in the run's metadata) is its attribution
+tag ``node``. LangChain's integrations call the provider through its client library
+(langchain-openai through ``openai``, langchain-anthropic through ``anthropic``): with our
+client instrumentation active, the client's span carries the usage; without it, the call is
+metered from the message's ``usage_metadata`` (`from_langchain`), with the provider and model
+LangChain names. A response served from LangChain's cache is not a provider call: no usage.
+
+A LangGraph graph's ``invoke``/``ainvoke`` (an agent made with ``create_agent`` is one) is a
+`workflow` named after the graph: its span totals the calls inside, each counted once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from typing import TYPE_CHECKING, Any
+
+import wrapt
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
+
+from .._safety import log_once
+from ..counting import count_messages, count_text, estimate_source
+from ..usage import TokenUsage, from_langchain
+from ._adapter import NO_FACTS, Request, ResponseFacts
+from ._framework import FrameworkCall
+from ._instrumentor import _recorder
+from ._scope import claim
+
+if TYPE_CHECKING:
+    from ._recording import Recorder
+
+FRAMEWORK = "langchain"
+_CHAT_MODELS = "langchain_core.language_models.chat_models"
+_PREGEL = "langgraph.pregel.main"
+# LangChain's ls_provider names that differ from the GenAI conventions' provider names.
+_PROVIDERS = {
+    "azure": "azure.ai.openai",
+    "amazon_bedrock": "aws.bedrock",
+    "bedrock": "aws.bedrock",
+    "bedrock_converse": "aws.bedrock",
+    "google_genai": "gcp.gemini",
+    "google_vertexai": "gcp.vertex_ai",
+    "mistralai": "mistral_ai",
+    "xai": "x_ai",
+}
+
+
+class _Meter:
+    __slots__ = ("recorder",)
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    def begin(
+        self, model: Any, kwargs: Any, metadata: Any, *, stream: bool, messages: Any
+    ) -> FrameworkCall | None:
+        if not is_instrumentation_enabled():
+            return None
+        try:
+            try:
+                params = model._get_ls_params(**kwargs)
+            except Exception:
+                params = {}
+            provider = params.get("ls_provider") or getattr(model, "_llm_type", FRAMEWORK)
+            name = params.get("ls_model_name")
+            request = Request(
+                operation="chat",
+                provider=_PROVIDERS.get(provider, provider),
+                model=name if isinstance(name, str) else None,
+                stream=stream,
+                # Kept to estimate a response without usage (the messages list is LangChain's
+                # own copy of the input, made for this call).
+                body={"messages": messages},
+            )
+            tags = None
+            if isinstance(metadata, dict):
+                node = metadata.get("langgraph_node")
+                if isinstance(node, str) and node:
+                    tags = {"node": node}
+            return FrameworkCall(self.recorder, request, FRAMEWORK, tags=tags)
+        except Exception as exc:
+            log_once("langchain.request", exc)
+            return None
+
+
+def _message_dicts(messages: Any) -> list[dict[str, Any]]:
+    return [
+        {"role": getattr(m, "type", "user"), "content": getattr(m, "content", "")}
+        for m in messages or ()
+    ]
+
+
+def _estimate(request: Request, text: str, model: str | None) -> TokenUsage:
+    model = model or request.model
+    return TokenUsage(
+        input=count_messages(_message_dicts(request.body.get("messages")), model),
+        output=count_text(text, model),
+        source=estimate_source(model),
+    )
+
+
+def _text(message: Any) -> str:
+    content = getattr(message, "content", "")
+    if isinstance(content, str):
+        return content
+    parts = []
+    for block in content or ():
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, dict) and isinstance(block.get("text"), str):
+            parts.append(block["text"])
+    return "".join(parts)
+
+
+def _result_facts(request: Request, result: Any) -> ResponseFacts:
+    generations = getattr(result, "generations", None) or []
+    if not generations:
+        return NO_FACTS
+    message = getattr(generations[0], "message", None)
+    metadata = getattr(message, "response_metadata", None) or {}
+    model = metadata.get("model_name") or metadata.get("model")
+    model = model if isinstance(model, str) else None
+    raw = getattr(message, "usage_metadata", None)
+    if raw:
+        usage = from_langchain(raw)
+    else:
+        usage = _estimate(
+            request, "".join(_text(getattr(g, "message", None)) for g in generations), model
+        )
+    reason = metadata.get("finish_reason") or metadata.get("stop_reason")
+    rid = metadata.get("id")
+    return ResponseFacts(
+        usage=usage,
+        model=model,
+        response_id=rid if isinstance(rid, str) else None,
+        finish_reasons=(reason,) if isinstance(reason, str) else (),
+    )
+
+
+class _Chunks:
+    """What a stream's chunks told so far: usage summed (LangChain splits it over chunks,
+    as AIMessageChunk addition does), the model, the text for an estimate."""
+
+    __slots__ = ("model", "parts", "usage")
+
+    def __init__(self) -> None:
+        self.usage: TokenUsage | None = None
+        self.model: str | None = None
+        self.parts: list[str] = []
+
+    def add(self, chunk: Any) -> None:
+        raw = getattr(chunk, "usage_metadata", None)
+        if raw:
+            usage = from_langchain(raw)
+            self.usage = usage if self.usage is None else self.usage + usage
+        metadata = getattr(chunk, "response_metadata", None)
+        if self.model is None and isinstance(metadata, dict):
+            model = metadata.get("model_name") or metadata.get("model")
+            if isinstance(model, str):
+                self.model = model
+        self.parts.append(_text(chunk))
+
+    def facts(self, request: Request) -> ResponseFacts:
+        usage = self.usage
+        if usage is None and (self.parts or request.body.get("messages")):
+            usage = _estimate(request, "".join(self.parts), self.model)
+        return ResponseFacts(usage=usage, model=self.model)
+
+
+def _end_stream(fc: FrameworkCall, seen: _Chunks, error: BaseException | None) -> None:
+    try:
+        facts = NO_FACTS if fc.claimed else seen.facts(fc.call.request)
+    except Exception as exc:
+        log_once("langchain.stream", exc)
+        facts = NO_FACTS
+    fc.end(facts, error)
+
+
+def _watch(fc: FrameworkCall, stream: Iterator[Any]) -> Iterator[Any]:
+    """``stream`` with the framework call's span current (and scope open) while each chunk
+    is pulled, ended when the stream ends, fails or is closed."""
+    seen = _Chunks()
+    error: BaseException | None = None
+    try:
+        while True:
+            fc.enter()
+            try:
+                chunk = next(stream)
+            except StopIteration:
+                break
+            finally:
+                fc.exit()
+            fc.call.first_chunk()
+            try:
+                seen.add(chunk)
+            except Exception as exc:
+                log_once("langchain.chunk", exc)
+            yield chunk
+    except GeneratorExit:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+        raise
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        _end_stream(fc, seen, error)
+
+
+async def _awatch(fc: FrameworkCall, stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    seen = _Chunks()
+    error: BaseException | None = None
+    try:
+        while True:
+            fc.enter()
+            try:
+                chunk = await stream.__anext__()
+            except StopAsyncIteration:
+                break
+            finally:
+                fc.exit()
+            fc.call.first_chunk()
+            try:
+                seen.add(chunk)
+            except Exception as exc:
+                log_once("langchain.chunk", exc)
+            yield chunk
+    except GeneratorExit:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        raise
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        _end_stream(fc, seen, error)
+
+
+def _run_manager(args: Any, kwargs: Any) -> Any:
+    return kwargs.get("run_manager", args[2] if len(args) > 2 else None)
+
+
+def _generate_wrapper(meter: _Meter) -> Callable[..., Any]:
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        run_manager = _run_manager(args, kwargs)
+        stop = kwargs.get("stop", args[1] if len(args) > 1 else None)
+        fc = meter.begin(
+            instance,
+            _ls_kwargs(kwargs, stop),
+            getattr(run_manager, "metadata", None),
+            stream=False,
+            messages=args[0] if args else kwargs.get("messages"),
+        )
+        if fc is None:
+            return wrapped(*args, **kwargs)
+        fc.enter()
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            fc.exit()
+            fc.end(NO_FACTS, exc)
+            raise
+        fc.exit()
+        _end_result(fc, result)
+        return result
+
+    return wrapper
+
+
+def _agenerate_wrapper(meter: _Meter) -> Callable[..., Any]:
+    async def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        run_manager = _run_manager(args, kwargs)
+        stop = kwargs.get("stop", args[1] if len(args) > 1 else None)
+        fc = meter.begin(
+            instance,
+            _ls_kwargs(kwargs, stop),
+            getattr(run_manager, "metadata", None),
+            stream=False,
+            messages=args[0] if args else kwargs.get("messages"),
+        )
+        if fc is None:
+            return await wrapped(*args, **kwargs)
+        fc.enter()
+        try:
+            result = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            fc.exit()
+            fc.end(NO_FACTS, exc)
+            raise
+        fc.exit()
+        _end_result(fc, result)
+        return result
+
+    return wrapper
+
+
+def _ls_kwargs(kwargs: Any, stop: Any) -> dict[str, Any]:
+    """The call's options as ``_get_ls_params`` takes them (a per-call ``model`` override)."""
+    out = {k: v for k, v in kwargs.items() if k not in ("run_manager", "messages", "stop")}
+    out["stop"] = stop
+    return out
+
+
+def _end_result(fc: FrameworkCall, result: Any) -> None:
+    try:
+        facts = NO_FACTS if fc.claimed else _result_facts(fc.call.request, result)
+    except Exception as exc:
+        log_once("langchain.response", exc)
+        facts = NO_FACTS
+    fc.end(facts)
+
+
+def _stream_begin(meter: _Meter, instance: Any, args: Any, kwargs: Any) -> FrameworkCall | None:
+    try:
+        from langchain_core.runnables.config import ensure_config
+
+        config = ensure_config(kwargs.get("config", args[1] if len(args) > 1 else None))
+        model_input = kwargs.get("input", args[0] if args else None)
+        messages = instance._convert_input(model_input).to_messages()
+        options = {k: v for k, v in kwargs.items() if k not in ("input", "config")}
+    except Exception as exc:
+        log_once("langchain.stream_request", exc)
+        return None
+    return meter.begin(instance, options, config.get("metadata"), stream=True, messages=messages)
+
+
+def _stream_wrapper(meter: _Meter) -> Callable[..., Any]:
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        fc = _stream_begin(meter, instance, args, kwargs)
+        if fc is None:
+            return wrapped(*args, **kwargs)
+        return _watch(fc, wrapped(*args, **kwargs))
+
+    return wrapper
+
+
+def _astream_wrapper(meter: _Meter) -> Callable[..., Any]:
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        fc = _stream_begin(meter, instance, args, kwargs)
+        if fc is None:
+            return wrapped(*args, **kwargs)
+        return _awatch(fc, wrapped(*args, **kwargs))
+
+    return wrapper
+
+
+def _cache_hit_hook(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    """LangChain's cache answered: no provider call, nothing billed; the framework call
+    around it records no usage."""
+    claim()
+    return wrapped(*args, **kwargs)
+
+
+def _graph_wrappers(options: dict[str, Any]) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    from ..attribution import attribute
+    from ..workflow import workflow
+
+    tp, mp = options.get("tracer_provider"), options.get("meter_provider")
+
+    def run(instance: Any) -> tuple[workflow, attribute] | None:
+        """The graph run's workflow, and its name as the attribution tag ``graph`` of the
+        calls inside (an agent made with ``create_agent`` is a graph of the agent's name)."""
+        if not is_instrumentation_enabled():
+            return None
+        try:
+            name = getattr(instance, "name", None)
+            name = name if isinstance(name, str) and name else "LangGraph"
+            return workflow(name, tracer_provider=tp, meter_provider=mp), attribute(graph=name)
+        except Exception as exc:
+            log_once("langgraph.workflow", exc)
+            return None
+
+    def invoke(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        found = run(instance)
+        if found is None:
+            return wrapped(*args, **kwargs)
+        flow, tag = found
+        with flow, tag:
+            return wrapped(*args, **kwargs)
+
+    async def ainvoke(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        found = run(instance)
+        if found is None:
+            return await wrapped(*args, **kwargs)
+        flow, tag = found
+        async with flow, tag:
+            return await wrapped(*args, **kwargs)
+
+    return invoke, ainvoke
+
+
+class _Patching:
+    """Patches langchain-core's chat models and LangGraph's graphs when each is imported."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.options = options
+        self.wrapped: list[tuple[Any, str]] = []
+        self.done: set[str] = set()
+        self.cancelled = False
+
+    def chat_models(self, module: Any) -> None:
+        if self.cancelled or _CHAT_MODELS in self.done:
+            return
+        self.done.add(_CHAT_MODELS)
+        try:
+            meter = _Meter(_recorder(self.options))
+            base = module.BaseChatModel
+            self._wrap(base, "_generate_with_cache", _generate_wrapper(meter))
+            self._wrap(base, "_agenerate_with_cache", _agenerate_wrapper(meter))
+            self._wrap(base, "stream", _stream_wrapper(meter))
+            self._wrap(base, "astream", _astream_wrapper(meter))
+            self._wrap(base, "_convert_cached_generations", _cache_hit_hook)
+        except Exception as exc:  # never break the application's import
+            log_once("instrument.langchain", exc)
+            self.cancel()
+
+    def graphs(self, module: Any) -> None:
+        if self.cancelled or _PREGEL in self.done:
+            return
+        self.done.add(_PREGEL)
+        try:
+            invoke, ainvoke = _graph_wrappers(self.options)
+            self._wrap(module.Pregel, "invoke", invoke)
+            self._wrap(module.Pregel, "ainvoke", ainvoke)
+        except Exception as exc:
+            log_once("instrument.langgraph", exc)
+            self.cancel()
+
+    def _wrap(self, owner: Any, name: str, wrapper: Any) -> None:
+        wrapt.wrap_function_wrapper(owner, name, wrapper)
+        self.wrapped.append((owner, name))
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        while self.wrapped:
+            owner, name = self.wrapped.pop()
+            try:
+                unwrap(owner, name)
+            except Exception as exc:
+                log_once("uninstrument.langchain", exc)
+
+
+class LangChainInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Meters LangChain chat models (invoke, batch, stream, async) counting once with the
+    client instrumentations, tags each call with its LangGraph node, and makes every
+    LangGraph graph run a workflow roll-up (see docs/frameworks.md). Accepts
+    ``tracer_provider``, ``meter_provider``, ``catalog``."""
+
+    _patching: _Patching | None = None
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return ("langchain-core >= 0.3",)
+
+    def _instrument(self, **kwargs: Any) -> None:
+        patching = self._patching = _Patching(kwargs)
+        wrapt.register_post_import_hook(patching.chat_models, _CHAT_MODELS)
+        wrapt.register_post_import_hook(patching.graphs, _PREGEL)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        patching, self._patching = self._patching, None
+        if patching is not None:
+            patching.cancel()

@@ -1,0 +1,419 @@
+"""LiteLLM: ``completion``/``acompletion`` (streamed or not) and ``embedding``/``aembedding``.
+
+LiteLLM reaches most providers over its own HTTP code, which no client instrumentation of
+ours sees: there each call is metered from LiteLLM's OpenAI-shaped usage (`from_litellm`)
+with the provider and model LiteLLM names. For OpenAI (and Azure OpenAI) it calls through
+the ``openai`` SDK: with our OpenAI instrumentation active, that call's span carries the
+usage and LiteLLM's span only frames it (`_framework.FrameworkCall`). Either way, one
+usage-carrying span per provider call.
+
+LiteLLM's own cost estimate (``response_cost``) is recorded beside our exact price
+(``gen_ai.billing.provider_cost.*``) and the difference as ``gen_ai.billing.cost.difference``;
+never added into a total.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Collection
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import wrapt
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
+from opentelemetry.metrics import Histogram, get_meter
+from opentelemetry.util.types import AttributeValue
+
+from .. import semconv as sc
+from .._safety import log_once
+from ..counting import count_messages, count_text, estimate_source
+from ..usage import TokenUsage, from_litellm
+from ._adapter import NO_FACTS, Request, ResponseFacts
+from ._framework import FrameworkCall
+from ._instrumentor import _recorder
+
+if TYPE_CHECKING:
+    from ._recording import Recorder
+
+FRAMEWORK = "litellm"
+_STREAMS = "litellm.litellm_core_utils.streaming_handler"
+# LiteLLM's provider names that differ from the GenAI conventions' gen_ai.provider.name.
+_PROVIDERS = {
+    "azure": "azure.ai.openai",
+    "azure_ai": "azure.ai.inference",
+    "bedrock": "aws.bedrock",
+    "gemini": "gcp.gemini",
+    "vertex_ai": "gcp.vertex_ai",
+    "vertex_ai_beta": "gcp.vertex_ai",
+    "mistral": "mistral_ai",
+    "xai": "x_ai",
+    "watsonx": "ibm.watsonx.ai",
+}
+
+
+class _Meter:
+    """What every LiteLLM call of one instrumentation shares."""
+
+    __slots__ = ("difference", "get_llm_provider", "providers", "recorder")
+
+    def __init__(self, recorder: Recorder, options: dict[str, Any], module: Any) -> None:
+        self.recorder = recorder
+        self.get_llm_provider: Callable[..., Any] = module.get_llm_provider
+        # (model, provider hint, api_base) -> (model, provider, host, port): LiteLLM's
+        # provider lookup costs tens of microseconds per call.
+        self.providers: dict[tuple[Any, ...], tuple[str, str, str | None, int | None]] = {}
+        meter = get_meter("otel_tokens", meter_provider=options.get("meter_provider"))
+        self.difference: Histogram = meter.create_histogram(
+            sc.METRIC_BILLING_COST_DIFFERENCE,
+            unit="{currency}",
+            description="Provider-reported cost minus the exact local price of the same usage.",
+        )
+
+    def request(self, operation: str, args: tuple[Any, ...], kwargs: Any) -> Request | None:
+        model = kwargs.get("model", args[0] if args else None)
+        if not isinstance(model, str) or not model:
+            return None
+        hint = kwargs.get("custom_llm_provider")
+        api_base = kwargs.get("api_base") or kwargs.get("base_url")
+        key = (model, hint, api_base)
+        found = self.providers.get(key)
+        if found is None:
+            try:
+                name, provider, _, _ = self.get_llm_provider(
+                    model=model, custom_llm_provider=hint, api_base=api_base
+                )
+            except Exception:  # LiteLLM will raise its own error for this call
+                name, provider = model, hint or FRAMEWORK
+            found = (name, _PROVIDERS.get(provider, provider), *_server(api_base))
+            if len(self.providers) < 1024:  # an application uses few models and endpoints
+                self.providers[key] = found
+        name, provider, host, port = found
+        return Request(
+            operation=operation,
+            provider=provider,
+            model=name,
+            stream=kwargs.get("stream") is True,
+            server_address=host,
+            server_port=port,
+            # A stream without usage is estimated from these (copied: a chat loop appends
+            # to the list it sent).
+            body={"messages": list(messages)}
+            if kwargs.get("stream") is True and isinstance(messages := kwargs.get("messages"), list)
+            else {},
+        )
+
+    def begin(self, operation: str, args: tuple[Any, ...], kwargs: Any) -> FrameworkCall | None:
+        if not is_instrumentation_enabled():
+            return None
+        try:
+            request = self.request(operation, args, kwargs)
+            if request is None:
+                return None
+            return FrameworkCall(self.recorder, request, FRAMEWORK)
+        except Exception as exc:
+            log_once("litellm.request", exc)
+            return None
+
+    def complete(self, fc: FrameworkCall, result: Any) -> Any:
+        """Meter a returned response, or watch a returned stream; never raises."""
+        try:
+            if type(result).__name__ == "CustomStreamWrapper":
+                _watch(fc, result)
+                return result
+            facts = _read_response(result)
+        except Exception as exc:
+            log_once("litellm.response", exc)
+            fc.end(NO_FACTS)
+            return result
+        try:
+            reconciled = self._provider_cost(fc, facts, result)
+        except Exception as exc:  # the reconciliation never costs the call its usage
+            log_once("litellm.provider_cost", exc)
+            reconciled = None
+        fc.end(facts, attributes=reconciled)
+        return result
+
+    def _provider_cost(
+        self, fc: FrameworkCall, facts: ResponseFacts, result: Any
+    ) -> dict[str, AttributeValue] | None:
+        hidden = getattr(result, "_hidden_params", None)
+        reported = hidden.get("response_cost") if isinstance(hidden, dict) else None
+        if isinstance(reported, bool) or not isinstance(reported, int | float):
+            return None
+        try:
+            cost = Decimal(repr(reported))
+        except InvalidOperation:
+            return None
+        if not cost.is_finite() or cost < 0:
+            return None
+        from ..pricing import decimal_str
+
+        attrs: dict[str, AttributeValue] = {
+            sc.BILLING_PROVIDER_COST_DECIMAL: decimal_str(cost),
+            sc.BILLING_PROVIDER_COST_CURRENCY: "USD",  # LiteLLM's cost map is in US dollars
+        }
+        if facts.usage is not None:
+            call = fc.call
+            request = call.request
+            # Our price of the same usage (the call's own record, when it was not claimed,
+            # priced it the same way; a claimed call's client read the same response).
+            price = self.recorder.catalog.price_call(
+                facts.usage,
+                facts.model,
+                request.model,
+                provider=request.provider,
+                at=datetime.fromtimestamp(call.start_ns / 1e9, UTC),
+            )
+            if price.total is not None and price.currency == "USD":
+                point: dict[str, AttributeValue] = {
+                    sc.GEN_AI_PROVIDER_NAME: request.provider,
+                    sc.GEN_AI_OPERATION_NAME: request.operation,
+                    sc.GEN_AI_USAGE_COST_CURRENCY: "USD",
+                }
+                if request.model:
+                    point[sc.GEN_AI_REQUEST_MODEL] = request.model
+                if facts.model:
+                    point[sc.GEN_AI_RESPONSE_MODEL] = facts.model
+                self.difference.record(float(cost - price.total), point)
+        return attrs
+
+
+def _server(api_base: Any) -> tuple[str | None, int | None]:
+    if not isinstance(api_base, str) or not api_base:
+        return None, None
+    try:
+        parts = urlsplit(api_base)
+        return parts.hostname, parts.port
+    except ValueError:
+        return None, None
+
+
+def _read_response(response: Any) -> ResponseFacts:
+    hidden = getattr(response, "_hidden_params", None)
+    if isinstance(hidden, dict) and hidden.get("cache_hit") is True:
+        # Served from LiteLLM's own cache: no provider call, nothing billed.
+        return ResponseFacts(model=getattr(response, "model", None))
+    raw = getattr(response, "usage", None)
+    usage = from_litellm(raw) if raw is not None else None
+    reasons = tuple(
+        r
+        for r in (getattr(c, "finish_reason", None) for c in getattr(response, "choices", ()) or ())
+        if isinstance(r, str)
+    )
+    model = getattr(response, "model", None)
+    rid = getattr(response, "id", None)
+    return ResponseFacts(
+        usage=usage,
+        model=model if isinstance(model, str) else None,
+        response_id=rid if isinstance(rid, str) else None,
+        finish_reasons=reasons,
+    )
+
+
+def _stream_facts(request: Request, chunks: list[Any]) -> ResponseFacts:
+    """Facts of a LiteLLM stream from the chunks it kept (``CustomStreamWrapper.chunks``:
+    every chunk, the usage-only ones the caller never sees included); estimated from the
+    messages and the streamed text where no chunk carried usage (an OpenAI-compatible
+    stream not asked for its usage)."""
+    usage: TokenUsage | None = None
+    model = rid = None
+    reasons: list[str] = []
+    for chunk in reversed(chunks):
+        if usage is None and getattr(chunk, "usage", None) is not None:
+            usage = from_litellm(chunk.usage)
+        if model is None and isinstance(getattr(chunk, "model", None), str):
+            model, rid = chunk.model, getattr(chunk, "id", None)
+        if not reasons:
+            for choice in getattr(chunk, "choices", ()) or ():
+                reason = getattr(choice, "finish_reason", None)
+                if isinstance(reason, str):
+                    reasons.append(reason)
+        if usage is not None and model is not None and reasons:
+            break
+    if usage is None and chunks:
+        usage = _estimate(request, model, chunks)
+    return ResponseFacts(
+        usage=usage,
+        model=model,
+        response_id=rid if isinstance(rid, str) else None,
+        finish_reasons=tuple(reasons),
+    )
+
+
+def _estimate(request: Request, model: str | None, chunks: list[Any]) -> TokenUsage:
+    model = model or request.model
+    text = "".join(
+        content
+        for chunk in chunks
+        for choice in getattr(chunk, "choices", ()) or ()
+        if isinstance(content := getattr(getattr(choice, "delta", None), "content", None), str)
+    )
+    return TokenUsage(
+        input=count_messages(request.body.get("messages"), model),
+        output=count_text(text, model),
+        source=estimate_source(model),
+    )
+
+
+# Streams being watched: their framework call, until the stream ends.
+_watched: weakref.WeakKeyDictionary[Any, FrameworkCall] = weakref.WeakKeyDictionary()
+
+
+def _end_stream(fc: FrameworkCall, chunks: list[Any], error: BaseException | None) -> None:
+    try:
+        facts = _stream_facts(fc.call.request, chunks) if not fc.claimed else NO_FACTS
+    except Exception as exc:
+        log_once("litellm.stream", exc)
+        facts = NO_FACTS
+    fc.end(facts, error)
+
+
+def _watch(fc: FrameworkCall, stream: Any) -> None:
+    chunks = stream.chunks  # a LiteLLM without it: complete() ends the call without usage
+    _watched[stream] = fc
+    # Abandoned before its end: ended with what it received when it is collected.
+    weakref.finalize(stream, _end_stream, fc, chunks, None)
+
+
+def _next_hook(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    fc = _watched.get(instance) if _watched else None
+    if fc is None:
+        return wrapped(*args, **kwargs)
+    fc.enter()  # the framework's span current (and its scope open) while a chunk is pulled
+    try:
+        chunk = wrapped(*args, **kwargs)
+    except BaseException as exc:
+        fc.exit()
+        _watched.pop(instance, None)
+        _end_stream(
+            fc,
+            getattr(instance, "chunks", None) or [],
+            None if isinstance(exc, StopIteration) else exc,
+        )
+        raise
+    fc.exit()
+    fc.call.first_chunk()
+    return chunk
+
+
+async def _anext_hook(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    fc = _watched.get(instance) if _watched else None
+    if fc is None:
+        return await wrapped(*args, **kwargs)
+    fc.enter()
+    try:
+        chunk = await wrapped(*args, **kwargs)
+    except BaseException as exc:
+        fc.exit()
+        _watched.pop(instance, None)
+        _end_stream(
+            fc,
+            getattr(instance, "chunks", None) or [],
+            None if isinstance(exc, StopAsyncIteration) else exc,
+        )
+        raise
+    fc.exit()
+    fc.call.first_chunk()
+    return chunk
+
+
+def _sync_wrapper(meter: _Meter, operation: str) -> Callable[..., Any]:
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        fc = meter.begin(operation, args, kwargs)
+        if fc is None:
+            return wrapped(*args, **kwargs)
+        fc.enter()
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            fc.exit()
+            fc.end(NO_FACTS, exc)
+            raise
+        fc.exit()
+        return meter.complete(fc, result)
+
+    return wrapper
+
+
+def _async_wrapper(meter: _Meter, operation: str) -> Callable[..., Any]:
+    async def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        fc = meter.begin(operation, args, kwargs)
+        if fc is None:
+            return await wrapped(*args, **kwargs)
+        fc.enter()
+        try:
+            result = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            fc.exit()
+            fc.end(NO_FACTS, exc)
+            raise
+        fc.exit()
+        return meter.complete(fc, result)
+
+    return wrapper
+
+
+class LiteLLMInstrumentation:
+    """Patches ``litellm`` when it is imported (see `LiteLLMInstrumentor`)."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.options = options
+        self.wrapped: list[tuple[Any, str]] = []
+        self.cancelled = False
+
+    def on_import(self, module: Any) -> None:
+        if self.cancelled or self.wrapped:
+            return
+        try:
+            meter = _Meter(_recorder(self.options), self.options, module)
+            for name, make, operation in (
+                ("completion", _sync_wrapper, "chat"),
+                ("acompletion", _async_wrapper, "chat"),
+                ("embedding", _sync_wrapper, "embeddings"),
+                ("aembedding", _async_wrapper, "embeddings"),
+            ):
+                self._wrap(module, name, make(meter, operation))
+            import importlib
+
+            streams = importlib.import_module(_STREAMS).CustomStreamWrapper
+            self._wrap(streams, "__next__", _next_hook)
+            self._wrap(streams, "__anext__", _anext_hook)
+        except Exception as exc:  # never break the application's import
+            log_once("instrument.litellm", exc)
+            self.cancel()
+
+    def _wrap(self, owner: Any, name: str, wrapper: Any) -> None:
+        wrapt.wrap_function_wrapper(owner, name, wrapper)
+        self.wrapped.append((owner, name))
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        while self.wrapped:
+            owner, name = self.wrapped.pop()
+            try:
+                unwrap(owner, name)
+            except Exception as exc:
+                log_once("uninstrument.litellm", exc)
+
+
+class LiteLLMInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Meters ``litellm``'s ``completion``/``acompletion`` (streams included) and
+    ``embedding``/``aembedding``, counting once with the client instrumentations (see
+    docs/frameworks.md). Accepts ``tracer_provider``, ``meter_provider``, ``catalog``."""
+
+    _instrumentation: LiteLLMInstrumentation | None = None
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return ("litellm >= 1.60",)
+
+    def _instrument(self, **kwargs: Any) -> None:
+        instrumentation = self._instrumentation = LiteLLMInstrumentation(kwargs)
+        wrapt.register_post_import_hook(instrumentation.on_import, "litellm")
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        instrumentation, self._instrumentation = self._instrumentation, None
+        if instrumentation is not None:
+            instrumentation.cancel()
