@@ -26,6 +26,7 @@ from ._adapter import NO_FACTS, Adapter, Request, ResponseFacts
 if TYPE_CHECKING:
     from ..budgets import Reservation
     from ..usage import TokenUsage
+    from ._peer_span import PeerEnd
     from ._recording import Recorder
 
 
@@ -41,6 +42,7 @@ class Call:
         "finisher",
         "first_chunk_ns",
         "parent",
+        "peer_end",
         "recorder",
         "request",
         "reservation",
@@ -70,6 +72,9 @@ class Call:
         self.parent = otel_context.get_current()
         self.span: Span | None = None
         self._owns_span = False
+        # Riding on another instrumentation's span (_peer_span.py): its stand-in end, and
+        # the sign that the peer records the GenAI client metrics of this call.
+        self.peer_end: PeerEnd | None = None
         if not request.defer_span:
             self.start_span()
 

@@ -73,4 +73,7 @@ BEDROCK = Description(
     async_request=None,  # botocore has no async client (aiobotocore is another library)
     # opentelemetry-instrumentation-botocore wraps this same method: found wrapped, we warn.
     public_method=Target("botocore.client", "BaseClient._make_api_call"),
+    # ... and its span carries the call instead of one of ours (_peer_span.py): found here,
+    # inside both wrappers, when ours is the outer one.
+    peer_inner=Target("botocore.client", "BaseClient._make_request"),
 )
