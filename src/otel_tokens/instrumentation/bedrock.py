@@ -254,6 +254,7 @@ class BedrockAdapter:
         # (the outermost wrapper of _make_api_call, is OpenTelemetry's botocore instrumentation
         # among its wrappers?): see _peer_active.
         self._peer: tuple[Any, bool] | None = None
+        self._base: Any = None
 
     def _client_facts(self, client: Any) -> tuple[str | None, int | None] | None:
         """(host, port) of a bedrock-runtime client; None for any other AWS client."""
@@ -272,7 +273,12 @@ class BedrockAdapter:
         """Is OpenTelemetry's botocore instrumentation wrapping ``_make_api_call`` now? Asked
         again only when the method's outermost wrapper has changed (instrument or
         uninstrument of either), so a call pays one attribute lookup for it."""
-        method = inspect.getattr_static(type(client), "_make_api_call", None)
+        base = self._base
+        if base is None:  # botocore's BaseClient, where every wrapper of the method sits
+            from botocore.client import BaseClient
+
+            base = self._base = BaseClient
+        method = base.__dict__.get("_make_api_call")
         known = self._peer
         if known is not None and known[0] is method:
             return known[1]
