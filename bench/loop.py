@@ -83,6 +83,9 @@ ENTRIES = {
     "openinference_google_genai": Entry(
         oh.SUBJECTS["openinference_google_genai"], "google-genai (OpenInference)"
     ),
+    "openllmetry_google_genai": Entry(
+        oh.SUBJECTS["openllmetry_google_genai"], "google-genai (OpenLLMetry)"
+    ),
 }
 CLOCKS = ("wall", "all_threads", "your_thread")
 

@@ -763,6 +763,15 @@ SUBJECTS = {
             library="google.genai",
         ),
         Subject(
+            "openllmetry_google_genai",
+            "google-genai (OpenLLMetry)",
+            "gemini",
+            "opentelemetry.instrumentation.google_generativeai",
+            "GoogleGenerativeAiInstrumentor",
+            peer=True,
+            library="google.genai",
+        ),
+        Subject(
             "openinference_google_genai",
             "google-genai (OpenInference)",
             "gemini",
@@ -780,6 +789,7 @@ DISTRIBUTIONS = {
     "otel_botocore": "opentelemetry-instrumentation-botocore",
     "otel_google_genai": "opentelemetry-instrumentation-google-genai",
     "openinference_google_genai": "openinference-instrumentation-google-genai",
+    "openllmetry_google_genai": "opentelemetry-instrumentation-google-generativeai",
 }
 API = {
     "openai": "chat",
