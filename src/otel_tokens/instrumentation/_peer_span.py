@@ -77,7 +77,10 @@ class PeerEnd:
                 span.set_attributes(self.attributes)
         except Exception as exc:
             log_once("peer_span.attributes", exc)
-        span.end(end_time=self.end_ns)
+        try:  # called from the peer's code too: never raises into it
+            span.end(end_time=self.end_ns)
+        except Exception as exc:
+            log_once("peer_span.end", exc)
 
 
 def adopt_peer(call: Call, is_peer: Callable[[Any], bool]) -> bool:
