@@ -76,6 +76,16 @@ ENTRIES = {
     "openllmetry_openai": Entry(oh.SUBJECTS["openllmetry_openai"], "OpenLLMetry openai"),
     "openllmetry_anthropic": Entry(oh.SUBJECTS["openllmetry_anthropic"], "OpenLLMetry anthropic"),
     "openinference_openai": Entry(_OPENINFERENCE, "OpenInference openai"),
+    "ours_gemini": Entry(oh.SUBJECTS["ours_gemini"], "otel-tokens"),
+    "ours_bedrock": Entry(oh.SUBJECTS["ours_bedrock"], "otel-tokens"),
+    "otel_botocore": Entry(oh.SUBJECTS["otel_botocore"], "botocore (OpenTelemetry)"),
+    "otel_google_genai": Entry(oh.SUBJECTS["otel_google_genai"], "google-genai (OpenTelemetry)"),
+    "openinference_google_genai": Entry(
+        oh.SUBJECTS["openinference_google_genai"], "google-genai (OpenInference)"
+    ),
+    "openllmetry_google_genai": Entry(
+        oh.SUBJECTS["openllmetry_google_genai"], "google-genai (OpenLLMetry)"
+    ),
 }
 CLOCKS = ("wall", "all_threads", "your_thread")
 
@@ -180,11 +190,7 @@ def run_worker(name: str, plan: Plan) -> dict[str, Any]:
         return result
     telemetry = oh.Telemetry.make("batch")
     op = plan.overhead_plan()
-    if subject.provider == "openai":
-        work = oh.openai_workloads(op)
-    else:
-        tp = telemetry.tracer_provider
-        work = oh.anthropic_workloads(op, tp, True) + oh.anthropic_workloads(op, tp, False)
+    work = oh.workloads_of(subject, op, telemetry.tracer_provider)
     for w in work:  # the client's own first-call costs
         w.call()
     result["checks"] = oh.check(subject, telemetry, work)
@@ -258,8 +264,8 @@ def _quartiles(values: list[float]) -> tuple[float, float, float]:
 def rows_of(res: dict[str, Any]) -> list[Row]:
     subject = ENTRIES[res["subject"]].subject
     bad = {k for k, c in res["checks"]["workloads"].items() if not c["records_usage"]}
-    api = "chat" if subject.provider == "openai" else "messages"
-    tags = [""] if subject.provider == "openai" else ["_sdk_on", "_sdk_off"]
+    api = oh.API[subject.provider]
+    tags = ["_sdk_on", "_sdk_off"] if subject.provider == "anthropic" else [""]
     out = []
     for tag in tags:
         label = {"": "", "_sdk_on": " (SDK span on)", "_sdk_off": " (SDK span off)"}[tag]

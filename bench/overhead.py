@@ -647,10 +647,11 @@ class Subject:
 
     name: str
     label: str
-    provider: str  # "openai" | "anthropic"
+    provider: str  # "openai" | "anthropic" | "gemini" | "bedrock"
     module: str
     cls: str
     peer: bool
+    library: str = ""  # the client library's module prefix, if not ``provider``
     instrumentor: Any = None
     guard: Guard | None = None
     leftovers: list[str] = field(default_factory=list)
@@ -669,7 +670,7 @@ class Subject:
             yield
             return
         if self.guard is None:
-            self.guard = Guard((self.provider,))
+            self.guard = Guard((self.library or self.provider,))
         self.instrumentor.instrument(
             tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
         )
@@ -702,6 +703,24 @@ SUBJECTS = {
             peer=False,
         ),
         Subject(
+            "ours_gemini",
+            "otel-tokens",
+            "gemini",
+            "otel_tokens.instrumentation",
+            "GeminiInstrumentor",
+            peer=False,
+            library="google.genai",
+        ),
+        Subject(
+            "ours_bedrock",
+            "otel-tokens",
+            "bedrock",
+            "otel_tokens.instrumentation",
+            "BedrockInstrumentor",
+            peer=False,
+            library="botocore",
+        ),
+        Subject(
             "openai_v2",
             "openai-v2 (OpenTelemetry)",
             "openai",
@@ -725,13 +744,77 @@ SUBJECTS = {
             "AnthropicInstrumentor",
             peer=True,
         ),
+        Subject(
+            "otel_botocore",
+            "botocore (OpenTelemetry)",
+            "bedrock",
+            "opentelemetry.instrumentation.botocore",
+            "BotocoreInstrumentor",
+            peer=True,
+            library="botocore",
+        ),
+        Subject(
+            "otel_google_genai",
+            "google-genai (OpenTelemetry)",
+            "gemini",
+            "opentelemetry.instrumentation.google_genai",
+            "GoogleGenAiSdkInstrumentor",
+            peer=True,
+            library="google.genai",
+        ),
+        Subject(
+            "openllmetry_google_genai",
+            "google-genai (OpenLLMetry)",
+            "gemini",
+            "opentelemetry.instrumentation.google_generativeai",
+            "GoogleGenerativeAiInstrumentor",
+            peer=True,
+            library="google.genai",
+        ),
+        Subject(
+            "openinference_google_genai",
+            "google-genai (OpenInference)",
+            "gemini",
+            "openinference.instrumentation.google_genai",
+            "GoogleGenAIInstrumentor",
+            peer=True,
+            library="google.genai",
+        ),
     )
 }
 DISTRIBUTIONS = {
     "openai_v2": "opentelemetry-instrumentation-openai-v2",
     "openllmetry_openai": "opentelemetry-instrumentation-openai",
     "openllmetry_anthropic": "opentelemetry-instrumentation-anthropic",
+    "otel_botocore": "opentelemetry-instrumentation-botocore",
+    "otel_google_genai": "opentelemetry-instrumentation-google-genai",
+    "openinference_google_genai": "openinference-instrumentation-google-genai",
+    "openllmetry_google_genai": "opentelemetry-instrumentation-google-generativeai",
 }
+API = {
+    "openai": "chat",
+    "anthropic": "messages",
+    "gemini": "generate_content",
+    "bedrock": "converse",
+}
+
+
+def workloads_of(
+    subject: Subject, plan: Plan, tracer_provider: Any, isolated: bool = False
+) -> list[Workload]:
+    """Every workload of ``subject``'s client library (anthropic's with its SDK span on, then
+    off; "client parsing excluded" streams only where ``isolated``, for openai and anthropic)."""
+    if subject.provider == "openai":
+        return openai_workloads(plan, isolated)
+    if subject.provider == "anthropic":
+        return anthropic_workloads(plan, tracer_provider, True, isolated) + anthropic_workloads(
+            plan, tracer_provider, False, isolated
+        )
+    import gemini_bedrock
+
+    if subject.provider == "gemini":
+        return gemini_bedrock.gemini_workloads(plan)
+    return gemini_bedrock.bedrock_workloads(plan)
 
 
 def single_workload(
@@ -757,10 +840,10 @@ def single_workload(
     reason = s.load()
     if reason:
         raise SystemExit(f"{subject}: {reason}")
-    if s.provider == "openai":
-        work = openai_workloads(plan)
-    else:
+    if s.provider == "anthropic":
         work = anthropic_workloads(plan, telemetry.tracer_provider, sdk_span=False)
+    else:
+        work = workloads_of(s, plan, telemetry.tracer_provider)
     return s, telemetry, next(w.call for w in work if w.key.startswith(key))
 
 
@@ -1003,8 +1086,7 @@ def rows_for(subject: Subject, samples: Samples, workloads: list[Workload], tag:
     by_key = {w.key: w for w in workloads}
     suffix = f"_{tag}" if tag else ""
     label = " (SDK span on)" if tag == "sdk_on" else " (SDK span off)" if tag else ""
-    api = "chat" if subject.provider == "openai" else "messages"
-    name = f"{subject.provider} {api}"
+    name = f"{subject.provider} {API[subject.provider]}"
     call, short, long = (by_key[f"{k}{suffix}"] for k in ("call", "stream_short", "stream_long"))
     med, rnd = samples.median, samples.by_round
 
@@ -1272,6 +1354,9 @@ def _versions() -> dict[str, str]:
         "otel-tokens",
         "openai",
         "anthropic",
+        "google-genai",
+        "boto3",
+        "botocore",
         "httpx2",
         "opentelemetry-sdk",
         "wrapt",
@@ -1298,11 +1383,7 @@ def run_subject(name: str, plan: Plan) -> dict[str, Any]:
         return result
     telemetry = Telemetry.make(plan.span_processor)
     iso = not subject.peer  # client parsing excluded: otel-tokens only
-    if subject.provider == "openai":
-        work = openai_workloads(plan, iso)
-    else:
-        tp = telemetry.tracer_provider
-        work = anthropic_workloads(plan, tp, True, iso) + anthropic_workloads(plan, tp, False, iso)
+    work = workloads_of(subject, plan, telemetry.tracer_provider, iso)
     try:
         for w in work:  # the client's own first-call costs, before anything is compared
             w.call()
@@ -1315,7 +1396,7 @@ def run_subject(name: str, plan: Plan) -> dict[str, Any]:
             f"{versions.get('anthropic')}: {type(exc).__name__}: {exc}"
         )
         return result
-    if subject.provider == "openai":
+    if subject.provider != "anthropic":
         rows = rows_for(subject, samples, work, "")
     else:
         rows = rows_for(subject, samples, work, "sdk_on") + rows_for(
@@ -1554,12 +1635,7 @@ def main(argv: list[str] | None = None) -> int:
             if subject.peer or subject.load() is not None:
                 continue
             telemetry = Telemetry.make(plan.span_processor)
-            work = (
-                openai_workloads(plan)
-                if subject.provider == "openai"
-                else anthropic_workloads(plan, telemetry.tracer_provider, True)
-                + anthropic_workloads(plan, telemetry.tracer_provider, False)
-            )
+            work = workloads_of(subject, plan, telemetry.tracer_provider)
             for w in work:
                 if not w.key.startswith("stream_short"):
                     n = 20 if w.chunks else 300

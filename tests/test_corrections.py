@@ -120,3 +120,35 @@ def test_the_correction_file_is_a_valid_price_file() -> None:
     )
     text = files("otel_tokens.pricing").joinpath("corrections.yaml").read_text()
     jsonschema.validate(yaml.safe_load(text), schema)
+
+
+def test_claude_sonnet_4_cache_rates_follow_anthropics_multipliers_in_both_tiers() -> None:
+    """Anthropic's rule for every tier: cache read 0.1x the input rate, 5m write 1.25x, 1h
+    write 2x; long context 2x input and 1.5x output. Checked on the file's own numbers."""
+    from importlib.resources import files
+
+    import yaml
+
+    text = files("otel_tokens.pricing").joinpath("corrections.yaml").read_text()
+    (entry,) = [m for m in yaml.safe_load(text)["models"] if m["model"] == "claude-sonnet-4-0"]
+    prices = entry["prices"]
+
+    def tiers(key: str) -> tuple[Decimal, Decimal]:
+        (tier,) = prices[key]["tiers"]
+        assert tier["start"] == 200_000
+        return Decimal(prices[key]["base"]), Decimal(tier["price"])
+
+    base_in, long_in = tiers("input_mtok")
+    base_out, long_out = tiers("output_mtok")
+    assert (base_in, base_out) == (Decimal(3), Decimal(15))
+    assert (long_in, long_out) == (2 * base_in, Decimal("1.5") * base_out)
+    for key, factor in (
+        ("cache_read_mtok", Decimal("0.1")),
+        ("cache_write_mtok", Decimal("1.25")),
+        ("cache_write_1h_mtok", Decimal(2)),
+    ):
+        assert tiers(key) == (factor * base_in, factor * long_in), key
+    # And priced so: 1h writes above the tier, 250000 x 6 + 1000 x 12 + 100 x 22.5 = 1514250
+    usage = TokenUsage(input=250_000, cache_write_1h=1000, output=100)
+    result = CATALOG.price(usage, "claude-sonnet-4-0", provider="anthropic", at=AT)
+    assert (result.status, result.total) == ("priced", Decimal("1.51425"))

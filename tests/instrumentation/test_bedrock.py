@@ -768,46 +768,107 @@ def test_event_stream_can_be_watched_in_place_through_its_event_generator(
 
 
 # --- with OpenTelemetry's botocore instrumentation -----------------------------------------
-@pytest.mark.parametrize("theirs_first", [True, False])
-def test_otel_botocore_instrumentation_is_detected(
-    bedrock_server: BedrockServer,
-    telemetry: Any,
-    caplog: pytest.LogCaptureFixture,
-    theirs_first: bool,
-) -> None:
-    """opentelemetry-instrumentation-botocore wraps the same method and puts the usage on
-    its own span: found in either order, the log says so once (docs/bedrock.md). Our billing
-    points still count the call once."""
-    botocore_instrumentation = pytest.importorskip("opentelemetry.instrumentation.botocore")
-    from otel_tokens.instrumentation import bedrock
+# Its Bedrock extension makes a span per call with gen_ai.usage.* and records
+# gen_ai.client.token.usage: the call rides on its span (docs/bedrock.md), in either order.
+THEIR_SCOPE = "opentelemetry.instrumentation.botocore.bedrock-runtime"
 
-    bedrock._warned.discard("otel-botocore")
+
+@pytest.fixture(params=["theirs_outside", "ours_outside"])
+def both(
+    request: pytest.FixtureRequest, bedrock_server: BedrockServer, telemetry: Any
+) -> Iterator[Harness]:
+    """Both instrumentations; the last one instrumented is the outer wrapper."""
+    botocore_instrumentation = pytest.importorskip("opentelemetry.instrumentation.botocore")
     theirs = botocore_instrumentation.BotocoreInstrumentor()
     ours = BedrockInstrumentor()
     steps = [
-        lambda: theirs.instrument(tracer_provider=telemetry.tracer_provider),
         lambda: ours.instrument(
             tracer_provider=telemetry.tracer_provider,
             meter_provider=telemetry.meter_provider,
             catalog=Catalog(),
         ),
+        lambda: theirs.instrument(
+            tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+        ),
     ]
-    for step in steps if theirs_first else steps[::-1]:
+    for step in steps if request.param == "theirs_outside" else steps[::-1]:
         step()
     try:
-        h = Harness(bedrock_server, telemetry)
-        with caplog.at_level(logging.WARNING, logger="otel_tokens"):
-            converse(h, SONNET, FULL_USAGE)
-            converse(h, SONNET, FULL_USAGE)
+        yield Harness(bedrock_server, telemetry)
     finally:
         theirs.uninstrument()
         ours.uninstrument()
 
-    warnings = [r for r in caplog.records if "opentelemetry-instrumentation-botocore" in r.message]
-    assert len(warnings) == 1
-    scopes = sorted(s.instrumentation_scope.name for s in telemetry.finished())
-    assert scopes.count("otel_tokens") == 2  # and two of theirs, with usage: the warning's why
-    assert h.bucket_tokens() == dict((FULL + FULL).buckets())
+
+def usage_spans(h: Harness) -> list[ReadableSpan]:
+    return [s for s in h.telemetry.finished() if sc.GEN_AI_USAGE_INPUT_TOKENS in attrs_of(s)]
+
+
+def assert_counted_once(h: Harness, usage: TokenUsage, cost: Decimal) -> ReadableSpan:
+    """One span with usage (theirs, with our exact attributes), one
+    gen_ai.client.token.usage record per token type and one duration (theirs), the
+    billing points exact."""
+    spans = usage_spans(h)
+    assert len(spans) == 1, [(s.name, s.instrumentation_scope.name) for s in spans]
+    span = spans[0]
+    assert span.instrumentation_scope.name == THEIR_SCOPE
+    assert span.end_time is not None and span.end_time >= span.start_time
+    assert_span_usage(span, usage, cost)
+    t = h.telemetry
+    records = t.points(sc.METRIC_CLIENT_TOKEN_USAGE)
+    by_type: dict[str, int] = {}
+    for p in records:
+        kind = p.attributes[sc.GEN_AI_TOKEN_TYPE]
+        by_type[kind] = by_type.get(kind, 0) + p.count
+    assert by_type == {sc.TOKEN_TYPE_INPUT: 1, sc.TOKEN_TYPE_OUTPUT: 1}
+    assert sum(p.count for p in t.points(sc.METRIC_CLIENT_OPERATION_DURATION)) == 1
+    assert h.bucket_tokens() == dict(usage.buckets())
+    assert t.sum_of(sc.METRIC_BILLING_COST) == pytest.approx(float(cost), rel=1e-9)
+    return span
+
+
+def test_with_otel_botocore_converse_counts_once(both: Harness) -> None:
+    response = converse(both, SONNET, FULL_USAGE)
+    assert response["usage"] == FULL_USAGE
+    span = assert_counted_once(both, FULL, FULL_COST)
+    assert span.name == f"chat {SONNET}"
+    assert attrs_of(span)[sc.GEN_AI_PROVIDER_NAME] == "aws.bedrock"
+
+
+def test_with_otel_botocore_invoke_model_counts_once(both: Harness) -> None:
+    response = invoke(both, SONNET, ANTHROPIC_BODY)
+    assert json.loads(response["body"].read()) == ANTHROPIC_BODY
+    assert_counted_once(both, FULL, FULL_COST)
+
+
+def test_with_otel_botocore_converse_stream_counts_once(both: Harness) -> None:
+    events = list(converse_stream(both)["stream"])
+    assert events[-1]["metadata"]["usage"] == FULL_USAGE
+    assert_counted_once(both, FULL, FULL_COST)
+
+
+def test_with_otel_botocore_invoke_stream_counts_once(both: Harness) -> None:
+    body = invoke_stream(both)["body"]
+    assert [json.loads(e["chunk"]["bytes"]) for e in body] == INVOKE_CHUNKS
+    assert_counted_once(both, INVOKE_STREAM_USAGE, INVOKE_STREAM_COST)
+
+
+def test_with_otel_botocore_an_error_is_one_span(both: Harness) -> None:
+    both.headers["x-test-status"] = "400"
+    with pytest.raises(ClientError):
+        converse(both, SONNET, FULL_USAGE)
+    spans = [s for s in both.telemetry.finished() if s.name == f"chat {SONNET}"]
+    assert len(spans) == 1
+    assert spans[0].status.status_code == StatusCode.ERROR
+    assert both.bucket_tokens() == {}
+
+
+def test_with_otel_botocore_other_services_are_theirs_alone(both: Harness) -> None:
+    """An S3 call: their span, none of ours, nothing metered."""
+    with pytest.raises(ClientError):
+        both.client("s3").list_buckets()
+    assert all(s.instrumentation_scope.name != "otel_tokens" for s in both.telemetry.finished())
+    assert both.bucket_tokens() == {}
 
 
 def test_no_otel_botocore_no_warning(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
@@ -818,3 +879,28 @@ def test_no_otel_botocore_no_warning(h: Harness, caplog: pytest.LogCaptureFixtur
         converse(h, SONNET, FULL_USAGE)
     assert not [r for r in caplog.records if "botocore" in r.message]
     assert not bedrock.otel_botocore_meters_bedrock()
+
+
+def test_otel_botocore_uninstrumented_our_span_again(
+    bedrock_server: BedrockServer, telemetry: Any
+) -> None:
+    """Theirs instrumented, then uninstrumented: the next call has our own span again."""
+    botocore_instrumentation = pytest.importorskip("opentelemetry.instrumentation.botocore")
+    theirs = botocore_instrumentation.BotocoreInstrumentor()
+    ours = BedrockInstrumentor()
+    ours.instrument(
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        catalog=Catalog(),
+    )
+    try:
+        h = Harness(bedrock_server, telemetry)
+        theirs.instrument(tracer_provider=telemetry.tracer_provider)
+        converse(h, SONNET, FULL_USAGE)
+        assert h.spans() == []  # rode on theirs
+        theirs.uninstrument()
+        converse(h, SONNET, FULL_USAGE)
+        assert_span_usage(h.span(), FULL, FULL_COST)
+        assert h.bucket_tokens() == dict((FULL + FULL).buckets())
+    finally:
+        ours.uninstrument()

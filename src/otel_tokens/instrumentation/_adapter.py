@@ -104,6 +104,10 @@ class Adapter(Protocol):
     under ``stream`` or ``body``): the stream object to watch in place, or ``None`` (not a
     stream). The core looks it up once per instrumentation (`_wrapper.Bound`) and calls it
     only for results that are not themselves one of the `Description`'s stream classes.
+
+    Optional: ``peer_span(span) -> bool``, for a library another instrumentation also wraps
+    with a span of its own per call (OpenTelemetry's botocore): is ``span`` that span? A
+    request the adapter marks ``defer_span`` then rides on it (``_peer_span.py``).
     """
 
     def read_request(self, client: Any, args: tuple[Any, ...], kwargs: Any) -> Request | None:

@@ -27,6 +27,7 @@ from ._scope import claim as claim_framework_scope
 if TYPE_CHECKING:
     from ..budgets import Reservation
     from ..usage import TokenUsage
+    from ._peer_span import PeerEnd
     from ._recording import Recorder
 
 
@@ -42,6 +43,7 @@ class Call:
         "finisher",
         "first_chunk_ns",
         "parent",
+        "peer_end",
         "recorder",
         "request",
         "reservation",
@@ -71,6 +73,9 @@ class Call:
         self.parent = otel_context.get_current()
         self.span: Span | None = None
         self._owns_span = False
+        # Riding on another instrumentation's span (_peer_span.py): its stand-in end, and
+        # the sign that the peer records the GenAI client metrics of this call.
+        self.peer_end: PeerEnd | None = None
         claim_framework_scope()  # a framework call around this one records no usage
         if not request.defer_span:
             self.start_span()

@@ -62,3 +62,8 @@ class Description:
     public_method: Target | None = None
     # instrument() keyword arguments handed to the adapter (besides library_span).
     options: tuple[str, ...] = ()
+    # Where another instrumentation makes its own span for the same call (OpenTelemetry's
+    # botocore instrumentation), and the adapter's `peer_span` recognises it: a library
+    # method every call runs once inside every wrapper, where the call adopts that span if
+    # our wrapper is the outer one (see _peer_span.py).
+    peer_inner: Target | None = None

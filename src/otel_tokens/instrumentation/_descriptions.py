@@ -71,8 +71,11 @@ BEDROCK = Description(
     # any client that is not bedrock-runtime.
     sync_request=Target("botocore.client", "BaseClient._make_api_call"),
     async_request=None,  # botocore has no async client (aiobotocore is another library)
-    # opentelemetry-instrumentation-botocore wraps this same method: found wrapped, we warn.
+    # opentelemetry-instrumentation-botocore wraps this same method (no warning: see below).
     public_method=Target("botocore.client", "BaseClient._make_api_call"),
+    # Its span carries the call instead of one of ours (_peer_span.py): found here, inside
+    # both wrappers, when ours is the outer one.
+    peer_inner=Target("botocore.client", "BaseClient._make_request"),
 )
 
 OLLAMA = Description(

@@ -106,7 +106,8 @@ class _Patching:
         from . import _library_span, _wrapper
 
         d = self.description
-        if d.public_method is not None:
+        # A peer the adapter rides on (peer_inner) wraps the public method too: not a warning.
+        if d.public_method is not None and d.peer_inner is None:
             _warn_if_wrapped(d.public_method)
         hooks = d.library_span
         library_span = hooks is not None and all(
@@ -141,6 +142,8 @@ class _Patching:
             for target in targets:
                 if _exists(target):  # raw responses of releases without it are not metered
                     self._wrap(target, hook)
+        if d.peer_inner is not None and _exists(d.peer_inner):
+            self._wrap(d.peer_inner, _wrapper.inner_hook(bound))
         if library_span and hooks is not None:
             self._wrap(hooks.call_started, _library_span.call_start_hook)
             self._wrap(hooks.call_finished, _library_span.call_finish_hook(adapter))

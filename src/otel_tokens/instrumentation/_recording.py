@@ -236,6 +236,11 @@ class Recorder:
                     span.end(end_time=end_ns)
                 except Exception as exc:
                     log_once("span.end", exc)
+            elif call.peer_end is not None:  # the peer's span: ended once both are done
+                try:
+                    call.peer_end.written(ended.written)
+                except Exception as exc:
+                    log_once("span.end", exc)
         try:
             self._record_points(ended, result, late)
         except Exception as exc:
@@ -289,6 +294,9 @@ class Recorder:
 
     def _record_points(self, ended: _Ended, result: PriceResult | None, late: _Late) -> None:
         call, usage = ended.call, ended.facts.usage
+        # Riding on a peer's span (_peer_span.py): the peer records the GenAI client
+        # metrics of the call; the billing points are ours alone.
+        peer = call.peer_end is not None
         attrs = call.common_attributes()
         if ended.facts.model:
             attrs[sc.GEN_AI_RESPONSE_MODEL] = ended.facts.model
@@ -296,14 +304,15 @@ class Recorder:
             attrs[sc.ERROR_TYPE] = ended.error_type[0]
         # The context the call was made in: exemplars link to the call's parent span.
         context = call.parent
-        self.duration.record((ended.end_ns - call.start_ns) / 1e9, attrs, context)
+        if not peer:
+            self.duration.record((ended.end_ns - call.start_ns) / 1e9, attrs, context)
         if call.first_chunk_ns is not None:
             ttfc = (call.first_chunk_ns - call.start_ns) / 1e9
             self.time_to_first_chunk.record(ttfc, attrs, context)
         if usage is None:
             return
         attrs.pop(sc.ERROR_TYPE, None)
-        if usage.input_total or usage.output_total:
+        if not peer and (usage.input_total or usage.output_total):
             self.token_usage.record(
                 usage.input_total, {**attrs, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_INPUT}, context
             )
@@ -348,7 +357,7 @@ class Recorder:
 class _Ended:
     """A call at its end: its facts, the error it ended with, and what follows from both."""
 
-    __slots__ = ("call", "end_ns", "error", "error_type", "facts", "processing")
+    __slots__ = ("call", "end_ns", "error", "error_type", "facts", "processing", "written")
 
     def __init__(
         self, call: Call, facts: ResponseFacts, error: BaseException | None, end_ns: int
@@ -358,6 +367,7 @@ class _Ended:
         self.error = error
         self.end_ns = end_ns
         self.processing: Processing = facts.processing or call.request.processing
+        self.written: dict[str, AttributeValue] = {}  # what was written on a span not ours
         # (type, message): what the call raised, else a failure the response reported.
         self.error_type: tuple[str, str] | None = (
             (type(error).__qualname__, str(error)) if error is not None else facts.error
@@ -399,8 +409,13 @@ def _write_span(ended: _Ended, pending: dict[str, AttributeValue]) -> None:
         # library wrote itself stays (as when we write first and it writes last).
         attrs = call.start_attributes()
         attrs.update(pending)
-        existing = getattr(span, "attributes", None) or {}
-        span.set_attributes({k: v for k, v in attrs.items() if k not in existing})
+        if call.peer_end is not None:
+            # A peer's span: ours win (written again last, when the peer ends it).
+            span.set_attributes(attrs)
+            ended.written = attrs
+        else:
+            existing = getattr(span, "attributes", None) or {}
+            span.set_attributes({k: v for k, v in attrs.items() if k not in existing})
         status = getattr(span, "status", None)
         if status is not None and status.status_code is not StatusCode.UNSET:
             return

@@ -22,6 +22,7 @@ from .._safety import log_once
 from ..attribution import current as current_attribution
 from ._adapter import Adapter, Request, ResponseFacts
 from ._call import Call
+from ._peer_span import adopt_peer
 from ._recording import Recorder
 from ._streams import watch_generator, watch_stream
 
@@ -48,9 +49,13 @@ class Bound:
     # The adapter's optional ``stream_of`` (a stream inside a result), looked up once here:
     # the calls of adapters without one pay a None check, not an attribute lookup.
     stream_of: Callable[[Request, Any], Any] | None = field(init=False)
+    # The adapter's optional ``peer_span(span) -> bool``: is ``span`` another
+    # instrumentation's span of the same call, which the call rides on (_peer_span.py)?
+    peer_span: Callable[[Any], bool] | None = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stream_of", getattr(self.adapter, "stream_of", None))
+        object.__setattr__(self, "peer_span", getattr(self.adapter, "peer_span", None))
 
     def is_stream(self, result: Any) -> bool:
         return isinstance(result, self.stream_types)
@@ -86,6 +91,11 @@ def _begin(bound: Bound, client: Any, args: Any, kwargs: Any) -> tuple[Call, Req
     except Exception as exc:
         log_once("request", exc)
         return None
+    if request.defer_span and bound.peer_span is not None:
+        try:  # the peer's wrapper is outside ours: its span is current now
+            adopt_peer(call, bound.peer_span)
+        except Exception as exc:
+            log_once("peer_span.adopt", exc)
     budgets = bound.recorder.budgets
     if budgets is not None:
         from ..budgets import BudgetExceeded
@@ -352,3 +362,31 @@ def async_generator_wrapper(bound: Bound) -> Callable[..., Any]:
     """`sync_generator_wrapper` for a coroutine that sends the request and returns an async
     generator (google-genai's ``async_request_streamed``)."""
     return _async_wrapper(bound, _watched)
+
+
+def inner_hook(bound: Bound) -> Callable[..., Any]:
+    """Around a library method every call runs once, inside every instrumentation's wrapper
+    (botocore's ``_make_request``): a call deferring to a peer's span (_peer_span.py) that has
+    no span yet adopts the peer's, current here (our wrapper is outside the peer's), or,
+    if the peer did not trace this call, starts its own, current for the rest of the call."""
+
+    def hook(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        active = ACTIVE_CALL.get()
+        if active is None or active[2] is not bound or active[0].span is not None:
+            return wrapped(*args, **kwargs)
+        call = active[0]
+        token: object = None
+        try:
+            if not call.ended and (
+                bound.peer_span is None or not adopt_peer(call, bound.peer_span)
+            ):
+                call.start_span()
+                token = call.activate()
+        except Exception as exc:
+            log_once("peer_span.inner", exc)
+        try:
+            return wrapped(*args, **kwargs)
+        finally:
+            call.deactivate(token)
+
+    return hook

@@ -251,6 +251,10 @@ class BedrockAdapter:
     def __init__(self, *, library_span: bool = False) -> None:
         self.capture = capture_content()  # read once, when instrumenting
         self._clients = PerClient()
+        # (the outermost wrapper of _make_api_call, is OpenTelemetry's botocore instrumentation
+        # among its wrappers?): see _peer_active.
+        self._peer: tuple[Any, bool] | None = None
+        self._base: Any = None
 
     def _client_facts(self, client: Any) -> tuple[str | None, int | None] | None:
         """(host, port) of a bedrock-runtime client; None for any other AWS client."""
@@ -262,16 +266,37 @@ class BedrockAdapter:
             getattr(getattr(client, "meta", None), "service_model", None), "service_name", None
         )
         facts = _server_of(client) if service == _SERVICE else None
-        if facts is not None and otel_botocore_meters_bedrock():
-            _warn_once(
-                "otel-botocore",
-                "otel-tokens: opentelemetry-instrumentation-botocore also instruments Bedrock: "
-                "its spans and gen_ai.client.token.usage carry each call's usage too, and "
-                "backends would count tokens twice. Disable one (e.g. "
-                "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=botocore); see docs/bedrock.md",
-            )
         self._clients.remember(client, facts)
         return facts
+
+    def _peer_active(self, client: Any) -> bool:
+        """Is OpenTelemetry's botocore instrumentation wrapping ``_make_api_call`` now? Asked
+        again only when the method's outermost wrapper has changed (instrument or
+        uninstrument of either), so a call pays one attribute lookup for it."""
+        base = self._base
+        if base is None:  # botocore's BaseClient, where every wrapper of the method sits
+            from botocore.client import BaseClient
+
+            base = self._base = BaseClient
+        method = base.__dict__.get("_make_api_call")
+        known = self._peer
+        if known is not None and known[0] is method:
+            return known[1]
+        active = otel_botocore_meters_bedrock()
+        self._peer = (method, active)
+        if active:
+            _log.info(
+                "otel-tokens: opentelemetry-instrumentation-botocore instruments Bedrock too: "
+                "each call rides on its span, and its gen_ai.client.token.usage is the "
+                "call's only one (docs/bedrock.md)"
+            )
+        return active
+
+    def peer_span(self, span: Any) -> bool:
+        """Is ``span`` OpenTelemetry's botocore instrumentation's span of the call (its
+        Bedrock extension's scope, ``opentelemetry.instrumentation.botocore.bedrock-runtime``)?"""
+        scope = getattr(span, "instrumentation_scope", None)
+        return str(getattr(scope, "name", "")).startswith(_OTEL_BOTOCORE)
 
     def read_request(self, client: Any, args: tuple[Any, ...], kwargs: Any) -> Request | None:
         # ``BaseClient._make_api_call(operation_name, api_params)``
@@ -313,6 +338,9 @@ class BedrockAdapter:
             attributes=attributes,
             body=body,
             capture_content=self.capture,
+            # OpenTelemetry's botocore instrumentation makes a span with usage for this call:
+            # the call rides on it rather than make a second one (docs/bedrock.md).
+            defer_span=self._peer_active(client),
         )
 
     def _inference(self, request: Request) -> Mapping[str, Any]:
