@@ -89,6 +89,7 @@ EXPORTS: dict[str, set[str]] = {
         "LangChainInstrumentor",
         "LibraryInstrumentor",
         "LiteLLMInstrumentor",
+        "OpenAIAgentsInstrumentor",
         "OpenAIInstrumentor",
     },
     "otel_tokens.usage": {

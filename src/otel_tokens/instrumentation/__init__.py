@@ -18,6 +18,7 @@ from ._instrumentor import LibraryInstrumentor
 if TYPE_CHECKING:
     from .langchain import LangChainInstrumentor
     from .litellm import LiteLLMInstrumentor
+    from .openai_agents import OpenAIAgentsInstrumentor
 
 __all__ = [
     "AnthropicInstrumentor",
@@ -26,6 +27,7 @@ __all__ = [
     "LangChainInstrumentor",
     "LibraryInstrumentor",
     "LiteLLMInstrumentor",
+    "OpenAIAgentsInstrumentor",
     "OpenAIInstrumentor",
 ]
 
@@ -65,6 +67,7 @@ class BedrockInstrumentor(LibraryInstrumentor):
 # they use) load when first named: an application that meters only its clients does not
 # pay for them at start-up.
 _FRAMEWORKS = {"LangChainInstrumentor": ".langchain", "LiteLLMInstrumentor": ".litellm"}
+_FRAMEWORKS["OpenAIAgentsInstrumentor"] = ".openai_agents"
 
 
 def __getattr__(name: str) -> Any:
