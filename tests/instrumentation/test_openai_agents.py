@@ -229,3 +229,67 @@ def test_a_stream_without_usage_is_estimated_not_zero(
         assert Decimal(str(attrs[sc.BILLING_COST_DECIMAL])) > 0
     (flow,) = [s for s in telemetry.our_spans() if s.name == "workflow triage"]
     assert (flow.attributes or {})[sc.BILLING_WORKFLOW_CALLS] == 3
+
+
+CLAUDE = "claude-3-5-haiku-20241022"
+# claude-3-5-haiku, USD per million tokens: input, 5m cache write, read, output
+HAIKU = (Decimal("0.8"), Decimal("1"), Decimal("0.08"), Decimal("4"))
+# 13 prompt tokens: 3 read from the cache, 6 written to it, 4 uncached; 11 output
+CLAUDE_BUCKETS = {"input": 4, "cache_read": 3, "cache_write_5m": 6, "output": 11}
+CLAUDE_COST = (4 * HAIKU[0] + 6 * HAIKU[1] + 3 * HAIKU[2] + 11 * HAIKU[3]) / MTOK
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["run", "streamed"])
+@pytest.mark.parametrize("litellm_on", [False, True], ids=["agents-only", "with-litellm"])
+def test_a_litellm_model_is_metered_from_the_sdks_usage_or_by_litellm(
+    server: Any, telemetry: Any, stream: bool, litellm_on: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``LitellmModel`` reaches Anthropic over LiteLLM's own HTTP, which no client
+    instrumentation sees: without `LiteLLMInstrumentor` the SDK's usage is metered (cache
+    reads and writes included); with it, LiteLLM's call carries the usage. Once either way."""
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    litellm_model = pytest.importorskip("agents.extensions.models.litellm_model")
+    from otel_tokens.instrumentation import LiteLLMInstrumentor
+
+    model = litellm_model.LitellmModel(
+        model=f"anthropic/{CLAUDE}", base_url=server.anthropic_base_url, api_key="test"
+    )
+    headers = {"x-test-cached-tokens": "3", "x-test-cache-write-tokens": "6"}
+    settings = agents.ModelSettings(include_usage=True, extra_headers=headers)
+    agent = agents.Agent(name="poet", model=model, model_settings=settings)
+
+    async def run() -> Any:
+        if not stream:
+            return await agents.Runner.run(agent, "hello there")
+        result = agents.Runner.run_streamed(agent, "hello there")
+        async for _ in result.stream_events():
+            pass
+        return result
+
+    with instrumented(telemetry, clients=False):
+        litellm = LiteLLMInstrumentor()
+        if litellm_on:
+            litellm.instrument(
+                tracer_provider=telemetry.tracer_provider,
+                meter_provider=telemetry.meter_provider,
+                catalog=Catalog(),
+            )
+        try:
+            asyncio.run(run())
+        finally:
+            if litellm_on:
+                litellm.uninstrument()
+    (span,) = usage_spans(telemetry)
+    attrs = span.attributes or {}
+    assert attrs[sc.GEN_AI_PROVIDER_NAME] == "anthropic"
+    assert attrs[sc.BILLING_COST_DECIMAL] == str(CLAUDE_COST)
+    assert attrs[AGENT_TAG] == "poet"
+    assert telemetry.bucket_tokens() == CLAUDE_BUCKETS
+    (flow,) = [s for s in telemetry.our_spans() if s.name == "workflow poet"]
+    assert (flow.attributes or {})[sc.BILLING_WORKFLOW_COST_DECIMAL] == str(CLAUDE_COST)
+    framing = [s for s in telemetry.our_spans() if s not in (span, flow)]
+    if litellm_on:  # LiteLLM's span, inside the SDK's model call span, has the usage
+        (outer,) = framing
+        assert span.parent is not None and span.parent.span_id == outer.context.span_id
+    else:
+        assert framing == []
