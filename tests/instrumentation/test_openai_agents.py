@@ -293,3 +293,36 @@ def test_a_litellm_model_is_metered_from_the_sdks_usage_or_by_litellm(
         assert span.parent is not None and span.parent.span_id == outer.context.span_id
     else:
         assert framing == []
+
+
+def test_an_agent_used_as_a_tool_is_a_nested_workflow_tagged_with_the_tool(
+    server: Any, telemetry: Any, clients: bool
+) -> None:
+    client = openai.AsyncOpenAI(api_key="test", base_url=server.openai_base_url, max_retries=0)
+    model = agents.OpenAIResponsesModel(model=GPT, openai_client=client)
+    translator = agents.Agent(name="translator", model=model)
+    manager = agents.Agent(
+        name="manager",
+        model=model,
+        tools=[translator.as_tool(tool_name="translate", tool_description="Translate text.")],
+        model_settings=agents.ModelSettings(extra_headers=TOOL_CALL),
+        hooks=_OneToolCall(),
+    )
+    with instrumented(telemetry, clients=clients):
+        result = agents.Runner.run_sync(manager, "say hello in French")
+    spans = usage_spans(telemetry)
+    assert [(s.attributes or {})[AGENT_TAG] for s in spans] == ["manager", "translator", "manager"]
+    assert [(s.attributes or {}).get(sc.BILLING_TAG_PREFIX + "tool") for s in spans] == [
+        None,
+        "translate",
+        None,
+    ]
+    flows = {s.name: s for s in telemetry.our_spans() if s.name.startswith("workflow ")}
+    outer, inner = flows["workflow manager"], flows["workflow translator"]
+    assert inner.parent is not None and inner.context.trace_id == outer.context.trace_id
+    assert (outer.attributes or {})[sc.BILLING_WORKFLOW_CALLS] == 3
+    assert (inner.attributes or {})[sc.BILLING_WORKFLOW_CALLS] == 1
+    costs = [Decimal(str((s.attributes or {})[sc.BILLING_COST_DECIMAL])) for s in spans]
+    assert (outer.attributes or {})[sc.BILLING_WORKFLOW_COST_DECIMAL] == str(sum(costs))
+    assert (inner.attributes or {})[sc.BILLING_WORKFLOW_COST_DECIMAL] == str(costs[1])
+    assert len(result.raw_responses) == 2  # the manager's own calls; the translator's are its run's

@@ -325,20 +325,43 @@ def _stream_response_wrapper(meter: _Meter) -> Callable[..., Any]:
     return wrapper
 
 
-def _run_wrappers(options: dict[str, Any]) -> tuple[Callable[..., Any], Callable[..., Any]]:
+def _tool_name(get_current_span: Callable[[], Any]) -> str | None:
+    """The function tool running now, if the SDK's current span is a tool's (a run started
+    inside a tool: an agent used as a tool, ``Agent.as_tool``)."""
+    data = getattr(get_current_span(), "span_data", None)
+    if type(data).__name__ != "FunctionSpanData":
+        return None
+    name = getattr(data, "name", None)
+    return name if isinstance(name, str) and name else None
+
+
+def _run_wrappers(
+    options: dict[str, Any], get_current_span: Callable[[], Any]
+) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    from contextlib import ExitStack
+
+    from ..attribution import attribute
     from ..workflow import workflow
 
     tp, mp = options.get("tracer_provider"), options.get("meter_provider")
 
-    def flow(agent: Any) -> workflow | None:
+    def flow(agent: Any) -> ExitStack | None:
+        """The run's workflow, named after its starting agent; inside a tool, the calls of
+        the run also carry the tool's name as the tag ``tool``."""
         if not is_instrumentation_enabled():
             return None
+        stack = ExitStack()
         try:
             name = getattr(agent, "name", None)
             name = name if isinstance(name, str) and name else "Agent run"
-            return workflow(name, tracer_provider=tp, meter_provider=mp)
+            stack.enter_context(workflow(name, tracer_provider=tp, meter_provider=mp))
+            tool = _tool_name(get_current_span)
+            if tool is not None:
+                stack.enter_context(attribute(tool=tool))
+            return stack
         except Exception as exc:
             log_once("openai_agents.workflow", exc)
+            stack.close()
             return None
 
     async def run(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
@@ -346,7 +369,7 @@ def _run_wrappers(options: dict[str, Any]) -> tuple[Callable[..., Any], Callable
         found = flow(kwargs.get("starting_agent", args[0] if args else None))
         if found is None:
             return await wrapped(*args, **kwargs)
-        async with found:
+        with found:
             return await wrapped(*args, **kwargs)
 
     async def start_streaming(
@@ -356,7 +379,7 @@ def _run_wrappers(options: dict[str, Any]) -> tuple[Callable[..., Any], Callable
         found = flow(kwargs.get("starting_agent"))
         if found is None:
             return await wrapped(*args, **kwargs)
-        async with found:
+        with found:
             return await wrapped(*args, **kwargs)
 
     return run, start_streaming
@@ -399,7 +422,7 @@ class _Patching:
             return
         self.done.add(_RUN)
         try:
-            run, start_streaming = _run_wrappers(self.options)
+            run, start_streaming = _run_wrappers(self.options, self.meter().get_current_span)
             self._wrap(module.AgentRunner, "run", run)
             self._wrap(module, "start_streaming", start_streaming)
         except Exception as exc:
