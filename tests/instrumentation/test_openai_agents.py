@@ -326,3 +326,34 @@ def test_an_agent_used_as_a_tool_is_a_nested_workflow_tagged_with_the_tool(
     assert (outer.attributes or {})[sc.BILLING_WORKFLOW_COST_DECIMAL] == str(sum(costs))
     assert (inner.attributes or {})[sc.BILLING_WORKFLOW_COST_DECIMAL] == str(costs[1])
     assert len(result.raw_responses) == 2  # the manager's own calls; the translator's are its run's
+
+
+def test_with_the_sdks_own_tracing_on_the_agent_is_still_read(server: Any, telemetry: Any) -> None:
+    """The SDK's tracing on (its spans real, sent to a processor of the application's; here
+    none, so nothing leaves the machine): the same spans, tags and roll-up."""
+    agents.set_trace_processors([])
+    agents.set_tracing_disabled(False)
+    try:
+        before = len(server.requests)
+        with instrumented(telemetry, clients=True):
+            result = agents.Runner.run_sync(triage_agent(server, "responses"), "weather?")
+    finally:
+        agents.set_tracing_disabled(True)
+    check_run(telemetry, result, len(server.requests) - before, clients=True)
+
+
+def test_a_failed_call_raises_as_without_us(server: Any, telemetry: Any, clients: bool) -> None:
+    client = openai.AsyncOpenAI(api_key="test", base_url=server.openai_base_url, max_retries=0)
+    model = agents.OpenAIResponsesModel(model=GPT, openai_client=client)
+    settings = agents.ModelSettings(extra_headers={"x-test-scenario": "server_error"})
+    agent = agents.Agent(name="fragile", model=model, model_settings=settings)
+    with pytest.raises(openai.InternalServerError):
+        agents.Runner.run_sync(agent, "hello")
+    with instrumented(telemetry, clients=clients), pytest.raises(openai.InternalServerError):
+        agents.Runner.run_sync(agent, "hello")
+    assert usage_spans(telemetry) == []
+    calls = [s for s in telemetry.our_spans() if s.name == f"chat {GPT}"]
+    assert calls and all(s.status.status_code.name == "ERROR" for s in calls)
+    assert {(s.attributes or {}).get(AGENT_TAG) for s in calls} == {"fragile"}
+    (flow,) = [s for s in telemetry.our_spans() if s.name == "workflow fragile"]
+    assert (flow.attributes or {})[sc.BILLING_WORKFLOW_CALLS] == 0
