@@ -357,3 +357,17 @@ def test_a_failed_call_raises_as_without_us(server: Any, telemetry: Any, clients
     assert {(s.attributes or {}).get(AGENT_TAG) for s in calls} == {"fragile"}
     (flow,) = [s for s in telemetry.our_spans() if s.name == "workflow fragile"]
     assert (flow.attributes or {})[sc.BILLING_WORKFLOW_CALLS] == 0
+
+
+def test_uninstrument_leaves_the_sdk_as_it_was(server: Any, telemetry: Any) -> None:
+    with instrumented(telemetry, clients=False):
+        pass
+    for cls in (agents.OpenAIResponsesModel, agents.OpenAIChatCompletionsModel):
+        assert not hasattr(cls.get_response, "__wrapped__")
+        assert not hasattr(cls.stream_response, "__wrapped__")
+    import agents.run as agents_run
+
+    assert not hasattr(agents_run.AgentRunner.run, "__wrapped__")
+    assert not hasattr(agents_run.start_streaming, "__wrapped__")
+    agents.Runner.run_sync(triage_agent(server, "responses"), "weather?")
+    assert telemetry.our_spans() == []

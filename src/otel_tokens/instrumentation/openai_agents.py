@@ -21,6 +21,7 @@ current span (an agent or turn span), which the SDK sets even with its tracing o
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable, Collection
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ from ..counting import count_messages, count_text, estimate_source
 from ..usage import TokenUsage, from_openai_responses
 from ..usage import read_field as field
 from ._adapter import NO_FACTS, Request, ResponseFacts
+from ._common import server_of
 from ._framework import FrameworkCall
 from ._instrumentor import _recorder
 
@@ -64,14 +66,6 @@ def _agent_name(get_current_span: Callable[[], Any]) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
-def _server(client: Any) -> tuple[str | None, int | None]:
-    url = getattr(client, "base_url", None)
-    host, port = getattr(url, "host", None), getattr(url, "port", None)
-    return (host if isinstance(host, str) and host else None), (
-        port if isinstance(port, int) else None
-    )
-
-
 def _litellm_provider(model: str) -> tuple[str, str]:
     """(provider, model) of a LiteLLM model name (``anthropic/claude-...``)."""
     from .litellm import provider_name
@@ -87,10 +81,11 @@ def _request(model: Any, stream: bool, args: Any, kwargs: Any) -> Request:
     name = name if isinstance(name, str) and name else None
     client = getattr(model, "_client", None)
     if client is not None:  # the OpenAI models: an (Async)OpenAI client
-        from .openai import provider_for
+        from .openai import PROVIDER_ENV, provider_for
 
-        host, port = _server(client)
-        provider = provider_for(client, host)
+        host, port = server_of(client)
+        # Named as OpenAIInstrumentor names it (base URL host, OTEL_TOKENS_OPENAI_PROVIDER).
+        provider = provider_for(client, host, os.environ.get(PROVIDER_ENV) or None)
     else:  # LitellmModel
         base = getattr(model, "base_url", None)
         host, port = None, None
