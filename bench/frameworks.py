@@ -1,12 +1,15 @@
-"""Overhead per call of the framework instrumentations (LiteLLM, LangChain, LangGraph).
+"""Overhead per call of the framework instrumentations (LiteLLM, LangChain, LangGraph, the
+OpenAI Agents SDK).
 
 Each framework runs without network: LiteLLM with ``mock_response`` (its own response object,
 usage included, built by LiteLLM as for a provider reply), LangChain with its
 ``GenericFakeChatModel`` answering messages that carry ``usage_metadata``, LangGraph with a
-one-node graph calling that model. So what is timed is the framework's own work, with and
-without our instrumentation, in the same process, alternating rounds (instrument, measure,
-uninstrument, measure). Times are the calling thread's CPU time; the added time is the
-difference of the medians of the per-call times, the median over rounds.
+one-node graph calling that model, the Agents SDK with a Responses model whose request
+returns a canned reply (a run of one agent, one model call). So what is timed is the
+framework's own work, with and without our instrumentation, in the same process,
+alternating rounds (instrument, measure, uninstrument, measure). Times are the calling
+thread's CPU time; the added time is the difference of the medians of the per-call times,
+the median over rounds.
 
 The framework meters these calls itself (no client instrumentation underneath): its span,
 usage, price and metric points, the most work a framework call does. A call a client
@@ -97,9 +100,62 @@ def langgraph_call() -> Callable[[], Any]:
     return lambda: app.invoke({"messages": [("user", "hello")]})
 
 
+def agents_call() -> Callable[[], Any]:
+    """An Agents SDK run of one agent, one model call: ``OpenAIResponsesModel`` whose request
+    (``_fetch_response``) returns a canned Responses API reply instead of sending it."""
+    import asyncio
+
+    import agents
+    import openai
+    from openai.types.responses import Response
+
+    agents.set_tracing_disabled(True)
+    reply = Response.model_validate(
+        {
+            "id": "resp_bench",
+            "object": "response",
+            "created_at": 0,
+            "model": "gpt-4o-mini-2024-07-18",
+            "status": "completed",
+            "output": [
+                {
+                    "type": "message",
+                    "id": "msg_bench",
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": [{"type": "output_text", "text": "Hi there!", "annotations": []}],
+                }
+            ],
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "usage": {
+                "input_tokens": 12,
+                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                "output_tokens": 8,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": 20,
+            },
+        }
+    )
+
+    class _Model(agents.OpenAIResponsesModel):
+        async def _fetch_response(self, *args: Any, **kwargs: Any) -> Any:
+            return reply
+
+    client = openai.AsyncOpenAI(api_key="bench", base_url="http://127.0.0.1:9/v1")
+    agent = agents.Agent(name="bench", model=_Model(model="gpt-4o-mini", openai_client=client))
+    loop = asyncio.new_event_loop()
+    return lambda: loop.run_until_complete(agents.Runner.run(agent, "hello"))
+
+
 def _instrumentor(name: str) -> Any:
     from otel_tokens.instrumentation import LangChainInstrumentor, LiteLLMInstrumentor
 
+    if name == "agents":
+        from otel_tokens.instrumentation import OpenAIAgentsInstrumentor
+
+        return OpenAIAgentsInstrumentor()
     return LiteLLMInstrumentor() if name == "litellm" else LangChainInstrumentor()
 
 
@@ -150,6 +206,7 @@ def main() -> None:
         ("litellm", litellm_call),
         ("langchain", langchain_call),
         ("langgraph", langgraph_call),
+        ("agents", agents_call),
     ):
         try:
             measure(name, make, args.rounds, args.calls)

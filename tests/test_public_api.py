@@ -91,6 +91,7 @@ EXPORTS: dict[str, set[str]] = {
         "LibraryInstrumentor",
         "MistralInstrumentor",
         "LiteLLMInstrumentor",
+        "OpenAIAgentsInstrumentor",
         "OpenAIInstrumentor",
         "OllamaInstrumentor",
         "GroqInstrumentor",

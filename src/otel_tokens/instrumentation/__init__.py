@@ -18,6 +18,7 @@ from ._instrumentor import LibraryInstrumentor
 if TYPE_CHECKING:
     from .langchain import LangChainInstrumentor
     from .litellm import LiteLLMInstrumentor
+    from .openai_agents import OpenAIAgentsInstrumentor
 
 __all__ = [
     "AnthropicInstrumentor",
@@ -30,6 +31,7 @@ __all__ = [
     "LiteLLMInstrumentor",
     "MistralInstrumentor",
     "OllamaInstrumentor",
+    "OpenAIAgentsInstrumentor",
     "OpenAIInstrumentor",
     "TogetherInstrumentor",
 ]
@@ -107,7 +109,11 @@ class CohereInstrumentor(LibraryInstrumentor):
 # The framework instrumentors (and the framework machinery, usage converters and counting
 # they use) load when first named: an application that meters only its clients does not
 # pay for them at start-up.
-_FRAMEWORKS = {"LangChainInstrumentor": ".langchain", "LiteLLMInstrumentor": ".litellm"}
+_FRAMEWORKS = {
+    "LangChainInstrumentor": ".langchain",
+    "LiteLLMInstrumentor": ".litellm",
+    "OpenAIAgentsInstrumentor": ".openai_agents",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -417,3 +417,9 @@ class LiteLLMInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         instrumentation, self._instrumentation = self._instrumentation, None
         if instrumentation is not None:
             instrumentation.cancel()
+
+
+def provider_name(litellm_provider: str) -> str:
+    """``gen_ai.provider.name`` for one of LiteLLM's provider names (``gemini/...`` is
+    ``gcp.gemini``); also for the OpenAI Agents SDK's ``LitellmModel``."""
+    return _PROVIDERS.get(litellm_provider, litellm_provider)
