@@ -295,8 +295,12 @@ class Recorder:
     def _record_points(self, ended: _Ended, result: PriceResult | None, late: _Late) -> None:
         call, usage = ended.call, ended.facts.usage
         # Riding on a peer's span (_peer_span.py): the peer records the GenAI client
-        # metrics of the call; the billing points are ours alone.
-        peer = call.peer_end is not None
+        # metrics of the call; the billing points are ours alone. A peer that is active but
+        # sampled this call out records them all the same (its span does not record, so it
+        # was not adopted; ours does not record either, under the same sampling).
+        peer = call.peer_end is not None or (
+            call.request.defer_span and call.span is not None and not call.span.is_recording()
+        )
         attrs = call.common_attributes()
         if ended.facts.model:
             attrs[sc.GEN_AI_RESPONSE_MODEL] = ended.facts.model
