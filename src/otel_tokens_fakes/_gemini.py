@@ -12,6 +12,9 @@ Everything billable is chosen per request by headers (``config={"http_options": 
 * ``x-test-usage``: the ``usageMetadata`` JSON object to answer with, verbatim (default
   `DEFAULT_USAGE`); ``none`` answers without one.
 * ``x-test-model-version``: ``modelVersion`` (default: the model of the path).
+* ``x-test-search-queries``: Grounding with Google Search: ``|``-separated queries put in
+  the candidate's ``groundingMetadata.webSearchQueries`` (in a stream, on the chunk before
+  the last, or the only one).
 * ``x-test-chunks``: the number of SSE chunks of a stream (default 3); usage is in the last.
 * ``x-test-status``: answer with this HTTP error status and a Google error body instead.
 * ``x-test-fail-once``: a key; the first request with it gets a 429, later ones succeed.
@@ -75,6 +78,17 @@ def _usage(headers: Any) -> dict[str, Any] | None:
     return value
 
 
+def _grounding(headers: Any) -> dict[str, Any] | None:
+    raw = headers.get("x-test-search-queries")
+    if not raw:
+        return None
+    return {
+        "webSearchQueries": raw.split("|"),
+        "searchEntryPoint": {"renderedContent": "<div>search suggestions</div>"},
+        "groundingChunks": [{"web": {"uri": "https://example.com", "title": "example.com"}}],
+    }
+
+
 def _generate(model: str, headers: Any, usage: dict[str, Any] | None) -> dict[str, Any]:
     response: dict[str, Any] = {
         "candidates": [
@@ -87,6 +101,8 @@ def _generate(model: str, headers: Any, usage: dict[str, Any] | None) -> dict[st
         "modelVersion": headers.get("x-test-model-version", model),
         "responseId": "resp-gemini-1",
     }
+    if (grounding := _grounding(headers)) is not None:
+        response["candidates"][0]["groundingMetadata"] = grounding
     if usage is not None:
         response["usageMetadata"] = usage
     return response
@@ -103,6 +119,8 @@ def _chunks(model: str, headers: Any, usage: dict[str, Any] | None) -> list[dict
             "modelVersion": headers.get("x-test-model-version", model),
             "responseId": "resp-gemini-stream",
         }
+        if i == max(count - 2, 0) and (grounding := _grounding(headers)) is not None:
+            chunk["candidates"][0]["groundingMetadata"] = grounding
         if i == count - 1:
             chunk["candidates"][0]["finishReason"] = "STOP"
             if usage is not None:

@@ -853,6 +853,50 @@ def test_with_otel_botocore_invoke_stream_counts_once(both: Harness) -> None:
     assert_counted_once(both, INVOKE_STREAM_USAGE, INVOKE_STREAM_COST)
 
 
+@pytest.mark.parametrize("order", ["theirs_outside", "ours_outside"])
+def test_with_otel_botocore_a_sampled_out_call_counts_once_in_the_metrics(
+    order: str, bedrock_server: BedrockServer, telemetry: Any
+) -> None:
+    """Their span does not record (sampled out), so there is none to ride on; their
+    extension records gen_ai.client.token.usage all the same, and we do not."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    botocore_instrumentation = pytest.importorskip("opentelemetry.instrumentation.botocore")
+    theirs = botocore_instrumentation.BotocoreInstrumentor()
+    ours = BedrockInstrumentor()
+    sampled_out = TracerProvider(sampler=ALWAYS_OFF)
+    steps = [
+        lambda: ours.instrument(
+            tracer_provider=sampled_out, meter_provider=telemetry.meter_provider, catalog=Catalog()
+        ),
+        lambda: theirs.instrument(
+            tracer_provider=sampled_out, meter_provider=telemetry.meter_provider
+        ),
+    ]
+    for step in steps if order == "theirs_outside" else steps[::-1]:
+        step()
+    try:
+        h = Harness(bedrock_server, telemetry)
+        converse(h, SONNET, FULL_USAGE)
+        t = h.telemetry
+        kinds = [p.attributes[sc.GEN_AI_TOKEN_TYPE] for p in t.points(sc.METRIC_CLIENT_TOKEN_USAGE)]
+        counts = {
+            k: sum(
+                p.count
+                for p in t.points(sc.METRIC_CLIENT_TOKEN_USAGE)
+                if p.attributes[sc.GEN_AI_TOKEN_TYPE] == k
+            )
+            for k in set(kinds)
+        }
+        assert counts == {sc.TOKEN_TYPE_INPUT: 1, sc.TOKEN_TYPE_OUTPUT: 1}
+        assert sum(p.count for p in t.points(sc.METRIC_CLIENT_OPERATION_DURATION)) == 1
+        assert h.bucket_tokens() == dict(FULL.buckets())  # the billing points: ours, exact
+    finally:
+        theirs.uninstrument()
+        ours.uninstrument()
+
+
 def test_with_otel_botocore_an_error_is_one_span(both: Harness) -> None:
     both.headers["x-test-status"] = "400"
     with pytest.raises(ClientError):

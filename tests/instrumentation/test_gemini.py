@@ -15,6 +15,7 @@ import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -580,6 +581,49 @@ def test_stream_is_metered_from_its_last_chunk_and_chunks_untouched(h: Harness) 
     assert attrs[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] > 0
     assert_span_usage(span, FULL, FULL_COST)
     assert_metered(h, FULL, FULL_COST)
+
+
+# --- Grounding with Google Search ------------------------------------------------------------
+# genai-prices' web_searches_kcount for Google: $35 per 1,000 grounded prompts (Gemini 2.x),
+# $14 per 1,000 search queries (Gemini 3 and later), as Google bills them.
+SEARCH_2X, SEARCH_3 = Decimal("35") / 1000, Decimal("14") / 1000
+
+
+def test_grounded_prompt_of_a_gemini_2_model_is_one_search_request(h: Harness) -> None:
+    """Gemini 2.x bills a grounded prompt once, however many queries it searched."""
+    h.client().models.generate_content(
+        model=FLASH, contents="hi", config=config(FULL_USAGE, **{"x-test-search-queries": "a|b"})
+    )
+    grounded = replace(FULL, web_search_requests=1)
+    assert_span_usage(h.span(), grounded, FULL_COST + SEARCH_2X)
+    assert_metered(h, grounded, FULL_COST + SEARCH_2X)
+
+
+def test_grounding_of_a_gemini_3_model_is_billed_per_search_query(h: Harness) -> None:
+    model = "gemini-3-pro-preview"
+    client = h.client()
+    client.models.generate_content(model=model, contents="hi", config=config(FULL_USAGE))
+    client.models.generate_content(
+        model=model, contents="hi", config=config(FULL_USAGE, **{"x-test-search-queries": "a|b"})
+    )
+    plain, grounded = (attrs_of(span) for span in h.spans())
+    assert grounded[sc.BILLING_USAGE_PREFIX + sc.BUCKET_WEB_SEARCH] == 2
+    assert sc.BILLING_USAGE_PREFIX + sc.BUCKET_WEB_SEARCH not in plain
+    difference = Decimal(str(grounded[sc.BILLING_COST_DECIMAL])) - Decimal(
+        str(plain[sc.BILLING_COST_DECIMAL])
+    )
+    assert difference == 2 * SEARCH_3
+
+
+def test_stream_grounding_in_an_earlier_chunk_is_billed(h: Harness) -> None:
+    """A stream's usage is in its last chunk, its grounding metadata may come before it."""
+    stream = h.client().models.generate_content_stream(
+        model=FLASH, contents="hi", config=config(FULL_USAGE, **{"x-test-search-queries": "a"})
+    )
+    chunks = list(stream)
+    assert chunks[1].candidates and chunks[1].candidates[0].grounding_metadata is not None
+    grounded = replace(FULL, web_search_requests=1)
+    assert_span_usage(h.span(), grounded, FULL_COST + SEARCH_2X)
 
 
 def test_async_and_chat_streams_are_metered_once_each(h: Harness) -> None:

@@ -334,3 +334,86 @@ def test_a_stream_read_chunk_by_chunk_finds_the_usage_too(
         assert attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] == 40
         assert Decimal(str(attrs[sc.BILLING_COST_DECIMAL])) == vendor.cost
         assert json.loads(str(attrs[sc.GEN_AI_OUTPUT_MESSAGES])) == "".join(PIECES[:3])
+
+
+# --- OpenRouter's own cost ----------------------------------------------------------------------
+# OpenRouter answers with usage.cost (its credits, US dollars): kept beside our price as
+# gen_ai.billing.provider_cost.*, the difference recorded, the two never added.
+OPENROUTER_MODEL = "openai/gpt-4o-mini"  # $0.15 / $0.60 per MTok at OpenRouter
+OPENROUTER_OURS = (40 * Decimal("0.15") + 10 * Decimal("0.6")) / MTOK  # 0.000012
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_openrouter_reported_cost_is_kept_beside_our_price(
+    stream: bool,
+    shaped_server: OpenAIShapedServer,
+    telemetry: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import openai
+
+    from otel_tokens.instrumentation import OpenAIInstrumentor
+
+    monkeypatch.setenv("OTEL_TOKENS_OPENAI_PROVIDER", "openrouter")  # a local URL
+    usage = {"prompt_tokens": 40, "completion_tokens": 10, "total_tokens": 50, "cost": 0.0000135}
+    inst = OpenAIInstrumentor()
+    inst.instrument(
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        catalog=Catalog(),
+    )
+    try:
+        client = openai.OpenAI(api_key="test", base_url=shaped_server.base_url + "/v1")
+        headers = {"x-test-usage": json.dumps(usage), "x-test-stream-usage": "last"}
+        if stream:
+            list(
+                client.chat.completions.create(
+                    model=OPENROUTER_MODEL,
+                    messages=MESSAGES,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    extra_headers=headers,
+                )
+            )
+        else:
+            client.chat.completions.create(
+                model=OPENROUTER_MODEL, messages=MESSAGES, extra_headers=headers
+            )
+    finally:
+        inst.uninstrument()
+    (span,) = telemetry.our_spans()
+    attrs = attrs_of(span)
+    assert attrs[sc.GEN_AI_PROVIDER_NAME] == "openrouter"
+    assert Decimal(str(attrs[sc.BILLING_COST_DECIMAL])) == OPENROUTER_OURS
+    assert attrs[sc.GEN_AI_USAGE_COST_SOURCE] != "provider"  # the span's cost is ours
+    assert attrs[sc.BILLING_PROVIDER_COST_DECIMAL] == "0.0000135"
+    assert attrs[sc.BILLING_PROVIDER_COST_CURRENCY] == "USD"
+    (point,) = telemetry.points(sc.METRIC_BILLING_COST_DIFFERENCE)
+    assert point.sum == pytest.approx(float(Decimal("0.0000135") - OPENROUTER_OURS))
+    assert point.attributes[sc.GEN_AI_PROVIDER_NAME] == "openrouter"
+    # The billed total is ours alone: the reported cost is never added to it.
+    assert telemetry.sum_of(sc.METRIC_BILLING_COST) == pytest.approx(float(OPENROUTER_OURS))
+
+
+def test_a_cost_in_usage_is_not_reported_cost_off_openrouter(
+    shaped_server: OpenAIShapedServer, telemetry: Any
+) -> None:
+    """Only OpenRouter says its usage.cost is what it charges."""
+    import openai
+
+    from otel_tokens.instrumentation import OpenAIInstrumentor
+
+    usage = {"prompt_tokens": 40, "completion_tokens": 10, "total_tokens": 50, "cost": 1}
+    inst = OpenAIInstrumentor()
+    inst.instrument(tracer_provider=telemetry.tracer_provider, catalog=Catalog())
+    try:
+        client = openai.OpenAI(api_key="test", base_url=shaped_server.base_url + "/v1")
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            extra_headers={"x-test-usage": json.dumps(usage)},
+        )
+    finally:
+        inst.uninstrument()
+    (span,) = telemetry.our_spans()
+    assert sc.BILLING_PROVIDER_COST_DECIMAL not in attrs_of(span)

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from opentelemetry.util.types import AttributeValue
 
 if TYPE_CHECKING:  # the pricing package is loaded on the first priced call, not at start-up
+    from decimal import Decimal
+
     from ..pricing import Processing
     from ..usage import TokenUsage
 
@@ -57,6 +59,9 @@ class ResponseFacts:
     processing: Processing | None = None
     attributes: Mapping[str, AttributeValue] | None = None  # e.g. captured output content
     error: tuple[str, str] | None = None  # (type, message): a failure reported, not raised
+    # A cost the provider reported for the call (amount, currency), beside our price of it
+    # (_reconcile.py): OpenRouter's usage.cost, LiteLLM's response_cost.
+    provider_cost: tuple[Decimal, str] | None = None
 
 
 NO_FACTS = ResponseFacts()

@@ -33,6 +33,7 @@ from .._safety import log_once
 from ..attribution import CardinalityGuard
 from ._adapter import Request, ResponseFacts
 from ._call import Call
+from ._reconcile import Reconciler
 
 if TYPE_CHECKING:
     from ..budgets import BudgetManager
@@ -168,6 +169,7 @@ class Recorder:
         # makes one per bucket. One set per meter provider: an instrument is registered
         # once, whatever the number of recorders (re-instrumenting) using it.
         self.billing_tokens, self.cost, self.unpriced = _billing_sums(meter_provider, meter)
+        self.reconciler = Reconciler(meter)
         self._catalog = catalog
         self._late: _Late | None = None
         self.guard = CardinalityGuard()
@@ -272,6 +274,8 @@ class Recorder:
                 except Exception as exc:  # a broken catalog: the tokens are still counted
                     log_once("pricing", exc)
                 pending.update(_billing_attributes(ended, result, late))
+            if facts.provider_cost is not None:
+                pending.update(self._reconcile(ended, result))
         finally:
             try:
                 if call.reservation is not None:  # settled once (a no-op if already settled)
@@ -279,6 +283,22 @@ class Recorder:
             finally:
                 _write_span(ended, pending)
         return result
+
+    def _reconcile(
+        self, ended: _Ended, result: PriceResult | None
+    ) -> dict[str, AttributeValue]:
+        call, facts = ended.call, ended.facts
+        assert facts.provider_cost is not None
+        point: dict[str, AttributeValue] = {
+            sc.GEN_AI_PROVIDER_NAME: call.request.provider,
+            sc.GEN_AI_OPERATION_NAME: call.request.operation,
+        }
+        if call.request.model:
+            point[sc.GEN_AI_REQUEST_MODEL] = call.request.model
+        if facts.model:
+            point[sc.GEN_AI_RESPONSE_MODEL] = facts.model
+        ours = (result.total, result.currency) if result is not None else (None, None)
+        return self.reconciler.reconcile(facts.provider_cost, ours, point)
 
     def _price(self, ended: _Ended) -> PriceResult:
         call, usage = ended.call, ended.facts.usage
@@ -295,8 +315,12 @@ class Recorder:
     def _record_points(self, ended: _Ended, result: PriceResult | None, late: _Late) -> None:
         call, usage = ended.call, ended.facts.usage
         # Riding on a peer's span (_peer_span.py): the peer records the GenAI client
-        # metrics of the call; the billing points are ours alone.
-        peer = call.peer_end is not None
+        # metrics of the call; the billing points are ours alone. A peer that is active but
+        # sampled this call out records them all the same (its span does not record, so it
+        # was not adopted; ours does not record either, under the same sampling).
+        peer = call.peer_end is not None or (
+            call.request.defer_span and call.span is not None and not call.span.is_recording()
+        )
         attrs = call.common_attributes()
         if ended.facts.model:
             attrs[sc.GEN_AI_RESPONSE_MODEL] = ended.facts.model

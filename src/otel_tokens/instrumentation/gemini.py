@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -62,6 +64,12 @@ _TRAFFIC: dict[str, Processing] = {
 # on the span and no price (docs/gemini.md).
 _UNBILLED_TRAFFIC = frozenset(("PROVISIONED_THROUGHPUT", "ON_DEMAND_OFFPEAK"))
 # The Gemini Developer API names the tier that served a call in a response header.
+# Grounding with Google Search: Gemini 1.x and 2.x models are billed per grounded prompt
+# (a response whose candidates searched counts once), later ones per search query
+# (ai.google.dev/gemini-api/docs/pricing; Vertex AI bills the same way). genai-prices has
+# the rates under web_searches_kcount ($35 and $14 per thousand).
+_PER_GROUNDED_PROMPT = re.compile(r"(?:.*/)?gemini-[12][.-]")
+
 _TIER_HEADER = "x-gemini-service-tier"
 _TIERS: dict[str, Processing] = {
     "standard": "standard",
@@ -252,9 +260,12 @@ class GeminiAdapter:
             usage = _embedding_usage(data)
         candidates = field(data, "candidates") or ()
         reasons = tuple(str(r).lower() for c in candidates if (r := field(c, "finishReason")))
+        model = field(data, "modelVersion") or None
+        if usage is not None:
+            usage = _with_searches(usage, model or request.model, (data,))
         return ResponseFacts(
             usage=usage,
-            model=field(data, "modelVersion") or None,
+            model=model,
             response_id=field(data, "responseId") or None,
             finish_reasons=reasons,
             processing=processing_of(
@@ -318,6 +329,11 @@ class _ContentStream(StreamState):
             # The last chunk's usage totals the call; reported, but if the stream stopped
             # before its finish reason the counts may be short.
             facts = self.adapter.read_response(request, _with_headers(data, self.last))
+            if facts.usage is not None:  # the searches of every chunk, not the last one's
+                usage = _with_searches(
+                    facts.usage, facts.model or request.model, map(_json_of, self.bodies)
+                )
+                facts = _replace_usage(facts, usage)
             ended = any(field(c, "finishReason") for c in field(data, "candidates") or ())
             if ended or facts.usage is None:
                 return facts
@@ -337,6 +353,22 @@ class _ContentStream(StreamState):
             response_id=field(first, "responseId") or None,
             attributes=output_attributes(request, text),
         )
+
+
+def _with_searches(usage: TokenUsage, model: str | None, bodies: Iterable[Any]) -> TokenUsage:
+    """``usage`` with the Google Search grounding requests the bodies' candidates made, as
+    billed for ``model``: one per grounded prompt, or one per search query."""
+    queries, grounded = 0, False
+    for data in bodies:
+        for candidate in field(data, "candidates") or ():
+            searched = field(field(candidate, "groundingMetadata"), "webSearchQueries")
+            if searched:
+                grounded = True
+                queries += len(searched)
+    if not grounded:
+        return usage
+    per_prompt = model is not None and _PER_GROUNDED_PROMPT.match(model) is not None
+    return replace(usage, web_search_requests=1 if per_prompt else queries)
 
 
 def _with_headers(data: Any, chunk: Any) -> Any:

@@ -17,14 +17,13 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import wrapt
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
-from opentelemetry.metrics import Histogram, get_meter
 from opentelemetry.util.types import AttributeValue
 
 from .. import semconv as sc
@@ -34,6 +33,7 @@ from ..usage import TokenUsage, from_litellm
 from ._adapter import NO_FACTS, Request, ResponseFacts
 from ._framework import FrameworkCall
 from ._instrumentor import _recorder
+from ._reconcile import reported_cost
 
 if TYPE_CHECKING:
     from ._recording import Recorder
@@ -57,7 +57,7 @@ _PROVIDERS = {
 class _Meter:
     """What every LiteLLM call of one instrumentation shares."""
 
-    __slots__ = ("difference", "get_llm_provider", "providers", "recorder")
+    __slots__ = ("get_llm_provider", "providers", "recorder")
 
     def __init__(self, recorder: Recorder, options: dict[str, Any], module: Any) -> None:
         self.recorder = recorder
@@ -65,12 +65,6 @@ class _Meter:
         # (model, provider hint, api_base) -> (model, provider, host, port): LiteLLM's
         # provider lookup costs tens of microseconds per call.
         self.providers: dict[tuple[Any, ...], tuple[str, str, str | None, int | None]] = {}
-        meter = get_meter("otel_tokens", meter_provider=options.get("meter_provider"))
-        self.difference: Histogram = meter.create_histogram(
-            sc.METRIC_BILLING_COST_DIFFERENCE,
-            unit="{currency}",
-            description="Provider-reported cost minus the exact local price of the same usage.",
-        )
 
     def request(self, operation: str, args: tuple[Any, ...], kwargs: Any) -> Request | None:
         model = kwargs.get("model", args[0] if args else None)
@@ -140,24 +134,13 @@ class _Meter:
         self, fc: FrameworkCall, facts: ResponseFacts, result: Any
     ) -> dict[str, AttributeValue] | None:
         hidden = getattr(result, "_hidden_params", None)
-        reported = hidden.get("response_cost") if isinstance(hidden, dict) else None
-        if isinstance(reported, bool) or not isinstance(reported, int | float):
+        cost = reported_cost(hidden.get("response_cost") if isinstance(hidden, dict) else None)
+        if cost is None:
             return None
-        try:
-            cost = Decimal(repr(reported))
-        except InvalidOperation:
-            return None
-        if not cost.is_finite() or cost < 0:
-            return None
-        from ..pricing import decimal_str
-
-        attrs: dict[str, AttributeValue] = {
-            sc.BILLING_PROVIDER_COST_DECIMAL: decimal_str(cost),
-            sc.BILLING_PROVIDER_COST_CURRENCY: "USD",  # LiteLLM's cost map is in US dollars
-        }
+        call = fc.call
+        request = call.request
+        ours: tuple[Decimal | None, str | None] = (None, None)
         if facts.usage is not None:
-            call = fc.call
-            request = call.request
             # Our price of the same usage (the call's own record, when it was not claimed,
             # priced it the same way; a claimed call's client read the same response).
             price = self.recorder.catalog.price_call(
@@ -167,18 +150,17 @@ class _Meter:
                 provider=request.provider,
                 at=datetime.fromtimestamp(call.start_ns / 1e9, UTC),
             )
-            if price.total is not None and price.currency == "USD":
-                point: dict[str, AttributeValue] = {
-                    sc.GEN_AI_PROVIDER_NAME: request.provider,
-                    sc.GEN_AI_OPERATION_NAME: request.operation,
-                    sc.GEN_AI_USAGE_COST_CURRENCY: "USD",
-                }
-                if request.model:
-                    point[sc.GEN_AI_REQUEST_MODEL] = request.model
-                if facts.model:
-                    point[sc.GEN_AI_RESPONSE_MODEL] = facts.model
-                self.difference.record(float(cost - price.total), point)
-        return attrs
+            ours = (price.total, price.currency)
+        point: dict[str, AttributeValue] = {
+            sc.GEN_AI_PROVIDER_NAME: request.provider,
+            sc.GEN_AI_OPERATION_NAME: request.operation,
+        }
+        if request.model:
+            point[sc.GEN_AI_REQUEST_MODEL] = request.model
+        if facts.model:
+            point[sc.GEN_AI_RESPONSE_MODEL] = facts.model
+        # LiteLLM's cost map is in US dollars.
+        return self.recorder.reconciler.reconcile((cost, "USD"), ours, point)
 
 
 def _server(api_base: Any) -> tuple[str | None, int | None]:

@@ -31,8 +31,11 @@ from ._common import (
     request_attributes,
     server_of,
 )
+from ._reconcile import reported_cost
 
 if TYPE_CHECKING:
+    from decimal import Decimal
+
     from ..pricing import Processing
 
 INCLUDE_USAGE_ENV = "OTEL_TOKENS_OPENAI_INCLUDE_USAGE"
@@ -220,6 +223,7 @@ class OpenAIAdapter:
             tokens = _estimate(request, _response_text(request.endpoint, response))
         return ResponseFacts(
             usage=tokens,
+            provider_cost=_reported_cost(request, usage),
             model=field(response, "model") or None,
             response_id=field(response, "id") or None,
             finish_reasons=tuple(str(r) for c in choices if (r := field(c, "finish_reason"))),
@@ -415,12 +419,22 @@ class _ChatStream(StreamState):
                 if self.usage is not None
                 else _estimate(self.request, text)
             ),
+            provider_cost=_reported_cost(self.request, self.usage),
             model=self.model,
             response_id=self.response_id,
             finish_reasons=tuple(self.reasons),
             processing=processing_of_tier(self.tier),
             attributes=output_attributes(self.request, text),
         )
+
+
+def _reported_cost(request: Request, usage: Any) -> tuple[Decimal, str] | None:
+    """OpenRouter's ``usage.cost`` (its credits, US dollars): what it will charge for the
+    call, kept beside our price of the usage (_reconcile.py). Other providers report none."""
+    if request.provider != "openrouter" or usage is None:
+        return None
+    cost = reported_cost(field(usage, "cost"))
+    return None if cost is None else (cost, "USD")
 
 
 class _XGroqStream(_ChatStream):
@@ -477,6 +491,7 @@ class _ChatTail(TailState):
             tokens = _estimate(self.request, "", output=output)
         return ResponseFacts(
             usage=tokens,
+            provider_cost=_reported_cost(self.request, usage),
             model=model,
             response_id=response_id,
             finish_reasons=tuple(reasons),
