@@ -15,7 +15,7 @@ from typing import Any
 from ._counts import InvalidUsageError
 from ._modality import with_reported
 from ._model import TokenUsage, UsageSource
-from ._read import count, reported, require_mapping_like
+from ._read import count, field, reported, require_mapping_like
 
 
 def from_openai_chat(usage: Any, *, source: UsageSource = "provider") -> TokenUsage:
@@ -36,20 +36,27 @@ def from_openai_responses(usage: Any, *, source: UsageSource = "provider") -> To
 def _convert(usage: Any, in_name: str, out_name: str, source: UsageSource) -> TokenUsage:
     """Both shapes: ``<in_name>`` with ``<in_name>_details``, the same for the output."""
     in_details, out_details = f"{in_name}_details", f"{out_name}_details"
-    audio_in = reported(usage, in_details, "audio_tokens")
-    image_in = reported(usage, in_details, "image_tokens")
-    audio_out = reported(usage, out_details, "audio_tokens")
-    image_out = reported(usage, out_details, "image_tokens")
+    # Each details object is looked up once (a call reads six counts out of each).
+    inputs, outputs = field(usage, in_details), field(usage, out_details)
+
+    def _in(key: str) -> int | None:
+        return reported(inputs, key, within=in_details)
+
+    def _out(key: str) -> int | None:
+        return reported(outputs, key, within=out_details)
+
+    audio_in, image_in = _in("audio_tokens"), _in("image_tokens")
+    audio_out, image_out = _out("audio_tokens"), _out("image_tokens")
     split = _split(
         in_name,
         count(usage, in_name),
-        count(usage, in_details, "cached_tokens"),
-        count(usage, in_details, "cache_write_tokens"),
+        _in("cached_tokens") or 0,
+        _in("cache_write_tokens") or 0,
         audio_in or 0,
         image_in or 0,
         out_name,
         count(usage, out_name),
-        count(usage, out_details, "reasoning_tokens"),
+        _out("reasoning_tokens") or 0,
         audio_out or 0,
         image_out or 0,
         source,
@@ -58,10 +65,10 @@ def _convert(usage: Any, in_name: str, out_name: str, source: UsageSource) -> To
     # include the cached tokens, as upstream's <modality>.input_tokens do.
     return with_reported(
         split,
-        text_input=reported(usage, in_details, "text_tokens"),
+        text_input=_in("text_tokens"),
         image_input=image_in,
         audio_input=audio_in,
-        text_output=reported(usage, out_details, "text_tokens"),
+        text_output=_out("text_tokens"),
         image_output=image_out,
         audio_output=audio_out,
     )
