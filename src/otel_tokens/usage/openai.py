@@ -37,26 +37,21 @@ def _convert(usage: Any, in_name: str, out_name: str, source: UsageSource) -> To
     """Both shapes: ``<in_name>`` with ``<in_name>_details``, the same for the output."""
     in_details, out_details = f"{in_name}_details", f"{out_name}_details"
     # Each details object is looked up once (a call reads six counts out of each).
-    inputs, outputs = field(usage, in_details), field(usage, out_details)
-
-    def _in(key: str) -> int | None:
-        return reported(inputs, key, within=in_details)
-
-    def _out(key: str) -> int | None:
-        return reported(outputs, key, within=out_details)
-
-    audio_in, image_in = _in("audio_tokens"), _in("image_tokens")
-    audio_out, image_out = _out("audio_tokens"), _out("image_tokens")
+    ins, outs = field(usage, in_details), field(usage, out_details)
+    audio_in = reported(ins, "audio_tokens", within=in_details)
+    image_in = reported(ins, "image_tokens", within=in_details)
+    audio_out = reported(outs, "audio_tokens", within=out_details)
+    image_out = reported(outs, "image_tokens", within=out_details)
     split = _split(
         in_name,
         count(usage, in_name),
-        _in("cached_tokens") or 0,
-        _in("cache_write_tokens") or 0,
+        count(ins, "cached_tokens", within=in_details),
+        count(ins, "cache_write_tokens", within=in_details),
         audio_in or 0,
         image_in or 0,
         out_name,
         count(usage, out_name),
-        _out("reasoning_tokens") or 0,
+        count(outs, "reasoning_tokens", within=out_details),
         audio_out or 0,
         image_out or 0,
         source,
@@ -65,10 +60,10 @@ def _convert(usage: Any, in_name: str, out_name: str, source: UsageSource) -> To
     # include the cached tokens, as upstream's <modality>.input_tokens do.
     return with_reported(
         split,
-        text_input=_in("text_tokens"),
+        text_input=reported(ins, "text_tokens", within=in_details),
         image_input=image_in,
         audio_input=audio_in,
-        text_output=_out("text_tokens"),
+        text_output=reported(outs, "text_tokens", within=out_details),
         image_output=image_out,
         audio_output=audio_out,
     )
