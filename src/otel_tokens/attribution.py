@@ -119,9 +119,12 @@ class attribute:
 
 def current(context: Context | None = None) -> dict[str, str]:
     """Our attribution keys in ``context`` (default: the current one), as span attributes."""
+    found = baggage.get_all(context)
+    if not found:  # the usual case, once per metered call
+        return {}
     return {
         k: str(v)
-        for k, v in baggage.get_all(context).items()
+        for k, v in found.items()
         if k in _SHORT.values() or k.startswith(sc.BILLING_TAG_PREFIX)
     }
 

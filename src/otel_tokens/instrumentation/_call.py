@@ -22,6 +22,7 @@ from .. import semconv as sc
 from .._safety import log_once
 from ..attribution import current as current_attribution
 from ._adapter import NO_FACTS, Adapter, Request, ResponseFacts
+from ._points import common_attributes
 from ._scope import claim as claim_framework_scope
 
 if TYPE_CHECKING:
@@ -104,18 +105,7 @@ class Call:
 
     def common_attributes(self) -> dict[str, AttributeValue]:
         """The attributes of the call's span and of every metric point."""
-        request = self.request
-        common: dict[str, AttributeValue] = {
-            sc.GEN_AI_OPERATION_NAME: request.operation,
-            sc.GEN_AI_PROVIDER_NAME: request.provider,
-        }
-        if request.model:
-            common[sc.GEN_AI_REQUEST_MODEL] = request.model
-        if request.server_address:
-            common[sc.SERVER_ADDRESS] = request.server_address
-            if request.server_port:
-                common[sc.SERVER_PORT] = request.server_port
-        return common
+        return common_attributes(self.request)
 
     def start_attributes(self) -> dict[str, AttributeValue]:
         """What the span knows when the call starts (its sampler sees them)."""

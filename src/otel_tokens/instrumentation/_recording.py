@@ -33,6 +33,7 @@ from .._safety import log_once
 from ..attribution import CardinalityGuard
 from ._adapter import Request, ResponseFacts
 from ._call import Call
+from ._points import Shape, Shapes, SumKey
 from ._reconcile import Reconciler
 
 if TYPE_CHECKING:
@@ -58,13 +59,18 @@ class Sums:
     __slots__ = ("_lock", "_values")
 
     def __init__(self) -> None:
-        self._values: dict[tuple[tuple[str, AttributeValue], ...], float] = {}
+        self._values: dict[SumKey, float] = {}
         self._lock = threading.Lock()
 
     def add(self, amount: float, attributes: Mapping[str, AttributeValue]) -> None:
-        key = tuple(attributes.items())
+        self.add_keys([(tuple(attributes.items()), amount)])
+
+    def add_keys(self, amounts: list[tuple[SumKey, float]]) -> None:
+        """Add each amount to its key (``tuple(attributes.items())``), under one lock."""
+        values = self._values
         with self._lock:
-            self._values[key] = self._values.get(key, 0) + amount
+            for key, amount in amounts:
+                values[key] = values.get(key, 0) + amount
 
     def observe(self, options: CallbackOptions) -> Iterable[Observation]:
         with self._lock:
@@ -173,6 +179,7 @@ class Recorder:
         self._catalog = catalog
         self._late: _Late | None = None
         self.guard = CardinalityGuard()
+        self.shapes = Shapes()
         self.budgets = budgets
 
     @property
@@ -321,61 +328,49 @@ class Recorder:
         peer = call.peer_end is not None or (
             call.request.defer_span and call.span is not None and not call.span.is_recording()
         )
-        attrs = call.common_attributes()
-        if ended.facts.model:
-            attrs[sc.GEN_AI_RESPONSE_MODEL] = ended.facts.model
-        if ended.error_type is not None:
-            attrs[sc.ERROR_TYPE] = ended.error_type[0]
+        error_type = ended.error_type[0] if ended.error_type is not None else None
+        shape = self.shapes.of(call.request, ended.facts.model, error_type)
         # The context the call was made in: exemplars link to the call's parent span.
         context = call.parent
         if not peer:
-            self.duration.record((ended.end_ns - call.start_ns) / 1e9, attrs, context)
+            self.duration.record((ended.end_ns - call.start_ns) / 1e9, shape.duration, context)
         if call.first_chunk_ns is not None:
             ttfc = (call.first_chunk_ns - call.start_ns) / 1e9
-            self.time_to_first_chunk.record(ttfc, attrs, context)
+            self.time_to_first_chunk.record(ttfc, shape.duration, context)
         if usage is None:
             return
-        attrs.pop(sc.ERROR_TYPE, None)
-        if not peer and (usage.input_total or usage.output_total):
-            self.token_usage.record(
-                usage.input_total, {**attrs, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_INPUT}, context
-            )
-            self.token_usage.record(
-                usage.output_total, {**attrs, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_OUTPUT}, context
-            )
-        self._record_billing(ended, result, attrs)
+        input_total, output_total = usage.input_total, usage.output_total
+        if not peer and (input_total or output_total):
+            self.token_usage.record(input_total, shape.input, context)
+            self.token_usage.record(output_total, shape.output, context)
+        self._record_billing(ended, result, shape)
         for rollup in late.open_rollups(context):
             rollup.add(usage, result)
 
-    def _record_billing(
-        self, ended: _Ended, result: PriceResult | None, attrs: Mapping[str, AttributeValue]
-    ) -> None:
+    def _record_billing(self, ended: _Ended, result: PriceResult | None, shape: Shape) -> None:
         call, usage = ended.call, ended.facts.usage
         assert usage is not None
-        point: dict[str, AttributeValue] = {
-            key: attrs[key]
-            for key in (sc.GEN_AI_PROVIDER_NAME, sc.GEN_AI_REQUEST_MODEL, sc.GEN_AI_RESPONSE_MODEL)
-            if key in attrs
-        }
-        point[sc.GEN_AI_OPERATION_NAME] = call.request.operation
-        point[sc.BILLING_PROCESSING] = result.processing if result is not None else ended.processing
-        point[sc.BILLING_CONTEXT_TIER] = result.context_tier if result is not None else "base"
-        point[sc.BILLING_USAGE_SOURCE] = usage.source
         attribution = call.attribution
-        if attribution:
-            point.update(self.guard.metric_attributes(attribution))
+        billing = shape.billing(
+            result.processing if result is not None else ended.processing,
+            result.context_tier if result is not None else "base",
+            usage.source,
+            self.guard.metric_attributes(attribution) if attribution else _NONE,
+        )
         # Tokens first: whatever happens to pricing, the usage is counted.
-        for bucket, count in usage.buckets():
-            self.billing_tokens.add(count, {**point, sc.BILLING_TOKEN_BUCKET: bucket})
+        self.billing_tokens.add_keys(
+            [(billing.bucket(bucket), count) for bucket, count in usage.buckets()]
+        )
         status = result.status if result is not None else sc.STATUS_UNPRICED
         if result is None or result.total is None:
-            self.unpriced.add(1, {**point, sc.BILLING_PRICING_STATUS: status})
+            self.unpriced.add_keys([(billing.status(status), 1)])
         else:
             # One cost point per call (not per bucket): per-bucket cost is derived exactly
             # from the token points, which carry every attribute that changes the price.
-            point[sc.GEN_AI_USAGE_COST_CURRENCY] = result.currency
-            point[sc.BILLING_PRICING_STATUS] = status
-            self.cost.add(float(result.total), point)
+            self.cost.add_keys([(billing.status(status, result.currency), float(result.total))])
+
+
+_NONE: Mapping[str, str] = {}
 
 
 class _Ended:

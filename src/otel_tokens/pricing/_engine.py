@@ -37,6 +37,7 @@ def compute(
     # tell the call's input size) selects the tier directly.
     input_total = usage.input_total if context_tier is None else tier_input(context_tier)
     total = _ZERO
+    converted = fx != 1  # once, not per bucket
     for bucket, count in usage.buckets():
         key = price.rate_key(bucket)
         if key is None:
@@ -48,7 +49,7 @@ def compute(
             if start is not None:
                 tier_start = start if tier_start is None else max(tier_start, start)
         amount = _divide(_multiply(count, rate), _UNITS[key])
-        if fx != 1:
+        if converted:
             amount = _multiply(amount, fx)
         amounts[bucket] = amount
         total = _add(total, amount)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
@@ -45,8 +46,8 @@ class TokenUsage:
     modalities: Modalities | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        for name in _COUNT_FIELDS:
-            value = getattr(self, name)
+        # All counts in one C call, then checked: this runs once per metered call or more.
+        for name, value in zip(_COUNT_FIELDS, _field_counts(self), strict=True):
             if type(value) is int and value >= 0:  # the usual case, checked fast
                 continue
             if isinstance(value, bool) or not isinstance(value, int):
@@ -103,7 +104,15 @@ class TokenUsage:
     @property
     def input_total(self) -> int:
         """``gen_ai.usage.input_tokens``: includes cache reads and cache writes."""
-        return self.uncached_input + self.cache_read + self.cache_write
+        # The fields themselves, not the other properties: read several times per call.
+        return (
+            self.input
+            + self.input_audio
+            + self.input_image
+            + self.cache_read
+            + self.cache_write_5m
+            + self.cache_write_1h
+        )
 
     @property
     def output_total(self) -> int:
@@ -121,14 +130,9 @@ class TokenUsage:
 
     def buckets(self) -> Iterator[tuple[str, int]]:
         """Non-zero billable buckets as ``(bucket name, count)``, tokens then requests."""
-        for name in sc.TOKEN_BUCKETS:
-            value: int = getattr(self, name)
-            if value:
-                yield name, value
-        if self.web_search_requests:
-            yield sc.BUCKET_WEB_SEARCH, self.web_search_requests
-        if self.search_units:
-            yield sc.BUCKET_SEARCH_UNITS, self.search_units
+        # All counts in one C call: this runs several times per metered call.
+        found = [(n, v) for n, v in zip(_BUCKET_NAMES, _bucket_counts(self), strict=True) if v]
+        return iter(found)
 
     def __add__(self, other: object) -> TokenUsage:
         if not isinstance(other, TokenUsage):
@@ -152,20 +156,27 @@ class TokenUsage:
         ``latest_only`` (default: ``OTEL_SEMCONV_STABILITY_OPT_IN`` lists
         ``gen_ai_latest_experimental``).
         """
+        # The totals from the counts at once (not through the properties): once per call.
+        counts = _bucket_counts(self)
+        (input_, input_audio, input_image, cache_read, cache_5m, cache_1h) = counts[:6]
+        (output, output_audio, output_image, reasoning) = counts[6:10]
+        cache_write = cache_5m + cache_1h
+        input_total = input_ + input_audio + input_image + cache_read + cache_write
         attrs: dict[str, int | str] = {
-            sc.GEN_AI_USAGE_INPUT_TOKENS: self.input_total,
-            sc.GEN_AI_USAGE_OUTPUT_TOKENS: self.output_total,
-            sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: self.cache_read,
-            sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: self.cache_write,
-            sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: self.reasoning,
+            sc.GEN_AI_USAGE_INPUT_TOKENS: input_total,
+            sc.GEN_AI_USAGE_OUTPUT_TOKENS: output + output_audio + output_image + reasoning,
+            sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: cache_read,
+            sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: cache_write,
+            sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: reasoning,
             sc.BILLING_USAGE_SOURCE: self.source,
         }
         if not (_stability.latest_only() if latest_only is None else latest_only):
-            attrs[sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = self.cache_write
+            attrs[sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = cache_write
         if self.modalities is not None:
             attrs.update(self.modalities.to_attributes())
-        for name, value in self.buckets():
-            attrs[sc.BILLING_USAGE_PREFIX + name] = value
+        for name, value in zip(_BUCKET_NAMES, counts, strict=True):
+            if value:
+                attrs[_BUCKET_ATTRIBUTES[name]] = value
         return attrs
 
     @classmethod
@@ -252,6 +263,12 @@ def _merged_source(a: UsageSource, b: UsageSource) -> UsageSource:
     return "provider"
 
 
+# The billable buckets in order (tokens, then requests), and the fields that count them: the
+# token buckets are named after their fields.
+_BUCKET_NAMES = (*sc.TOKEN_BUCKETS, sc.BUCKET_WEB_SEARCH, sc.BUCKET_SEARCH_UNITS)
+_bucket_counts = operator.attrgetter(*sc.TOKEN_BUCKETS, "web_search_requests", "search_units")
+_BUCKET_ATTRIBUTES = {name: sc.BILLING_USAGE_PREFIX + name for name in _BUCKET_NAMES}
 # A bucket whose TokenUsage field has another name.
 _BUCKET_FIELDS = {sc.BUCKET_WEB_SEARCH: "web_search_requests"}
 _COUNT_FIELDS = tuple(f.name for f in fields(TokenUsage) if f.name not in ("source", "modalities"))
+_field_counts = operator.attrgetter(*_COUNT_FIELDS)

@@ -46,8 +46,11 @@ def field(obj: Any, *path: str) -> Any:
     return obj
 
 
-def count(obj: Any, *path: str) -> int:
-    """A token count at ``path``: 0 when absent, a clear error when it cannot be a count."""
+def count(obj: Any, *path: str, within: str = "") -> int:
+    """A token count at ``path``: 0 when absent, a clear error when it cannot be a count.
+
+    ``within``: the path of ``obj`` itself, named in that error, for a caller that reads
+    several counts out of an object it has looked up once."""
     value = field(obj, *path)
     if value is None:
         return 0
@@ -55,7 +58,7 @@ def count(obj: Any, *path: str) -> int:
         return value
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    name = ".".join(path)
+    name = ".".join((within, *path) if within else path)
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)  # Gemini's REST API sends int64 as JSON strings
     if isinstance(value, bool) or not isinstance(value, int):
@@ -63,14 +66,14 @@ def count(obj: Any, *path: str) -> int:
     return check_count(name, value)
 
 
-def reported(obj: Any, *path: str) -> int | None:
+def reported(obj: Any, *path: str, within: str = "") -> int | None:
     """A count at ``path`` if the provider reported one (0 included), else ``None``."""
     value = field(obj, *path)
     if value is None:
         return None
     if type(value) is int and 0 <= value <= MAX_TOKENS_PER_CALL:  # the usual case, fast
         return value
-    return count(obj, *path)  # validates, with the clear error
+    return count(obj, *path, within=within)  # validates, with the clear error
 
 
 def require_mapping_like(obj: Any, what: str) -> None:

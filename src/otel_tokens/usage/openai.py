@@ -15,7 +15,7 @@ from typing import Any
 from ._counts import InvalidUsageError
 from ._modality import with_reported
 from ._model import TokenUsage, UsageSource
-from ._read import count, reported, require_mapping_like
+from ._read import count, field, reported, require_mapping_like
 
 
 def from_openai_chat(usage: Any, *, source: UsageSource = "provider") -> TokenUsage:
@@ -36,20 +36,22 @@ def from_openai_responses(usage: Any, *, source: UsageSource = "provider") -> To
 def _convert(usage: Any, in_name: str, out_name: str, source: UsageSource) -> TokenUsage:
     """Both shapes: ``<in_name>`` with ``<in_name>_details``, the same for the output."""
     in_details, out_details = f"{in_name}_details", f"{out_name}_details"
-    audio_in = reported(usage, in_details, "audio_tokens")
-    image_in = reported(usage, in_details, "image_tokens")
-    audio_out = reported(usage, out_details, "audio_tokens")
-    image_out = reported(usage, out_details, "image_tokens")
+    # Each details object is looked up once (a call reads six counts out of each).
+    ins, outs = field(usage, in_details), field(usage, out_details)
+    audio_in = reported(ins, "audio_tokens", within=in_details)
+    image_in = reported(ins, "image_tokens", within=in_details)
+    audio_out = reported(outs, "audio_tokens", within=out_details)
+    image_out = reported(outs, "image_tokens", within=out_details)
     split = _split(
         in_name,
         count(usage, in_name),
-        count(usage, in_details, "cached_tokens"),
-        count(usage, in_details, "cache_write_tokens"),
+        count(ins, "cached_tokens", within=in_details),
+        count(ins, "cache_write_tokens", within=in_details),
         audio_in or 0,
         image_in or 0,
         out_name,
         count(usage, out_name),
-        count(usage, out_details, "reasoning_tokens"),
+        count(outs, "reasoning_tokens", within=out_details),
         audio_out or 0,
         image_out or 0,
         source,
@@ -58,10 +60,10 @@ def _convert(usage: Any, in_name: str, out_name: str, source: UsageSource) -> To
     # include the cached tokens, as upstream's <modality>.input_tokens do.
     return with_reported(
         split,
-        text_input=reported(usage, in_details, "text_tokens"),
+        text_input=reported(ins, "text_tokens", within=in_details),
         image_input=image_in,
         audio_input=audio_in,
-        text_output=reported(usage, out_details, "text_tokens"),
+        text_output=reported(outs, "text_tokens", within=out_details),
         image_output=image_out,
         audio_output=audio_out,
     )
