@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -526,3 +527,29 @@ def test_installed_command_exit_code(server: UsageReportServer, tmp_path: Path) 
     )  # fmt: skip
     assert done.returncode == 6, done.stderr
     assert "ledger_below_provider" in out_csv.read_text(encoding="utf-8")
+
+
+def test_documented_options_and_exit_codes() -> None:
+    """docs/reconcile.md lists every option of the command, and its exit codes are the
+    command's."""
+    from otel_tokens import _arguments
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "reconcile.md").read_text("utf-8")
+    parser = cli._parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    options = {
+        o
+        for a in sub.choices["reconcile"]._actions  # type: ignore[union-attr]
+        for o in a.option_strings
+        if o.startswith("--") and o != "--help"
+    }
+    cells = [line.split(" | ")[0] for line in doc.splitlines() if line.startswith("| `--")]
+    documented = {o for cell in cells for o in re.findall(r"`(--[a-z-]+)", cell)}
+    assert documented == options
+    codes = dict(re.findall(r"^\| `(\d)` \| (\S+)", doc, re.M))
+    assert set(codes) == {
+        "0",
+        str(_arguments.EXIT_DRIFT),
+        str(_arguments.EXIT_BAD_INPUT),
+        str(_arguments.EXIT_USAGE),
+    }
