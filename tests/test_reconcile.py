@@ -232,6 +232,27 @@ def test_over_count(
     assert "double counting" in out
 
 
+def test_modalities_compared_as_the_usage_api_sums_them(
+    server: UsageReportServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The Usage API's input_tokens count audio, image and cache-write input too, and its
+    # output_tokens audio and image output: our finer buckets fold into them.
+    records = [
+        *OPENAI_LEDGER,
+        rec(0, "input_audio", 50, "0.0002"),
+        rec(0, "cache_write_5m", 30, "0.0001"),
+        rec(0, "output_audio", 20, "0.0004"),
+    ]
+    ledger = make_ledger(f"sqlite:///{tmp_path / 'l.db'}", records)
+    usage = openai_usage(input_tokens=1280, output=320)
+    usage[0]["input_audio_tokens"] = 50  # a finer field, part of input_tokens: not added
+    usage[0]["output_audio_tokens"] = 20
+    server.openai_usage["2026-03-01"] = usage
+    code, out, _ = run(capsys, *api(server, ledger, "--no-costs"))
+    assert code == 0, out
+    assert "(3 figures compared)" in out
+
+
 def test_drift_under_threshold_passes(
     server: UsageReportServer, ledger_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -178,11 +178,17 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
     finally:
         ledger.close()
     if args.output:
+        # Written beside and moved into place: a failed run leaves the last report whole.
+        target = Path(args.output)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         try:
-            with open(args.output, "w", encoding="utf-8", newline="") as out:
+            with open(tmp, "w", encoding="utf-8", newline="") as out:
                 write_csv(result, out)
+            os.replace(tmp, target)
         except OSError as exc:
             return fail(f"cannot write {args.output}: {exc}", EXIT_BAD_INPUT, command="reconcile")
+        finally:
+            tmp.unlink(missing_ok=True)
     print(summary(result))
     sys.stdout.flush()
     return EXIT_DRIFT if result.exceeded else 0

@@ -1,11 +1,16 @@
 """OpenAI's organisation Usage API (completions) and Costs API, as plain data.
 
 ``GET /v1/organization/usage/completions?bucket_width=1d&group_by=model&group_by=project_id...``:
-``input_tokens`` (text input, cached included), ``input_cached_tokens``, ``output_tokens``
-(reasoning included), ``input_audio_tokens``, ``output_audio_tokens``,
-``num_model_requests``. ``GET /v1/organization/costs?bucket_width=1d&group_by=project_id,
-line_item``: ``amount.value`` in ``amount.currency`` (``usd``), per project and line item,
-without a model field: compared per day (and project).
+as the API's schema (openai/openai-openapi) defines them, ``input_tokens`` is all input
+(text, audio and image; cached and cache-write tokens included), ``input_cached_tokens`` the
+cached part, ``output_tokens`` all output (text, audio, image; reasoning included), and
+``num_model_requests`` the calls. The finer fields (``input_audio_tokens``,
+``input_text_tokens``, ...) came later and are not in every report, so the comparison is in
+the three buckets every report has: uncached input, cache reads, output.
+
+``GET /v1/organization/costs?bucket_width=1d&group_by=project_id&group_by=line_item``:
+``amount.value`` in ``amount.currency`` (``usd``), per project and line item, without a model
+field: compared per day (and project).
 """
 
 from __future__ import annotations
@@ -23,13 +28,15 @@ COSTS_PATH = "/v1/organization/costs"
 USAGE_LIMIT = 31  # buckets per page: the API's maximum for 1d
 COSTS_LIMIT = 180
 
-# Our buckets as the Usage API counts them: image and cache-write tokens are in its text
-# input, reasoning and image output in its output tokens.
+# Our buckets as the Usage API sums them: every uncached input (any modality, cache writes
+# too) in input, every output (reasoning, audio, image) in output.
 FOLD: Mapping[str, str] = {
     sc.BUCKET_INPUT_IMAGE: sc.BUCKET_INPUT,
+    sc.BUCKET_INPUT_AUDIO: sc.BUCKET_INPUT,
     sc.BUCKET_CACHE_WRITE_5M: sc.BUCKET_INPUT,
     sc.BUCKET_CACHE_WRITE_1H: sc.BUCKET_INPUT,
     sc.BUCKET_REASONING: sc.BUCKET_OUTPUT,
+    sc.BUCKET_OUTPUT_AUDIO: sc.BUCKET_OUTPUT,
     sc.BUCKET_OUTPUT_IMAGE: sc.BUCKET_OUTPUT,
 }
 
@@ -64,19 +71,17 @@ def read(usage_pages: Sequence[Any], cost_pages: Sequence[Any] | None) -> Provid
         model = text(r, "model")
         if model is None:
             raise ReportError(f"{what}: a result of {day} has no model (query group_by=model)")
-        text_in = count(r, "input_tokens", what=what)
+        all_in = count(r, "input_tokens", what=what)
         cached = count(r, "input_cached_tokens", what=what)
-        if cached > text_in:
+        if cached > all_in:
             raise ReportError(
                 f"{what}: {day} {model}: input_cached_tokens ({cached}) exceed "
-                f"input_tokens ({text_in})"
+                f"input_tokens ({all_in})"
             )
         tokens = {
-            sc.BUCKET_INPUT: text_in - cached,
+            sc.BUCKET_INPUT: all_in - cached,
             sc.BUCKET_CACHE_READ: cached,
-            sc.BUCKET_INPUT_AUDIO: count(r, "input_audio_tokens", what=what),
             sc.BUCKET_OUTPUT: count(r, "output_tokens", what=what),
-            sc.BUCKET_OUTPUT_AUDIO: count(r, "output_audio_tokens", what=what),
         }
         rows.append(
             UsageRow(
