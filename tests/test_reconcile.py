@@ -431,11 +431,26 @@ def test_anthropic_price_difference_and_lost_input(
         for r in drift_rows(out_csv)
         if r["x_ExceedsThreshold"] == "true"
     }
-    # The model's token cost differs, and its tokens do too: the missing input explains it.
+    # The model's token cost differs, and its tokens do too: the missing 100 input tokens
+    # explain $0.0003 of the $0.0015 (at the ledger's $3/M); the rest is the output price.
     assert bad == {
         ("tokens", "input"): "ledger_below_provider",
-        ("cost", ""): "ledger_below_provider",
+        ("cost", ""): "ledger_below_provider+price_difference",
     }
+    # Only the input missing, at our prices: no price difference.
+    server.anthropic_costs["2026-03-01"] = [
+        {**c, "amount": "0.63"} if c["token_type"] == "uncached_input_tokens" else c
+        for c in anthropic_costs()
+    ]
+    code, out, _ = run(capsys, *api(server, ledger, "--output", str(out_csv)), provider="anthropic")
+    assert code == 6
+    causes = {
+        r["x_Measure"]: r["x_Cause"]
+        for r in drift_rows(out_csv)
+        if r["x_ExceedsThreshold"] == "true"
+    }
+    assert causes == {"tokens": "ledger_below_provider", "cost": "ledger_below_provider"}
+    assert "price" not in out
 
 
 def test_anthropic_scope_tag_compares_per_workspace(

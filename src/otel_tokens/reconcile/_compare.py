@@ -53,6 +53,9 @@ class DriftLine:
     covers: Covers = "all"
     threshold: Decimal = Decimal(1)
     currency_mismatch: bool = False
+    # Token lines: the ledger's cost of one token of this bucket (None: unknown), so that a
+    # cost drift can be split into what the token drift explains and the rest (the price).
+    unit_cost: Decimal | None = None
 
     @property
     def drift(self) -> Decimal | None:
@@ -137,8 +140,8 @@ def reconcile(
     """
     first, last = since.astimezone(UTC).date(), until.astimezone(UTC).date()
     ledger_tokens: dict[_Key, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    # (day, model, scope, is_request_bucket) -> currency -> cost; None once unpriced
-    ledger_cost: dict[tuple[date, str, str | None, bool], dict[str, Decimal | None]] = defaultdict(
+    # (day, model, scope, compared bucket) -> currency -> cost; None once unpriced
+    ledger_cost: dict[tuple[date, str, str | None, str], dict[str, Decimal | None]] = defaultdict(
         dict
     )
     for r in records:
@@ -149,7 +152,7 @@ def reconcile(
         bucket = report.fold.get(r.bucket, r.bucket)
         if r.quantity:
             ledger_tokens[key][bucket] += r.quantity
-        sums = ledger_cost[(*key, r.bucket in sc.REQUEST_BUCKETS)]
+        sums = ledger_cost[(*key, bucket)]
         if r.billed_cost is None:
             sums[r.currency] = None
         elif r.currency not in sums or sums[r.currency] is not None:
@@ -179,6 +182,7 @@ def reconcile(
                     Decimal(ours.get(bucket, 0)),
                     Decimal(theirs.get(bucket, 0)),
                     threshold=threshold,
+                    unit_cost=_unit_cost(ledger_cost.get((*key, bucket)), ours.get(bucket, 0)),
                 )
             )
     if report.costs is not None:
@@ -191,7 +195,7 @@ def reconcile(
 
 def _cost_lines(
     costs: Iterable[CostRow],
-    ledger_cost: Mapping[tuple[date, str, str | None, bool], Mapping[str, Decimal | None]],
+    ledger_cost: Mapping[tuple[date, str, str | None, str], Mapping[str, Decimal | None]],
     first: date,
     last: date,
     threshold: Decimal,
@@ -207,19 +211,20 @@ def _cost_lines(
             sums = theirs[key]
             sums[row.currency] = _EXACT.add(sums.get(row.currency, Decimal(0)), row.amount)
 
-    def covered(cell: tuple[date, str, str | None, bool], key: tuple[object, ...]) -> bool:
+    def covered(cell: tuple[date, str, str | None, str], key: tuple[object, ...]) -> bool:
         day, model, scope, covers = key
         if (cell[0], cell[2]) != (day, scope):
             return False
         if model is not None and cell[1] != model:
             return False
-        return covers == "all" or (covers == "requests") == cell[3]
+        return covers == "all" or (covers == "requests") == (cell[3] in sc.REQUEST_BUCKETS)
 
     # Ledger cost the provider's report has no line for: compared with 0.
     for cell in ledger_cost:
         if first <= cell[0] < last and not any(covered(cell, k) for k in theirs):
-            covers: Covers = "requests" if cell[3] else "tokens"
-            theirs[(cell[0], None if cell[3] else cell[1], cell[2], covers)] = {}
+            requests = cell[3] in sc.REQUEST_BUCKETS
+            covers: Covers = "requests" if requests else "tokens"
+            theirs[(cell[0], None if requests else cell[1], cell[2], covers)] = {}
 
     lines = []
     for key in sorted(theirs, key=lambda k: (k[0], k[1] or "", k[2] or "", k[3])):
@@ -259,21 +264,46 @@ def _cause(line: DriftLine, lines: list[DriftLine]) -> str:
     code = line.cause_code
     if line.measure != "cost" or code not in (LEDGER_BELOW, LEDGER_ABOVE):
         return code
-    # A cost drift: the tokens it is for explain it, or it is the price.
-    token_causes = {
-        other.cause_code
+    # A cost drift: the tokens it is for explain it, or it is the price, or both.
+    tokens = [
+        other
         for other in lines
         if other.measure != "cost"
         and other.day == line.day
         and other.scope == line.scope
         and (line.model is None or other.model == line.model)
         and (line.covers == "all" or (line.covers == "requests") == (other.measure == "requests"))
-    } - {AGREE}
-    if not token_causes:
+    ]
+    causes = [c for c in (LEDGER_BELOW, LEDGER_ABOVE) if c in {t.cause_code for t in tokens}]
+    if not causes:
         return PRICE_DIFFERENCE
-    if len(token_causes) == 1:
-        return token_causes.pop()
-    return f"{LEDGER_BELOW}+{LEDGER_ABOVE}"
+    # What the token drift costs at the ledger's own prices; what it leaves unexplained is
+    # a price difference when it is over the threshold too.
+    if all(t.unit_cost is not None for t in tokens if t.drift):
+        explained = sum(
+            (t.drift * t.unit_cost for t in tokens if t.drift and t.unit_cost is not None),
+            Decimal(0),
+        )
+        rest = DriftLine(
+            line.day,
+            line.model,
+            line.scope,
+            "cost",
+            None,
+            line.ledger,
+            line.provider + explained,
+            threshold=line.threshold,
+        )
+        if rest.cause_code != AGREE:
+            causes.append(PRICE_DIFFERENCE)
+    return "+".join(causes)
+
+
+def _unit_cost(costs: Mapping[str, Decimal | None] | None, quantity: int) -> Decimal | None:
+    if not costs or len(costs) != 1 or not quantity:
+        return None
+    (cost,) = costs.values()
+    return None if cost is None else cost / quantity
 
 
 _ORDER = {b: i for i, b in enumerate((*sc.TOKEN_BUCKETS, *sc.REQUEST_BUCKETS))}
