@@ -589,3 +589,20 @@ def test_documented_options_and_exit_codes() -> None:
         str(_arguments.EXIT_BAD_INPUT),
         str(_arguments.EXIT_USAGE),
     }
+
+
+def test_currency_mismatch(
+    server: UsageReportServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.openai_usage["2026-03-01"] = openai_usage()
+    server.openai_costs["2026-03-01"] = openai_costs(0.0025, 0.00025, 0.003)
+    records = [
+        rec(0, r.bucket, r.quantity, str(r.billed_cost), currency="EUR") for r in OPENAI_LEDGER
+    ]
+    ledger = make_ledger(f"sqlite:///{tmp_path / 'l.db'}", records)
+    out_csv = tmp_path / "drift.csv"
+    code, out, _ = run(capsys, *api(server, ledger, "--output", str(out_csv)))
+    assert code == 6
+    cost = next(r for r in drift_rows(out_csv) if r["x_Measure"] == "cost")
+    assert (cost["x_Cause"], cost["BillingCurrency"]) == ("currency_mismatch", "EUR/USD")
+    assert "the ledger's currency is not the provider's" in out
