@@ -23,6 +23,7 @@ EXIT_UNPRICED = 3  # price: the usage has no price
 # read or written.
 EXIT_BAD_INPUT = 4
 EXIT_LISTEN = 5  # collector: an endpoint it cannot listen on
+EXIT_DRIFT = 6  # reconcile: the ledger and the provider's report differ over the threshold
 
 _T = TypeVar("_T")
 

@@ -23,6 +23,7 @@ from .pricing import (
     decimal_str,
     known_to_catalog,
 )
+from .reconcile import add_parser as add_reconcile_parser
 from .usage import InvalidUsageError, TokenUsage
 
 _LEDGER_HELP = "ledger URL (default: $OTEL_TOKENS_LEDGER or sqlite:///otel-tokens-ledger.db)"
@@ -435,6 +436,7 @@ _COMMANDS: tuple[Callable[[Subparsers], object], ...] = (
     _add_reprice,
     reporting.add_parsers,
     add_collector_parser,
+    add_reconcile_parser,
 )
 
 

@@ -20,6 +20,8 @@ mapping, retries) without network access:
 * `OllamaServer` (``_ollama.py``): Ollama's native API (JSON and NDJSON streams).
 * `OpenAIShapedServer` (``_openai_shaped.py``): OpenAI-shaped chat completions with the usage
   placement of groq and together (for their own SDKs).
+* `UsageReportServer` (``_usage_reports.py``): OpenAI's organisation Usage and Costs APIs and
+  Anthropic's Admin API usage and cost reports (paged, grouped), for ``otel-tokens reconcile``.
 * `BedrockServer` (``_bedrock.py``): Amazon Bedrock's runtime (Converse, InvokeModel and
   their streams in the binary AWS event-stream framing), for ``boto3``; its control headers
   are in its module.
@@ -185,6 +187,7 @@ from ._openai_shaped import PIECES as OPENAI_SHAPED_PIECES
 from ._openai_shaped import OpenAIShapedServer
 from ._provider import ProviderServer, main
 from ._request import RecordedRequest
+from ._usage_reports import UsageReportServer
 
 __all__ = [
     "BEDROCK_REPLY",
@@ -206,6 +209,7 @@ __all__ = [
     "OpenAIShapedServer",
     "ProviderServer",
     "RecordedRequest",
+    "UsageReportServer",
     "estimate_tokens",
     "event_message",
     "main",
