@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Context, Decimal, Inexact, localcontext
 from importlib.metadata import version as _dist_version
+from typing import TYPE_CHECKING
 
 from . import reporting
 from ._arguments import EXIT_UNPRICED, Subparsers, add_command, fail, instant_arg
@@ -24,6 +25,10 @@ from .pricing import (
     known_to_catalog,
 )
 from .usage import InvalidUsageError, TokenUsage
+
+if TYPE_CHECKING:
+    from .budgets import Budget
+    from .ledger import Ledger
 
 _LEDGER_HELP = "ledger URL (default: $OTEL_TOKENS_LEDGER or sqlite:///otel-tokens-ledger.db)"
 
@@ -56,6 +61,12 @@ def _add_budgets(sub: Subparsers) -> None:
     b.add_argument("--budgets", help="budgets YAML (default: $OTEL_TOKENS_BUDGETS)")
     b.add_argument("--at", type=instant_arg, help="evaluate at this instant instead of now")
     b.add_argument("--json", action="store_true", help="print JSON")
+    b.add_argument(
+        "--forecast",
+        action="store_true",
+        help="add each budget's forecast: use at the end of the period and when it runs out "
+        "(estimates, with the method and its backtested error)",
+    )
 
 
 def _cmd_budgets(args: argparse.Namespace) -> int:
@@ -78,6 +89,11 @@ def _cmd_budgets(args: argparse.Namespace) -> int:
         ledger = open_ledger(args.ledger)
     except (BudgetConfigError, LedgerError) as exc:
         return fail(exc)
+    if args.forecast:
+        try:
+            return _budget_forecast(budgets, ledger, args)
+        finally:
+            ledger.close()
     try:
         rows = budget_status(budgets, ledger.records(), args.at)
     finally:
@@ -116,6 +132,86 @@ def _cmd_budgets(args: argparse.Namespace) -> int:
         )
         for r in rows
     ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _budget_forecast(budgets: list[Budget], ledger: Ledger, args: argparse.Namespace) -> int:
+    from .budgets import budget_forecast
+    from .reporting import ForecastMethod
+
+    method = ForecastMethod()
+    rows = budget_forecast(budgets, ledger.records(None, args.at), args.at, method)
+
+    def estimate(value: Decimal | None) -> str | None:
+        # An estimate claims no more precision than a millionth (a token for token budgets).
+        if value is None:
+            return None
+        return decimal_str(value.quantize(Decimal("1e-6")))
+
+    def instant(value: datetime | None) -> str | None:
+        return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "method": method.describe(),
+                    "estimate": "projected and runs_out are forecasts, not billed amounts",
+                    "budgets": [
+                        {
+                            "budget": r.status.budget.name,
+                            "unit": r.status.budget.unit,
+                            "mode": r.status.budget.mode,
+                            "window": r.status.window,
+                            "spent": decimal_str(r.status.spent),
+                            "limit": decimal_str(r.status.limit),
+                            "remaining": decimal_str(r.status.remaining),
+                            "projected": estimate(r.projected),
+                            "runs_out": instant(r.runs_out),
+                            "history_days": None if r.rates is None else r.rates.history_days,
+                            "backtest_mape_percent": (
+                                None if r.backtest.mape is None else str(r.backtest.mape)
+                            ),
+                            "backtest_cutoffs": r.backtest.cutoffs,
+                        }
+                        for r in rows
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    header = (
+        "budget",
+        "period",
+        "spent",
+        "limit",
+        "remaining",
+        "forecast",
+        "runs out",
+        "MAPE",
+        "unit",
+    )
+    table = [header] + [
+        (
+            r.status.budget.name,
+            r.status.window,
+            decimal_str(r.status.spent),
+            decimal_str(r.status.limit),
+            decimal_str(r.status.remaining),
+            estimate(r.projected) or "-",
+            instant(r.runs_out) or "-",
+            "-" if r.backtest.mape is None else f"{r.backtest.mape}% ({r.backtest.cutoffs})",
+            r.status.budget.unit,
+        )
+        for r in rows
+    ]
+    print("spent, limit, remaining: exact, from the ledger; forecast (use at the end of the")
+    print("period) and runs out: ESTIMATES; MAPE: backtest error (cut-offs)")
+    print(f"method: {method.describe()}")
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
