@@ -134,6 +134,9 @@ def test_backtest_error_of_a_step() -> None:
     two = backtest(daily, until, ForecastMethod(backtest_cutoffs=2))
     # (1/2 + 6/13) / 2 = 0.480769... -> 48.08 %
     assert (two.mape, two.cutoffs) == (Decimal("48.08"), 2)
+    # Adjustments (credits) can make a week negative: 70 forecast, -70 recorded, 200 % off.
+    credit = {d: (v if v == 10 else Decimal(-10)) for d, v in daily.items()}
+    assert backtest(credit, until, ForecastMethod(backtest_cutoffs=1)).mape == Decimal("200.00")
     # Nothing to score: fewer than 7 days before the only cut-off.
     assert backtest(daily, first + timedelta(days=13), ForecastMethod()).mape is None
 

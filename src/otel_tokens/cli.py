@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal, Inexact, localcontext
 from importlib.metadata import version as _dist_version
 from typing import TYPE_CHECKING
@@ -140,10 +140,19 @@ def _cmd_budgets(args: argparse.Namespace) -> int:
 
 def _budget_forecast(budgets: list[Budget], ledger: Ledger, args: argparse.Namespace) -> int:
     from .budgets import budget_forecast
+    from .ledger import LedgerError
     from .reporting import ForecastMethod
 
     method = ForecastMethod()
-    rows = budget_forecast(budgets, ledger.records(None, args.at), args.at, method)
+    at = args.at or datetime.now(UTC)
+    # Each budget's window for its status, and the trailing window at every backtest cut-off.
+    days = method.window_days + method.backtest_cutoffs + method.backtest_horizon_days
+    history = datetime.combine(at.astimezone(UTC).date(), datetime.min.time(), UTC)
+    since = min([history - timedelta(days=days), *(b.window(at)[0] for b in budgets)])
+    try:
+        rows = budget_forecast(budgets, ledger.records(since, at), at, method)
+    except LedgerError as exc:
+        return fail(exc)
 
     def estimate(value: Decimal | None) -> str | None:
         # An estimate claims no more precision than a millionth (a token for token budgets).

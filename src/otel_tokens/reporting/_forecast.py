@@ -201,7 +201,8 @@ def backtest(
             continue
         forecast = rates.expected(midnight(cutoff), midnight(cutoff + timedelta(days=horizon)))
         with localcontext(ESTIMATE):
-            errors.append(abs(actual - forecast) / actual)
+            # abs: adjustment records can make a week's total negative.
+            errors.append(abs(actual - forecast) / abs(actual))
     if not errors:
         return Backtest(None, 0, horizon)
     with localcontext(ESTIMATE):
