@@ -74,7 +74,9 @@ def _cmd_budgets(args: argparse.Namespace) -> int:
 
     For each budget in the budgets file: what its scope spent in the current period (from the
     ledger's cost records, exact), the remaining amount and the projected end-of-period spend at
-    the current rate.
+    the current rate. With --forecast: the use expected at the end of the period and when the
+    budget runs out, by a day-of-week forecast of the ledger's history (estimates, with the
+    method and its backtested error).
     """
     import os
 
