@@ -773,6 +773,33 @@ def test_gauges_follow_each_budget() -> None:
     assert units == {"tok": "tokens", "usd": "USD", "pool": "tokens"}
 
 
+def test_runs_out_in_gauge() -> None:
+    """240 tokens in the 240 hours of the month so far: 1 an hour. 60 left of 300 run out in
+    60 h, before the month ends (20 days left); 760 left of 1000 would take past its end (no
+    point); a pool has no period end; a used-up budget reports 0; an unused one nothing."""
+    metrics = Metrics()
+    soon = tokens("soon", limit=300, mode="observe")
+    late = tokens("late", limit=1000, mode="observe")
+    pool = tokens("pool", period="pool", top_ups=(TopUp(D(500), utc(2026, 11, 1)),))
+    gone = tokens("gone", limit=200, mode="observe")
+    idle = tokens("idle", limit=100, mode="observe", scope={"tenant": "nobody"})
+    m = manager(soon, late, pool, gone, idle, metrics=metrics)
+    call(m, TokenUsage(input=200, output=40), n_in=200, max_out=40)
+    assert metrics.by_budget(sc.METRIC_BUDGET_RUNS_OUT_IN) == {
+        "soon": 60 * 3600,
+        "pool": 260 * 3600,
+        "gone": 0,
+    }
+    (metric,) = [
+        m
+        for rm in metrics.reader.get_metrics_data().resource_metrics  # type: ignore[union-attr]
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == sc.METRIC_BUDGET_RUNS_OUT_IN
+    ]
+    assert metric.unit == "s"
+
+
 def test_status_rows_are_exact() -> None:
     c = Budget("usd", limit=D(2), unit="USD")
     m = manager(c)

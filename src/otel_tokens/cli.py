@@ -6,9 +6,10 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal, Inexact, localcontext
 from importlib.metadata import version as _dist_version
+from typing import TYPE_CHECKING
 
 from . import reporting
 from ._arguments import EXIT_UNPRICED, Subparsers, add_command, fail, instant_arg
@@ -25,6 +26,10 @@ from .pricing import (
 )
 from .reconcile import add_parser as add_reconcile_parser
 from .usage import InvalidUsageError, TokenUsage
+
+if TYPE_CHECKING:
+    from .budgets import Budget
+    from .ledger import Ledger
 
 _LEDGER_HELP = "ledger URL (default: $OTEL_TOKENS_LEDGER or sqlite:///otel-tokens-ledger.db)"
 
@@ -57,6 +62,12 @@ def _add_budgets(sub: Subparsers) -> None:
     b.add_argument("--budgets", help="budgets YAML (default: $OTEL_TOKENS_BUDGETS)")
     b.add_argument("--at", type=instant_arg, help="evaluate at this instant instead of now")
     b.add_argument("--json", action="store_true", help="print JSON")
+    b.add_argument(
+        "--forecast",
+        action="store_true",
+        help="add each budget's forecast: use at the end of the period and when it runs out "
+        "(estimates, with the method and its backtested error)",
+    )
 
 
 def _cmd_budgets(args: argparse.Namespace) -> int:
@@ -64,7 +75,9 @@ def _cmd_budgets(args: argparse.Namespace) -> int:
 
     For each budget in the budgets file: what its scope spent in the current period (from the
     ledger's cost records, exact), the remaining amount and the projected end-of-period spend at
-    the current rate.
+    the current rate. With --forecast: the use expected at the end of the period and when the
+    budget runs out, by a day-of-week forecast of the ledger's history (estimates, with the
+    method and its backtested error).
     """
     import os
 
@@ -79,6 +92,11 @@ def _cmd_budgets(args: argparse.Namespace) -> int:
         ledger = open_ledger(args.ledger)
     except (BudgetConfigError, LedgerError) as exc:
         return fail(exc)
+    if args.forecast:
+        try:
+            return _budget_forecast(budgets, ledger, args)
+        finally:
+            ledger.close()
     try:
         rows = budget_status(budgets, ledger.records(), args.at)
     finally:
@@ -117,6 +135,95 @@ def _cmd_budgets(args: argparse.Namespace) -> int:
         )
         for r in rows
     ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _budget_forecast(budgets: list[Budget], ledger: Ledger, args: argparse.Namespace) -> int:
+    from .budgets import budget_forecast
+    from .ledger import LedgerError
+    from .reporting import ForecastMethod
+
+    method = ForecastMethod()
+    at = args.at or datetime.now(UTC)
+    # Each budget's window for its status, and the trailing window at every backtest cut-off.
+    days = method.window_days + method.backtest_cutoffs + method.backtest_horizon_days
+    history = datetime.combine(at.astimezone(UTC).date(), datetime.min.time(), UTC)
+    since = min([history - timedelta(days=days), *(b.window(at)[0] for b in budgets)])
+    try:
+        rows = budget_forecast(budgets, ledger.records(since, at), at, method)
+    except LedgerError as exc:
+        return fail(exc)
+
+    def estimate(value: Decimal | None) -> str | None:
+        # An estimate claims no more precision than a millionth (a token for token budgets).
+        if value is None:
+            return None
+        return decimal_str(value.quantize(Decimal("1e-6")))
+
+    def instant(value: datetime | None) -> str | None:
+        return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "method": method.describe(),
+                    "estimate": "projected and runs_out are forecasts, not billed amounts",
+                    "budgets": [
+                        {
+                            "budget": r.status.budget.name,
+                            "unit": r.status.budget.unit,
+                            "mode": r.status.budget.mode,
+                            "window": r.status.window,
+                            "spent": decimal_str(r.status.spent),
+                            "limit": decimal_str(r.status.limit),
+                            "remaining": decimal_str(r.status.remaining),
+                            "projected": estimate(r.projected),
+                            "runs_out": instant(r.runs_out),
+                            "history_days": None if r.rates is None else r.rates.history_days,
+                            "backtest_mape_percent": (
+                                None if r.backtest.mape is None else str(r.backtest.mape)
+                            ),
+                            "backtest_cutoffs": r.backtest.cutoffs,
+                        }
+                        for r in rows
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    header = (
+        "budget",
+        "period",
+        "spent",
+        "limit",
+        "remaining",
+        "forecast",
+        "runs out",
+        "MAPE",
+        "unit",
+    )
+    table = [header] + [
+        (
+            r.status.budget.name,
+            r.status.window,
+            decimal_str(r.status.spent),
+            decimal_str(r.status.limit),
+            decimal_str(r.status.remaining),
+            estimate(r.projected) or "-",
+            instant(r.runs_out) or "-",
+            "-" if r.backtest.mape is None else f"{r.backtest.mape}% ({r.backtest.cutoffs})",
+            r.status.budget.unit,
+        )
+        for r in rows
+    ]
+    print("spent, limit, remaining: exact, from the ledger; forecast (use at the end of the")
+    print("period) and runs out: ESTIMATES; MAPE: backtest error (cut-offs)")
+    print(f"method: {method.describe()}")
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

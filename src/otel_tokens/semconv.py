@@ -103,6 +103,7 @@ METRIC_BUDGET_USED: Final = "gen_ai.billing.budget.used"
 METRIC_BUDGET_LIMIT: Final = "gen_ai.billing.budget.limit"
 METRIC_BUDGET_SPEND_RATE: Final = "gen_ai.billing.budget.spend_rate"
 METRIC_BUDGET_PROJECTED: Final = "gen_ai.billing.budget.projected"
+METRIC_BUDGET_RUNS_OUT_IN: Final = "gen_ai.billing.budget.runs_out_in"
 METRIC_BUDGET_THRESHOLD_CROSSINGS: Final = "gen_ai.billing.budget.threshold_crossings"
 
 # --- Enum values ------------------------------------------------------------------------

@@ -4,10 +4,12 @@ Declare them in YAML (``OTEL_TOKENS_BUDGETS``) or in code; balances live in this
 (default) or in Redis (``OTEL_TOKENS_BUDGET_STORE=redis://...``), shared by every process.
 ``with expect(tokens=N):`` around a workflow refuses it at its first call, before anything is
 sent, when its budgets cannot pay for all of it.
-See docs/budgets.md.
+``budget_forecast`` projects each budget's use from the ledger's history and says when it
+is expected to run out. See docs/budgets.md.
 """
 
 from ._expect import expect
+from ._forecast import BudgetForecast, budget_forecast
 from ._manager import ENV_BUDGET_STORE, ENV_BUDGETS, BudgetManager, Reservation, scope_values
 from ._model import (
     Budget,
@@ -27,6 +29,7 @@ __all__ = [
     "Budget",
     "BudgetConfigError",
     "BudgetExceeded",
+    "BudgetForecast",
     "BudgetManager",
     "BudgetStatus",
     "BudgetUnavailable",
@@ -36,6 +39,7 @@ __all__ = [
     "Store",
     "StoreError",
     "TopUp",
+    "budget_forecast",
     "budget_status",
     "budgets_from_config",
     "expect",

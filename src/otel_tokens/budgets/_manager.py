@@ -119,6 +119,13 @@ class BudgetManager:
             ),
         ):
             meter.create_observable_gauge(name, callbacks=[callback], description=description)
+        meter.create_observable_gauge(
+            sc.METRIC_BUDGET_RUNS_OUT_IN,
+            callbacks=[self._observe_runs_out_in],
+            unit="s",
+            description="Time until the budget is used up at its average rate so far in the "
+            "period; reported only when that is before the period (or a pool's credit) ends.",
+        )
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> BudgetManager | None:
@@ -400,6 +407,7 @@ class BudgetManager:
                     "remaining": _value(budget, limit - used),
                     "rate_per_hour": _value(budget, rate),
                     "projected": _value(budget, projected),
+                    "runs_out_in": _runs_out_in(used, limit, elapsed, (end - now).total_seconds()),
                 }
             )
         return rows
@@ -408,6 +416,8 @@ class BudgetManager:
         try:
             for row in self.status():
                 budget: Budget = row["budget"]
+                if row[key] is None:  # runs_out_in: not before the period ends
+                    continue
                 yield Observation(
                     float(row[key]),
                     {sc.BILLING_BUDGET_NAME: budget.name, sc.BILLING_BUDGET_UNIT: budget.unit},
@@ -426,6 +436,22 @@ class BudgetManager:
 
     def _observe_projected(self, options: CallbackOptions) -> Iterable[Observation]:
         return self._gauge("projected")
+
+    def _observe_runs_out_in(self, options: CallbackOptions) -> Iterable[Observation]:
+        return self._gauge("runs_out_in")
+
+
+def _runs_out_in(used: int, limit: int, elapsed: float, left: float) -> Decimal | None:
+    """Seconds until the budget is used up at the period's average rate so far: 0 when it
+    is, None when it is not before its period (or a pool's credit) ends, or nothing is used.
+    An alert on "runs out within N days" reads it; ``budgets --forecast`` gives the
+    seasonal forecast from the ledger."""
+    if used >= limit:
+        return Decimal(0)
+    if used <= 0:
+        return None
+    seconds = Decimal(limit - used) * Decimal(elapsed) / Decimal(used)
+    return seconds if seconds < Decimal(left) else None
 
 
 def _units(budget: Budget, amount: Decimal) -> int:

@@ -13,6 +13,10 @@ no cost, never cost 0).
 * ``stripe``: Stripe Billing meter event payloads (``POST /v1/billing/meter_events``), JSON
   lines, the record id as the idempotency ``identifier``.
 
+``report --forecast`` projects each group's cost and tokens to the end of the period (an
+estimate, apart from what was billed) and backtests the method on the ledger's own history
+(``_forecast.py``: the method; ``_forecast_report.py``: the groups and their output).
+
 Both select records by charge period end, ``since < ChargePeriodEnd <= until``, as the ledger
 does; the ``day``, ``hour`` and ``month`` keys (UTC) follow the same rule, so a record ending
 exactly at midnight counts in the day before, and ``--until 2026-03-31`` takes the whole day.
@@ -38,6 +42,24 @@ from ._cloudevents import cloudevent, write_cloudevents
 from ._commands import add_parsers
 from ._common import ExportError, ExportResult
 from ._focus import focus_cells, focus_columns, write_focus_csv, write_focus_parquet
+from ._forecast import (
+    Backtest,
+    DailyRates,
+    Forecast,
+    ForecastMethod,
+    backtest,
+    daily_totals,
+    fit,
+    forecast,
+)
+from ._forecast_report import (
+    FORECAST_KEYS,
+    ForecastLine,
+    ForecastReport,
+    build_forecast,
+    forecast_json,
+    forecast_table,
+)
 from ._grouping import (
     DEFAULT_BY,
     GROUP_KEYS,
@@ -55,19 +77,33 @@ __all__ = [
     "EXIT_BAD_INPUT",
     "EXIT_UNPRICED",
     "EXIT_USAGE",
+    "FORECAST_KEYS",
     "GROUP_KEYS",
+    "Backtest",
+    "DailyRates",
     "ExportError",
     "ExportResult",
+    "Forecast",
+    "ForecastLine",
+    "ForecastMethod",
+    "ForecastReport",
     "Report",
     "ReportLine",
     "Subparsers",
     "add_command",
     "add_parsers",
+    "backtest",
+    "build_forecast",
     "build_report",
     "cloudevent",
+    "daily_totals",
     "fail",
+    "fit",
     "focus_cells",
     "focus_columns",
+    "forecast",
+    "forecast_json",
+    "forecast_table",
     "format_table",
     "instant_arg",
     "load_customer_map",

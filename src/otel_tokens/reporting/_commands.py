@@ -8,10 +8,12 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
 from .._arguments import (
+    EXIT_BAD_INPUT,
     EXIT_USAGE,
     Subparsers,
     add_command,
@@ -24,6 +26,8 @@ from ..ledger import DEFAULT_LEDGER_URL, ENV_LEDGER, Ledger, LedgerError, open_l
 from ._cloudevents import write_cloudevents
 from ._common import ExportError, atomic, display_url, utc, window
 from ._focus import require_pyarrow, write_focus_csv, write_focus_parquet
+from ._forecast import ForecastMethod, midnight
+from ._forecast_report import FORECAST_KEYS, build_forecast, forecast_json, forecast_table, month_of
 from ._grouping import DEFAULT_BY, GROUP_KEYS, build_report, report_csv, report_json
 from ._stripe import (
     EVENT_NAME_FIELDS,
@@ -105,6 +109,20 @@ def _add_report(subparsers: Subparsers) -> None:
         "month are UTC",
     )
     r.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    r.add_argument(
+        "--forecast",
+        action="store_true",
+        help="project each group's cost and tokens to the end of the period (an estimate, "
+        "apart from what was billed), with the method and its backtested error; the cut-off "
+        "is --until (default: now), the period starts at --since (default: the start of the "
+        "cut-off's UTC month)",
+    )
+    r.add_argument(
+        "--forecast-to",
+        type=until_arg,
+        metavar="WHEN",
+        help="--forecast: the end of the period (default: the end of the cut-off's UTC month)",
+    )
 
 
 def _add_export(subparsers: Subparsers) -> None:
@@ -156,6 +174,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     problem = _check_window(args)
     if problem:
         return fail(problem, EXIT_USAGE, command="report")
+    if args.forecast:
+        return _forecast(args)
+    if args.forecast_to is not None:
+        return fail("--forecast-to applies to --forecast only", EXIT_USAGE, command="report")
     try:
         ledger, url = _open(args.ledger)
     except LedgerError as exc:
@@ -180,6 +202,50 @@ def _cmd_report(args: argparse.Namespace) -> int:
         report_csv(report, sys.stdout)
     elif report.records:
         print(format_table(report, url))
+    return 0
+
+
+def _forecast(args: argparse.Namespace) -> int:
+    at = args.until or datetime.now(UTC)
+    month_start, month_end = month_of(at)
+    start = args.since or month_start
+    end = args.forecast_to or month_end
+    problem = None
+    if args.format == "csv":
+        problem = "--forecast prints a table or JSON (--format table or json)"
+    elif end <= at:
+        problem = f"the period's end ({utc(end)}) must be after the cut-off ({utc(at)})"
+    elif start >= at:
+        problem = f"the period's start ({utc(start)}) must be before the cut-off ({utc(at)})"
+    elif any(k not in FORECAST_KEYS for k in args.by):
+        problem = f"--forecast groups by some of {', '.join(FORECAST_KEYS)} (not by time)"
+    if problem:
+        return fail(problem, EXIT_USAGE, command="report")
+    method = ForecastMethod()
+    # Enough history for the trailing window at every backtest cut-off.
+    days = method.window_days + method.backtest_cutoffs + method.backtest_horizon_days
+    history = min(start, midnight(at.astimezone(UTC).date()) - timedelta(days=days))
+    try:
+        ledger, url = _open(args.ledger)
+    except LedgerError as exc:
+        return fail(exc, command="report")
+    try:
+        report = build_forecast(
+            ledger.records(history, at), args.by, at=at, period_start=start, period_end=end
+        )
+    except LedgerError as exc:
+        return fail(exc, EXIT_BAD_INPUT, command="report")
+    finally:
+        ledger.close()
+    if not report.lines:
+        print(
+            f"otel-tokens: no cost records in ledger {display_url(url)}{window(history, at)}",
+            file=sys.stderr,
+        )
+    if args.format == "json":
+        print(json.dumps(forecast_json(report, url), indent=2, ensure_ascii=False))
+    else:
+        print(forecast_table(report, url))
     return 0
 
 
