@@ -14,12 +14,57 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel_tokens import semconv as sc
-from otel_tokens_fakes import ProviderServer
+from otel_tokens_fakes import (
+    BedrockServer,
+    CohereServer,
+    GeminiServer,
+    MistralServer,
+    OllamaServer,
+    OpenAIShapedServer,
+    ProviderServer,
+)
 
 
 @pytest.fixture(scope="session")
 def server() -> Iterator[ProviderServer]:
     with ProviderServer() as srv:
+        yield srv
+
+
+# One local server per wire format, for the tests of a module.
+@pytest.fixture(scope="module")
+def bedrock_server() -> Iterator[BedrockServer]:
+    with BedrockServer() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def cohere_server() -> Iterator[CohereServer]:
+    with CohereServer() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def gemini_server() -> Iterator[GeminiServer]:
+    with GeminiServer() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def mistral_server() -> Iterator[MistralServer]:
+    with MistralServer() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def ollama_server() -> Iterator[OllamaServer]:
+    with OllamaServer() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def shaped_server() -> Iterator[OpenAIShapedServer]:
+    with OpenAIShapedServer() as srv:
         yield srv
 
 

@@ -1,0 +1,76 @@
+"""Checks the provider tests share: what a span and the metric points say about a call's
+usage and cost, and an instrumentor switched on for the length of a test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind
+
+from otel_tokens import semconv as sc
+from otel_tokens.pricing import Catalog
+from otel_tokens.usage import TokenUsage
+
+
+def attrs_of(span: ReadableSpan) -> dict[str, Any]:
+    return dict(span.attributes or {})
+
+
+def client_span(telemetry: Any) -> ReadableSpan:
+    """The one span of ours, a CLIENT span."""
+    span: ReadableSpan = telemetry.only_span()
+    assert span.kind == SpanKind.CLIENT
+    return span
+
+
+def usage_on_span(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The ``gen_ai.billing.usage.*`` attributes, by bucket."""
+    return {
+        k[len(sc.BILLING_USAGE_PREFIX) :]: v
+        for k, v in attrs.items()
+        if k.startswith(sc.BILLING_USAGE_PREFIX)
+    }
+
+
+def assert_span_usage(span: ReadableSpan, usage: TokenUsage, cost: Decimal | None) -> None:
+    """The span carries exactly ``usage`` (disjoint buckets and inclusive totals) and, when
+    given, ``cost`` in USD."""
+    attrs = attrs_of(span)
+    assert usage_on_span(attrs) == dict(usage.buckets()), attrs
+    assert attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] == usage.input_total
+    assert attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == usage.output_total
+    if cost is not None:
+        assert Decimal(str(attrs[sc.BILLING_COST_DECIMAL])) == cost
+        assert attrs[sc.GEN_AI_USAGE_COST_CURRENCY] == "USD"
+
+
+def assert_token_metrics(telemetry: Any, usage: TokenUsage, cost: Decimal) -> None:
+    """``gen_ai.client.token.usage`` adds up to ``usage``'s totals, the cost counter to ``cost``."""
+    t = telemetry
+    assert t.sum_of(sc.METRIC_CLIENT_TOKEN_USAGE, **{sc.GEN_AI_TOKEN_TYPE: "input"}) == (
+        usage.input_total
+    )
+    assert t.sum_of(sc.METRIC_CLIENT_TOKEN_USAGE, **{sc.GEN_AI_TOKEN_TYPE: "output"}) == (
+        usage.output_total
+    )
+    assert t.sum_of(sc.METRIC_BILLING_COST) == pytest.approx(float(cost), rel=1e-9)
+
+
+@contextmanager
+def instrumenting(inst: Any, telemetry: Any, catalog: Catalog | None = None) -> Iterator[Any]:
+    """``inst`` instrumented with the test's providers (and ``catalog``, by default the bundled
+    prices) until the block ends."""
+    inst.instrument(
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        catalog=Catalog() if catalog is None else catalog,
+    )
+    try:
+        yield inst
+    finally:
+        inst.uninstrument()
