@@ -34,6 +34,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from _services import REDIS_URL
+from _telemetry import metric_points
 from otel_tokens import semconv as sc
 from otel_tokens.budgets import (
     ENV_BUDGET_STORE,
@@ -90,17 +91,7 @@ class Metrics:
         self.provider = MeterProvider(metric_readers=[self.reader])
 
     def points(self, name: str) -> list[Any]:
-        data = self.reader.get_metrics_data()
-        if data is None:
-            return []
-        return [
-            p
-            for rm in data.resource_metrics
-            for sm in rm.scope_metrics
-            for m in sm.metrics
-            if m.name == name
-            for p in m.data.data_points
-        ]
+        return metric_points(self.reader, name)
 
     def by_budget(self, name: str) -> dict[str, float]:
         return {p.attributes[sc.BILLING_BUDGET_NAME]: p.value for p in self.points(name)}
