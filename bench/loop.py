@@ -41,6 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import overhead as oh  # the transports, canned bodies, workloads and subjects are its own
+from _report import write_json
 
 TARGET_CALL_RATIO = 0.5  # per non-streamed call: at most half the best peer's added CPU
 TARGET_CHUNK_US = 1.0  # per stream chunk
@@ -537,12 +538,7 @@ def main(argv: list[str] | None = None) -> int:
         f"load average {load[0]} at start, {report['load_average']['end'][0]} at end; "
         f"{report['elapsed_s']:.0f} s"
     )
-    if args.json:
-        text = json.dumps(report, indent=2, ensure_ascii=False)
-        if args.json == "-":
-            print(text)
-        else:
-            Path(args.json).write_text(text + "\n")
+    write_json(args.json, report)
     return 0
 
 
