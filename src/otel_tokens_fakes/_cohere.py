@@ -44,11 +44,8 @@ def _handler(server: CohereServer) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.0"
 
         def do_POST(self) -> None:
-            body = self.read_json()
-            server.bodies.append(body)
-            status = self.headers.get("x-test-status")
-            if status:
-                self.send_json(int(status), {"message": "test error"})
+            body = self.read_recorded(server.bodies, {"message": "test error"})
+            if body is None:
                 return
             raw = self.headers.get("x-test-billed")
             billed = json.loads(raw) if raw else dict(DEFAULT_BILLED)

@@ -25,6 +25,17 @@ class QuietHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length") or 0)
         return json.loads(self.rfile.read(length) or b"{}")
 
+    def read_recorded(self, bodies: list[Any], error: Any) -> Any | None:
+        """The request's JSON body, appended to ``bodies``; None when the ``x-test-status``
+        header asks for a failure, answered with that status and ``error``."""
+        body = self.read_json()
+        bodies.append(body)
+        status = self.headers.get("x-test-status")
+        if status:
+            self.send_json(int(status), error)
+            return None
+        return body
+
     def send_body(
         self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
     ) -> None:

@@ -45,11 +45,8 @@ def _handler(server: MistralServer) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.0"
 
         def do_POST(self) -> None:
-            body = self.read_json()
-            server.bodies.append(body)
-            status = self.headers.get("x-test-status")
-            if status:
-                self.send_json(int(status), {"object": "error", "message": "test error"})
+            body = self.read_recorded(server.bodies, {"object": "error", "message": "test error"})
+            if body is None:
                 return
             raw = self.headers.get("x-test-usage")
             usage = json.loads(raw) if raw else dict(DEFAULT_USAGE)

@@ -28,6 +28,25 @@ def client_span(telemetry: Any) -> ReadableSpan:
     return span
 
 
+class ServerHarness:
+    """A local provider ``server`` and the ``telemetry`` its instrumented calls land in."""
+
+    def __init__(self, server: Any, telemetry: Any) -> None:
+        self.server = server
+        self.telemetry = telemetry
+
+    def spans(self) -> list[ReadableSpan]:
+        spans: list[ReadableSpan] = self.telemetry.our_spans()
+        return spans
+
+    def span(self) -> ReadableSpan:
+        return client_span(self.telemetry)
+
+    def bucket_tokens(self) -> dict[str, int]:
+        tokens: dict[str, int] = self.telemetry.bucket_tokens()
+        return tokens
+
+
 def usage_on_span(attrs: dict[str, Any]) -> dict[str, Any]:
     """The ``gen_ai.billing.usage.*`` attributes, by bucket."""
     return {

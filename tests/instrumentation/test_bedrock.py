@@ -31,7 +31,7 @@ from otel_tokens_fakes import BEDROCK_REPLY as REPLY
 from otel_tokens_fakes import BedrockServer
 
 from . import _asserts
-from ._asserts import attrs_of, client_span, instrumenting
+from ._asserts import ServerHarness, attrs_of, instrumenting
 
 MTOK = Decimal(1_000_000)
 SONNET = "anthropic.claude-sonnet-4-5-20250929-v1:0"
@@ -145,10 +145,9 @@ def test_split_model_id(model_id: str, priced: str | None, scope: str | None) ->
 
 
 # --- fixtures and helpers ------------------------------------------------------------------
-class Harness:
+class Harness(ServerHarness):
     def __init__(self, server: BedrockServer, telemetry: Any) -> None:
-        self.server = server
-        self.telemetry = telemetry
+        super().__init__(server, telemetry)
         self.headers: dict[str, str] = {}  # sent with the next requests
 
     def _add_headers(self, request: Any, **_: Any) -> None:
@@ -166,15 +165,6 @@ class Harness:
         )
         client.meta.events.register("before-sign.*.*", self._add_headers)
         return client
-
-    def spans(self) -> list[ReadableSpan]:
-        return self.telemetry.our_spans()
-
-    def span(self) -> ReadableSpan:
-        return client_span(self.telemetry)
-
-    def bucket_tokens(self) -> dict[str, int]:
-        return self.telemetry.bucket_tokens()
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ from otel_tokens_fakes import GEMINI_REPLY as REPLY
 from otel_tokens_fakes import GeminiServer
 
 from . import _asserts
-from ._asserts import assert_token_metrics, attrs_of, client_span, instrumenting
+from ._asserts import ServerHarness, assert_token_metrics, attrs_of, instrumenting
 
 # Newer releases' request() returns the HTTP response (headers and body), older ones the
 # decoded body only.
@@ -105,10 +105,9 @@ def test_hand_prices_are_genai_prices() -> None:
 
 
 # --- fixtures and helpers ----------------------------------------------------------------------
-class Harness:
+class Harness(ServerHarness):
     def __init__(self, server: GeminiServer, telemetry: Any) -> None:
-        self.server = server
-        self.telemetry = telemetry
+        super().__init__(server, telemetry)
         # A genai.Client closes its HTTP client when collected: kept for the test's length.
         self.clients: list[genai.Client] = []
 
@@ -129,15 +128,6 @@ class Harness:
         )
         self.clients.append(client)
         return client
-
-    def spans(self) -> list[ReadableSpan]:
-        return self.telemetry.our_spans()
-
-    def span(self) -> ReadableSpan:
-        return client_span(self.telemetry)
-
-    def bucket_tokens(self) -> dict[str, int]:
-        return self.telemetry.bucket_tokens()
 
 
 @contextmanager

@@ -34,7 +34,7 @@ from otel_tokens.usage import InvalidUsageError, TokenUsage, from_ollama
 from otel_tokens_fakes import OLLAMA_PIECES as PIECES
 from otel_tokens_fakes import OllamaServer
 
-from ._asserts import attrs_of, client_span, instrumenting
+from ._asserts import ServerHarness, attrs_of, instrumenting
 
 MODEL = "llama3.2"
 UNPRICED_MODEL = "qwen3:8b"
@@ -71,19 +71,12 @@ def test_a_missing_prompt_count_is_not_zero_and_nonsense_is_refused() -> None:
 
 
 # --- fixtures ----------------------------------------------------------------------------------
-class Harness:
-    def __init__(self, server: OllamaServer, telemetry: Any) -> None:
-        self.server = server
-        self.telemetry = telemetry
-
+class Harness(ServerHarness):
     def client(self, **headers: str) -> ollama.Client:
         return ollama.Client(host=self.server.host, headers=headers)
 
     def aclient(self, **headers: str) -> ollama.AsyncClient:
         return ollama.AsyncClient(host=self.server.host, headers=headers)
-
-    def span(self) -> ReadableSpan:
-        return client_span(self.telemetry)
 
 
 @contextmanager
