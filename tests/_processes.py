@@ -7,6 +7,7 @@ import gzip
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -64,13 +65,26 @@ class OtlpSink:
         self._server.server_close()
 
 
-def run_instrumented(app: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """``opentelemetry-instrument python app`` with ``env``, its output captured."""
+def run(
+    argv: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 120,
+    check: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` to its end (``check``: a failure raises), its output captured as text."""
     return subprocess.run(
-        [str(BIN / "opentelemetry-instrument"), sys.executable, str(app)],
+        list(argv),
         env=env,
+        cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=120,
-        check=False,
+        timeout=timeout,
+        check=check,
     )
+
+
+def run_instrumented(app: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``opentelemetry-instrument python app`` with ``env``, its output captured."""
+    return run([str(BIN / "opentelemetry-instrument"), sys.executable, str(app)], env=env)

@@ -18,7 +18,6 @@ import logging
 import multiprocessing
 import os
 import random
-import subprocess
 import sys
 import threading
 import time
@@ -33,6 +32,7 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+from _processes import run
 from _services import REDIS_URL
 from _telemetry import metric_points
 from otel_tokens import semconv as sc
@@ -1335,19 +1335,23 @@ def test_budget_status_after_a_fixed_window_projects_what_was_spent() -> None:
     assert row.projected == 500
 
 
+def _budgets_json_args(tmp_path: Path, ledger_file: Path, at: str) -> list[str]:
+    """``otel-tokens budgets --json`` over ``ledger_file`` and the budgets of the report."""
+    budgets = str(_report_budgets(tmp_path))
+    return [
+        "budgets",
+        "--ledger",
+        f"sqlite:///{ledger_file}",
+        "--budgets",
+        budgets,
+        "--at",
+        at,
+        "--json",
+    ]
+
+
 def test_cli_budgets_json(tmp_path: Path, ledger_file: Path, capsys: Any) -> None:
-    code = main(
-        [
-            "budgets",
-            "--ledger",
-            f"sqlite:///{ledger_file}",
-            "--budgets",
-            str(_report_budgets(tmp_path)),
-            "--at",
-            "2026-11-11T00:00:00Z",
-            "--json",
-        ]
-    )
+    code = main(_budgets_json_args(tmp_path, ledger_file, "2026-11-11T00:00:00Z"))
     out = capsys.readouterr().out
     assert code == 0
     rows = {r.pop("budget"): r for r in json.loads(out)}
@@ -1398,23 +1402,10 @@ def test_cli_budgets_command_line(tmp_path: Path, ledger_file: Path) -> None:
     exe = Path(sys.executable).with_name("otel-tokens")
     command = [str(exe)] if exe.exists() else [sys.executable, "-m", "otel_tokens.cli"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_TOKENS_")}
-    done = subprocess.run(
-        [
-            *command,
-            "budgets",
-            "--ledger",
-            f"sqlite:///{ledger_file}",
-            "--budgets",
-            str(_report_budgets(tmp_path)),
-            "--at",
-            "2026-11-11T00:00:00+00:00",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
+    done = run(
+        [*command, *_budgets_json_args(tmp_path, ledger_file, "2026-11-11T00:00:00+00:00")],
         env=env,
         timeout=60,
-        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert {r.pop("budget"): r for r in json.loads(done.stdout)} == EXPECTED

@@ -26,7 +26,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from _otlp import BIN, OPENAI_APP, OtlpSink
+from _processes import BIN, OPENAI_APP, OtlpSink, run
 from otel_tokens import semconv as sc
 from otel_tokens.ledger import open_ledger
 from otel_tokens_fakes import ProviderServer
@@ -185,15 +185,7 @@ def run_documented(
         OPENAI_BASE_URL=server.openai_base_url,
         **env_vars,
     )
-    done = subprocess.run(
-        ["bash", "-c", command],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run(["bash", "-c", command], cwd=cwd, env=env)
     assert done.returncode == 0, done.stderr
     assert "Failed to auto initialize" not in done.stderr, done.stderr
     usages: list[dict[str, Any]] = json.loads(done.stdout.splitlines()[0])

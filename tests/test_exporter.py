@@ -29,8 +29,8 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 
-from _otlp import OPENAI_APP, run_instrumented
 from _points import BASE_ATTRS
+from _processes import OPENAI_APP, run_instrumented
 from otel_tokens import semconv as sc
 from otel_tokens._safety import reset_log_once
 from otel_tokens.exporter import PricingMetricExporter, _entry_point_exporter

@@ -3,7 +3,7 @@ usage and cost, and an instrumentor switched on for the length of a test."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
@@ -80,16 +80,33 @@ def assert_token_metrics(telemetry: Any, usage: TokenUsage, cost: Decimal) -> No
     assert t.sum_of(sc.METRIC_BILLING_COST) == pytest.approx(float(cost), rel=1e-9)
 
 
+_BUNDLED = object()  # a fresh catalog of the bundled prices (``None`` is a catalog argument too)
+
+
+@contextmanager
+def instrumenter(inst: Any, telemetry: Any) -> Iterator[Callable[..., Any]]:
+    """``do(catalog=..., **kwargs)`` instruments ``inst`` with the test's providers, ``catalog``
+    (by default the bundled prices) and ``kwargs``; undone when the block ends, if done."""
+
+    def do(catalog: Any = _BUNDLED, **kwargs: Any) -> Any:
+        inst.instrument(
+            tracer_provider=telemetry.tracer_provider,
+            meter_provider=telemetry.meter_provider,
+            catalog=Catalog() if catalog is _BUNDLED else catalog,
+            **kwargs,
+        )
+        return inst
+
+    try:
+        yield do
+    finally:
+        if inst.is_instrumented_by_opentelemetry:
+            inst.uninstrument()
+
+
 @contextmanager
 def instrumenting(inst: Any, telemetry: Any, catalog: Catalog | None = None) -> Iterator[Any]:
     """``inst`` instrumented with the test's providers (and ``catalog``, by default the bundled
     prices) until the block ends."""
-    inst.instrument(
-        tracer_provider=telemetry.tracer_provider,
-        meter_provider=telemetry.meter_provider,
-        catalog=Catalog() if catalog is None else catalog,
-    )
-    try:
-        yield inst
-    finally:
-        inst.uninstrument()
+    with instrumenter(inst, telemetry) as do:
+        yield do(_BUNDLED if catalog is None else catalog)

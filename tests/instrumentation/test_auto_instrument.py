@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -15,7 +14,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from _otlp import BIN, OtlpSink, run_instrumented
+from _processes import BIN, OtlpSink, run, run_instrumented
 from otel_tokens_fakes import ProviderServer
 
 
@@ -148,14 +147,7 @@ def test_demo_runs_offline_and_prints_a_cost_summary(server: ProviderServer) -> 
             ("OTEL_", "OPENAI_", "ANTHROPIC_", "GEMINI_", "GOOGLE_", "AWS_", "DEMO_")
         )
     }
-    done = subprocess.run(
-        [str(BIN / "otel-tokens"), "demo"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    done = run([str(BIN / "otel-tokens"), "demo"], env=env, timeout=180)
     assert done.returncode == 0, done.stderr
     assert "bundled local server" in done.stdout
     assert "otel-tokens cost summary" in done.stderr
