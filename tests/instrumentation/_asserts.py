@@ -56,9 +56,11 @@ def usage_on_span(attrs: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def assert_span_usage(span: ReadableSpan, usage: TokenUsage, cost: Decimal | None) -> None:
+def assert_span_usage(
+    span: ReadableSpan, usage: TokenUsage, cost: Decimal | None, *, status: str | None = None
+) -> None:
     """The span carries exactly ``usage`` (disjoint buckets and inclusive totals) and, when
-    given, ``cost`` in USD."""
+    given, ``cost`` in USD (and the pricing ``status``)."""
     attrs = attrs_of(span)
     assert usage_on_span(attrs) == dict(usage.buckets()), attrs
     assert attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] == usage.input_total
@@ -66,6 +68,8 @@ def assert_span_usage(span: ReadableSpan, usage: TokenUsage, cost: Decimal | Non
     if cost is not None:
         assert Decimal(str(attrs[sc.BILLING_COST_DECIMAL])) == cost
         assert attrs[sc.GEN_AI_USAGE_COST_CURRENCY] == "USD"
+        if status is not None:
+            assert attrs[sc.BILLING_PRICING_STATUS] == status
 
 
 def assert_token_metrics(telemetry: Any, usage: TokenUsage, cost: Decimal) -> None:

@@ -174,9 +174,7 @@ def h(bedrock_server: BedrockServer, telemetry: Any) -> Iterator[Harness]:
 
 
 def assert_span_usage(span: ReadableSpan, usage: TokenUsage, cost: Decimal | None) -> None:
-    _asserts.assert_span_usage(span, usage, cost)
-    if cost is not None:
-        assert attrs_of(span)[sc.BILLING_PRICING_STATUS] == sc.STATUS_PRICED
+    _asserts.assert_span_usage(span, usage, cost, status=sc.STATUS_PRICED)
 
 
 def assert_metered(h: Harness, usage: TokenUsage, cost: Decimal) -> None:
