@@ -195,16 +195,7 @@ def run_worker(name: str, plan: Plan) -> dict[str, Any]:
     for w in work:  # the client's own first-call costs
         w.call()
     result["checks"] = oh.check(subject, telemetry, work)
-    for on in (True, False):  # imports, caches, price catalog on both paths
-        with subject.active(on, telemetry):
-            for w in work:
-                for _ in range(plan.warmup):
-                    w.call()
-    # What start-up made lives for the whole run: out of the collector's way, so that one full
-    # collection over the imported modules does not land in one mode. The calls' own garbage is
-    # still collected, and counted.
-    gc.collect()
-    gc.freeze()
+    oh.warm_up(subject, telemetry, work, plan.warmup)
     batches: dict[str, dict[str, list[list[int]]]] = {w.key: {"on": [], "off": []} for w in work}
     try:
         for r in range(plan.rounds):

@@ -919,20 +919,26 @@ def _flusher() -> Callable[[], Any]:
     return flush
 
 
+def warm_up(subject: Subject, telemetry: Telemetry, workloads: list[Workload], warmup: int) -> None:
+    """Run each workload ``warmup`` times on both paths (imports, caches, price catalog,
+    tiktoken), then move what was made so far out of the collector's way: it lives for the
+    whole run, and a full collection over it must not land in one mode's calls (the calls'
+    own garbage is still collected, and counted)."""
+    for on in (True, False):
+        with subject.active(on, telemetry):
+            for w in workloads:
+                for _ in range(warmup):
+                    w.call()
+    gc.collect()
+    gc.freeze()
+
+
 def measure(
     subject: Subject, telemetry: Telemetry, workloads: list[Workload], plan: Plan
 ) -> Samples:
     clock = CLOCKS[plan.clock]
     flush = _flusher()
-    for on in (True, False):  # warm both paths: imports, caches, price catalog, tiktoken
-        with subject.active(on, telemetry):
-            for w in workloads:
-                for _ in range(plan.warmup):
-                    w.call()
-    # What was made so far lives for the whole run: out of the collector's way, so that a
-    # full collection does not land in one mode's calls.
-    gc.collect()
-    gc.freeze()
+    warm_up(subject, telemetry, workloads, plan.warmup)
     samples = Samples()
     try:
         for r in range(plan.rounds):

@@ -85,6 +85,18 @@ def run(
     )
 
 
+def stop(proc: subprocess.Popen[Any] | None) -> None:
+    """End ``proc`` if it still runs: terminate, and kill what does not stop in 10 s."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 def run_instrumented(app: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """``opentelemetry-instrument python app`` with ``env``, its output captured."""
     return run([str(BIN / "opentelemetry-instrument"), sys.executable, str(app)], env=env)

@@ -26,7 +26,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from _processes import BIN, OPENAI_APP, OtlpSink, run
+from _processes import BIN, OPENAI_APP, OtlpSink, run, stop
 from otel_tokens import semconv as sc
 from otel_tokens.ledger import open_ledger
 from otel_tokens_fakes import ProviderServer
@@ -149,12 +149,7 @@ def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collector]:
             _wait_for("the collector's /healthz", healthy, proc)
             yield Collector(url, f"http://127.0.0.1:{grpc_port}", ledger_url, sink)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            stop(proc)
             sink.close()
 
 
