@@ -91,7 +91,7 @@ def gemini_stream(chunks: int) -> tuple[bytes, ...]:
 def gemini_workloads(plan: Plan) -> list[Workload]:
     from google import genai
     from google.genai import types
-    from overhead import Workload, mock_http_client
+    from overhead import cheap_stream_workloads, mock_http_client
 
     def client(body: bytes | tuple[bytes, ...]) -> Any:
         # overhead.py's in-process httpx2 transport (google-genai takes httpx2 clients too).
@@ -113,21 +113,7 @@ def gemini_workloads(plan: Plan) -> list[Workload]:
 
         return run
 
-    return [
-        Workload("call", nonstream, plan.calls),
-        Workload(
-            "stream_short",
-            streamer(client(gemini_stream(plan.short))),
-            plan.short_calls,
-            plan.short,
-        ),
-        Workload(
-            "stream_long",
-            streamer(client(gemini_stream(plan.long))),
-            plan.long_calls * 3,
-            plan.long,
-        ),
-    ]
+    return cheap_stream_workloads(plan, nonstream, streamer, lambda n: client(gemini_stream(n)))
 
 
 # --- Bedrock ------------------------------------------------------------------------------
@@ -218,7 +204,7 @@ def _answer(body: bytes | tuple[bytes, ...]) -> Callable[..., Any]:
 def bedrock_workloads(plan: Plan) -> list[Workload]:
     import boto3
     from botocore.config import Config
-    from overhead import Workload
+    from overhead import cheap_stream_workloads
 
     def client(body: bytes | tuple[bytes, ...]) -> Any:
         c = boto3.client(
@@ -251,18 +237,4 @@ def bedrock_workloads(plan: Plan) -> list[Workload]:
 
         return run
 
-    return [
-        Workload("call", nonstream, plan.calls),
-        Workload(
-            "stream_short",
-            streamer(client(bedrock_stream(plan.short))),
-            plan.short_calls,
-            plan.short,
-        ),
-        Workload(
-            "stream_long",
-            streamer(client(bedrock_stream(plan.long))),
-            plan.long_calls * 3,
-            plan.long,
-        ),
-    ]
+    return cheap_stream_workloads(plan, nonstream, streamer, lambda n: client(bedrock_stream(n)))

@@ -41,6 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import overhead as oh  # the transports, canned bodies, workloads and subjects are its own
+from _report import write_json
 
 TARGET_CALL_RATIO = 0.5  # per non-streamed call: at most half the best peer's added CPU
 TARGET_CHUNK_US = 1.0  # per stream chunk
@@ -194,16 +195,7 @@ def run_worker(name: str, plan: Plan) -> dict[str, Any]:
     for w in work:  # the client's own first-call costs
         w.call()
     result["checks"] = oh.check(subject, telemetry, work)
-    for on in (True, False):  # imports, caches, price catalog on both paths
-        with subject.active(on, telemetry):
-            for w in work:
-                for _ in range(plan.warmup):
-                    w.call()
-    # What start-up made lives for the whole run: out of the collector's way, so that one full
-    # collection over the imported modules does not land in one mode. The calls' own garbage is
-    # still collected, and counted.
-    gc.collect()
-    gc.freeze()
+    oh.warm_up(subject, telemetry, work, plan.warmup)
     batches: dict[str, dict[str, list[list[int]]]] = {w.key: {"on": [], "off": []} for w in work}
     try:
         for r in range(plan.rounds):
@@ -537,12 +529,7 @@ def main(argv: list[str] | None = None) -> int:
         f"load average {load[0]} at start, {report['load_average']['end'][0]} at end; "
         f"{report['elapsed_s']:.0f} s"
     )
-    if args.json:
-        text = json.dumps(report, indent=2, ensure_ascii=False)
-        if args.json == "-":
-            print(text)
-        else:
-            Path(args.json).write_text(text + "\n")
+    write_json(args.json, report)
     return 0
 
 

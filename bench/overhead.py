@@ -56,6 +56,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from _report import write_json
+
 # Targets from the issue.
 TARGET_CALL_US = 30.0
 TARGET_CHUNK_US = 1.0
@@ -345,6 +347,33 @@ class Workload:
     chunks: int = 0  # content chunks per stream (0: not a stream)
 
 
+def cheap_stream_workloads(
+    plan: Plan,
+    nonstream: Callable[[], None],
+    streamer: Callable[[Any], Callable[[], None]],
+    streaming_client: Callable[[int], Any],
+    tag: str = "",
+) -> list[Workload]:
+    """A plain call, short streams and long streams, for a client whose streams cost a fifth
+    of openai's per chunk or less: three times the long streams, in the same time.
+    ``streaming_client(n)`` answers every call with a stream of ``n`` content chunks."""
+    return [
+        Workload(f"call{tag}", nonstream, plan.calls),
+        Workload(
+            f"stream_short{tag}",
+            streamer(streaming_client(plan.short)),
+            plan.short_calls,
+            plan.short,
+        ),
+        Workload(
+            f"stream_long{tag}",
+            streamer(streaming_client(plan.long)),
+            plan.long_calls * 3,
+            plan.long,
+        ),
+    ]
+
+
 @dataclass
 class Plan:
     rounds: int
@@ -571,22 +600,9 @@ def anthropic_workloads(
         return run
 
     tag = "_sdk_on" if sdk_span else "_sdk_off"
-    # anthropic's streams cost a fifth of openai's per chunk: more of them in the same time.
-    work = [
-        Workload(f"call{tag}", nonstream, plan.calls),
-        Workload(
-            f"stream_short{tag}",
-            streamer(client(anthropic_stream(plan.short))),
-            plan.short_calls,
-            plan.short,
-        ),
-        Workload(
-            f"stream_long{tag}",
-            streamer(client(anthropic_stream(plan.long))),
-            plan.long_calls * 3,
-            plan.long,
-        ),
-    ]
+    work = cheap_stream_workloads(
+        plan, nonstream, streamer, lambda n: client(anthropic_stream(n)), tag
+    )
     if isolated:
 
         def open_stream(c: Any) -> Any:
@@ -903,20 +919,26 @@ def _flusher() -> Callable[[], Any]:
     return flush
 
 
+def warm_up(subject: Subject, telemetry: Telemetry, workloads: list[Workload], warmup: int) -> None:
+    """Run each workload ``warmup`` times on both paths (imports, caches, price catalog,
+    tiktoken), then move what was made so far out of the collector's way: it lives for the
+    whole run, and a full collection over it must not land in one mode's calls (the calls'
+    own garbage is still collected, and counted)."""
+    for on in (True, False):
+        with subject.active(on, telemetry):
+            for w in workloads:
+                for _ in range(warmup):
+                    w.call()
+    gc.collect()
+    gc.freeze()
+
+
 def measure(
     subject: Subject, telemetry: Telemetry, workloads: list[Workload], plan: Plan
 ) -> Samples:
     clock = CLOCKS[plan.clock]
     flush = _flusher()
-    for on in (True, False):  # warm both paths: imports, caches, price catalog, tiktoken
-        with subject.active(on, telemetry):
-            for w in workloads:
-                for _ in range(plan.warmup):
-                    w.call()
-    # What was made so far lives for the whole run: out of the collector's way, so that a
-    # full collection does not land in one mode's calls.
-    gc.collect()
-    gc.freeze()
+    warm_up(subject, telemetry, workloads, plan.warmup)
     samples = Samples()
     try:
         for r in range(plan.rounds):
@@ -1662,12 +1684,7 @@ def main(argv: list[str] | None = None) -> int:
     report = _report(runs, plan, time.perf_counter() - started, load)
     _print_report(report, _log if args.json == "-" else print)
     if args.json:
-        doc = {**report, "rows": [r.as_dict() for r in report["rows"]]}
-        text = json.dumps(doc, indent=2, ensure_ascii=False)
-        if args.json == "-":
-            print(text)
-        else:
-            Path(args.json).write_text(text + "\n")
+        write_json(args.json, {**report, "rows": [r.as_dict() for r in report["rows"]]})
     return 0
 
 

@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from _report import write_json
+
 TARGET_S = 0.15  # start-up with ours at most this much over bare opentelemetry-instrument
 APPS = {"pass": "pass", "import openai": "import openai"}
 LABELS = {  # distribution -> how the tables name it
@@ -241,12 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{runs} runs each; load average {load[0]} at start, "
         f"{report['load_average']['end'][0]} at end; {report['elapsed_s']:.0f} s"
     )
-    if args.json:
-        text = json.dumps(report, indent=2, ensure_ascii=False)
-        if args.json == "-":
-            print(text)
-        else:
-            Path(args.json).write_text(text + "\n")
+    write_json(args.json, report)
     return 0
 
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from otel_tokens import semconv as sc
 
 # The attributes the instrumentation puts on every gen_ai.billing.tokens point of a
@@ -16,3 +18,22 @@ BASE_ATTRS: dict[str, str] = {
     sc.BILLING_CONTEXT_TIER: "base",
     sc.BILLING_USAGE_SOURCE: "provider",
 }
+
+
+def chat_point_attrs(
+    provider: str | None, model: str | None, bucket: str, **extra: Any
+) -> dict[str, Any]:
+    """A chat call's point of ``bucket``, ``model`` requested and served, and ``extra``
+    attributes; those given as None are left out."""
+    attrs: dict[str, Any] = {
+        sc.GEN_AI_PROVIDER_NAME: provider,
+        sc.GEN_AI_REQUEST_MODEL: model,
+        sc.GEN_AI_RESPONSE_MODEL: model,
+        sc.GEN_AI_OPERATION_NAME: "chat",
+        sc.BILLING_PROCESSING: "standard",
+        sc.BILLING_CONTEXT_TIER: "base",
+        sc.BILLING_USAGE_SOURCE: "provider",
+        sc.BILLING_TOKEN_BUCKET: bucket,
+        **extra,
+    }
+    return {k: v for k, v in attrs.items() if v is not None}

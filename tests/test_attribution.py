@@ -23,13 +23,9 @@ from opentelemetry import baggage
 from opentelemetry import context as otel_context
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.propagate import inject
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import otel_tokens
+from _telemetry import SdkProviders
 from otel_tokens import semconv as sc
 from otel_tokens.attribution import (
     ENV_CARDINALITY_LIMIT,
@@ -579,33 +575,13 @@ def test_wsgi_middleware_custom_headers_and_no_headers() -> None:
 
 
 # --- metered calls: spans get every key, metric points the allow-listed ones ---------------------
-class _Providers:
-    def __init__(self) -> None:
-        self.spans = InMemorySpanExporter()
-        self.tracer_provider = TracerProvider()
-        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
-        self.reader = InMemoryMetricReader()
-        self.meter_provider = MeterProvider(metric_readers=[self.reader])
-
+class _Providers(SdkProviders):
     def recorder(self) -> Recorder:
         return Recorder(
             tracer_provider=self.tracer_provider,
             meter_provider=self.meter_provider,
             catalog=Catalog(),
         )
-
-    def points(self, name: str) -> list[Any]:
-        data = self.reader.get_metrics_data()
-        if data is None:
-            return []
-        return [
-            p
-            for rm in data.resource_metrics
-            for sm in rm.scope_metrics
-            for m in sm.metrics
-            if m.name == name
-            for p in m.data.data_points
-        ]
 
 
 def _call(recorder: Recorder, usage: TokenUsage, model: str = "gpt-4o-mini") -> None:
@@ -622,7 +598,7 @@ def test_recorded_call_span_gets_every_key_and_points_only_allow_listed(
     recorder = providers.recorder()
     with attribute(tenant="acme", user="u-42", feature="support-bot", plan="pro"):
         _call(recorder, TokenUsage(input=100, output=20))
-    (span,) = providers.spans.get_finished_spans()
+    (span,) = providers.exporter.get_finished_spans()
     assert ACME.items() <= dict(span.attributes or {}).items()
     for name in (sc.METRIC_BILLING_TOKENS, sc.METRIC_BILLING_COST):
         points = providers.points(name)

@@ -18,7 +18,6 @@ import logging
 import multiprocessing
 import os
 import random
-import subprocess
 import sys
 import threading
 import time
@@ -33,7 +32,9 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+from _processes import run
 from _services import REDIS_URL
+from _telemetry import metric_points
 from otel_tokens import semconv as sc
 from otel_tokens.budgets import (
     ENV_BUDGET_STORE,
@@ -90,17 +91,7 @@ class Metrics:
         self.provider = MeterProvider(metric_readers=[self.reader])
 
     def points(self, name: str) -> list[Any]:
-        data = self.reader.get_metrics_data()
-        if data is None:
-            return []
-        return [
-            p
-            for rm in data.resource_metrics
-            for sm in rm.scope_metrics
-            for m in sm.metrics
-            if m.name == name
-            for p in m.data.data_points
-        ]
+        return metric_points(self.reader, name)
 
     def by_budget(self, name: str) -> dict[str, float]:
         return {p.attributes[sc.BILLING_BUDGET_NAME]: p.value for p in self.points(name)}
@@ -1371,19 +1362,23 @@ def test_budget_status_after_a_fixed_window_projects_what_was_spent() -> None:
     assert row.projected == 500
 
 
+def _budgets_json_args(tmp_path: Path, ledger_file: Path, at: str) -> list[str]:
+    """``otel-tokens budgets --json`` over ``ledger_file`` and the budgets of the report."""
+    budgets = str(_report_budgets(tmp_path))
+    return [
+        "budgets",
+        "--ledger",
+        f"sqlite:///{ledger_file}",
+        "--budgets",
+        budgets,
+        "--at",
+        at,
+        "--json",
+    ]
+
+
 def test_cli_budgets_json(tmp_path: Path, ledger_file: Path, capsys: Any) -> None:
-    code = main(
-        [
-            "budgets",
-            "--ledger",
-            f"sqlite:///{ledger_file}",
-            "--budgets",
-            str(_report_budgets(tmp_path)),
-            "--at",
-            "2026-11-11T00:00:00Z",
-            "--json",
-        ]
-    )
+    code = main(_budgets_json_args(tmp_path, ledger_file, "2026-11-11T00:00:00Z"))
     out = capsys.readouterr().out
     assert code == 0
     rows = {r.pop("budget"): r for r in json.loads(out)}
@@ -1434,23 +1429,10 @@ def test_cli_budgets_command_line(tmp_path: Path, ledger_file: Path) -> None:
     exe = Path(sys.executable).with_name("otel-tokens")
     command = [str(exe)] if exe.exists() else [sys.executable, "-m", "otel_tokens.cli"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_TOKENS_")}
-    done = subprocess.run(
-        [
-            *command,
-            "budgets",
-            "--ledger",
-            f"sqlite:///{ledger_file}",
-            "--budgets",
-            str(_report_budgets(tmp_path)),
-            "--at",
-            "2026-11-11T00:00:00+00:00",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
+    done = run(
+        [*command, *_budgets_json_args(tmp_path, ledger_file, "2026-11-11T00:00:00+00:00")],
         env=env,
         timeout=60,
-        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert {r.pop("budget"): r for r in json.loads(done.stdout)} == EXPECTED

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import textwrap
 from decimal import Decimal
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import otel_tokens
+from _processes import run
 from otel_tokens import counting
 
 # Token ids published with tiktoken (its README) and OpenAI's tokenizer page.
@@ -67,13 +67,8 @@ _PROBE = textwrap.dedent(
 
 def test_counts_exactly_offline_with_no_cache_folder(tmp_path: Path) -> None:
     """A fresh install with no network counts with the real encodings, not 4 chars/token."""
-    proc = subprocess.run(
-        [sys.executable, "-c", _PROBE, *MODELS.values()],
-        env=_offline_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
+    proc = run(
+        [sys.executable, "-c", _PROBE, *MODELS.values()], env=_offline_env(tmp_path), check=True
     )
     got = json.loads(proc.stdout)
     for encoding, model in MODELS.items():
@@ -133,14 +128,7 @@ def test_a_damaged_encoding_is_reported_not_guessed_silently(tmp_path: Path) -> 
     damaged.write_bytes(damaged.read_bytes()[:100_000])
     env = _offline_env(tmp_path)
     env["PYTHONPATH"] = str(tmp_path / "site")
-    proc = subprocess.run(
-        [sys.executable, "-c", _PROBE, "gpt-4o", "gpt-4"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    proc = run([sys.executable, "-c", _PROBE, "gpt-4o", "gpt-4"], env=env, check=True)
     got = json.loads(proc.stdout)
     assert got["gpt-4o"] == {"exact": False, "hello world": 3, "tiktoken is great!": 5}
     assert got["gpt-4"]["exact"] is True  # the other encoding is intact
@@ -234,14 +222,7 @@ def test_a_call_counted_without_its_tokenizer_says_so(tmp_path: Path) -> None:
     env = _offline_env(tmp_path)
     env.update(PYTHONPATH=str(tmp_path / "site"), NO_PROXY="127.0.0.1,localhost")
     content = "Hello there, how are you today?"
-    proc = subprocess.run(
-        [sys.executable, "-c", _CALLS, content],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = run([sys.executable, "-c", _CALLS, content], env=env)
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
     assert proc.stderr.count("o200k_base cannot be loaded") == 1
@@ -326,14 +307,7 @@ def test_a_tampered_encoding_fails_its_sha256(tmp_path: Path) -> None:
     file.write_bytes(gzip.compress(data))
     env = _offline_env(tmp_path)
     env["PYTHONPATH"] = str(tmp_path / "site")
-    proc = subprocess.run(
-        [sys.executable, "-c", _PROBE, "gpt-4"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    proc = run([sys.executable, "-c", _PROBE, "gpt-4"], env=env, check=True)
     assert json.loads(proc.stdout)["gpt-4"]["exact"] is False
     assert "cl100k_base encoding is damaged: sha256" in proc.stderr
 
@@ -362,14 +336,7 @@ def test_install_tiktoken_files_from_the_package_serves_unmodified_tiktoken(
     env = _offline_env(tmp_path)
     env["TIKTOKEN_CACHE_DIR"] = str(cache)
     code = "import tiktoken; print(tiktoken.get_encoding('cl100k_base').encode('hello world'))"
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = run([sys.executable, "-c", code], env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[15339, 1917]"
 

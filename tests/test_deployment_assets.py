@@ -33,6 +33,8 @@ from typing import Any
 import pytest
 import yaml
 
+from _points import chat_point_attrs
+from _processes import stop
 from otel_tokens import semconv as sc
 from otel_tokens.pricing import price
 from otel_tokens.usage import TokenUsage
@@ -676,21 +678,10 @@ class AppMetricsServer:
         self.server.server_close()
 
 
-def billing_point(provider: str, tenant: str, feature: str, bucket: str) -> dict[str, str]:
+def billing_point(provider: str, tenant: str, feature: str, bucket: str) -> dict[str, Any]:
     """A gen_ai.billing.tokens point's attributes, as the instrumentation records them."""
-    model = PROVIDER_MODELS[provider]
-    return {
-        sc.GEN_AI_PROVIDER_NAME: provider,
-        sc.GEN_AI_REQUEST_MODEL: model,
-        sc.GEN_AI_RESPONSE_MODEL: model,
-        sc.GEN_AI_OPERATION_NAME: "chat",
-        sc.BILLING_PROCESSING: "standard",
-        sc.BILLING_CONTEXT_TIER: "base",
-        sc.BILLING_USAGE_SOURCE: "provider",
-        sc.BILLING_TOKEN_BUCKET: bucket,
-        sc.BILLING_TENANT_ID: tenant,
-        sc.BILLING_FEATURE: feature,
-    }
+    extra = {sc.BILLING_TENANT_ID: tenant, sc.BILLING_FEATURE: feature}
+    return chat_point_attrs(provider, PROVIDER_MODELS[provider], bucket, **extra)
 
 
 class Stack:
@@ -698,17 +689,6 @@ class Stack:
     t_start: float  # before any token point was sent
     t_mid: float  # after batch 1 was scraped, before batch 2 was sent
     t_eval: float  # after batch 2 was scraped
-
-
-def _terminate(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -844,8 +824,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     finally:
         if meter_provider is not None:
             meter_provider.shutdown(timeout_millis=5_000)
-        _terminate(prometheus)
-        _terminate(collector)
+        stop(prometheus)
+        stop(collector)
         app.close()
         for f in logs.values():
             f.close()

@@ -6,20 +6,17 @@ Collector and forwards traces to an OTLP sink of this test)."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import re
 import subprocess
 import sys
-import threading
 import time
 import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,24 +26,13 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from _processes import BIN, OPENAI_APP, OtlpSink, run, stop
 from otel_tokens import semconv as sc
 from otel_tokens.ledger import open_ledger
 from otel_tokens_fakes import ProviderServer
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 
-APP = """
-import json, openai
-client = openai.OpenAI(max_retries=0)
-usages = []
-for text in ("hi", "tell me about exactly-once billing of cumulative counters " * 20):
-    r = client.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": text}]
-    )
-    usages.append(r.usage.model_dump())
-print(json.dumps(usages))
-"""
 
 
 def documented(readme: Path, marker: str) -> list[str]:
@@ -70,37 +56,11 @@ def requirement_names(requirements: list[str]) -> set[str]:
 
 
 # --- an OTLP/HTTP sink: what the collector forwards upstream --------------------------------
-class Sink:
-    def __init__(self) -> None:
-        self.bodies: dict[str, list[bytes]] = {}
-        lock = threading.Lock()
-        sink = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
-                with lock:
-                    sink.bodies.setdefault(self.path, []).append(body)
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
+class Sink(OtlpSink):
     def spans(self, service: str) -> list[tuple[str, str]]:
         """(scope, span name) of every span the sink received from ``service``."""
         found = []
-        for body in self.bodies.get("/v1/traces", []):
-            request = ExportTraceServiceRequest.FromString(body)
+        for request in self.requests("/v1/traces", ExportTraceServiceRequest):
             for rs in request.resource_spans:
                 attrs = {a.key: a.value.string_value for a in rs.resource.attributes}
                 if attrs.get("service.name") != service:
@@ -112,8 +72,7 @@ class Sink:
     def metric_scopes(self, service: str) -> set[tuple[str, str]]:
         """(scope, metric name) of every metric forwarded from ``service``."""
         found = set()
-        for body in self.bodies.get("/v1/metrics", []):
-            request = ExportMetricsServiceRequest.FromString(body)
+        for request in self.requests("/v1/metrics", ExportMetricsServiceRequest):
             for rm in request.resource_metrics:
                 attrs = {a.key: a.value.string_value for a in rm.resource.attributes}
                 if attrs.get("service.name") != service:
@@ -121,10 +80,6 @@ class Sink:
                 for sm in rm.scope_metrics:
                     found.update((sm.scope.name, m.name) for m in sm.metrics)
         return found
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 @dataclass
@@ -194,12 +149,7 @@ def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collector]:
             _wait_for("the collector's /healthz", healthy, proc)
             yield Collector(url, f"http://127.0.0.1:{grpc_port}", ledger_url, sink)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            stop(proc)
             sink.close()
 
 
@@ -220,7 +170,7 @@ def run_documented(
 ) -> Run:
     """Run ``command`` with a shell, as a user would from ``cwd`` holding app.py; the
     environment has the provider server's URL and key, and nothing of OpenTelemetry's."""
-    (cwd / "app.py").write_text(APP, encoding="utf-8")
+    (cwd / "app.py").write_text(OPENAI_APP, encoding="utf-8")
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OPENAI_", "ANTHROPIC_"))
     }
@@ -230,15 +180,7 @@ def run_documented(
         OPENAI_BASE_URL=server.openai_base_url,
         **env_vars,
     )
-    done = subprocess.run(
-        ["bash", "-c", command],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run(["bash", "-c", command], cwd=cwd, env=env)
     assert done.returncode == 0, done.stderr
     assert "Failed to auto initialize" not in done.stderr, done.stderr
     usages: list[dict[str, Any]] = json.loads(done.stdout.splitlines()[0])

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
+from _processes import run
 from _services import REDIS_URL
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,14 +20,11 @@ def test_multi_tenant_example(tmp_path: Path) -> None:
         k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OPENAI_", "ANTHROPIC_"))
     }
     ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
-    done = subprocess.run(
+    done = run(
         [sys.executable, str(ROOT / "examples" / "multi_tenant" / "run.py"), "--ledger", ledger],
         env=env,
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=180,
-        check=False,
     )
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -85,14 +82,11 @@ def test_multi_tenant_example_twice_sends_nothing_it_cannot_pay_for(
     runs, spent = [], []
     try:
         for _ in range(2):
-            done = subprocess.run(
+            done = run(
                 [sys.executable, str(ROOT / "examples/multi_tenant/run.py"), "--ledger", ledger],
                 env=env,
                 cwd=tmp_path,
-                capture_output=True,
-                text=True,
                 timeout=180,
-                check=False,
             )
             assert done.returncode == 0, done.stderr
             runs.append(done.stdout)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
@@ -32,6 +30,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 
 from _points import BASE_ATTRS
+from _processes import OPENAI_APP, run_instrumented
 from otel_tokens import semconv as sc
 from otel_tokens._safety import reset_log_once
 from otel_tokens.exporter import PricingMetricExporter, _entry_point_exporter
@@ -41,7 +40,6 @@ from otel_tokens.records import CostRecord
 from otel_tokens.usage import TokenUsage
 from otel_tokens_fakes import ProviderServer
 
-BIN = Path(sys.executable).parent
 CATALOG = Catalog()
 ATTRS = {
     **BASE_ATTRS,
@@ -466,17 +464,6 @@ def test_an_exporter_that_cannot_be_wrapped_never_raises(
 
 
 # --- under opentelemetry-instrument -------------------------------------------------------
-APP = """
-import json, openai
-client = openai.OpenAI(max_retries=0)
-usages = []
-for text in ("hi", "tell me about exactly-once billing of cumulative counters " * 20):
-    r = client.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": text}]
-    )
-    usages.append(r.usage.model_dump())
-print(json.dumps(usages))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -487,7 +474,7 @@ def server() -> Iterator[ProviderServer]:
 
 def test_opentelemetry_instrument_writes_the_ledger(server: ProviderServer, tmp_path: Path) -> None:
     app = tmp_path / "app.py"
-    app.write_text(APP)
+    app.write_text(OPENAI_APP)
     ledger_path = tmp_path / "ledger.db"
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OPENAI_", "ANTHROPIC_"))
@@ -503,14 +490,7 @@ def test_opentelemetry_instrument_writes_the_ledger(server: ProviderServer, tmp_
         OTEL_TOKENS_LEDGER=f"sqlite:///{ledger_path}",
         OTEL_METRIC_EXPORT_INTERVAL="60000",
     )
-    done = subprocess.run(
-        [str(BIN / "opentelemetry-instrument"), sys.executable, str(app)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_instrumented(app, env)
     assert done.returncode == 0, done.stderr
     first_line, _, console = done.stdout.partition("\n")
     usages: Sequence[dict[str, Any]] = json.loads(first_line)

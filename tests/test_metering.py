@@ -41,6 +41,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 
+from _points import chat_point_attrs
 from otel_tokens import semconv as sc
 from otel_tokens.ledger import SQLiteLedger
 from otel_tokens.metering import (
@@ -77,18 +78,7 @@ def attrs(
     **extra: Any,
 ) -> dict[str, Any]:
     """Attributes of a gen_ai.billing.tokens point, as our instrumentation records them."""
-    a: dict[str, Any] = {
-        sc.GEN_AI_PROVIDER_NAME: provider,
-        sc.GEN_AI_REQUEST_MODEL: model,
-        sc.GEN_AI_RESPONSE_MODEL: model,
-        sc.GEN_AI_OPERATION_NAME: "chat",
-        sc.BILLING_PROCESSING: "standard",
-        sc.BILLING_CONTEXT_TIER: "base",
-        sc.BILLING_USAGE_SOURCE: "provider",
-        sc.BILLING_TOKEN_BUCKET: bucket,
-    }
-    a.update(extra)
-    return {k: v for k, v in a.items() if v is not None}
+    return chat_point_attrs(provider, model, bucket, **extra)
 
 
 def point(

@@ -20,14 +20,11 @@ from typing import Any
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
 import otel_tokens
+from _telemetry import SdkProviders
 from otel_tokens import semconv as sc
 from otel_tokens.instrumentation._recording import Recorder
 from otel_tokens.pricing import Catalog
@@ -45,15 +42,11 @@ def cost(usage: TokenUsage) -> Decimal:
     return sum((D(n) * RATES[b] for b, n in usage.buckets()), D(0)) / MTOK
 
 
-class Env:
+class Env(SdkProviders):
     """SDK providers with in-memory exporters and a recorder metering calls into them."""
 
     def __init__(self) -> None:
-        self.exporter = InMemorySpanExporter()
-        self.tracer_provider = TracerProvider()
-        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.exporter))
-        self.reader = InMemoryMetricReader()
-        self.meter_provider = MeterProvider(metric_readers=[self.reader])
+        super().__init__()
         self.recorder = Recorder(
             tracer_provider=self.tracer_provider,
             meter_provider=self.meter_provider,

@@ -20,7 +20,7 @@ import json
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from ._loopback import LoopbackServer
+from ._loopback import LoopbackServer, QuietHandler
 
 DEFAULT_BILLED: dict[str, Any] = {"input_tokens": 10, "output_tokens": 5}
 WORDS = ("Hello", " from", " the", " local", " Cohere", " server.")
@@ -32,10 +32,6 @@ class CohereServer(LoopbackServer):
         self.bodies: list[dict[str, Any]] = []
         super().__init__(_handler(self))
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
 
 def _event(kind: str, **data: Any) -> bytes:
     data["type"] = kind
@@ -43,24 +39,13 @@ def _event(kind: str, **data: Any) -> bytes:
 
 
 def _handler(server: CohereServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            return
-
-        def _json(self, status: int, payload: Any) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    class Handler(QuietHandler):
+        # A stream's end is the connection's close, as with this server from the start.
+        protocol_version = "HTTP/1.0"
 
         def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
-            server.bodies.append(body)
-            status = self.headers.get("x-test-status")
-            if status:
-                self._json(int(status), {"message": "test error"})
+            body = self.read_recorded(server.bodies, {"message": "test error"})
+            if body is None:
                 return
             raw = self.headers.get("x-test-billed")
             billed = json.loads(raw) if raw else dict(DEFAULT_BILLED)
@@ -72,7 +57,7 @@ def _handler(server: CohereServer) -> type[BaseHTTPRequestHandler]:
             )
             if self.path == "/v2/embed":
                 count = len(body.get("texts") or ())
-                self._json(
+                self.send_json(
                     200,
                     {
                         "id": "embed-local",
@@ -84,7 +69,7 @@ def _handler(server: CohereServer) -> type[BaseHTTPRequestHandler]:
                 )
                 return
             if self.path == "/v2/rerank":
-                self._json(
+                self.send_json(
                     200,
                     {
                         "id": "rerank-local",
@@ -98,7 +83,7 @@ def _handler(server: CohereServer) -> type[BaseHTTPRequestHandler]:
                 return
             usage = {"billed_units": billed, "tokens": tokens}
             if not body.get("stream"):
-                self._json(
+                self.send_json(
                     200,
                     {
                         "id": "chat-local",
@@ -111,10 +96,7 @@ def _handler(server: CohereServer) -> type[BaseHTTPRequestHandler]:
                     },
                 )
                 return
-            self.send_response(200)
-            self.send_header("content-type", "text/event-stream")
-            self.send_header("connection", "close")
-            self.end_headers()
+            self.start_event_stream()
             cut = self.headers.get("x-test-cut")
             self.wfile.write(
                 _event(

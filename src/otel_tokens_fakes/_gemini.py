@@ -152,20 +152,12 @@ def _embeddings(method: str, body: dict[str, Any], usage: dict[str, Any] | None)
 def _handler(server: GeminiServer) -> type[BaseHTTPRequestHandler]:
     class Handler(QuietHandler):
         def _send_json(self, status: int, payload: Any) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
             tier = self.headers.get("x-test-tier")
-            if tier:
-                self.send_header("x-gemini-service-tier", tier)
-            self.end_headers()
-            self.wfile.write(data)
+            self.send_json(status, payload, {"x-gemini-service-tier": tier} if tier else None)
 
         def do_POST(self) -> None:
             path, _, query = self.path.partition("?")
-            length = int(self.headers.get("content-length") or 0)
-            body = json.loads(self.rfile.read(length) or b"{}")
+            body = self.read_json()
             server.seen.append(Seen(path, query, body, dict(self.headers.items())))
             match = _PATH.match(path)
             if match is None:

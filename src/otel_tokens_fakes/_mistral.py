@@ -17,7 +17,7 @@ import json
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from ._loopback import LoopbackServer
+from ._loopback import LoopbackServer, QuietHandler
 
 DEFAULT_USAGE: dict[str, Any] = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
 WORDS = ("Hello", " from", " the", " local", " Mistral", " server.")
@@ -28,10 +28,6 @@ class MistralServer(LoopbackServer):
     def __init__(self) -> None:
         self.bodies: list[dict[str, Any]] = []
         super().__init__(_handler(self))
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
 
 def _chunk(model: str, delta: dict[str, Any], **extra: Any) -> bytes:
@@ -44,24 +40,13 @@ def _chunk(model: str, delta: dict[str, Any], **extra: Any) -> bytes:
 
 
 def _handler(server: MistralServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            return
-
-        def _json(self, status: int, payload: Any) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    class Handler(QuietHandler):
+        # A stream's end is the connection's close, as with this server from the start.
+        protocol_version = "HTTP/1.0"
 
         def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
-            server.bodies.append(body)
-            status = self.headers.get("x-test-status")
-            if status:
-                self._json(int(status), {"object": "error", "message": "test error"})
+            body = self.read_recorded(server.bodies, {"object": "error", "message": "test error"})
+            if body is None:
                 return
             raw = self.headers.get("x-test-usage")
             usage = json.loads(raw) if raw else dict(DEFAULT_USAGE)
@@ -69,7 +54,7 @@ def _handler(server: MistralServer) -> type[BaseHTTPRequestHandler]:
             if self.path.endswith("/v1/embeddings"):
                 inputs = body.get("inputs") or body.get("input") or []
                 count = 1 if isinstance(inputs, str) else len(inputs)
-                self._json(
+                self.send_json(
                     200,
                     {
                         "id": "emb-local",
@@ -84,7 +69,7 @@ def _handler(server: MistralServer) -> type[BaseHTTPRequestHandler]:
                 )
                 return
             if not body.get("stream"):
-                self._json(
+                self.send_json(
                     200,
                     {
                         "id": "cmpl-local",
@@ -102,10 +87,7 @@ def _handler(server: MistralServer) -> type[BaseHTTPRequestHandler]:
                     },
                 )
                 return
-            self.send_response(200)
-            self.send_header("content-type", "text/event-stream")
-            self.send_header("connection", "close")
-            self.end_headers()
+            self.start_event_stream()
             cut = self.headers.get("x-test-cut")
             self.wfile.write(_chunk(model, {"role": "assistant", "content": ""}))
             words = WORDS[: int(cut)] if cut else WORDS

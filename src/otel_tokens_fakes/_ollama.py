@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from ._loopback import LoopbackServer
+from ._loopback import LoopbackServer, QuietHandler
 
 DEFAULT_COUNTS: dict[str, Any] = {"prompt_eval_count": 26, "eval_count": 3}
 PIECES = ("Hello", " from", " Ollama", ".", " Bye")
@@ -49,7 +49,7 @@ class OllamaServer(LoopbackServer):
 
     @property
     def host(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.base_url
 
 
 def _counts(headers: Any) -> dict[str, Any]:
@@ -89,22 +89,9 @@ def _final(path: str, model: str, counts: dict[str, Any], text: str = "") -> dic
 
 
 def _handler(server: OllamaServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-        def _send(self, status: int, body: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length) or b"{}")
+            body = self.read_json()
             headers = {k.lower(): v for k, v in self.headers.items()}
             server.seen.append(Seen(self.path, body, headers))
             model = str(body.get("model") or "")
@@ -113,7 +100,7 @@ def _handler(server: OllamaServer) -> type[BaseHTTPRequestHandler]:
                 status = "404"  # model management (show, pull...) is not served here
             if status is not None:
                 error = {"error": f"model '{model}' not found"}
-                self._send(int(status), json.dumps(error).encode(), "application/json")
+                self.send_body(int(status), json.dumps(error).encode(), "application/json")
                 return
             counts = _counts(headers)
             if self.path in ("/api/embed", "/api/embeddings"):
@@ -122,7 +109,7 @@ def _handler(server: OllamaServer) -> type[BaseHTTPRequestHandler]:
                 self._stream(model, headers, counts)
             else:
                 reply = _final(self.path, model, counts, "".join(PIECES[:3]))
-                self._send(200, json.dumps(reply).encode(), "application/json")
+                self.send_body(200, json.dumps(reply).encode(), "application/json")
 
         def _embed(self, model: str, body: dict[str, Any], counts: dict[str, Any]) -> None:
             if self.path == "/api/embeddings":  # deprecated: no counts, as Ollama's
@@ -133,7 +120,7 @@ def _handler(server: OllamaServer) -> type[BaseHTTPRequestHandler]:
                 reply = {"model": model, "embeddings": [[0.1, 0.2, 0.3]] * n}
                 reply.update({"total_duration": 1_000_000, "load_duration": 100_000})
                 reply.update({k: v for k, v in counts.items() if k != "eval_count"})
-            self._send(200, json.dumps(reply).encode(), "application/json")
+            self.send_body(200, json.dumps(reply).encode(), "application/json")
 
         def _stream(self, model: str, headers: dict[str, str], counts: dict[str, Any]) -> None:
             chunks = int(headers.get("x-test-chunks", "3"))
@@ -148,6 +135,6 @@ def _handler(server: OllamaServer) -> type[BaseHTTPRequestHandler]:
             else:
                 lines.append(_final(self.path, model, counts))
             payload = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
-            self._send(200, payload, "application/x-ndjson")
+            self.send_body(200, payload, "application/x-ndjson")
 
     return Handler

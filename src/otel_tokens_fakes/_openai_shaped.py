@@ -20,7 +20,7 @@ import json
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from ._loopback import LoopbackServer
+from ._loopback import LoopbackServer, QuietHandler
 
 DEFAULT_USAGE: dict[str, Any] = {"prompt_tokens": 40, "completion_tokens": 10, "total_tokens": 50}
 PIECES = ("Hi", " there", "!", " Bye")
@@ -31,33 +31,16 @@ class OpenAIShapedServer(LoopbackServer):
         self.bodies: list[dict[str, Any]] = []
         super().__init__(_handler(self))
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
 
 def _handler(server: OpenAIShapedServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-        def _send(self, status: int, body: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length) or b"{}")
+            body = self.read_json()
             server.bodies.append(body)
             status = self.headers.get("x-test-status")
             if status is not None or not self.path.endswith("/chat/completions"):
                 error = {"error": {"message": "rate limited", "type": "rate_limit_exceeded"}}
-                self._send(int(status or 404), json.dumps(error).encode(), "application/json")
+                self.send_body(int(status or 404), json.dumps(error).encode(), "application/json")
                 return
             raw = self.headers.get("x-test-usage")
             usage = json.loads(raw) if raw else dict(DEFAULT_USAGE)
@@ -79,7 +62,7 @@ def _handler(server: OpenAIShapedServer) -> type[BaseHTTPRequestHandler]:
                 ],
                 "usage": usage,
             }
-            self._send(200, json.dumps(reply).encode(), "application/json")
+            self.send_body(200, json.dumps(reply).encode(), "application/json")
 
         def _stream(self, model: str, body: dict[str, Any], usage: dict[str, Any]) -> None:
             where = self.headers.get("x-test-stream-usage", "last")
@@ -110,6 +93,6 @@ def _handler(server: OpenAIShapedServer) -> type[BaseHTTPRequestHandler]:
                 events.append({**chunk({}), "choices": [], "usage": usage})
             payload = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
             payload += b"data: [DONE]\n\n"
-            self._send(200, payload, "text/event-stream")
+            self.send_body(200, payload, "text/event-stream")
 
     return Handler

@@ -8,7 +8,6 @@ import contextlib
 import threading
 import uuid
 from collections.abc import Iterable, Sequence
-from types import TracebackType
 
 from ._controls import DEFAULT_SLOW_DELAY, SCENARIOS
 from ._http import HTTPServer
@@ -96,12 +95,7 @@ class ProviderServer:
     def __enter__(self) -> ProviderServer:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # -- addresses ---------------------------------------------------------------------------------

@@ -14,12 +14,8 @@ from typing import Any
 import anthropic
 import openai
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from _telemetry import SdkProviders
 from otel_tokens import semconv as sc
 from otel_tokens.instrumentation import AnthropicInstrumentor, OpenAIInstrumentor
 from otel_tokens.pricing import Catalog
@@ -32,30 +28,16 @@ def server() -> Iterator[ProviderServer]:
         yield srv
 
 
-class T:
-    def __init__(self) -> None:
-        self.spans = InMemorySpanExporter()
-        self.tp = TracerProvider()
-        self.tp.add_span_processor(SimpleSpanProcessor(self.spans))
-        self.reader = InMemoryMetricReader()
-        self.mp = MeterProvider(metric_readers=[self.reader])
-
+class T(SdkProviders):
     def usage_spans(self) -> list[Any]:
         return [
             s
-            for s in self.spans.get_finished_spans()
+            for s in self.exporter.get_finished_spans()
             if (s.attributes or {}).get(sc.BILLING_PRICING_STATUS)
         ]
 
     def tokens(self) -> int:
-        data = self.reader.get_metrics_data()
-        total = 0
-        for rm in data.resource_metrics if data else ():
-            for sm in rm.scope_metrics:
-                for m in sm.metrics:
-                    if m.name == sc.METRIC_BILLING_TOKENS:
-                        total += sum(int(p.value) for p in m.data.data_points)
-        return total
+        return sum(int(p.value) for p in self.points(sc.METRIC_BILLING_TOKENS))
 
 
 @pytest.fixture
@@ -65,7 +47,9 @@ def t() -> Iterator[T]:
     oi, ai = OpenAIInstrumentor(), AnthropicInstrumentor()
     for instrumentor in (oi, ai):
         instrumentor.instrument(
-            tracer_provider=telemetry.tp, meter_provider=telemetry.mp, catalog=catalog
+            tracer_provider=telemetry.tracer_provider,
+            meter_provider=telemetry.meter_provider,
+            catalog=catalog,
         )
     yield telemetry
     oi.uninstrument()

@@ -3,18 +3,24 @@ bundled provider server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
 
+from _telemetry import SdkProviders
 from otel_tokens import semconv as sc
-from otel_tokens_fakes import ProviderServer
+from otel_tokens_fakes import (
+    BedrockServer,
+    CohereServer,
+    GeminiServer,
+    MistralServer,
+    OllamaServer,
+    OpenAIShapedServer,
+    ProviderServer,
+)
 
 
 @pytest.fixture(scope="session")
@@ -23,15 +29,32 @@ def server() -> Iterator[ProviderServer]:
         yield srv
 
 
-class Telemetry:
+def _serving(server: Callable[[], AbstractContextManager[Any]]) -> Any:
+    """A fixture serving a local ``server`` for the tests of a module."""
+
+    @pytest.fixture(scope="module")
+    def fixture() -> Iterator[Any]:
+        with server() as srv:
+            yield srv
+
+    return fixture
+
+
+# One local server per wire format.
+bedrock_server = _serving(BedrockServer)
+cohere_server = _serving(CohereServer)
+gemini_server = _serving(GeminiServer)
+mistral_server = _serving(MistralServer)
+ollama_server = _serving(OllamaServer)
+shaped_server = _serving(OpenAIShapedServer)
+
+
+class Telemetry(SdkProviders):
     """A tracer and meter provider whose spans and metric points tests can read."""
 
     def __init__(self) -> None:
-        self.spans = InMemorySpanExporter()
-        self.tracer_provider = TracerProvider()
-        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
-        self.reader = InMemoryMetricReader()
-        self.meter_provider = MeterProvider(metric_readers=[self.reader])
+        super().__init__()
+        self.spans = self.exporter  # the name these tests read it by
 
     def finished(self) -> list[ReadableSpan]:
         return list(self.spans.get_finished_spans())
@@ -50,18 +73,6 @@ class Telemetry:
         for p in self.points(sc.METRIC_BILLING_TOKENS):
             bucket = p.attributes[sc.BILLING_TOKEN_BUCKET]
             found[bucket] = found.get(bucket, 0) + int(p.value)
-        return found
-
-    def points(self, name: str) -> list[Any]:
-        data = self.reader.get_metrics_data()
-        found: list[Any] = []
-        if data is None:
-            return found
-        for rm in data.resource_metrics:
-            for sm in rm.scope_metrics:
-                for metric in sm.metrics:
-                    if metric.name == name:
-                        found.extend(metric.data.data_points)
         return found
 
     def sum_of(self, name: str, **attrs: Any) -> float:

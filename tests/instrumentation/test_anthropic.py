@@ -44,6 +44,8 @@ from otel_tokens.pricing import Catalog
 from otel_tokens.usage import TokenUsage
 from otel_tokens_fakes import DEFAULT_REPLY, estimate_tokens
 
+from ._asserts import instrumenting
+
 MODEL = "claude-haiku-4-5"
 SERVED = "claude-haiku-4-5-20251001"  # the dated snapshot the server reports
 SDK_SCOPE = "com.anthropic.sdk.python"
@@ -95,16 +97,8 @@ assert Decimal("0.000067") == PLAIN_COST
 # --- fixtures and helpers ----------------------------------------------------------------------
 @contextmanager
 def instrumented(telemetry: Any, catalog: Catalog) -> Iterator[AnthropicInstrumentor]:
-    inst = AnthropicInstrumentor()
-    inst.instrument(
-        tracer_provider=telemetry.tracer_provider,
-        meter_provider=telemetry.meter_provider,
-        catalog=catalog,
-    )
-    try:
+    with instrumenting(AnthropicInstrumentor(), telemetry, catalog) as inst:
         yield inst
-    finally:
-        inst.uninstrument()
 
 
 class Harness:

@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote_plus
 from wsgiref.util import setup_testing_defaults
 
@@ -35,6 +35,7 @@ from otel_tokens.pricing import Catalog
 from otel_tokens.workflow import workflow
 from otel_tokens_fakes import ProviderServer
 
+from ._asserts import instrumenter
 from .conftest import Telemetry
 
 D = Decimal
@@ -53,21 +54,14 @@ def instrument(
     monkeypatch.delenv(ENV_METRIC_ATTRIBUTES, raising=False)
     monkeypatch.delenv(ENV_CARDINALITY_LIMIT, raising=False)
     monkeypatch.delenv("OTEL_TOKENS_BUDGETS", raising=False)
-    inst = OpenAIInstrumentor()
+    with instrumenter(OpenAIInstrumentor(), telemetry) as instrument:
 
-    def do(**env: str) -> OpenAIInstrumentor:
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        inst.instrument(
-            tracer_provider=telemetry.tracer_provider,
-            meter_provider=telemetry.meter_provider,
-            catalog=Catalog(),
-        )
-        return inst
+        def do(**env: str) -> OpenAIInstrumentor:
+            for key, value in env.items():
+                monkeypatch.setenv(key, value)
+            return cast(OpenAIInstrumentor, instrument())
 
-    yield do
-    if inst.is_instrumented_by_opentelemetry:
-        inst.uninstrument()
+        yield do
 
 
 @pytest.fixture

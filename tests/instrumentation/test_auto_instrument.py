@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import gzip
 import os
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -19,48 +14,17 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from _processes import BIN, OtlpSink, run, run_instrumented
 from otel_tokens_fakes import ProviderServer
 
-BIN = Path(sys.executable).parent
 
-
-class _OtlpReceiver:
-    """A minimal OTLP/HTTP protobuf receiver on loopback, for asserting what was exported."""
-
-    def __init__(self) -> None:
-        self.traces: list[ExportTraceServiceRequest] = []
-        self.metrics: list[ExportMetricsServiceRequest] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                if self.headers.get("content-encoding") == "gzip":
-                    body = gzip.decompress(body)
-                if self.path == "/v1/traces":
-                    message: Any = ExportTraceServiceRequest()
-                    message.ParseFromString(body)
-                    receiver.traces.append(message)
-                elif self.path == "/v1/metrics":
-                    message = ExportMetricsServiceRequest()
-                    message.ParseFromString(body)
-                    receiver.metrics.append(message)
-                self.send_response(200)
-                self.send_header("content-type", "application/x-protobuf")
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+class _OtlpReceiver(OtlpSink):
+    """What ``opentelemetry-instrument`` exported over OTLP/HTTP protobuf."""
 
     def spans(self) -> list[Any]:
         return [
             span
-            for req in self.traces
+            for req in self.requests("/v1/traces", ExportTraceServiceRequest)
             for rs in req.resource_spans
             for ss in rs.scope_spans
             for span in ss.spans
@@ -69,7 +33,7 @@ class _OtlpReceiver:
     def metric_points(self, name: str) -> list[Any]:
         return [
             point
-            for req in self.metrics
+            for req in self.requests("/v1/metrics", ExportMetricsServiceRequest)
             for rm in req.resource_metrics
             for sm in rm.scope_metrics
             for metric in sm.metrics
@@ -82,7 +46,7 @@ class _OtlpReceiver:
 def otlp() -> Iterator[_OtlpReceiver]:
     receiver = _OtlpReceiver()
     yield receiver
-    receiver.httpd.shutdown()
+    receiver.close()
 
 
 def _attrs(kvs: Any) -> dict[str, Any]:
@@ -142,14 +106,7 @@ def test_opentelemetry_instrument_exports_usage_and_cost_over_otlp(
         OTEL_EXPORTER_OTLP_ENDPOINT=otlp.url,
         OTEL_METRIC_EXPORT_INTERVAL="60000",
     )
-    done = subprocess.run(
-        [str(BIN / "opentelemetry-instrument"), sys.executable, str(app)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_instrumented(app, env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ok")
 
@@ -190,14 +147,7 @@ def test_demo_runs_offline_and_prints_a_cost_summary(server: ProviderServer) -> 
             ("OTEL_", "OPENAI_", "ANTHROPIC_", "GEMINI_", "GOOGLE_", "AWS_", "DEMO_")
         )
     }
-    done = subprocess.run(
-        [str(BIN / "otel-tokens"), "demo"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    done = run([str(BIN / "otel-tokens"), "demo"], env=env, timeout=180)
     assert done.returncode == 0, done.stderr
     assert "bundled local server" in done.stdout
     assert "otel-tokens cost summary" in done.stderr

@@ -20,7 +20,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, EventStreamError, ResponseStreamingError
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import StatusCode
 
 from otel_tokens import semconv as sc
 from otel_tokens.instrumentation import BedrockInstrumentor
@@ -29,6 +29,9 @@ from otel_tokens.pricing import Catalog
 from otel_tokens.usage import TokenUsage
 from otel_tokens_fakes import BEDROCK_REPLY as REPLY
 from otel_tokens_fakes import BedrockServer
+
+from . import _asserts
+from ._asserts import ServerHarness, attrs_of, instrumenting
 
 MTOK = Decimal(1_000_000)
 SONNET = "anthropic.claude-sonnet-4-5-20250929-v1:0"
@@ -142,16 +145,9 @@ def test_split_model_id(model_id: str, priced: str | None, scope: str | None) ->
 
 
 # --- fixtures and helpers ------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def bedrock_server() -> Iterator[BedrockServer]:
-    with BedrockServer() as srv:
-        yield srv
-
-
-class Harness:
+class Harness(ServerHarness):
     def __init__(self, server: BedrockServer, telemetry: Any) -> None:
-        self.server = server
-        self.telemetry = telemetry
+        super().__init__(server, telemetry)
         self.headers: dict[str, str] = {}  # sent with the next requests
 
     def _add_headers(self, request: Any, **_: Any) -> None:
@@ -170,50 +166,15 @@ class Harness:
         client.meta.events.register("before-sign.*.*", self._add_headers)
         return client
 
-    def spans(self) -> list[ReadableSpan]:
-        return self.telemetry.our_spans()
-
-    def span(self) -> ReadableSpan:
-        span = self.telemetry.only_span()
-        assert span.kind == SpanKind.CLIENT
-        return span
-
-    def bucket_tokens(self) -> dict[str, int]:
-        return self.telemetry.bucket_tokens()
-
 
 @pytest.fixture
 def h(bedrock_server: BedrockServer, telemetry: Any) -> Iterator[Harness]:
-    inst = BedrockInstrumentor()
-    inst.instrument(
-        tracer_provider=telemetry.tracer_provider,
-        meter_provider=telemetry.meter_provider,
-        catalog=Catalog(),
-    )
-    try:
+    with instrumenting(BedrockInstrumentor(), telemetry):
         yield Harness(bedrock_server, telemetry)
-    finally:
-        inst.uninstrument()
-
-
-def attrs_of(span: ReadableSpan) -> dict[str, Any]:
-    return dict(span.attributes or {})
 
 
 def assert_span_usage(span: ReadableSpan, usage: TokenUsage, cost: Decimal | None) -> None:
-    attrs = attrs_of(span)
-    on_span = {
-        k[len(sc.BILLING_USAGE_PREFIX) :]: v
-        for k, v in attrs.items()
-        if k.startswith(sc.BILLING_USAGE_PREFIX)
-    }
-    assert on_span == dict(usage.buckets()), attrs
-    assert attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] == usage.input_total
-    assert attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == usage.output_total
-    if cost is not None:
-        assert Decimal(str(attrs[sc.BILLING_COST_DECIMAL])) == cost
-        assert attrs[sc.GEN_AI_USAGE_COST_CURRENCY] == "USD"
-        assert attrs[sc.BILLING_PRICING_STATUS] == sc.STATUS_PRICED
+    _asserts.assert_span_usage(span, usage, cost, status=sc.STATUS_PRICED)
 
 
 def assert_metered(h: Harness, usage: TokenUsage, cost: Decimal) -> None:

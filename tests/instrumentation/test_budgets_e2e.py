@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import openai
 import pytest
@@ -37,6 +37,7 @@ from otel_tokens.instrumentation import OpenAIInstrumentor
 from otel_tokens.pricing import Catalog
 from otel_tokens_fakes import ProviderServer
 
+from ._asserts import instrumenter
 from .conftest import Telemetry
 
 D = Decimal
@@ -99,23 +100,13 @@ def setup(
 @pytest.fixture
 def instrument(setup: Setup) -> Iterator[Callable[..., OpenAIInstrumentor]]:
     """instrument(): instrument with our providers and the budgets declared in `setup`."""
-    inst = OpenAIInstrumentor()
+    with instrumenter(OpenAIInstrumentor(), setup.telemetry) as instrument:
 
-    def do() -> OpenAIInstrumentor:
-        kwargs: dict[str, Any] = {}
-        if setup.manager is not None:
-            kwargs["budgets"] = setup.manager
-        inst.instrument(
-            tracer_provider=setup.telemetry.tracer_provider,
-            meter_provider=setup.telemetry.meter_provider,
-            catalog=Catalog(),
-            **kwargs,
-        )
-        return inst
+        def do() -> OpenAIInstrumentor:
+            budgets = {} if setup.manager is None else {"budgets": setup.manager}
+            return cast(OpenAIInstrumentor, instrument(**budgets))
 
-    yield do
-    if inst.is_instrumented_by_opentelemetry:
-        inst.uninstrument()
+        yield do
 
 
 @pytest.fixture

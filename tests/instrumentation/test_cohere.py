@@ -30,6 +30,8 @@ from otel_tokens_fakes import COHERE_REPLY as REPLY
 from otel_tokens_fakes import COHERE_WORDS as WORDS
 from otel_tokens_fakes import CohereServer
 
+from ._asserts import instrumenting
+
 COMMAND_R = "command-r"
 EMBED = "embed-v4.0"
 MTOK = Decimal(1_000_000)
@@ -55,24 +57,10 @@ def test_hand_prices_are_genai_prices() -> None:
     assert embed.prices.input_mtok == EMBED_INPUT
 
 
-@pytest.fixture(scope="module")
-def cohere_server() -> Iterator[CohereServer]:
-    with CohereServer() as srv:
-        yield srv
-
-
 @pytest.fixture
 def instrumented(telemetry: Any) -> Iterator[None]:
-    inst = CohereInstrumentor()
-    inst.instrument(
-        tracer_provider=telemetry.tracer_provider,
-        meter_provider=telemetry.meter_provider,
-        catalog=Catalog(),
-    )
-    try:
+    with instrumenting(CohereInstrumentor(), telemetry):
         yield
-    finally:
-        inst.uninstrument()
 
 
 @pytest.fixture
@@ -206,13 +194,7 @@ def test_rerank_priced_per_search_by_a_price_file(
             }
         ).encode()
     )
-    inst = CohereInstrumentor()
-    inst.instrument(
-        tracer_provider=telemetry.tracer_provider,
-        meter_provider=telemetry.meter_provider,
-        catalog=Catalog(prices),
-    )
-    try:
+    with instrumenting(CohereInstrumentor(), telemetry, Catalog(prices)):
         client = cohere.ClientV2(api_key="test", base_url=cohere_server.base_url)
         client.rerank(
             model="rerank-v3.5",
@@ -220,8 +202,6 @@ def test_rerank_priced_per_search_by_a_price_file(
             documents=["a", "b"],
             request_options=billed({"search_units": 3}),
         )
-    finally:
-        inst.uninstrument()
     # 3 searches x $2.00 / 1000 = $0.006.
     attrs = assert_billed(telemetry, TokenUsage(search_units=3), Decimal("0.006"))
     assert attrs[sc.BILLING_PRICE_ID] == "user:cohere/rerank-v3.5"
@@ -316,18 +296,10 @@ def test_captured_content(
     cohere_server: CohereServer, telemetry: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
-    inst = CohereInstrumentor()
-    inst.instrument(
-        tracer_provider=telemetry.tracer_provider,
-        meter_provider=telemetry.meter_provider,
-        catalog=Catalog(),
-    )
-    try:
+    with instrumenting(CohereInstrumentor(), telemetry):
         client = cohere.ClientV2(api_key="test", base_url=cohere_server.base_url)
         client.chat(model=COMMAND_R, messages=MESSAGES)
         list(client.chat_stream(model=COMMAND_R, messages=MESSAGES))
-    finally:
-        inst.uninstrument()
     spans = telemetry.our_spans()
     assert len(spans) == 2
     for span in spans:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -24,6 +23,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 
+from _processes import run
 from otel_tokens import semconv as sc
 from otel_tokens.instrumentation import AnthropicInstrumentor, OpenAIInstrumentor
 from otel_tokens.pricing import Catalog
@@ -282,14 +282,7 @@ def test_span_of_a_failed_call_is_finished_when_the_error_reaches_the_caller(
 # --- lazy start-up ------------------------------------------------------------------------
 def _python(code: str, *, stderr: bool = False) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    done = run([sys.executable, "-c", code], env=env)
     assert done.returncode == 0, done.stderr
     return (done.stderr if stderr else done.stdout).strip()
 

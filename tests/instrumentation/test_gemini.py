@@ -24,15 +24,17 @@ import pytest
 from google import genai
 from google.genai import _api_client, errors
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import StatusCode
 
 from otel_tokens import semconv as sc
 from otel_tokens._safety import reset_log_once
 from otel_tokens.instrumentation import GeminiInstrumentor
-from otel_tokens.pricing import Catalog
 from otel_tokens.usage import TokenUsage
 from otel_tokens_fakes import GEMINI_REPLY as REPLY
 from otel_tokens_fakes import GeminiServer
+
+from . import _asserts
+from ._asserts import ServerHarness, assert_token_metrics, attrs_of, instrumenting
 
 # Newer releases' request() returns the HTTP response (headers and body), older ones the
 # decoded body only.
@@ -103,16 +105,9 @@ def test_hand_prices_are_genai_prices() -> None:
 
 
 # --- fixtures and helpers ----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def gemini_server() -> Iterator[GeminiServer]:
-    with GeminiServer() as srv:
-        yield srv
-
-
-class Harness:
+class Harness(ServerHarness):
     def __init__(self, server: GeminiServer, telemetry: Any) -> None:
-        self.server = server
-        self.telemetry = telemetry
+        super().__init__(server, telemetry)
         # A genai.Client closes its HTTP client when collected: kept for the test's length.
         self.clients: list[genai.Client] = []
 
@@ -134,30 +129,11 @@ class Harness:
         self.clients.append(client)
         return client
 
-    def spans(self) -> list[ReadableSpan]:
-        return self.telemetry.our_spans()
-
-    def span(self) -> ReadableSpan:
-        span = self.telemetry.only_span()
-        assert span.kind == SpanKind.CLIENT
-        return span
-
-    def bucket_tokens(self) -> dict[str, int]:
-        return self.telemetry.bucket_tokens()
-
 
 @contextmanager
 def instrumented(server: GeminiServer, telemetry: Any) -> Iterator[Harness]:
-    inst = GeminiInstrumentor()
-    inst.instrument(
-        tracer_provider=telemetry.tracer_provider,
-        meter_provider=telemetry.meter_provider,
-        catalog=Catalog(),
-    )
-    try:
+    with instrumenting(GeminiInstrumentor(), telemetry):
         yield Harness(server, telemetry)
-    finally:
-        inst.uninstrument()
 
 
 @pytest.fixture
@@ -173,39 +149,17 @@ def config(usage: dict[str, Any] | None = None, **headers: str) -> dict[str, Any
     return {"http_options": {"headers": headers}}
 
 
-def attrs_of(span: ReadableSpan) -> dict[str, Any]:
-    return dict(span.attributes or {})
-
-
 def assert_span_usage(span: ReadableSpan, usage: TokenUsage, cost: Decimal | None) -> None:
-    attrs = attrs_of(span)
-    on_span = {
-        k[len(sc.BILLING_USAGE_PREFIX) :]: v
-        for k, v in attrs.items()
-        if k.startswith(sc.BILLING_USAGE_PREFIX)
-    }
-    assert on_span == dict(usage.buckets()), attrs
-    assert attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] == usage.input_total
-    assert attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == usage.output_total
+    _asserts.assert_span_usage(span, usage, cost, status=sc.STATUS_PRICED)
     # Every usage attribute agrees (the per-modality ones are checked where they matter).
-    assert TokenUsage.from_attributes(attrs).with_modalities(None) == usage
-    if cost is not None:
-        assert Decimal(str(attrs[sc.BILLING_COST_DECIMAL])) == cost
-        assert attrs[sc.GEN_AI_USAGE_COST_CURRENCY] == "USD"
-        assert attrs[sc.BILLING_PRICING_STATUS] == sc.STATUS_PRICED
+    assert TokenUsage.from_attributes(attrs_of(span)).with_modalities(None) == usage
 
 
 def assert_metered(h: Harness, usage: TokenUsage, cost: Decimal, *, calls: int = 1) -> None:
     t = h.telemetry
     assert sum(p.count for p in t.points(sc.METRIC_CLIENT_OPERATION_DURATION)) == calls
     assert h.bucket_tokens() == dict(usage.buckets())
-    assert t.sum_of(sc.METRIC_CLIENT_TOKEN_USAGE, **{sc.GEN_AI_TOKEN_TYPE: "input"}) == (
-        usage.input_total
-    )
-    assert t.sum_of(sc.METRIC_CLIENT_TOKEN_USAGE, **{sc.GEN_AI_TOKEN_TYPE: "output"}) == (
-        usage.output_total
-    )
-    assert t.sum_of(sc.METRIC_BILLING_COST) == pytest.approx(float(cost), rel=1e-9)
+    assert_token_metrics(t, usage, cost)
 
 
 # --- generate_content --------------------------------------------------------------------------

@@ -31,6 +31,8 @@ from otel_tokens_fakes import MISTRAL_REPLY as REPLY
 from otel_tokens_fakes import MISTRAL_WORDS as WORDS
 from otel_tokens_fakes import MistralServer
 
+from ._asserts import instrumenting
+
 LARGE = "mistral-large-2512"
 EMBED = "mistral-embed"
 MTOK = Decimal(1_000_000)
@@ -67,24 +69,10 @@ def test_hand_prices_are_genai_prices() -> None:
     assert embed.prices.input_mtok == EMBED_INPUT
 
 
-@pytest.fixture(scope="module")
-def mistral_server() -> Iterator[MistralServer]:
-    with MistralServer() as srv:
-        yield srv
-
-
 @pytest.fixture
 def client(mistral_server: MistralServer, telemetry: Any) -> Iterator[Mistral]:
-    inst = MistralInstrumentor()
-    inst.instrument(
-        tracer_provider=telemetry.tracer_provider,
-        meter_provider=telemetry.meter_provider,
-        catalog=Catalog(),
-    )
-    try:
+    with instrumenting(MistralInstrumentor(), telemetry):
         yield Mistral(api_key="test", server_url=mistral_server.base_url)
-    finally:
-        inst.uninstrument()
 
 
 def usage_headers(usage: dict[str, Any]) -> dict[str, str]:
@@ -349,18 +337,10 @@ def test_captured_content_of_a_stream(
     mistral_server: MistralServer, telemetry: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
-    inst = MistralInstrumentor()
-    inst.instrument(
-        tracer_provider=telemetry.tracer_provider,
-        meter_provider=telemetry.meter_provider,
-        catalog=Catalog(),
-    )
-    try:
+    with instrumenting(MistralInstrumentor(), telemetry):
         client = Mistral(api_key="test", server_url=mistral_server.base_url)
         list(client.chat.stream(model=LARGE, messages=MESSAGES))
         client.chat.complete(model=LARGE, messages=MESSAGES)
-    finally:
-        inst.uninstrument()
     for span in telemetry.our_spans():
         assert json.loads(str((span.attributes or {})[sc.GEN_AI_OUTPUT_MESSAGES])) == REPLY
 

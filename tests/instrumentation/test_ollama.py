@@ -24,7 +24,7 @@ from typing import Any
 import ollama
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import StatusCode
 
 from otel_tokens import semconv as sc
 from otel_tokens.counting import count_messages, count_text
@@ -33,6 +33,8 @@ from otel_tokens.pricing import Catalog
 from otel_tokens.usage import InvalidUsageError, TokenUsage, from_ollama
 from otel_tokens_fakes import OLLAMA_PIECES as PIECES
 from otel_tokens_fakes import OllamaServer
+
+from ._asserts import ServerHarness, attrs_of, instrumenting
 
 MODEL = "llama3.2"
 UNPRICED_MODEL = "qwen3:8b"
@@ -69,41 +71,18 @@ def test_a_missing_prompt_count_is_not_zero_and_nonsense_is_refused() -> None:
 
 
 # --- fixtures ----------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def ollama_server() -> Iterator[OllamaServer]:
-    with OllamaServer() as srv:
-        yield srv
-
-
-class Harness:
-    def __init__(self, server: OllamaServer, telemetry: Any) -> None:
-        self.server = server
-        self.telemetry = telemetry
-
+class Harness(ServerHarness):
     def client(self, **headers: str) -> ollama.Client:
         return ollama.Client(host=self.server.host, headers=headers)
 
     def aclient(self, **headers: str) -> ollama.AsyncClient:
         return ollama.AsyncClient(host=self.server.host, headers=headers)
 
-    def span(self) -> ReadableSpan:
-        span = self.telemetry.only_span()
-        assert span.kind == SpanKind.CLIENT
-        return span
-
 
 @contextmanager
 def instrumented(server: OllamaServer, telemetry: Any, prices: Path) -> Iterator[Harness]:
-    inst = OllamaInstrumentor()
-    inst.instrument(
-        tracer_provider=telemetry.tracer_provider,
-        meter_provider=telemetry.meter_provider,
-        catalog=Catalog.load(prices, use_env=False),
-    )
-    try:
+    with instrumenting(OllamaInstrumentor(), telemetry, Catalog.load(prices, use_env=False)):
         yield Harness(server, telemetry)
-    finally:
-        inst.uninstrument()
 
 
 @pytest.fixture
@@ -121,10 +100,6 @@ def h(ollama_server: OllamaServer, telemetry: Any, prices: Path) -> Iterator[Har
 
 def usage_header(**counts: int) -> dict[str, str]:
     return {"x-test-usage": json.dumps(counts)}
-
-
-def attrs_of(span: ReadableSpan) -> dict[str, Any]:
-    return dict(span.attributes or {})
 
 
 def assert_usage(h: Harness, span: ReadableSpan, usage: TokenUsage, cost: Decimal | None) -> None:

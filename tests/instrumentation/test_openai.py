@@ -31,6 +31,7 @@ from otel_tokens.instrumentation import OpenAIInstrumentor
 from otel_tokens.pricing import ENV_PRICES, Catalog, set_default_catalog
 from otel_tokens_fakes import DEFAULT_REPLY, ProviderServer, estimate_tokens
 
+from ._asserts import instrumenter
 from .conftest import Telemetry
 
 # --- the served model and the server's deterministic usage --------------------------------
@@ -87,26 +88,11 @@ def estimated_prompt(messages: list[dict[str, str]]) -> int:
 
 
 # --- fixtures -------------------------------------------------------------------------------
-_DEFAULT = object()
-
-
 @pytest.fixture
 def instrument(telemetry: Telemetry) -> Iterator[Callable[..., OpenAIInstrumentor]]:
     """instrument(**kwargs): our providers and a fresh genai-prices-only catalog."""
-    inst = OpenAIInstrumentor()
-
-    def do(catalog: Any = _DEFAULT, **kwargs: Any) -> OpenAIInstrumentor:
-        inst.instrument(
-            tracer_provider=telemetry.tracer_provider,
-            meter_provider=telemetry.meter_provider,
-            catalog=Catalog() if catalog is _DEFAULT else catalog,
-            **kwargs,
-        )
-        return inst
-
-    yield do
-    if inst.is_instrumented_by_opentelemetry:
-        inst.uninstrument()
+    with instrumenter(OpenAIInstrumentor(), telemetry) as do:
+        yield do
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import groq
 import pytest
 import together
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import StatusCode
 
 from otel_tokens import semconv as sc
 from otel_tokens.counting import count_messages
@@ -28,6 +28,8 @@ from otel_tokens.pricing import Catalog
 from otel_tokens.usage import TokenUsage
 from otel_tokens_fakes import OPENAI_SHAPED_PIECES as PIECES
 from otel_tokens_fakes import OpenAIShapedServer
+
+from ._asserts import attrs_of, client_span, instrumenting
 
 MTOK = Decimal(1_000_000)
 MESSAGES = [{"role": "user", "content": "Say hi"}]
@@ -92,12 +94,6 @@ def test_hand_prices_are_genai_prices() -> None:
     )
 
 
-@pytest.fixture(scope="module")
-def shaped_server() -> Iterator[OpenAIShapedServer]:
-    with OpenAIShapedServer() as srv:
-        yield srv
-
-
 class Harness:
     def __init__(self, vendor: Vendor, server: OpenAIShapedServer, telemetry: Any) -> None:
         self.vendor = vendor
@@ -111,9 +107,7 @@ class Harness:
         return self.vendor.aclient(self.server.base_url)
 
     def span(self) -> ReadableSpan:
-        span = self.telemetry.only_span()
-        assert span.kind == SpanKind.CLIENT
-        return span
+        return client_span(self.telemetry)
 
     def headers(self, **more: str) -> dict[str, str]:
         return {"x-test-stream-usage": self.vendor.stream_usage, **more}
@@ -124,20 +118,8 @@ def h(
     request: pytest.FixtureRequest, shaped_server: OpenAIShapedServer, telemetry: Any
 ) -> Iterator[Harness]:
     vendor: Vendor = request.param
-    inst = vendor.instrumentor()
-    inst.instrument(
-        tracer_provider=telemetry.tracer_provider,
-        meter_provider=telemetry.meter_provider,
-        catalog=Catalog(),
-    )
-    try:
+    with instrumenting(vendor.instrumentor(), telemetry):
         yield Harness(vendor, shaped_server, telemetry)
-    finally:
-        inst.uninstrument()
-
-
-def attrs_of(span: ReadableSpan) -> dict[str, Any]:
-    return dict(span.attributes or {})
 
 
 def assert_metered(h: Harness, span: ReadableSpan, usage: TokenUsage, cost: Decimal) -> None:
@@ -247,13 +229,7 @@ def test_groq_cached_prompt_tokens_are_cache_reads(
         "total_tokens": 1200,
         "prompt_tokens_details": {"cached_tokens": 400},
     }
-    inst = GroqInstrumentor()
-    inst.instrument(
-        tracer_provider=telemetry.tracer_provider,
-        meter_provider=telemetry.meter_provider,
-        catalog=Catalog(),
-    )
-    try:
+    with instrumenting(GroqInstrumentor(), telemetry):
         client = GROQ.client(shaped_server.base_url)
         stream = client.chat.completions.create(
             model="openai/gpt-oss-20b",
@@ -263,8 +239,6 @@ def test_groq_cached_prompt_tokens_are_cache_reads(
         )
         for _ in stream:
             pass
-    finally:
-        inst.uninstrument()
     # 600 x 0.075 + 400 x 0.0375 + 200 x 0.3 = 45 + 15 + 60 micro-dollars.
     attrs = attrs_of(telemetry.only_span())
     assert Decimal(str(attrs[sc.BILLING_COST_DECIMAL])) == Decimal("0.00012")
@@ -310,13 +284,7 @@ def test_a_stream_read_chunk_by_chunk_finds_the_usage_too(
     the usage is still found where each vendor puts it."""
     monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
     for vendor in (GROQ, TOGETHER):
-        inst = vendor.instrumentor()
-        inst.instrument(
-            tracer_provider=telemetry.tracer_provider,
-            meter_provider=telemetry.meter_provider,
-            catalog=Catalog(),
-        )
-        try:
+        with instrumenting(vendor.instrumentor(), telemetry):
             stream = vendor.client(shaped_server.base_url).chat.completions.create(
                 model=vendor.model,
                 messages=MESSAGES,
@@ -325,8 +293,6 @@ def test_a_stream_read_chunk_by_chunk_finds_the_usage_too(
             )
             for _ in stream:
                 pass
-        finally:
-            inst.uninstrument()
     groq_span, together_span = telemetry.our_spans()
     for span, vendor in ((groq_span, GROQ), (together_span, TOGETHER)):
         attrs = attrs_of(span)
@@ -356,13 +322,7 @@ def test_openrouter_reported_cost_is_kept_beside_our_price(
 
     monkeypatch.setenv("OTEL_TOKENS_OPENAI_PROVIDER", "openrouter")  # a local URL
     usage = {"prompt_tokens": 40, "completion_tokens": 10, "total_tokens": 50, "cost": 0.0000135}
-    inst = OpenAIInstrumentor()
-    inst.instrument(
-        tracer_provider=telemetry.tracer_provider,
-        meter_provider=telemetry.meter_provider,
-        catalog=Catalog(),
-    )
-    try:
+    with instrumenting(OpenAIInstrumentor(), telemetry):
         client = openai.OpenAI(api_key="test", base_url=shaped_server.base_url + "/v1")
         headers = {"x-test-usage": json.dumps(usage), "x-test-stream-usage": "last"}
         if stream:
@@ -379,8 +339,6 @@ def test_openrouter_reported_cost_is_kept_beside_our_price(
             client.chat.completions.create(
                 model=OPENROUTER_MODEL, messages=MESSAGES, extra_headers=headers
             )
-    finally:
-        inst.uninstrument()
     (span,) = telemetry.our_spans()
     attrs = attrs_of(span)
     assert attrs[sc.GEN_AI_PROVIDER_NAME] == "openrouter"

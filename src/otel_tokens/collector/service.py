@@ -6,7 +6,6 @@ import logging
 import ssl
 from dataclasses import replace
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from ..ledger import Ledger, open_ledger
@@ -104,12 +103,7 @@ class Collector:
     def __enter__(self) -> Collector:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # --- addresses ---------------------------------------------------------------------

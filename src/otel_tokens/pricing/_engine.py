@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Context, Decimal, Inexact
+from functools import partial
 
 from ..usage import TokenUsage
 from ._model import BUCKET_PRICE_KEYS, PRICE_KEYS, Price, PriceResult, Processing, Tiered, per_units
@@ -54,22 +55,26 @@ def compute(
         amounts[bucket] = amount
         total = _add(total, amount)
     context_tier = "base" if tier_start is None else f"above_{_short(tier_start)}"
+    # What the result says of the call whether or not it is priced.
+    result = partial(
+        PriceResult,
+        usage=usage,
+        model=model,
+        provider=provider,
+        currency=currency,
+        catalog_version=catalog_version,
+        price_id=price.price_id,
+        processing=processing,
+        context_tier=context_tier,
+    )
     if unpriced:
         # Fail closed: a total without some of the billed buckets would look exact and be
         # wrong, so the call has no total at all, and the reason names what is missing.
         missing = ", ".join(
             f"{bucket} ({' or '.join(BUCKET_PRICE_KEYS[bucket])})" for bucket in unpriced
         )
-        return PriceResult(
+        return result(
             status="unpriced",
-            usage=usage,
-            model=model,
-            provider=provider,
-            currency=currency,
-            catalog_version=catalog_version,
-            price_id=price.price_id,
-            processing=processing,
-            context_tier=context_tier,
             unpriced_buckets=tuple(unpriced),
             reason=(
                 f"{price.price_id} has no rate for {missing}; the call is not priced rather "
@@ -77,18 +82,8 @@ def compute(
                 "or --prices) to bill it"
             ),
         )
-    return PriceResult(
-        status="estimated" if usage.is_estimated else "priced",
-        usage=usage,
-        model=model,
-        provider=provider,
-        currency=currency,
-        catalog_version=catalog_version,
-        total=total,
-        amounts=amounts,
-        price_id=price.price_id,
-        processing=processing,
-        context_tier=context_tier,
+    return result(
+        status="estimated" if usage.is_estimated else "priced", total=total, amounts=amounts
     )
 
 
