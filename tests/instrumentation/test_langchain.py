@@ -195,6 +195,127 @@ def test_a_langgraph_run_is_a_workflow_with_each_node_on_its_calls(
     assert nodes == {"writer", "critic"}
 
 
+def workflows(telemetry: Any) -> dict[str, Any]:
+    """The workflow spans' attributes, by workflow name (each name once)."""
+    found = {}
+    for span in telemetry.our_spans():
+        attrs = dict(span.attributes or {})
+        if sc.GEN_AI_WORKFLOW_NAME in attrs:
+            assert attrs[sc.GEN_AI_WORKFLOW_NAME] not in found, "one workflow per run"
+            found[attrs[sc.GEN_AI_WORKFLOW_NAME]] = attrs
+    return found
+
+
+def prompt_chain(model: Any) -> Any:
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+
+    return ChatPromptTemplate.from_messages([("user", "{text}")]) | model | StrOutputParser()
+
+
+def test_a_chain_run_is_a_workflow_named_after_the_chain(
+    server: Any, telemetry: Any, clients: bool
+) -> None:
+    with instrumented(telemetry, clients=clients):
+        chain = prompt_chain(gpt(server))
+        answer = chain.invoke({"text": "hello there"})
+        # An async client of its own (see test_async_invoke_and_stream).
+        named = prompt_chain(gpt(server, timeout=40.0 + clients)).with_config(run_name="summarize")
+        asyncio.run(named.ainvoke({"text": "hello there"}))
+    assert isinstance(answer, str)
+    flows = workflows(telemetry)
+    assert set(flows) == {"RunnableSequence", "summarize"}
+    for attrs in flows.values():
+        assert attrs[sc.BILLING_WORKFLOW_CALLS] == 1
+        assert attrs[sc.BILLING_WORKFLOW_COST_DECIMAL] == str(GPT_COST)
+    spans = usage_spans(telemetry)
+    assert len(spans) == 2
+    chains = sorted(s.attributes[sc.BILLING_TAG_PREFIX + "chain"] for s in spans)
+    assert chains == ["RunnableSequence", "summarize"]
+    assert telemetry.bucket_tokens() == {"input": 20, "output": 22}
+
+
+def test_a_chain_inside_a_graph_is_a_nested_workflow_each_call_counted_once(
+    server: Any, telemetry: Any, clients: bool
+) -> None:
+    graph = langgraph_graph.StateGraph(langgraph_graph.MessagesState)
+    with instrumented(telemetry, clients=clients):
+        chain, critic = prompt_chain(gpt(server)).with_config(run_name="draft"), claude(server)
+
+        def writer(state: Any) -> Any:
+            return {"messages": [("ai", chain.invoke({"text": "hello there"}))]}
+
+        graph.add_node("writer", writer)
+        graph.add_node("critic", lambda state: {"messages": [critic.invoke(state["messages"][:1])]})
+        graph.add_edge(langgraph_graph.START, "writer")
+        graph.add_edge("writer", "critic")
+        graph.add_edge("critic", langgraph_graph.END)
+        graph.compile(name="review").invoke({"messages": [("user", "hello there")]})
+    flows = workflows(telemetry)
+    assert set(flows) == {"review", "draft"}
+    assert flows["review"][sc.BILLING_WORKFLOW_CALLS] == 2
+    assert flows["review"][sc.BILLING_WORKFLOW_COST_DECIMAL] == str(GPT_COST + CLAUDE_COST)
+    assert flows["draft"][sc.BILLING_WORKFLOW_CALLS] == 1
+    assert flows["draft"][sc.BILLING_WORKFLOW_COST_DECIMAL] == str(GPT_COST)
+    spans = usage_spans(telemetry)
+    assert len(spans) == 2
+    (drafted,) = [s for s in spans if s.attributes.get(sc.BILLING_TAG_PREFIX + "chain")]
+    assert drafted.attributes[sc.BILLING_TAG_PREFIX + "node"] == "writer"
+    assert drafted.attributes[sc.BILLING_TAG_PREFIX + "graph"] == "review"
+    # The chain's workflow span is inside the graph's.
+    by_name = {s.name: s for s in telemetry.our_spans()}
+    assert by_name["workflow draft"].context.trace_id == by_name["workflow review"].context.trace_id
+    assert telemetry.bucket_tokens() == {
+        "input": 10 + CLAUDE_BUCKETS["input"],
+        "cache_read": 3,
+        "cache_write_5m": 2,
+        "cache_write_1h": 4,
+        "output": 11 + 11,
+    }
+
+
+def test_the_calls_a_tool_makes_carry_its_name(
+    server: Any, telemetry: Any, clients: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from langchain_core.tools import tool
+
+    monkeypatch.setenv("OTEL_TOKENS_METRIC_ATTRIBUTES", "tenant,feature,tool")
+    with instrumented(telemetry, clients=clients):
+        model = claude(server)
+        # An async client of its own (see test_async_invoke_and_stream).
+        amodel = claude(server, timeout=50.0 + clients)
+
+        @tool
+        def critique(text: str) -> str:
+            """Critique a text."""
+            return str(model.invoke(text).content)
+
+        @tool
+        async def acritique(text: str) -> str:
+            """Critique a text, asynchronously."""
+            return str((await amodel.ainvoke(text)).content)
+
+        critique.invoke({"text": "hello there"})
+        asyncio.run(acritique.ainvoke({"text": "hello there"}))
+        model.invoke("hello there")  # no tool running: no tag
+    spans = usage_spans(telemetry)
+    assert len(spans) == 3
+    tools = sorted(str(s.attributes.get(sc.BILLING_TAG_PREFIX + "tool")) for s in spans)
+    assert tools == ["None", "acritique", "critique"]
+    assert telemetry.bucket_tokens() == {k: 3 * v for k, v in CLAUDE_BUCKETS.items()}
+    cost = sum(
+        Decimal(str(s.attributes[sc.BILLING_COST_DECIMAL]))
+        for s in spans
+        if s.attributes.get(sc.BILLING_TAG_PREFIX + "tool")
+    )
+    assert cost == 2 * CLAUDE_COST
+    points = {
+        p.attributes.get(sc.BILLING_TAG_PREFIX + "tool")
+        for p in telemetry.points(sc.METRIC_BILLING_TOKENS)
+    }
+    assert points == {"critique", "acritique", None}
+
+
 def test_a_response_from_langchains_cache_is_not_billed(server: Any, telemetry: Any) -> None:
     from langchain_core.caches import InMemoryCache
 

@@ -9,8 +9,11 @@ client instrumentation active, the client's span carries the usage; without it, 
 metered from the message's ``usage_metadata`` (`from_langchain`), with the provider and model
 LangChain names. A response served from LangChain's cache is not a provider call: no usage.
 
-A LangGraph graph's ``invoke``/``ainvoke`` (an agent made with ``create_agent`` is one) is a
-`workflow` named after the graph: its span totals the calls inside, each counted once.
+A LangGraph graph's ``invoke``/``ainvoke`` (an agent made with ``create_agent`` is one), and a
+chain's (a ``RunnableSequence``: ``prompt | model | parser``), is a `workflow` named after
+the graph or chain: its span totals the calls inside, each counted once (a chain run inside a
+graph is a workflow nested in the graph's). The calls a LangChain tool makes while it runs
+carry its name as the tag ``tool``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from ._framework_wrap import (
     ender,
     run_wrappers,
     stream_wrapper,
+    tag_wrappers,
 )
 from ._instrumentor import _recorder
 from ._scope import claim
@@ -44,6 +48,8 @@ if TYPE_CHECKING:
 FRAMEWORK = "langchain"
 _CHAT_MODELS = "langchain_core.language_models.chat_models"
 _PREGEL = "langgraph.pregel.main"
+_RUNNABLES = "langchain_core.runnables.base"
+_TOOLS = "langchain_core.tools.base"
 # LangChain's ls_provider names that differ from the GenAI conventions' provider names.
 _PROVIDERS = {
     "azure": "azure.ai.openai",
@@ -235,11 +241,29 @@ def _graph_run(instance: Any, args: Any, kwargs: Any) -> tuple[str, dict[str, st
     return name, {"graph": name}
 
 
+def _chain_run(instance: Any, args: Any, kwargs: Any) -> tuple[str, dict[str, str]]:
+    """A chain run's workflow: named as LangChain names the run (``run_name`` in its config,
+    else the runnable's name, ``RunnableSequence`` by default), also the tag ``chain``."""
+    config = kwargs.get("config", args[1] if len(args) > 1 else None)
+    name = config.get("run_name") if isinstance(config, dict) else None
+    if not isinstance(name, str) or not name:
+        name = instance.get_name()
+    name = name if isinstance(name, str) and name else "RunnableSequence"
+    return name, {"chain": name}
+
+
+def _tool_tags(instance: Any, args: Any, kwargs: Any) -> dict[str, str] | None:
+    """A tool is running: the calls it makes carry its name as the tag ``tool``."""
+    name = getattr(instance, "name", None)
+    return {"tool": name} if isinstance(name, str) and name else None
+
+
 class LangChainInstrumentor(FrameworkInstrumentor):
     """Meters LangChain chat models (invoke, batch, stream, async) counting once with the
-    client instrumentations, tags each call with its LangGraph node, and makes every
-    LangGraph graph run a workflow roll-up (see docs/frameworks.md). Accepts
-    ``tracer_provider``, ``meter_provider``, ``catalog``."""
+    client instrumentations, tags each call with its LangGraph node and the tool it runs in,
+    and makes every LangGraph graph run and chain run (``RunnableSequence``) a workflow
+    roll-up (see docs/frameworks.md). Accepts ``tracer_provider``, ``meter_provider``,
+    ``catalog``."""
 
     framework = FRAMEWORK
     dependencies = ("langchain-core >= 0.3",)
@@ -266,7 +290,14 @@ class LangChainInstrumentor(FrameworkInstrumentor):
 
             return patch
 
+        def tools(module: Any) -> None:
+            run, arun = tag_wrappers(FRAMEWORK, _tool_tags)
+            patching.wrap(module.BaseTool, "run", run)
+            patching.wrap(module.BaseTool, "arun", arun)
+
         return {
             _CHAT_MODELS: chat_models,
             _PREGEL: runs(lambda module: module.Pregel, _graph_run),
+            _RUNNABLES: runs(lambda module: module.RunnableSequence, _chain_run),
+            _TOOLS: tools,
         }
