@@ -6,8 +6,6 @@ workflow, exact costs worked by hand."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -18,16 +16,15 @@ langchain_openai = pytest.importorskip("langchain_openai")
 langchain_anthropic = pytest.importorskip("langchain_anthropic")
 langgraph_graph = pytest.importorskip("langgraph.graph")
 
-from opentelemetry.sdk.trace import ReadableSpan  # noqa: E402
-
 from otel_tokens import semconv as sc  # noqa: E402
 from otel_tokens.instrumentation import (  # noqa: E402
     AnthropicInstrumentor,
     LangChainInstrumentor,
     OpenAIInstrumentor,
 )
-from otel_tokens.pricing import Catalog  # noqa: E402
 from otel_tokens.usage import InvalidUsageError, TokenUsage, from_langchain  # noqa: E402
+
+from ._frameworks import instrumenting, only_usage_span, usage_spans, workflows  # noqa: E402
 
 CLAUDE = "claude-3-5-haiku-20241022"
 GPT = "gpt-4o-mini"
@@ -53,38 +50,14 @@ CLAUDE_COST = (4 * HAIKU[0] + 2 * HAIKU[1] + 4 * HAIKU[2] + 3 * HAIKU[3] + 11 * 
 GPT_COST = (10 * MINI[0] + 11 * MINI[1]) / MTOK  # "hello there": 10 prompt, 11 completion
 
 
-@contextmanager
-def instrumented(telemetry: Any, *, clients: bool) -> Iterator[None]:
-    options = {
-        "tracer_provider": telemetry.tracer_provider,
-        "meter_provider": telemetry.meter_provider,
-        "catalog": Catalog(),
-    }
-    instrumentors: list[Any] = [LangChainInstrumentor()]
-    if clients:
-        instrumentors += [OpenAIInstrumentor(), AnthropicInstrumentor()]
-    for instrumentor in instrumentors:
-        instrumentor.instrument(**options)
-    try:
-        yield
-    finally:
-        for instrumentor in instrumentors:
-            instrumentor.uninstrument()
+def instrumented(telemetry: Any, *, clients: bool) -> Any:
+    extra = (OpenAIInstrumentor(), AnthropicInstrumentor()) if clients else ()
+    return instrumenting(telemetry, LangChainInstrumentor(), *extra)
 
 
 @pytest.fixture(params=[False, True], ids=["langchain-only", "with-clients"])
 def clients(request: pytest.FixtureRequest) -> bool:
     return bool(request.param)
-
-
-def usage_spans(telemetry: Any) -> list[ReadableSpan]:
-    return [s for s in telemetry.our_spans() if sc.BILLING_USAGE_SOURCE in (s.attributes or {})]
-
-
-def only_usage_span(telemetry: Any) -> ReadableSpan:
-    spans = usage_spans(telemetry)
-    assert len(spans) == 1, [(s.name, dict(s.attributes or {})) for s in telemetry.finished()]
-    return spans[0]
 
 
 def claude(server: Any, **kwargs: Any) -> Any:
@@ -193,17 +166,6 @@ def test_a_langgraph_run_is_a_workflow_with_each_node_on_its_calls(
         for p in telemetry.points(sc.METRIC_BILLING_TOKENS)
     }
     assert nodes == {"writer", "critic"}
-
-
-def workflows(telemetry: Any) -> dict[str, Any]:
-    """The workflow spans' attributes, by workflow name (each name once)."""
-    found = {}
-    for span in telemetry.our_spans():
-        attrs = dict(span.attributes or {})
-        if sc.GEN_AI_WORKFLOW_NAME in attrs:
-            assert attrs[sc.GEN_AI_WORKFLOW_NAME] not in found, "one workflow per run"
-            found[attrs[sc.GEN_AI_WORKFLOW_NAME]] = attrs
-    return found
 
 
 def prompt_chain(model: Any) -> Any:
