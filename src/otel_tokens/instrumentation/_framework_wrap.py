@@ -7,16 +7,17 @@ knowledge: which functions, how to read a request and a response, what a run is 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Collection, Iterator
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from typing import Any, ClassVar, Protocol
 
 import wrapt
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from .._safety import log_once
 from ._adapter import NO_FACTS, Request, ResponseFacts
 from ._framework import FrameworkCall
+from ._instrumentor import unwrap_all
 
 # (instance, args, kwargs) of the wrapped call -> its framework call, or None: not metered.
 Begin = Callable[[Any, Any, Any], FrameworkCall | None]
@@ -190,6 +191,41 @@ def stream_wrapper(
 Run = Callable[[Any, Any, Any], "tuple[str, dict[str, str]] | None"]
 
 
+def context_wrappers(
+    framework: str, opened: Callable[[Any, Any, Any], AbstractContextManager[Any] | None]
+) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """wrapt wrappers (sync, async) that run the wrapped call inside the context manager
+    ``opened(instance, args, kwargs)`` returns (None: as without us). ``opened`` failing is
+    logged once and the call runs as without us."""
+
+    def enter(instance: Any, args: Any, kwargs: Any) -> AbstractContextManager[Any] | None:
+        if not is_instrumentation_enabled():
+            return None
+        try:
+            return opened(instance, args, kwargs)
+        except Exception as exc:
+            log_once(f"{framework}.context", exc)
+            return None
+
+    def sync(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        around = enter(instance, args, kwargs)
+        if around is None:
+            return wrapped(*args, **kwargs)
+        with around:
+            return wrapped(*args, **kwargs)
+
+    async def asynchronous(
+        wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
+    ) -> Any:
+        around = enter(instance, args, kwargs)
+        if around is None:
+            return await wrapped(*args, **kwargs)
+        with around:
+            return await wrapped(*args, **kwargs)
+
+    return sync, asynchronous
+
+
 def run_wrappers(
     framework: str, options: dict[str, Any], run: Run
 ) -> tuple[Callable[..., Any], Callable[..., Any]]:
@@ -201,41 +237,18 @@ def run_wrappers(
 
     tp, mp = options.get("tracer_provider"), options.get("meter_provider")
 
-    def enter(instance: Any, args: Any, kwargs: Any) -> ExitStack | None:
-        if not is_instrumentation_enabled():
+    def opened(instance: Any, args: Any, kwargs: Any) -> ExitStack | None:
+        found = run(instance, args, kwargs)
+        if found is None:
             return None
-        stack = ExitStack()
-        try:
-            found = run(instance, args, kwargs)
-            if found is None:
-                return None
-            name, tags = found
+        name, tags = found
+        with ExitStack() as stack:
             stack.enter_context(workflow(name, tracer_provider=tp, meter_provider=mp))
             if tags:
                 stack.enter_context(attribute(**tags))
-            return stack
-        except Exception as exc:
-            log_once(f"{framework}.workflow", exc)
-            stack.close()
-            return None
+            return stack.pop_all()  # entered: the wrapped call runs inside, then it exits
 
-    def sync(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        stack = enter(instance, args, kwargs)
-        if stack is None:
-            return wrapped(*args, **kwargs)
-        with stack:
-            return wrapped(*args, **kwargs)
-
-    async def asynchronous(
-        wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
-    ) -> Any:
-        stack = enter(instance, args, kwargs)
-        if stack is None:
-            return await wrapped(*args, **kwargs)
-        with stack:
-            return await wrapped(*args, **kwargs)
-
-    return sync, asynchronous
+    return context_wrappers(framework, opened)
 
 
 def tag_wrappers(
@@ -245,33 +258,11 @@ def tag_wrappers(
     made inside the wrapped call, as attribution tags."""
     from ..attribution import attribute
 
-    def enter(instance: Any, args: Any, kwargs: Any) -> attribute | None:
-        if not is_instrumentation_enabled():
-            return None
-        try:
-            found = tags(instance, args, kwargs)
-            return attribute(**found) if found else None
-        except Exception as exc:
-            log_once(f"{framework}.tags", exc)
-            return None
+    def opened(instance: Any, args: Any, kwargs: Any) -> attribute | None:
+        found = tags(instance, args, kwargs)
+        return attribute(**found) if found else None
 
-    def sync(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        tag = enter(instance, args, kwargs)
-        if tag is None:
-            return wrapped(*args, **kwargs)
-        with tag:
-            return wrapped(*args, **kwargs)
-
-    async def asynchronous(
-        wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
-    ) -> Any:
-        tag = enter(instance, args, kwargs)
-        if tag is None:
-            return await wrapped(*args, **kwargs)
-        with tag:
-            return await wrapped(*args, **kwargs)
-
-    return sync, asynchronous
+    return context_wrappers(framework, opened)
 
 
 class Patching:
@@ -308,12 +299,7 @@ class Patching:
 
     def cancel(self) -> None:
         self.cancelled = True
-        while self.wrapped:
-            owner, name = self.wrapped.pop()
-            try:
-                unwrap(owner, name)
-            except Exception as exc:
-                log_once(f"uninstrument.{self.framework}", exc)
+        unwrap_all(self.wrapped, self.framework)
 
 
 class FrameworkInstrumentor(BaseInstrumentor):  # type: ignore[misc]
