@@ -137,19 +137,28 @@ def test_async_invoke_and_stream(server: Any, telemetry: Any, clients: bool) -> 
     assert telemetry.bucket_tokens() == {"input": 20, "output": 22}
 
 
+def review_graph(writer: Any, critic: Any) -> Any:
+    """The graph ``review``: node ``writer`` (a node function), then node ``critic``, which
+    asks the model ``critic`` about the first message."""
+    graph = langgraph_graph.StateGraph(langgraph_graph.MessagesState)
+    graph.add_node("writer", writer)
+    graph.add_node("critic", lambda state: {"messages": [critic.invoke(state["messages"][:1])]})
+    graph.add_edge(langgraph_graph.START, "writer")
+    graph.add_edge("writer", "critic")
+    graph.add_edge("critic", langgraph_graph.END)
+    return graph.compile(name="review")
+
+
 def test_a_langgraph_run_is_a_workflow_with_each_node_on_its_calls(
     server: Any, telemetry: Any, clients: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OTEL_TOKENS_METRIC_ATTRIBUTES", "tenant,feature,node")
-    graph = langgraph_graph.StateGraph(langgraph_graph.MessagesState)
     with instrumented(telemetry, clients=clients):
-        writer, critic = gpt(server), claude(server)
-        graph.add_node("writer", lambda state: {"messages": [writer.invoke(state["messages"])]})
-        graph.add_node("critic", lambda state: {"messages": [critic.invoke(state["messages"][:1])]})
-        graph.add_edge(langgraph_graph.START, "writer")
-        graph.add_edge("writer", "critic")
-        graph.add_edge("critic", langgraph_graph.END)
-        graph.compile(name="review").invoke({"messages": [("user", "hello there")]})
+        writer = gpt(server)
+        graph = review_graph(
+            lambda state: {"messages": [writer.invoke(state["messages"])]}, claude(server)
+        )
+        graph.invoke({"messages": [("user", "hello there")]})
     spans = usage_spans(telemetry)
     assert sorted(s.attributes["gen_ai.billing.tag.node"] for s in spans) == ["critic", "writer"]
     assert {s.attributes["gen_ai.billing.tag.graph"] for s in spans} == {"review"}
@@ -200,19 +209,13 @@ def test_a_chain_run_is_a_workflow_named_after_the_chain(
 def test_a_chain_inside_a_graph_is_a_nested_workflow_each_call_counted_once(
     server: Any, telemetry: Any, clients: bool
 ) -> None:
-    graph = langgraph_graph.StateGraph(langgraph_graph.MessagesState)
     with instrumented(telemetry, clients=clients):
-        chain, critic = prompt_chain(gpt(server)).with_config(run_name="draft"), claude(server)
+        chain = prompt_chain(gpt(server)).with_config(run_name="draft")
 
         def writer(state: Any) -> Any:
             return {"messages": [("ai", chain.invoke({"text": "hello there"}))]}
 
-        graph.add_node("writer", writer)
-        graph.add_node("critic", lambda state: {"messages": [critic.invoke(state["messages"][:1])]})
-        graph.add_edge(langgraph_graph.START, "writer")
-        graph.add_edge("writer", "critic")
-        graph.add_edge("critic", langgraph_graph.END)
-        graph.compile(name="review").invoke({"messages": [("user", "hello there")]})
+        review_graph(writer, claude(server)).invoke({"messages": [("user", "hello there")]})
     flows = workflows(telemetry)
     assert set(flows) == {"review", "draft"}
     assert flows["review"][sc.BILLING_WORKFLOW_CALLS] == 2
