@@ -317,6 +317,22 @@ def test_uninstrument_restores_langchain(server: Any, telemetry: Any) -> None:
     assert telemetry.our_spans() == []
 
 
+def test_uninstrument_restores_chains_and_tools(server: Any, telemetry: Any) -> None:
+    from langchain_core.tools import tool
+    from opentelemetry import baggage
+
+    @tool
+    def running(text: str) -> str:
+        """The tool tag in the context while the tool runs."""
+        return str(baggage.get_baggage(sc.BILLING_TAG_PREFIX + "tool"))
+
+    with instrumented(telemetry, clients=False):
+        assert running.invoke({"text": "hello there"}) == "running"
+    assert running.invoke({"text": "hello there"}) == "None"
+    prompt_chain(gpt(server)).invoke({"text": "hello there"})
+    assert telemetry.our_spans() == []
+
+
 # --- the usage converter --------------------------------------------------------------------
 def test_from_langchain_splits_cache_writes_by_lifetime() -> None:
     usage = from_langchain(
