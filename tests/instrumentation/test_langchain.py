@@ -6,8 +6,6 @@ workflow, exact costs worked by hand."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -18,16 +16,15 @@ langchain_openai = pytest.importorskip("langchain_openai")
 langchain_anthropic = pytest.importorskip("langchain_anthropic")
 langgraph_graph = pytest.importorskip("langgraph.graph")
 
-from opentelemetry.sdk.trace import ReadableSpan  # noqa: E402
-
 from otel_tokens import semconv as sc  # noqa: E402
 from otel_tokens.instrumentation import (  # noqa: E402
     AnthropicInstrumentor,
     LangChainInstrumentor,
     OpenAIInstrumentor,
 )
-from otel_tokens.pricing import Catalog  # noqa: E402
 from otel_tokens.usage import InvalidUsageError, TokenUsage, from_langchain  # noqa: E402
+
+from ._frameworks import instrumenting, only_usage_span, usage_spans, workflows  # noqa: E402
 
 CLAUDE = "claude-3-5-haiku-20241022"
 GPT = "gpt-4o-mini"
@@ -53,38 +50,14 @@ CLAUDE_COST = (4 * HAIKU[0] + 2 * HAIKU[1] + 4 * HAIKU[2] + 3 * HAIKU[3] + 11 * 
 GPT_COST = (10 * MINI[0] + 11 * MINI[1]) / MTOK  # "hello there": 10 prompt, 11 completion
 
 
-@contextmanager
-def instrumented(telemetry: Any, *, clients: bool) -> Iterator[None]:
-    options = {
-        "tracer_provider": telemetry.tracer_provider,
-        "meter_provider": telemetry.meter_provider,
-        "catalog": Catalog(),
-    }
-    instrumentors: list[Any] = [LangChainInstrumentor()]
-    if clients:
-        instrumentors += [OpenAIInstrumentor(), AnthropicInstrumentor()]
-    for instrumentor in instrumentors:
-        instrumentor.instrument(**options)
-    try:
-        yield
-    finally:
-        for instrumentor in instrumentors:
-            instrumentor.uninstrument()
+def instrumented(telemetry: Any, *, clients: bool) -> Any:
+    extra = (OpenAIInstrumentor(), AnthropicInstrumentor()) if clients else ()
+    return instrumenting(telemetry, LangChainInstrumentor(), *extra)
 
 
 @pytest.fixture(params=[False, True], ids=["langchain-only", "with-clients"])
 def clients(request: pytest.FixtureRequest) -> bool:
     return bool(request.param)
-
-
-def usage_spans(telemetry: Any) -> list[ReadableSpan]:
-    return [s for s in telemetry.our_spans() if sc.BILLING_USAGE_SOURCE in (s.attributes or {})]
-
-
-def only_usage_span(telemetry: Any) -> ReadableSpan:
-    spans = usage_spans(telemetry)
-    assert len(spans) == 1, [(s.name, dict(s.attributes or {})) for s in telemetry.finished()]
-    return spans[0]
 
 
 def claude(server: Any, **kwargs: Any) -> Any:
@@ -164,19 +137,28 @@ def test_async_invoke_and_stream(server: Any, telemetry: Any, clients: bool) -> 
     assert telemetry.bucket_tokens() == {"input": 20, "output": 22}
 
 
+def review_graph(writer: Any, critic: Any) -> Any:
+    """The graph ``review``: node ``writer`` (a node function), then node ``critic``, which
+    asks the model ``critic`` about the first message."""
+    graph = langgraph_graph.StateGraph(langgraph_graph.MessagesState)
+    graph.add_node("writer", writer)
+    graph.add_node("critic", lambda state: {"messages": [critic.invoke(state["messages"][:1])]})
+    graph.add_edge(langgraph_graph.START, "writer")
+    graph.add_edge("writer", "critic")
+    graph.add_edge("critic", langgraph_graph.END)
+    return graph.compile(name="review")
+
+
 def test_a_langgraph_run_is_a_workflow_with_each_node_on_its_calls(
     server: Any, telemetry: Any, clients: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OTEL_TOKENS_METRIC_ATTRIBUTES", "tenant,feature,node")
-    graph = langgraph_graph.StateGraph(langgraph_graph.MessagesState)
     with instrumented(telemetry, clients=clients):
-        writer, critic = gpt(server), claude(server)
-        graph.add_node("writer", lambda state: {"messages": [writer.invoke(state["messages"])]})
-        graph.add_node("critic", lambda state: {"messages": [critic.invoke(state["messages"][:1])]})
-        graph.add_edge(langgraph_graph.START, "writer")
-        graph.add_edge("writer", "critic")
-        graph.add_edge("critic", langgraph_graph.END)
-        graph.compile(name="review").invoke({"messages": [("user", "hello there")]})
+        writer = gpt(server)
+        graph = review_graph(
+            lambda state: {"messages": [writer.invoke(state["messages"])]}, claude(server)
+        )
+        graph.invoke({"messages": [("user", "hello there")]})
     spans = usage_spans(telemetry)
     assert sorted(s.attributes["gen_ai.billing.tag.node"] for s in spans) == ["critic", "writer"]
     assert {s.attributes["gen_ai.billing.tag.graph"] for s in spans} == {"review"}
@@ -193,6 +175,110 @@ def test_a_langgraph_run_is_a_workflow_with_each_node_on_its_calls(
         for p in telemetry.points(sc.METRIC_BILLING_TOKENS)
     }
     assert nodes == {"writer", "critic"}
+
+
+def prompt_chain(model: Any) -> Any:
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+
+    return ChatPromptTemplate.from_messages([("user", "{text}")]) | model | StrOutputParser()
+
+
+def test_a_chain_run_is_a_workflow_named_after_the_chain(
+    server: Any, telemetry: Any, clients: bool
+) -> None:
+    with instrumented(telemetry, clients=clients):
+        chain = prompt_chain(gpt(server))
+        answer = chain.invoke({"text": "hello there"})
+        # An async client of its own (see test_async_invoke_and_stream).
+        named = prompt_chain(gpt(server, timeout=40.0 + clients)).with_config(run_name="summarize")
+        asyncio.run(named.ainvoke({"text": "hello there"}))
+    assert isinstance(answer, str)
+    flows = workflows(telemetry)
+    assert set(flows) == {"RunnableSequence", "summarize"}
+    for attrs in flows.values():
+        assert attrs[sc.BILLING_WORKFLOW_CALLS] == 1
+        assert attrs[sc.BILLING_WORKFLOW_COST_DECIMAL] == str(GPT_COST)
+    spans = usage_spans(telemetry)
+    assert len(spans) == 2
+    chains = sorted(s.attributes[sc.BILLING_TAG_PREFIX + "chain"] for s in spans)
+    assert chains == ["RunnableSequence", "summarize"]
+    assert telemetry.bucket_tokens() == {"input": 20, "output": 22}
+
+
+def test_a_chain_inside_a_graph_is_a_nested_workflow_each_call_counted_once(
+    server: Any, telemetry: Any, clients: bool
+) -> None:
+    with instrumented(telemetry, clients=clients):
+        chain = prompt_chain(gpt(server)).with_config(run_name="draft")
+
+        def writer(state: Any) -> Any:
+            return {"messages": [("ai", chain.invoke({"text": "hello there"}))]}
+
+        review_graph(writer, claude(server)).invoke({"messages": [("user", "hello there")]})
+    flows = workflows(telemetry)
+    assert set(flows) == {"review", "draft"}
+    assert flows["review"][sc.BILLING_WORKFLOW_CALLS] == 2
+    assert flows["review"][sc.BILLING_WORKFLOW_COST_DECIMAL] == str(GPT_COST + CLAUDE_COST)
+    assert flows["draft"][sc.BILLING_WORKFLOW_CALLS] == 1
+    assert flows["draft"][sc.BILLING_WORKFLOW_COST_DECIMAL] == str(GPT_COST)
+    spans = usage_spans(telemetry)
+    assert len(spans) == 2
+    (drafted,) = [s for s in spans if s.attributes.get(sc.BILLING_TAG_PREFIX + "chain")]
+    assert drafted.attributes[sc.BILLING_TAG_PREFIX + "node"] == "writer"
+    assert drafted.attributes[sc.BILLING_TAG_PREFIX + "graph"] == "review"
+    # The chain's workflow span is inside the graph's.
+    by_name = {s.name: s for s in telemetry.our_spans()}
+    assert by_name["workflow draft"].context.trace_id == by_name["workflow review"].context.trace_id
+    assert telemetry.bucket_tokens() == {
+        "input": 10 + CLAUDE_BUCKETS["input"],
+        "cache_read": 3,
+        "cache_write_5m": 2,
+        "cache_write_1h": 4,
+        "output": 11 + 11,
+    }
+
+
+def test_the_calls_a_tool_makes_carry_its_name(
+    server: Any, telemetry: Any, clients: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from langchain_core.tools import tool
+
+    monkeypatch.setenv("OTEL_TOKENS_METRIC_ATTRIBUTES", "tenant,feature,tool")
+    with instrumented(telemetry, clients=clients):
+        model = claude(server)
+        # An async client of its own (see test_async_invoke_and_stream).
+        amodel = claude(server, timeout=50.0 + clients)
+
+        @tool
+        def critique(text: str) -> str:
+            """Critique a text."""
+            return str(model.invoke(text).content)
+
+        @tool
+        async def acritique(text: str) -> str:
+            """Critique a text, asynchronously."""
+            return str((await amodel.ainvoke(text)).content)
+
+        critique.invoke({"text": "hello there"})
+        asyncio.run(acritique.ainvoke({"text": "hello there"}))
+        model.invoke("hello there")  # no tool running: no tag
+    spans = usage_spans(telemetry)
+    assert len(spans) == 3
+    tools = sorted(str(s.attributes.get(sc.BILLING_TAG_PREFIX + "tool")) for s in spans)
+    assert tools == ["None", "acritique", "critique"]
+    assert telemetry.bucket_tokens() == {k: 3 * v for k, v in CLAUDE_BUCKETS.items()}
+    cost = sum(
+        Decimal(str(s.attributes[sc.BILLING_COST_DECIMAL]))
+        for s in spans
+        if s.attributes.get(sc.BILLING_TAG_PREFIX + "tool")
+    )
+    assert cost == 2 * CLAUDE_COST
+    points = {
+        p.attributes.get(sc.BILLING_TAG_PREFIX + "tool")
+        for p in telemetry.points(sc.METRIC_BILLING_TOKENS)
+    }
+    assert points == {"critique", "acritique", None}
 
 
 def test_a_response_from_langchains_cache_is_not_billed(server: Any, telemetry: Any) -> None:
@@ -228,6 +314,22 @@ def test_uninstrument_restores_langchain(server: Any, telemetry: Any) -> None:
     with instrumented(telemetry, clients=False):
         pass
     claude(server).invoke("hello there")
+    assert telemetry.our_spans() == []
+
+
+def test_uninstrument_restores_chains_and_tools(server: Any, telemetry: Any) -> None:
+    from langchain_core.tools import tool
+    from opentelemetry import baggage
+
+    @tool
+    def running(text: str) -> str:
+        """The tool tag in the context while the tool runs."""
+        return str(baggage.get_baggage(sc.BILLING_TAG_PREFIX + "tool"))
+
+    with instrumented(telemetry, clients=False):
+        assert running.invoke({"text": "hello there"}) == "running"
+    assert running.invoke({"text": "hello there"}) == "None"
+    prompt_chain(gpt(server)).invoke({"text": "hello there"})
     assert telemetry.our_spans() == []
 
 

@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -19,14 +18,14 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 litellm = pytest.importorskip("litellm")
 
-from opentelemetry.sdk.trace import ReadableSpan  # noqa: E402
-
 from otel_tokens import semconv as sc  # noqa: E402
 from otel_tokens.instrumentation import LiteLLMInstrumentor, OpenAIInstrumentor  # noqa: E402
 from otel_tokens.pricing import Catalog  # noqa: E402
 from otel_tokens.usage import InvalidUsageError, TokenUsage, from_litellm  # noqa: E402
 from otel_tokens.workflow import workflow  # noqa: E402
 from otel_tokens_fakes import GeminiServer  # noqa: E402
+
+from ._frameworks import instrumenting, only_usage_span, usage_spans  # noqa: E402
 
 CLAUDE = "claude-3-5-haiku-20241022"
 GPT = "gpt-4o-mini"
@@ -38,36 +37,11 @@ HAIKU = (Decimal("0.8"), Decimal("1"), Decimal("1.6"), Decimal("0.08"), Decimal(
 MINI = (Decimal("0.15"), Decimal("0.075"), Decimal("0.6"))
 
 
-@contextmanager
 def instrumented(
     telemetry: Any, *, openai_too: bool = False, catalog: Catalog | None = None
-) -> Iterator[None]:
-    options = {
-        "tracer_provider": telemetry.tracer_provider,
-        "meter_provider": telemetry.meter_provider,
-        "catalog": catalog or Catalog(),
-    }
-    lite = LiteLLMInstrumentor()
-    lite.instrument(**options)
-    client = OpenAIInstrumentor()
-    if openai_too:
-        client.instrument(**options)
-    try:
-        yield
-    finally:
-        lite.uninstrument()
-        if openai_too:
-            client.uninstrument()
-
-
-def usage_spans(telemetry: Any) -> list[ReadableSpan]:
-    return [s for s in telemetry.our_spans() if sc.BILLING_USAGE_SOURCE in (s.attributes or {})]
-
-
-def only_usage_span(telemetry: Any) -> ReadableSpan:
-    spans = usage_spans(telemetry)
-    assert len(spans) == 1, [(s.name, dict(s.attributes or {})) for s in telemetry.finished()]
-    return spans[0]
+) -> Any:
+    extra = (OpenAIInstrumentor(),) if openai_too else ()
+    return instrumenting(telemetry, LiteLLMInstrumentor(), *extra, catalog=catalog)
 
 
 def anthropic(server: Any, **kwargs: Any) -> Any:

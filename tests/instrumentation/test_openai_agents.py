@@ -7,8 +7,6 @@ its agent's name; the run is a workflow whose total is the exact sum of its call
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -27,6 +25,9 @@ from otel_tokens.instrumentation import (  # noqa: E402
 )
 from otel_tokens.pricing import Catalog  # noqa: E402
 
+from ._frameworks import instrumenting  # noqa: E402
+from ._frameworks import usage_spans as _usage_spans  # noqa: E402
+
 # Nothing goes to OpenAI's trace backend: the SDK's own tracing is off (our metering does
 # not depend on it: the agent is read from the SDK's current span, set either way).
 agents.set_tracing_disabled(True)
@@ -40,23 +41,9 @@ TOOL_CALL = {"x-test-scenario": "tool_call", "x-test-cached-tokens": "2"}
 AGENT_TAG = sc.BILLING_TAG_PREFIX + "agent"
 
 
-@contextmanager
-def instrumented(telemetry: Any, *, clients: bool) -> Iterator[None]:
-    options = {
-        "tracer_provider": telemetry.tracer_provider,
-        "meter_provider": telemetry.meter_provider,
-        "catalog": Catalog(),
-    }
-    instrumentors: list[Any] = [OpenAIAgentsInstrumentor()]
-    if clients:
-        instrumentors.append(OpenAIInstrumentor())
-    for instrumentor in instrumentors:
-        instrumentor.instrument(**options)
-    try:
-        yield
-    finally:
-        for instrumentor in instrumentors:
-            instrumentor.uninstrument()
+def instrumented(telemetry: Any, *, clients: bool) -> Any:
+    extra = (OpenAIInstrumentor(),) if clients else ()
+    return instrumenting(telemetry, OpenAIAgentsInstrumentor(), *extra)
 
 
 @pytest.fixture(params=[False, True], ids=["agents-only", "with-openai"])
@@ -104,8 +91,7 @@ def triage_agent(server: Any, api: str, *, include_usage: bool | None = True) ->
 
 
 def usage_spans(telemetry: Any) -> list[ReadableSpan]:
-    spans = [s for s in telemetry.our_spans() if sc.BILLING_USAGE_SOURCE in (s.attributes or {})]
-    return sorted(spans, key=lambda s: s.start_time or 0)
+    return sorted(_usage_spans(telemetry), key=lambda s: s.start_time or 0)
 
 
 def cost(usage: Any) -> Decimal:

@@ -155,12 +155,18 @@ class _Patching:
         self.wrapped.append((owner, name))
 
     def _unpatch(self) -> None:
-        while self.wrapped:
-            owner, name = self.wrapped.pop()
-            try:
-                unwrap(owner, name)
-            except Exception as exc:
-                log_once(f"uninstrument.{self.description.name}", exc)
+        unwrap_all(self.wrapped, self.description.name)
+
+
+def unwrap_all(wrapped: list[tuple[Any, str]], library: str) -> None:
+    """Undo the patches listed in ``wrapped`` (emptied), the last first; one that fails is
+    logged once and the others are still undone."""
+    while wrapped:
+        owner, name = wrapped.pop()
+        try:
+            unwrap(owner, name)
+        except Exception as exc:
+            log_once(f"uninstrument.{library}", exc)
 
 
 def _exists(target: Target) -> bool:

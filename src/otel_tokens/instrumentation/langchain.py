@@ -9,24 +9,36 @@ client instrumentation active, the client's span carries the usage; without it, 
 metered from the message's ``usage_metadata`` (`from_langchain`), with the provider and model
 LangChain names. A response served from LangChain's cache is not a provider call: no usage.
 
-A LangGraph graph's ``invoke``/``ainvoke`` (an agent made with ``create_agent`` is one) is a
-`workflow` named after the graph: its span totals the calls inside, each counted once.
+A LangGraph graph's ``invoke``/``ainvoke`` (an agent made with ``create_agent`` is one), and a
+chain's (a ``RunnableSequence``: ``prompt | model | parser``), is a `workflow` named after
+the graph or chain: its span totals the calls inside, each counted once (a chain run inside a
+graph is a workflow nested in the graph's). The calls a LangChain tool makes while it runs
+carry its name as the tag ``tool``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import wrapt
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from .._safety import log_once
 from ..counting import count_messages, count_text, estimate_source
 from ..usage import TokenUsage, from_langchain
 from ._adapter import NO_FACTS, Request, ResponseFacts
 from ._framework import FrameworkCall
+from ._framework_wrap import (
+    Begin,
+    FrameworkInstrumentor,
+    Patching,
+    Run,
+    call_wrappers,
+    ender,
+    run_wrappers,
+    stream_wrapper,
+    tag_wrappers,
+)
 from ._instrumentor import _recorder
 from ._scope import claim
 
@@ -36,6 +48,8 @@ if TYPE_CHECKING:
 FRAMEWORK = "langchain"
 _CHAT_MODELS = "langchain_core.language_models.chat_models"
 _PREGEL = "langgraph.pregel.main"
+_RUNNABLES = "langchain_core.runnables.base"
+_TOOLS = "langchain_core.tools.base"
 # LangChain's ls_provider names that differ from the GenAI conventions' provider names.
 _PROVIDERS = {
     "azure": "azure.ai.openai",
@@ -164,140 +178,26 @@ class _Chunks:
                 self.model = model
         self.parts.append(_text(chunk))
 
-    def facts(self, request: Request) -> ResponseFacts:
+    def facts(self, request: Request, error: BaseException | None) -> ResponseFacts:
         usage = self.usage
         if usage is None and (self.parts or request.body.get("messages")):
             usage = _estimate(request, "".join(self.parts), self.model)
         return ResponseFacts(usage=usage, model=self.model)
 
 
-def _end_stream(fc: FrameworkCall, seen: _Chunks, error: BaseException | None) -> None:
-    try:
-        facts = NO_FACTS if fc.claimed else seen.facts(fc.call.request)
-    except Exception as exc:
-        log_once("langchain.stream", exc)
-        facts = NO_FACTS
-    fc.end(facts, error)
-
-
-def _watch(fc: FrameworkCall, stream: Iterator[Any]) -> Iterator[Any]:
-    """``stream`` with the framework call's span current (and scope open) while each chunk
-    is pulled, ended when the stream ends, fails or is closed."""
-    seen = _Chunks()
-    error: BaseException | None = None
-    try:
-        while True:
-            fc.enter()
-            try:
-                chunk = next(stream)
-            except StopIteration:
-                break
-            finally:
-                fc.exit()
-            fc.call.first_chunk()
-            try:
-                seen.add(chunk)
-            except Exception as exc:
-                log_once("langchain.chunk", exc)
-            yield chunk
-    except GeneratorExit:
-        close = getattr(stream, "close", None)
-        if close is not None:
-            close()
-        raise
-    except BaseException as exc:
-        error = exc
-        raise
-    finally:
-        _end_stream(fc, seen, error)
-
-
-async def _awatch(fc: FrameworkCall, stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    seen = _Chunks()
-    error: BaseException | None = None
-    try:
-        while True:
-            fc.enter()
-            try:
-                chunk = await stream.__anext__()
-            except StopAsyncIteration:
-                break
-            finally:
-                fc.exit()
-            fc.call.first_chunk()
-            try:
-                seen.add(chunk)
-            except Exception as exc:
-                log_once("langchain.chunk", exc)
-            yield chunk
-    except GeneratorExit:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            await aclose()
-        raise
-    except BaseException as exc:
-        error = exc
-        raise
-    finally:
-        _end_stream(fc, seen, error)
-
-
-def _run_manager(args: Any, kwargs: Any) -> Any:
-    return kwargs.get("run_manager", args[2] if len(args) > 2 else None)
-
-
-def _generate_wrapper(meter: _Meter) -> Callable[..., Any]:
-    def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        run_manager = _run_manager(args, kwargs)
+def _generate_begin(meter: _Meter) -> Begin:
+    def begin(instance: Any, args: Any, kwargs: Any) -> FrameworkCall | None:
+        run_manager = kwargs.get("run_manager", args[2] if len(args) > 2 else None)
         stop = kwargs.get("stop", args[1] if len(args) > 1 else None)
-        fc = meter.begin(
+        return meter.begin(
             instance,
             _ls_kwargs(kwargs, stop),
             getattr(run_manager, "metadata", None),
             stream=False,
             messages=args[0] if args else kwargs.get("messages"),
         )
-        if fc is None:
-            return wrapped(*args, **kwargs)
-        fc.enter()
-        try:
-            result = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            fc.exit()
-            fc.end(NO_FACTS, exc)
-            raise
-        fc.exit()
-        _end_result(fc, result)
-        return result
 
-    return wrapper
-
-
-def _agenerate_wrapper(meter: _Meter) -> Callable[..., Any]:
-    async def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        run_manager = _run_manager(args, kwargs)
-        stop = kwargs.get("stop", args[1] if len(args) > 1 else None)
-        fc = meter.begin(
-            instance,
-            _ls_kwargs(kwargs, stop),
-            getattr(run_manager, "metadata", None),
-            stream=False,
-            messages=args[0] if args else kwargs.get("messages"),
-        )
-        if fc is None:
-            return await wrapped(*args, **kwargs)
-        fc.enter()
-        try:
-            result = await wrapped(*args, **kwargs)
-        except BaseException as exc:
-            fc.exit()
-            fc.end(NO_FACTS, exc)
-            raise
-        fc.exit()
-        _end_result(fc, result)
-        return result
-
-    return wrapper
+    return begin
 
 
 def _ls_kwargs(kwargs: Any, stop: Any) -> dict[str, Any]:
@@ -307,47 +207,23 @@ def _ls_kwargs(kwargs: Any, stop: Any) -> dict[str, Any]:
     return out
 
 
-def _end_result(fc: FrameworkCall, result: Any) -> None:
-    try:
-        facts = NO_FACTS if fc.claimed else _result_facts(fc.call.request, result)
-    except Exception as exc:
-        log_once("langchain.response", exc)
-        facts = NO_FACTS
-    fc.end(facts)
+def _stream_begin(meter: _Meter) -> Begin:
+    def begin(instance: Any, args: Any, kwargs: Any) -> FrameworkCall | None:
+        try:
+            from langchain_core.runnables.config import ensure_config
 
+            config = ensure_config(kwargs.get("config", args[1] if len(args) > 1 else None))
+            model_input = kwargs.get("input", args[0] if args else None)
+            messages = instance._convert_input(model_input).to_messages()
+            options = {k: v for k, v in kwargs.items() if k not in ("input", "config")}
+        except Exception as exc:
+            log_once("langchain.stream_request", exc)
+            return None
+        return meter.begin(
+            instance, options, config.get("metadata"), stream=True, messages=messages
+        )
 
-def _stream_begin(meter: _Meter, instance: Any, args: Any, kwargs: Any) -> FrameworkCall | None:
-    try:
-        from langchain_core.runnables.config import ensure_config
-
-        config = ensure_config(kwargs.get("config", args[1] if len(args) > 1 else None))
-        model_input = kwargs.get("input", args[0] if args else None)
-        messages = instance._convert_input(model_input).to_messages()
-        options = {k: v for k, v in kwargs.items() if k not in ("input", "config")}
-    except Exception as exc:
-        log_once("langchain.stream_request", exc)
-        return None
-    return meter.begin(instance, options, config.get("metadata"), stream=True, messages=messages)
-
-
-def _stream_wrapper(meter: _Meter) -> Callable[..., Any]:
-    def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        fc = _stream_begin(meter, instance, args, kwargs)
-        if fc is None:
-            return wrapped(*args, **kwargs)
-        return _watch(fc, wrapped(*args, **kwargs))
-
-    return wrapper
-
-
-def _astream_wrapper(meter: _Meter) -> Callable[..., Any]:
-    def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        fc = _stream_begin(meter, instance, args, kwargs)
-        if fc is None:
-            return wrapped(*args, **kwargs)
-        return _awatch(fc, wrapped(*args, **kwargs))
-
-    return wrapper
+    return begin
 
 
 def _cache_hit_hook(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
@@ -357,112 +233,71 @@ def _cache_hit_hook(wrapped: Callable[..., Any], instance: Any, args: Any, kwarg
     return wrapped(*args, **kwargs)
 
 
-def _graph_wrappers(options: dict[str, Any]) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    from ..attribution import attribute
-    from ..workflow import workflow
-
-    tp, mp = options.get("tracer_provider"), options.get("meter_provider")
-
-    def run(instance: Any) -> tuple[workflow, attribute] | None:
-        """The graph run's workflow, and its name as the attribution tag ``graph`` of the
-        calls inside (an agent made with ``create_agent`` is a graph of the agent's name)."""
-        if not is_instrumentation_enabled():
-            return None
-        try:
-            name = getattr(instance, "name", None)
-            name = name if isinstance(name, str) and name else "LangGraph"
-            return workflow(name, tracer_provider=tp, meter_provider=mp), attribute(graph=name)
-        except Exception as exc:
-            log_once("langgraph.workflow", exc)
-            return None
-
-    def invoke(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        found = run(instance)
-        if found is None:
-            return wrapped(*args, **kwargs)
-        flow, tag = found
-        with flow, tag:
-            return wrapped(*args, **kwargs)
-
-    async def ainvoke(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        found = run(instance)
-        if found is None:
-            return await wrapped(*args, **kwargs)
-        flow, tag = found
-        async with flow, tag:
-            return await wrapped(*args, **kwargs)
-
-    return invoke, ainvoke
+def _graph_run(instance: Any, args: Any, kwargs: Any) -> tuple[str, dict[str, str]]:
+    """A graph run's workflow, and its name as the attribution tag ``graph`` of the calls
+    inside (an agent made with ``create_agent`` is a graph of the agent's name)."""
+    name = getattr(instance, "name", None)
+    name = name if isinstance(name, str) and name else "LangGraph"
+    return name, {"graph": name}
 
 
-class _Patching:
-    """Patches langchain-core's chat models and LangGraph's graphs when each is imported."""
-
-    def __init__(self, options: dict[str, Any]) -> None:
-        self.options = options
-        self.wrapped: list[tuple[Any, str]] = []
-        self.done: set[str] = set()
-        self.cancelled = False
-
-    def chat_models(self, module: Any) -> None:
-        if self.cancelled or _CHAT_MODELS in self.done:
-            return
-        self.done.add(_CHAT_MODELS)
-        try:
-            meter = _Meter(_recorder(self.options))
-            base = module.BaseChatModel
-            self._wrap(base, "_generate_with_cache", _generate_wrapper(meter))
-            self._wrap(base, "_agenerate_with_cache", _agenerate_wrapper(meter))
-            self._wrap(base, "stream", _stream_wrapper(meter))
-            self._wrap(base, "astream", _astream_wrapper(meter))
-            self._wrap(base, "_convert_cached_generations", _cache_hit_hook)
-        except Exception as exc:  # never break the application's import
-            log_once("instrument.langchain", exc)
-            self.cancel()
-
-    def graphs(self, module: Any) -> None:
-        if self.cancelled or _PREGEL in self.done:
-            return
-        self.done.add(_PREGEL)
-        try:
-            invoke, ainvoke = _graph_wrappers(self.options)
-            self._wrap(module.Pregel, "invoke", invoke)
-            self._wrap(module.Pregel, "ainvoke", ainvoke)
-        except Exception as exc:
-            log_once("instrument.langgraph", exc)
-            self.cancel()
-
-    def _wrap(self, owner: Any, name: str, wrapper: Any) -> None:
-        wrapt.wrap_function_wrapper(owner, name, wrapper)
-        self.wrapped.append((owner, name))
-
-    def cancel(self) -> None:
-        self.cancelled = True
-        while self.wrapped:
-            owner, name = self.wrapped.pop()
-            try:
-                unwrap(owner, name)
-            except Exception as exc:
-                log_once("uninstrument.langchain", exc)
+def _chain_run(instance: Any, args: Any, kwargs: Any) -> tuple[str, dict[str, str]]:
+    """A chain run's workflow: named as LangChain names the run (``run_name`` in its config,
+    else the runnable's name, ``RunnableSequence`` by default), also the tag ``chain``."""
+    config = kwargs.get("config", args[1] if len(args) > 1 else None)
+    name = config.get("run_name") if isinstance(config, dict) else None
+    if not isinstance(name, str) or not name:
+        name = instance.get_name()
+    name = name if isinstance(name, str) and name else "RunnableSequence"
+    return name, {"chain": name}
 
 
-class LangChainInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+def _tool_tags(instance: Any, args: Any, kwargs: Any) -> dict[str, str] | None:
+    """A tool is running: the calls it makes carry its name as the tag ``tool``."""
+    name = getattr(instance, "name", None)
+    return {"tool": name} if isinstance(name, str) and name else None
+
+
+class LangChainInstrumentor(FrameworkInstrumentor):
     """Meters LangChain chat models (invoke, batch, stream, async) counting once with the
-    client instrumentations, tags each call with its LangGraph node, and makes every
-    LangGraph graph run a workflow roll-up (see docs/frameworks.md). Accepts
-    ``tracer_provider``, ``meter_provider``, ``catalog``."""
+    client instrumentations, tags each call with its LangGraph node and the tool it runs in,
+    and makes every LangGraph graph run and chain run (``RunnableSequence``) a workflow
+    roll-up (see docs/frameworks.md). Accepts ``tracer_provider``, ``meter_provider``,
+    ``catalog``."""
 
-    _patching: _Patching | None = None
+    framework = FRAMEWORK
+    dependencies = ("langchain-core >= 0.3",)
 
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return ("langchain-core >= 0.3",)
+    def patches(self, patching: Patching) -> dict[str, Callable[[Any], None]]:
+        options = patching.options
 
-    def _instrument(self, **kwargs: Any) -> None:
-        patching = self._patching = _Patching(kwargs)
-        wrapt.register_post_import_hook(patching.chat_models, _CHAT_MODELS)
-        wrapt.register_post_import_hook(patching.graphs, _PREGEL)
+        def chat_models(module: Any) -> None:
+            meter = _Meter(_recorder(options))
+            base = module.BaseChatModel
+            generate, agenerate = call_wrappers(_generate_begin(meter), ender(_result_facts))
+            patching.wrap(base, "_generate_with_cache", generate)
+            patching.wrap(base, "_agenerate_with_cache", agenerate)
+            begin = _stream_begin(meter)
+            patching.wrap(base, "stream", stream_wrapper(begin, _Chunks, asynchronous=False))
+            patching.wrap(base, "astream", stream_wrapper(begin, _Chunks, asynchronous=True))
+            patching.wrap(base, "_convert_cached_generations", _cache_hit_hook)
 
-    def _uninstrument(self, **kwargs: Any) -> None:
-        patching, self._patching = self._patching, None
-        if patching is not None:
-            patching.cancel()
+        def runs(owner_of: Callable[[Any], Any], run: Run) -> Callable[[Any], None]:
+            def patch(module: Any) -> None:
+                invoke, ainvoke = run_wrappers(FRAMEWORK, options, run)
+                patching.wrap(owner_of(module), "invoke", invoke)
+                patching.wrap(owner_of(module), "ainvoke", ainvoke)
+
+            return patch
+
+        def tools(module: Any) -> None:
+            run, arun = tag_wrappers(FRAMEWORK, _tool_tags)
+            patching.wrap(module.BaseTool, "run", run)
+            patching.wrap(module.BaseTool, "arun", arun)
+
+        return {
+            _CHAT_MODELS: chat_models,
+            _PREGEL: runs(lambda module: module.Pregel, _graph_run),
+            _RUNNABLES: runs(lambda module: module.RunnableSequence, _chain_run),
+            _TOOLS: tools,
+        }

@@ -15,15 +15,13 @@ never added into a total.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import wrapt
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.util.types import AttributeValue
 
 from .. import semconv as sc
@@ -32,6 +30,7 @@ from ..counting import count_messages, count_text, estimate_source
 from ..usage import TokenUsage, from_litellm
 from ._adapter import NO_FACTS, Request, ResponseFacts
 from ._framework import FrameworkCall
+from ._framework_wrap import Begin, FrameworkInstrumentor, Patching, call_wrappers
 from ._instrumentor import _recorder
 from ._reconcile import reported_cost
 
@@ -260,145 +259,78 @@ def _watch(fc: FrameworkCall, stream: Any) -> None:
     weakref.finalize(stream, _end_stream, fc, chunks, None)
 
 
+class _Pull:
+    """The framework call's span current (and its scope open) while a watched stream's
+    chunk is pulled; the call ends with the stream's end or failure."""
+
+    __slots__ = ("fc", "stream")
+
+    def __init__(self, fc: FrameworkCall, stream: Any) -> None:
+        self.fc = fc
+        self.stream = stream
+
+    def __enter__(self) -> None:
+        self.fc.enter()
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        fc = self.fc
+        fc.exit()
+        if exc is None:
+            fc.call.first_chunk()
+            return
+        _watched.pop(self.stream, None)
+        ended = isinstance(exc, StopIteration | StopAsyncIteration)
+        _end_stream(fc, getattr(self.stream, "chunks", None) or [], None if ended else exc)
+
+
 def _next_hook(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
     fc = _watched.get(instance) if _watched else None
     if fc is None:
         return wrapped(*args, **kwargs)
-    fc.enter()  # the framework's span current (and its scope open) while a chunk is pulled
-    try:
-        chunk = wrapped(*args, **kwargs)
-    except BaseException as exc:
-        fc.exit()
-        _watched.pop(instance, None)
-        _end_stream(
-            fc,
-            getattr(instance, "chunks", None) or [],
-            None if isinstance(exc, StopIteration) else exc,
-        )
-        raise
-    fc.exit()
-    fc.call.first_chunk()
-    return chunk
+    with _Pull(fc, instance):
+        return wrapped(*args, **kwargs)
 
 
 async def _anext_hook(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
     fc = _watched.get(instance) if _watched else None
     if fc is None:
         return await wrapped(*args, **kwargs)
-    fc.enter()
-    try:
-        chunk = await wrapped(*args, **kwargs)
-    except BaseException as exc:
-        fc.exit()
-        _watched.pop(instance, None)
-        _end_stream(
-            fc,
-            getattr(instance, "chunks", None) or [],
-            None if isinstance(exc, StopAsyncIteration) else exc,
-        )
-        raise
-    fc.exit()
-    fc.call.first_chunk()
-    return chunk
+    with _Pull(fc, instance):
+        return await wrapped(*args, **kwargs)
 
 
-def _sync_wrapper(meter: _Meter, operation: str) -> Callable[..., Any]:
-    def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        fc = meter.begin(operation, args, kwargs)
-        if fc is None:
-            return wrapped(*args, **kwargs)
-        fc.enter()
-        try:
-            result = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            fc.exit()
-            fc.end(NO_FACTS, exc)
-            raise
-        fc.exit()
-        return meter.complete(fc, result)
+def _begin(meter: _Meter, operation: str) -> Begin:
+    def begin(instance: Any, args: Any, kwargs: Any) -> FrameworkCall | None:
+        return meter.begin(operation, args, kwargs)
 
-    return wrapper
+    return begin
 
 
-def _async_wrapper(meter: _Meter, operation: str) -> Callable[..., Any]:
-    async def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        fc = meter.begin(operation, args, kwargs)
-        if fc is None:
-            return await wrapped(*args, **kwargs)
-        fc.enter()
-        try:
-            result = await wrapped(*args, **kwargs)
-        except BaseException as exc:
-            fc.exit()
-            fc.end(NO_FACTS, exc)
-            raise
-        fc.exit()
-        return meter.complete(fc, result)
-
-    return wrapper
-
-
-class LiteLLMInstrumentation:
-    """Patches ``litellm`` when it is imported (see `LiteLLMInstrumentor`)."""
-
-    def __init__(self, options: dict[str, Any]) -> None:
-        self.options = options
-        self.wrapped: list[tuple[Any, str]] = []
-        self.cancelled = False
-
-    def on_import(self, module: Any) -> None:
-        if self.cancelled or self.wrapped:
-            return
-        try:
-            meter = _Meter(_recorder(self.options), self.options, module)
-            for name, make, operation in (
-                ("completion", _sync_wrapper, "chat"),
-                ("acompletion", _async_wrapper, "chat"),
-                ("embedding", _sync_wrapper, "embeddings"),
-                ("aembedding", _async_wrapper, "embeddings"),
-            ):
-                self._wrap(module, name, make(meter, operation))
-            import importlib
-
-            streams = importlib.import_module(_STREAMS).CustomStreamWrapper
-            self._wrap(streams, "__next__", _next_hook)
-            self._wrap(streams, "__anext__", _anext_hook)
-        except Exception as exc:  # never break the application's import
-            log_once("instrument.litellm", exc)
-            self.cancel()
-
-    def _wrap(self, owner: Any, name: str, wrapper: Any) -> None:
-        wrapt.wrap_function_wrapper(owner, name, wrapper)
-        self.wrapped.append((owner, name))
-
-    def cancel(self) -> None:
-        self.cancelled = True
-        while self.wrapped:
-            owner, name = self.wrapped.pop()
-            try:
-                unwrap(owner, name)
-            except Exception as exc:
-                log_once("uninstrument.litellm", exc)
-
-
-class LiteLLMInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+class LiteLLMInstrumentor(FrameworkInstrumentor):
     """Meters ``litellm``'s ``completion``/``acompletion`` (streams included) and
     ``embedding``/``aembedding``, counting once with the client instrumentations (see
     docs/frameworks.md). Accepts ``tracer_provider``, ``meter_provider``, ``catalog``."""
 
-    _instrumentation: LiteLLMInstrumentation | None = None
+    framework = FRAMEWORK
+    dependencies = ("litellm >= 1.60",)
 
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return ("litellm >= 1.60",)
+    def patches(self, patching: Patching) -> dict[str, Callable[[Any], None]]:
+        def on_import(module: Any) -> None:
+            meter = _Meter(_recorder(patching.options), patching.options, module)
+            for operation, (sync, asynchronous) in (
+                ("chat", ("completion", "acompletion")),
+                ("embeddings", ("embedding", "aembedding")),
+            ):
+                wrappers = call_wrappers(_begin(meter, operation), meter.complete)
+                patching.wrap(module, sync, wrappers[0])
+                patching.wrap(module, asynchronous, wrappers[1])
+            import importlib
 
-    def _instrument(self, **kwargs: Any) -> None:
-        instrumentation = self._instrumentation = LiteLLMInstrumentation(kwargs)
-        wrapt.register_post_import_hook(instrumentation.on_import, "litellm")
+            streams = importlib.import_module(_STREAMS).CustomStreamWrapper
+            patching.wrap(streams, "__next__", _next_hook)
+            patching.wrap(streams, "__anext__", _anext_hook)
 
-    def _uninstrument(self, **kwargs: Any) -> None:
-        instrumentation, self._instrumentation = self._instrumentation, None
-        if instrumentation is not None:
-            instrumentation.cancel()
+        return {"litellm": on_import}
 
 
 def provider_name(litellm_provider: str) -> str:

@@ -21,13 +21,12 @@ current span (an agent or turn span), which the SDK sets even with its tracing o
 
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import wrapt
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from .._safety import log_once
 from ..counting import count_messages, count_text, estimate_source
@@ -36,6 +35,15 @@ from ..usage import read_field as field
 from ._adapter import NO_FACTS, Request, ResponseFacts
 from ._common import server_of
 from ._framework import FrameworkCall
+from ._framework_wrap import (
+    Begin,
+    FrameworkInstrumentor,
+    Patching,
+    call_wrappers,
+    ender,
+    run_wrappers,
+    stream_wrapper,
+)
 from ._instrumentor import _recorder
 
 if TYPE_CHECKING:
@@ -240,84 +248,11 @@ class _Meter:
             return None
 
 
-def _end_response(fc: FrameworkCall, response: Any) -> None:
-    try:
-        facts = NO_FACTS if fc.claimed else _response_facts(fc.call.request, response)
-    except Exception as exc:
-        log_once("openai_agents.response", exc)
-        facts = NO_FACTS
-    fc.end(facts)
+def _model_begin(meter: _Meter, *, stream: bool) -> Begin:
+    def begin(instance: Any, args: Any, kwargs: Any) -> FrameworkCall | None:
+        return meter.begin(instance, args, kwargs, stream=stream)
 
-
-def _get_response_wrapper(meter: _Meter) -> Callable[..., Any]:
-    async def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        fc = meter.begin(instance, args, kwargs, stream=False)
-        if fc is None:
-            return await wrapped(*args, **kwargs)
-        fc.enter()
-        try:
-            response = await wrapped(*args, **kwargs)
-        except BaseException as exc:
-            fc.exit()
-            fc.end(NO_FACTS, exc)
-            raise
-        fc.exit()
-        _end_response(fc, response)
-        return response
-
-    return wrapper
-
-
-async def _awatch(fc: FrameworkCall, stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    """``stream`` with the model call's span current (and scope open) while each event is
-    pulled; the call ends when the stream ends, fails or is closed."""
-    seen = _Events()
-    error: BaseException | None = None
-    try:
-        while True:
-            fc.enter()
-            try:
-                event = await stream.__anext__()
-            except StopAsyncIteration:
-                break
-            finally:
-                fc.exit()
-            fc.call.first_chunk()
-            try:
-                seen.add(event)
-            except Exception as exc:
-                log_once("openai_agents.event", exc)
-            yield event
-    except GeneratorExit:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            await aclose()
-        raise
-    except BaseException as exc:
-        error = exc
-        raise
-    finally:
-        try:
-            facts = NO_FACTS if fc.claimed else seen.facts(fc.call.request, error)
-        except Exception as exc:
-            log_once("openai_agents.stream", exc)
-            facts = NO_FACTS
-        fc.end(facts, error)
-
-
-def _stream_response_wrapper(meter: _Meter) -> Callable[..., Any]:
-    def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        fc = meter.begin(instance, args, kwargs, stream=True)
-        if fc is None:
-            return wrapped(*args, **kwargs)
-        try:
-            stream = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            fc.end(NO_FACTS, exc)
-            raise
-        return _awatch(fc, stream)
-
-    return wrapper
+    return begin
 
 
 def _tool_name(get_current_span: Callable[[], Any]) -> str | None:
@@ -330,131 +265,61 @@ def _tool_name(get_current_span: Callable[[], Any]) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
-def _run_wrappers(
-    options: dict[str, Any], get_current_span: Callable[[], Any]
-) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    from contextlib import ExitStack
-
-    from ..attribution import attribute
-    from ..workflow import workflow
-
-    tp, mp = options.get("tracer_provider"), options.get("meter_provider")
-
-    def flow(agent: Any) -> ExitStack | None:
-        """The run's workflow, named after its starting agent; inside a tool, the calls of
-        the run also carry the tool's name as the tag ``tool``."""
-        if not is_instrumentation_enabled():
-            return None
-        stack = ExitStack()
-        try:
-            name = getattr(agent, "name", None)
-            name = name if isinstance(name, str) and name else "Agent run"
-            stack.enter_context(workflow(name, tracer_provider=tp, meter_provider=mp))
-            tool = _tool_name(get_current_span)
-            if tool is not None:
-                stack.enter_context(attribute(tool=tool))
-            return stack
-        except Exception as exc:
-            log_once("openai_agents.workflow", exc)
-            stack.close()
-            return None
-
-    async def run(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        # AgentRunner.run(starting_agent, input, ...): run_sync runs it too.
-        found = flow(kwargs.get("starting_agent", args[0] if args else None))
-        if found is None:
-            return await wrapped(*args, **kwargs)
-        with found:
-            return await wrapped(*args, **kwargs)
-
-    async def start_streaming(
-        wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
-    ) -> Any:
-        # The background task of run_streamed: the run's whole loop, all keyword arguments.
-        found = flow(kwargs.get("starting_agent"))
-        if found is None:
-            return await wrapped(*args, **kwargs)
-        with found:
-            return await wrapped(*args, **kwargs)
-
-    return run, start_streaming
+def _run(get_current_span: Callable[[], Any], agent: Any) -> tuple[str, dict[str, str]]:
+    """The run's workflow, named after its starting agent; inside a tool, the calls of the
+    run also carry the tool's name as the tag ``tool``."""
+    name = getattr(agent, "name", None)
+    name = name if isinstance(name, str) and name else "Agent run"
+    tool = _tool_name(get_current_span)
+    return name, {"tool": tool} if tool is not None else {}
 
 
-class _Patching:
-    """Patches the SDK's runner and model classes as each module is imported."""
-
-    def __init__(self, options: dict[str, Any]) -> None:
-        self.options = options
-        self.wrapped: list[tuple[Any, str]] = []
-        self.done: set[str] = set()
-        self.cancelled = False
-        self._meter: _Meter | None = None
-
-    def meter(self) -> _Meter:
-        if self._meter is None:
-            import importlib
-
-            tracing = importlib.import_module(_TRACING)
-            self._meter = _Meter(_recorder(self.options), tracing.get_current_span)
-        return self._meter
-
-    def model(self, module: Any) -> None:
-        name = module.__name__
-        if self.cancelled or name in self.done:
-            return
-        self.done.add(name)
-        try:
-            cls = getattr(module, dict(_MODELS)[name])
-            meter = self.meter()
-            self._wrap(cls, "get_response", _get_response_wrapper(meter))
-            self._wrap(cls, "stream_response", _stream_response_wrapper(meter))
-        except Exception as exc:  # never break the application's import
-            log_once("instrument.openai_agents", exc)
-            self.cancel()
-
-    def runner(self, module: Any) -> None:
-        if self.cancelled or _RUN in self.done:
-            return
-        self.done.add(_RUN)
-        try:
-            run, start_streaming = _run_wrappers(self.options, self.meter().get_current_span)
-            self._wrap(module.AgentRunner, "run", run)
-            self._wrap(module, "start_streaming", start_streaming)
-        except Exception as exc:
-            log_once("instrument.openai_agents", exc)
-            self.cancel()
-
-    def _wrap(self, owner: Any, name: str, wrapper: Any) -> None:
-        wrapt.wrap_function_wrapper(owner, name, wrapper)
-        self.wrapped.append((owner, name))
-
-    def cancel(self) -> None:
-        self.cancelled = True
-        while self.wrapped:
-            owner, name = self.wrapped.pop()
-            try:
-                unwrap(owner, name)
-            except Exception as exc:
-                log_once("uninstrument.openai_agents", exc)
-
-
-class OpenAIAgentsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+class OpenAIAgentsInstrumentor(FrameworkInstrumentor):
     """Meters the OpenAI Agents SDK: each model call counted once with the client
     instrumentations and tagged with its agent, each run a workflow roll-up (see
     docs/frameworks.md). Accepts ``tracer_provider``, ``meter_provider``, ``catalog``."""
 
-    _patching: _Patching | None = None
+    framework = FRAMEWORK
+    dependencies = ("openai-agents >= 0.2",)
 
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return ("openai-agents >= 0.2",)
+    def patches(self, patching: Patching) -> dict[str, Callable[[Any], None]]:
+        options = patching.options
+        meters: list[_Meter] = []
 
-    def _instrument(self, **kwargs: Any) -> None:
-        patching = self._patching = _Patching(kwargs)
-        for module, _ in _MODELS:
-            wrapt.register_post_import_hook(patching.model, module)
-        wrapt.register_post_import_hook(patching.runner, _RUN)
+        def meter() -> _Meter:
+            if not meters:
+                tracing = importlib.import_module(_TRACING)
+                meters.append(_Meter(_recorder(options), tracing.get_current_span))
+            return meters[0]
 
-    def _uninstrument(self, **kwargs: Any) -> None:
-        patching, self._patching = self._patching, None
-        if patching is not None:
-            patching.cancel()
+        def model(module: Any) -> None:
+            cls = getattr(module, dict(_MODELS)[module.__name__])
+            get_response = call_wrappers(
+                _model_begin(meter(), stream=False), ender(_response_facts)
+            )[1]
+            patching.wrap(cls, "get_response", get_response)
+            begin = _model_begin(meter(), stream=True)
+            patching.wrap(cls, "stream_response", stream_wrapper(begin, _Events, asynchronous=True))
+
+        def runner(module: Any) -> None:
+            current = meter().get_current_span
+            # AgentRunner.run(starting_agent, input, ...): run_sync runs it too.
+            run = run_wrappers(
+                FRAMEWORK,
+                options,
+                lambda _, args, kwargs: _run(
+                    current, kwargs.get("starting_agent", args[0] if args else None)
+                ),
+            )[1]
+            # The background task of run_streamed: the run's whole loop, all keyword arguments.
+            start_streaming = run_wrappers(
+                FRAMEWORK,
+                options,
+                lambda _, args, kwargs: _run(current, kwargs.get("starting_agent")),
+            )[1]
+            patching.wrap(module.AgentRunner, "run", run)
+            patching.wrap(module, "start_streaming", start_streaming)
+
+        patches: dict[str, Callable[[Any], None]] = {module: model for module, _ in _MODELS}
+        patches[_RUN] = runner
+        return patches
