@@ -63,7 +63,9 @@ EXPORTS: dict[str, set[str]] = {
     "otel_tokens": {
         "AttributionMiddleware",
         "Catalog",
+        "ContextWindowExceeded",
         "InvalidUsageError",
+        "Preflight",
         "PriceFileError",
         "PriceResult",
         "PricingStatus",
@@ -73,11 +75,13 @@ EXPORTS: dict[str, set[str]] = {
         "WSGIAttributionMiddleware",
         "attribute",
         "default_catalog",
+        "fit_messages",
         "flush",
         "from_anthropic",
         "from_gemini",
         "from_openai_chat",
         "from_openai_responses",
+        "preflight",
         "price",
         "set_default_catalog",
         "workflow",
@@ -183,6 +187,23 @@ EXPORTS: dict[str, set[str]] = {
         "open_store",
         "scope_values",
     },
+    "otel_tokens.window": {
+        "ENV_CONTEXT_GUARD",
+        "EVENT_CONTEXT_WINDOW_EXCEEDED",
+        "ContextWindowExceeded",
+        "CountMethod",
+        "GuardMode",
+        "MessageCountCache",
+        "ModelLimits",
+        "Preflight",
+        "check_context_window",
+        "default_cache",
+        "fit_messages",
+        "guard_mode",
+        "limits_of",
+        "preflight",
+        "register_context_window",
+    },
 }
 # What a user reads: the README and the reference pages it links to under docs/.
 DOCS = "\n".join(
@@ -237,7 +258,7 @@ def test_top_level_names_are_the_packages_own_objects() -> None:
 
     homes = [
         importlib.import_module(f"otel_tokens.{home}")
-        for home in ("attribution", "middleware", "pricing", "usage", "workflow")
+        for home in ("attribution", "middleware", "pricing", "usage", "workflow", "window")
     ]
     for member in otel_tokens.__all__:
         value = getattr(otel_tokens, member)
