@@ -361,3 +361,21 @@ def test_fit_messages_raises_when_even_the_essentials_do_not_fit() -> None:
 def test_fit_messages_needs_a_known_window() -> None:
     with pytest.raises(ValueError, match="context window"):
         fit_messages([{"role": "user", "content": "x"}], "my-own-model")
+
+
+def test_the_documented_example_gives_the_values_in_its_comments() -> None:
+    import re
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "preflight.md").read_text("utf-8")
+    code = next(b for b in re.findall(r"```python\n(.*?)```", doc, re.S) if "worst_case_cost" in b)
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)
+    checked = 0
+    for line in code.splitlines():
+        match = re.match(r"^(p\.\w+)\s+# (.+?)(?::\s.*)?$", line)
+        if match:
+            expression, expected = match.groups()
+            value = eval(expression, namespace)
+            assert repr(value) == expected.strip(), (expression, value, expected)
+            checked += 1
+    assert checked == 7

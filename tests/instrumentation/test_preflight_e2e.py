@@ -69,6 +69,17 @@ def test_openai_responses_input_tokens(server: ProviderServer) -> None:
     assert server.last_request.path.endswith("/responses/input_tokens")
 
 
+def test_count_endpoints_are_not_metered(
+    guarded: Callable[..., OpenAIInstrumentor], server: ProviderServer, telemetry: Telemetry
+) -> None:
+    """They are free: an instrumented client records no call (and no tokens) for them."""
+    guarded()
+    client = openai.OpenAI(api_key="test", base_url=server.openai_base_url, max_retries=0)
+    assert preflight("gpt-4o-mini", input="hello", client=client).method == "provider"
+    assert telemetry.our_spans() == []
+    assert telemetry.bucket_tokens() == {}
+
+
 def test_gemini_models_count_tokens() -> None:
     with GeminiServer() as srv:
         client = genai.Client(api_key="test", http_options={"base_url": srv.base_url})
