@@ -172,6 +172,13 @@ def test_images_cost_openais_tile_formula() -> None:
     assert low.method == "exact"
     mini = preflight("gpt-4o-mini", _with_image(url, "low"))
     assert mini.input_tokens - text_only == 2833  # gpt-4o-mini's image rates
+    o1 = preflight("o1", _with_image(url, "high"), image_sizes={url: (1024, 1024)})
+    assert o1.input_tokens - text_only == 75 + 4 * 150  # o1's
+    assert o1.method == "exact"
+    # gpt-4.1-mini bills 32-pixel patches: an estimate here, and said so.
+    patches = preflight("gpt-4.1-mini", _with_image(url, "high"), image_sizes={url: (320, 320)})
+    assert patches.input_tokens - text_only == 162  # 100 patches x 1.62
+    assert patches.method == "estimated"
 
 
 def test_an_images_size_is_read_from_its_data_url() -> None:

@@ -37,6 +37,10 @@ class Framing:
     reply_priming: int = 3
     image_base: int = 85
     image_tile: int = 170
+    # Models that bill images by 32-pixel patches (gpt-4.1-mini/nano, o4-mini): the
+    # multiplier of their patch count; counted as an estimate (OpenAI's resizing to at most
+    # 1536 patches is approximated).
+    image_patch_multiplier: float | None = None
     func_init: int = 7  # the cookbook's tool-definition constants (gpt-4o and later)
 
     @property
@@ -48,6 +52,7 @@ class Framing:
                 self.tokens_per_name,
                 self.image_base,
                 self.image_tile,
+                self.image_patch_multiplier,
             )
         )
 
@@ -55,12 +60,27 @@ class Framing:
 _DEFAULT = Framing()
 
 
+# OpenAI's image token rates per model family ("Images and vision", calculating costs):
+# (base, per tile) for the tile formula, or the patch multiplier.
+_IMAGE_TILES = {
+    "gpt-4o-mini": (2833, 5667),
+    "o1": (75, 150),
+    "o3": (75, 150),
+    "gpt-5": (70, 140),
+}
+_IMAGE_PATCHES = {"gpt-4.1-mini": 1.62, "gpt-4.1-nano": 2.46, "o4-mini": 1.72}
+
+
 def framing_for(model: str) -> Framing:
-    name = model.lower()
+    name = model.lower().rsplit("/", 1)[-1]
     if name.startswith("gpt-3.5-turbo-0301"):
         return Framing(tokens_per_message=4, tokens_per_name=-1, func_init=10)
-    if name.startswith("gpt-4o-mini"):
-        return Framing(image_base=2833, image_tile=5667)
+    for prefix, multiplier in _IMAGE_PATCHES.items():
+        if name.startswith(prefix):
+            return Framing(image_patch_multiplier=multiplier)
+    for prefix, (base, tile) in _IMAGE_TILES.items():
+        if name.startswith(prefix):
+            return Framing(image_base=base, image_tile=tile)
     if name.startswith(("gpt-3.5", "gpt-4-", "gpt-4")) and not name.startswith(
         ("gpt-4o", "gpt-4.")
     ):
@@ -103,6 +123,10 @@ def _size_of(data: bytes) -> Size | None:
 
 def image_tokens(size: Size | None, detail: str, framing: Framing) -> tuple[int, bool]:
     """(tokens, exact) of one image."""
+    if framing.image_patch_multiplier is not None:
+        pw, ph = size if size is not None else (2048, 2048)
+        patches = min(math.ceil(pw / 32) * math.ceil(ph / 32), 1536)
+        return math.ceil(patches * framing.image_patch_multiplier), False
     if detail == "low":
         return framing.image_base, True
     exact = size is not None and detail == "high"  # "auto" lets OpenAI choose: worst case
