@@ -183,6 +183,25 @@ def test_raise_mode_refuses_a_request_that_cannot_fit_before_sending(
     assert response.choices
 
 
+def test_raise_mode_on_the_async_client(
+    guarded: Callable[..., OpenAIInstrumentor], server: ProviderServer
+) -> None:
+    import asyncio
+
+    guarded(context_guard="raise")
+
+    async def call() -> None:
+        async with openai.AsyncOpenAI(
+            api_key="test", base_url=server.openai_base_url, max_retries=0
+        ) as client:
+            await client.chat.completions.create(model="gpt-4", messages=TOO_LONG)  # type: ignore[arg-type]
+
+    before = len(server.requests)
+    with pytest.raises(ContextWindowExceeded):
+        asyncio.run(call())
+    assert len(server.requests) == before
+
+
 def test_max_output_counts_against_the_window(
     guarded: Callable[..., OpenAIInstrumentor], server: ProviderServer
 ) -> None:
