@@ -509,13 +509,25 @@ def test_expect_checks_its_arguments() -> None:
 def test_enforce_uses_the_default_max_output_when_the_request_sets_none() -> None:
     b = tokens(limit=5000)
     m = manager(b)
-    with pytest.raises(BudgetExceeded) as info:
-        preflight(m, n_in=1000, max_out=None)
+    with pytest.raises(BudgetExceeded) as info:  # a model whose output limit is unknown
+        preflight(m, n_in=1000, max_out=None, model="my-own-model")
     assert info.value.needed == 1000 + 4096
     small = manager(tokens(limit=5000), default_max_output_tokens=512)
     reservation = preflight(small, n_in=1000, max_out=None)
     assert reservation is not None
     assert reservation.plan == [[1512]]
+
+
+def test_enforce_reserves_preflights_worst_case_when_the_request_sets_none() -> None:
+    """Not a fixed guess: the model's output limit (gpt-4o-mini: 16384), within the room its
+    context window (128000) leaves after the input."""
+    m = manager(tokens(limit=10**6))
+    reservation = preflight(m, n_in=1000, max_out=None)
+    assert reservation is not None
+    assert reservation.plan == [[1000 + 16_384]]
+    nearly_full = preflight(m, n_in=120_000, max_out=None)
+    assert nearly_full is not None
+    assert nearly_full.plan == [[128_000]]  # only 8000 tokens of room are left for output
 
 
 def test_reservation_is_settled_to_the_actual_usage() -> None:

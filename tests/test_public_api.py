@@ -122,7 +122,7 @@ def test_top_level_names_are_the_packages_own_objects() -> None:
 
     homes = [
         importlib.import_module(f"otel_tokens.{home}")
-        for home in ("attribution", "middleware", "pricing", "usage", "workflow")
+        for home in ("attribution", "middleware", "pricing", "usage", "workflow", "window")
     ]
     for member in otel_tokens.__all__:
         value = getattr(otel_tokens, member)

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         from_openai_chat,
         from_openai_responses,
     )
+    from .window import ContextWindowExceeded, Preflight, fit_messages, preflight
 
 # Imported now, unlike the rest: importing the submodule later (the instrumentation does, on
 # the first call) would otherwise leave the module, not the function, under this name.
@@ -58,6 +59,10 @@ _HOMES = {
     "from_gemini": ".usage",
     "from_openai_chat": ".usage",
     "from_openai_responses": ".usage",
+    "ContextWindowExceeded": ".window",
+    "Preflight": ".window",
+    "fit_messages": ".window",
+    "preflight": ".window",
 }
 
 
@@ -83,7 +88,9 @@ def __dir__() -> list[str]:
 __all__ = [
     "AttributionMiddleware",
     "Catalog",
+    "ContextWindowExceeded",
     "InvalidUsageError",
+    "Preflight",
     "PriceFileError",
     "PriceResult",
     "PricingStatus",
@@ -93,11 +100,13 @@ __all__ = [
     "WSGIAttributionMiddleware",
     "attribute",
     "default_catalog",
+    "fit_messages",
     "flush",
     "from_anthropic",
     "from_gemini",
     "from_openai_chat",
     "from_openai_responses",
+    "preflight",
     "price",
     "set_default_catalog",
     "workflow",

@@ -58,6 +58,19 @@ def register_tokenizer(model_pattern: str, tokenizer_json: str) -> None:
     encoder_for.cache_clear()
 
 
+def registered_tokenizer(model: str | None) -> str | None:
+    """The tokenizer.json registered for ``model`` (`register_tokenizer`), if any."""
+    name = (model or "").lower()
+    with _registered_lock:
+        registered = list(_registered)
+    return next((path for pattern, path in registered if fnmatch.fnmatchcase(name, pattern)), None)
+
+
+def is_openai_model(model: str | None) -> bool:
+    """True for the OpenAI models tiktoken counts exactly (the gpt and o-series names)."""
+    return (model or "").lower().startswith(_O200K_PREFIXES + _CL100K_PREFIXES)
+
+
 def encoding_name_for(model: str | None) -> str:
     name = (model or "").lower()
     if name.startswith(_O200K_PREFIXES):

@@ -85,6 +85,10 @@ BILLING_WORKFLOW_USAGE_PREFIX: Final = "gen_ai.billing.workflow.usage."
 # A cost the response or a framework reported (LiteLLM), beside our own price.
 BILLING_PROVIDER_COST_DECIMAL: Final = "gen_ai.billing.provider_cost.decimal"
 BILLING_PROVIDER_COST_CURRENCY: Final = "gen_ai.billing.provider_cost.currency"
+# The context-window guard's event (observe mode): the model's window and the request's counts.
+BILLING_CONTEXT_WINDOW: Final = "gen_ai.billing.context_window"
+BILLING_CONTEXT_WINDOW_INPUT_TOKENS: Final = "gen_ai.billing.context_window.input_tokens"
+BILLING_CONTEXT_WINDOW_MAX_OUTPUT_TOKENS: Final = "gen_ai.billing.context_window.max_output_tokens"
 
 # Per-bucket token counts on spans: disjoint, so they add up to the billable total.
 BILLING_USAGE_PREFIX: Final = "gen_ai.billing.usage."

@@ -61,6 +61,8 @@ OpenAI (prefix ``/v1``; ``/openai/v1`` and no prefix work too):
   ``response.output_text.delta``..., ``response.output_text.done``, ``response.content_part.done``,
   ``response.output_item.done``, then ``response.completed`` carrying the usage
   (``response.incomplete`` when ``max_output_tokens`` cuts the answer short).
+* ``POST /v1/responses/input_tokens`` -- the input tokens ``/v1/responses`` would bill the
+  same body, as ``{"object": "response.input_tokens", "input_tokens": N}``.
 * ``POST /v1/embeddings`` -- float or base64 vectors; ``dimensions`` honoured.
 * ``POST /v1/completions`` -- legacy text completions, JSON or SSE (``include_usage`` as for chat);
   the default ``max_tokens`` is 16 as on the real API.

@@ -2,7 +2,8 @@
 the real ``boto3`` client in tests.
 
 Paths: ``POST /model/{modelId}/converse``, ``/invoke``, and the streams ``/converse-stream``
-and ``/invoke-with-response-stream`` in the binary AWS event-stream framing (`event_message`);
+and ``/invoke-with-response-stream`` in the binary AWS event-stream framing (`event_message`),
+and ``/count-tokens`` (CountTokens: four characters per token of the input's text);
 the model id URL-encoded, as botocore sends it (ARNs included).
 
 Everything billable is chosen per request by headers, which a test adds through botocore's
@@ -62,6 +63,26 @@ class BedrockServer(LoopbackServer):
     @property
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+def _count_tokens(body: Any) -> int:
+    """CountTokens' answer: four characters per token of every text in the Converse input
+    (``input.converse``: messages and system) or of the InvokeModel body (``input.invokeModel``)."""
+    payload = body.get("input", {}) if isinstance(body, dict) else {}
+    converse = payload.get("converse")
+    if isinstance(converse, dict):
+        texts = [
+            str(block.get("text", ""))
+            for message in converse.get("messages") or ()
+            for block in message.get("content") or ()
+            if isinstance(block, dict)
+        ]
+        texts += [
+            str(b.get("text", "")) for b in converse.get("system") or () if isinstance(b, dict)
+        ]
+        return sum((len(t) + 3) // 4 for t in texts)
+    invoke = payload.get("invokeModel", {})
+    return (len(str(invoke.get("body", ""))) + 3) // 4
 
 
 def _converse(headers: Any) -> dict[str, Any]:
@@ -169,7 +190,10 @@ def _handler(server: BedrockServer) -> type[BaseHTTPRequestHandler]:
                     },
                 )
                 return
-            if action == "converse":
+            if action == "count-tokens":  # CountTokens: the fake's estimate of the input
+                data = json.dumps({"inputTokens": _count_tokens(body)}).encode()
+                self._send(200, data, {"content-type": "application/json"})
+            elif action == "converse":
                 data = json.dumps(_converse(self.headers)).encode()
                 self._send(200, data, {"content-type": "application/json"})
             elif action == "invoke":

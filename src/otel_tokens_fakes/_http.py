@@ -26,7 +26,7 @@ from ._anthropic import (
 from ._controls import Controls
 from ._openai import openai_error, openai_failure, openai_validate
 from ._openai_chat import openai_chat, openai_completions, openai_embeddings
-from ._openai_responses import openai_responses
+from ._openai_responses import openai_responses, openai_responses_input_tokens
 from ._reply import Ctx, JSONDict, Reply, cut_point, dumps
 from ._request import RecordedRequest
 from ._scenarios import Failure, scenario_reply
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 _OPENAI_ROUTE = re.compile(
     r"^(?P<prefix>/openai)?(?:/v1)?(?:/deployments/(?P<deployment>[^/]+))?"
-    r"/(?P<endpoint>chat/completions|completions|embeddings|responses)$"
+    r"/(?P<endpoint>chat/completions|completions|embeddings|responses/input_tokens|responses)$"
 )
 
 
@@ -75,6 +75,7 @@ _OPENAI: Final = _Wire(
         "completions": openai_completions,
         "embeddings": openai_embeddings,
         "responses": openai_responses,
+        "responses.input_tokens": openai_responses_input_tokens,
     },
     validate=openai_validate,
     failure=openai_failure,

@@ -47,6 +47,14 @@ def _responses_prompt_tokens(body: JSONDict) -> int:
     return total + tools_tokens(body.get("tools"))
 
 
+def openai_responses_input_tokens(ctx: Ctx) -> Reply:
+    """``POST /v1/responses/input_tokens``: the input tokens the same body would be billed
+    as prompt tokens by ``/v1/responses`` (the fake's own estimate), without a response."""
+    tokens = _responses_prompt_tokens(ctx.body)
+    headers = openai_headers(ctx, prompt_tokens=tokens, output_tokens=0, stream=False)
+    return Reply(200, headers, body={"object": "response.input_tokens", "input_tokens": tokens})
+
+
 def _responses_usage(prompt: PromptUsage, output: int, reasoning: int) -> JSONDict:
     details: JSONDict = {"cached_tokens": prompt.cached, "cache_write_tokens": prompt.written}
     if prompt.written:

@@ -138,9 +138,9 @@ def test_enforce_refuses_before_the_request_is_sent(
     instrument()
     before = setup.requests()
     with attribute(tenant="acme"), pytest.raises(BudgetExceeded) as info:
-        chat(client)  # no max_tokens: up to 4096 output tokens
+        chat(client)  # no max_tokens: up to gpt-4o-mini's 16,384 output tokens (pre-flight)
     assert setup.requests() == before  # nothing reached the server
-    needed = estimated_input() + 4096
+    needed = estimated_input() + 16_384
     assert (info.value.budget, info.value.needed, info.value.available) == (
         "acme-tokens",
         needed,
@@ -267,9 +267,9 @@ def test_currency_budget_refuses_a_call_whose_maximum_cost_does_not_fit(
     instrument()
     before = setup.requests()
     with pytest.raises(BudgetExceeded) as info:
-        chat(client)  # up to 4096 output tokens at $0.6/MTok: more than $0.002
+        chat(client)  # up to 16,384 output tokens at $0.6/MTok: more than $0.002
     assert setup.requests() == before
-    expected = (D(estimated_input()) * D("0.15") + D(4096) * D("0.6")) / 1_000_000
+    expected = (D(estimated_input()) * D("0.15") + D(16_384) * D("0.6")) / 1_000_000
     assert (info.value.unit, info.value.needed) == ("USD", _nano(expected))
     assert f"may use up to {expected} USD and 0.002 USD remain" in str(info.value)
     chat(client, max_tokens=100)  # a bounded call fits

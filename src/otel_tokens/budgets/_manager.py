@@ -82,7 +82,7 @@ class BudgetManager:
         store: Store | None = None,
         *,
         catalog: Catalog | None = None,
-        default_max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
+        default_max_output_tokens: int | None = None,
         meter_provider: MeterProvider | None = None,
         clock: Callable[[], datetime] | None = None,
         ledger: Ledger | str | None = None,
@@ -190,7 +190,7 @@ class BudgetManager:
         if enforce:
             n_in = input_tokens()
             n_out = (
-                self.default_max_output_tokens if max_output_tokens is None else max_output_tokens
+                self._worst_output(model, n_in) if max_output_tokens is None else max_output_tokens
             )
             # The first call of an `expect` block is checked for the whole block.
             block = current_block()
@@ -221,6 +221,20 @@ class BudgetManager:
             for i, takes in zip(which, taken, strict=True):
                 plan[i] = takes
         return Reservation(self, budgets, accounts, plan)
+
+    def _worst_output(self, model: str | None, n_in: int) -> int:
+        """The most output a request that sets no limit can produce: ``default_max_output_tokens``
+        when set; else pre-flight's worst case, the model's output limit within the room its
+        context window leaves; else (a model whose limits are unknown) 4096."""
+        if self.default_max_output_tokens is not None:
+            return self.default_max_output_tokens
+        from ..window import limits_of
+
+        limits = limits_of(model)
+        if limits is None:
+            return DEFAULT_MAX_OUTPUT_TOKENS
+        room = max(0, limits.context_window - n_in)
+        return room if limits.max_output is None else min(limits.max_output, room)
 
     def _seed(
         self,

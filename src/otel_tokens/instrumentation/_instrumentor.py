@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 _log = logging.getLogger("otel_tokens")
 # budgets.ENV_BUDGETS, named here: importing budgets loads the price catalog.
 ENV_BUDGETS = "OTEL_TOKENS_BUDGETS"
+# window.ENV_CONTEXT_GUARD, named here: the window package is imported only when it is on.
+ENV_CONTEXT_GUARD = "OTEL_TOKENS_CONTEXT_GUARD"
 
 # One recorder per (providers, catalog, budgets): instruments are made once. Values keep
 # their key objects alive, so that an id() in a key is never reused.
@@ -121,6 +123,7 @@ class _Patching:
             stream_types=tuple(_load(s) for s in d.streams),
             switch=self.switch,
             stream_iterator=d.stream_iterator,
+            context_guard=self.options.get("context_guard"),
         )
         self._wrap(d.sync_request, _wrapper.sync_request_wrapper(bound))
         if d.async_request is not None:
@@ -169,6 +172,23 @@ def unwrap_all(wrapped: list[tuple[Any, str]], library: str) -> None:
             log_once(f"uninstrument.{library}", exc)
 
 
+def _context_guard(option: str | None) -> str | None:
+    """The guard mode: the ``context_guard`` option (a bad value raises ValueError, to the
+    caller of ``instrument()``), else ``OTEL_TOKENS_CONTEXT_GUARD`` (a bad value is logged
+    and the guard stays off: configuration never breaks the application)."""
+    if option is None and not os.environ.get(ENV_CONTEXT_GUARD):
+        return None  # off: the window package is not imported
+    from ..window import guard_mode
+
+    if option is not None:
+        return guard_mode(option)
+    try:
+        return guard_mode(None)
+    except ValueError as exc:
+        log_once("context_guard.env", exc)
+        return None
+
+
 def _exists(target: Target) -> bool:
     try:
         _resolve(target)
@@ -198,7 +218,9 @@ class LibraryInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Instruments the client library its `description` names; one subclass per provider.
 
     ``instrument()`` accepts ``tracer_provider``, ``meter_provider``, ``catalog`` (a
-    `Catalog`), ``budgets`` (a `BudgetManager`) and the description's adapter options.
+    `Catalog`), ``budgets`` (a `BudgetManager`), ``context_guard`` (``"raise"``,
+    ``"observe"`` or ``"off"``; default ``OTEL_TOKENS_CONTEXT_GUARD``, see
+    docs/preflight.md) and the description's adapter options.
     """
 
     # No __init__: BaseInstrumentor is a singleton whose __init__ runs on every construction.
@@ -215,6 +237,7 @@ class LibraryInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 "on the thread that ends it",
                 kwargs["recording"],
             )
+        kwargs = {**kwargs, "context_guard": _context_guard(kwargs.get("context_guard"))}
         patching = self._patching = _Patching(self.description, kwargs)
         # Runs at once if the library is already imported, else when the application
         # imports it.

@@ -46,6 +46,8 @@ class Bound:
     stream_types: tuple[type, ...]
     switch: Switch
     stream_iterator: str = "_iterator"  # `Description.stream_iterator`
+    # The context-window guard's mode ("raise" or "observe"), None when off (the default).
+    context_guard: str | None = None
     # The adapter's optional ``stream_of`` (a stream inside a result), looked up once here:
     # the calls of adapters without one pay a None check, not an attribute lookup.
     stream_of: Callable[[Request, Any], Any] | None = field(init=False)
@@ -96,6 +98,8 @@ def _begin(bound: Bound, client: Any, args: Any, kwargs: Any) -> tuple[Call, Req
             adopt_peer(call, bound.peer_span)
         except Exception as exc:
             log_once("peer_span.adopt", exc)
+    if bound.context_guard is not None:
+        _guard(bound.context_guard, call, request, adapter)
     budgets = bound.recorder.budgets
     if budgets is not None:
         from ..budgets import BudgetExceeded
@@ -114,6 +118,26 @@ def _begin(bound: Bound, client: Any, args: Any, kwargs: Any) -> tuple[Call, Req
         except Exception as exc:
             log_once("budgets.preflight", exc)
     return call, request
+
+
+def _guard(mode: str, call: Call, request: Request, adapter: Adapter) -> None:
+    """The context-window guard (opt-in): refuse a request that cannot fit, before it is
+    sent, or mark it on the span."""
+    from ..window import ContextWindowExceeded, check_context_window
+
+    try:
+        check_context_window(
+            mode,  # type: ignore[arg-type]
+            model=request.model,
+            input_tokens=lambda: adapter.estimate_input(request),
+            max_output_tokens=adapter.max_output_tokens(request),
+            span=call.span,
+        )
+    except ContextWindowExceeded as exc:
+        call.end(None, exc)
+        raise
+    except Exception as exc:
+        log_once("context_guard", exc)
 
 
 def complete(call: Call, request: Request, bound: Bound, result: Any) -> None:
