@@ -183,6 +183,37 @@ def test_raise_mode_refuses_a_request_that_cannot_fit_before_sending(
     assert response.choices
 
 
+def test_the_guard_counts_tools_as_preflight_does(
+    guarded: Callable[..., OpenAIInstrumentor], server: ProviderServer
+) -> None:
+    """The guard (and a budget reservation) count an OpenAI request as pre-flight does,
+    tools included by OpenAI's own formula, not as plain text."""
+    guarded(context_guard="raise")
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "The weather in a city",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string", "enum": ["Paris", "Oslo"]}},
+                    "required": ["city"],
+                },
+            },
+        }
+    ]
+    with pytest.raises(ContextWindowExceeded) as info:
+        _client(server).chat.completions.create(
+            model="gpt-4",
+            messages=TOO_LONG,
+            tools=tools,
+            max_tokens=10,  # type: ignore[arg-type]
+        )
+    counted = preflight("gpt-4", TOO_LONG, tools=tools, cache=None).input_tokens
+    assert info.value.input_tokens == counted
+
+
 def test_raise_mode_on_the_async_client(
     guarded: Callable[..., OpenAIInstrumentor], server: ProviderServer
 ) -> None:

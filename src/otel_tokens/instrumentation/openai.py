@@ -236,6 +236,27 @@ class OpenAIAdapter:
         )
 
     def estimate_input(self, request: Request) -> int:
+        """The prompt as pre-flight counts it (chat framing, tools and images as OpenAI
+        counts them) for a budget reservation or the context-window guard."""
+        body, model = request.body, request.model
+        if model and request.endpoint in ("/chat/completions", "/responses"):
+            from ..window import count_input
+
+            try:
+                if request.endpoint == "/chat/completions":
+                    messages = body.get("messages")
+                    return count_input(
+                        model, messages, tools=body.get("tools"), provider=request.provider
+                    )[0]
+                return count_input(
+                    model,
+                    input=body.get("input"),
+                    tools=body.get("tools"),
+                    system=body.get("instructions"),
+                    provider=request.provider,
+                )[0]
+            except Exception:  # a shape pre-flight cannot read: the plain count below
+                pass
         return _estimate(request, "").input_total
 
     def stream_state(self, request: Request) -> StreamState:

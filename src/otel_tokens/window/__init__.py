@@ -15,7 +15,7 @@ from ._guard import (
     guard_mode,
 )
 from ._limits import ModelLimits, limits_of, register_context_window
-from ._preflight import CountMethod, Preflight, preflight
+from ._preflight import CountMethod, Preflight, count_input, preflight
 
 __all__ = [
     "ENV_CONTEXT_GUARD",
@@ -27,6 +27,7 @@ __all__ = [
     "ModelLimits",
     "Preflight",
     "check_context_window",
+    "count_input",
     "default_cache",
     "fit_messages",
     "guard_mode",

@@ -105,6 +105,22 @@ def _count_locally(
     return total, ("exact" if exact else "estimated"), counted_by
 
 
+def count_input(
+    model: str,
+    messages: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    input: Any = None,
+    tools: Sequence[Any] | None = None,
+    system: Any = None,
+    provider: str | None = None,
+    cache: MessageCountCache | None = default_cache,
+) -> tuple[int, CountMethod]:
+    """A request's input tokens counted locally as `preflight` counts them, and how: no
+    pricing and no network (what a budget reservation or the context-window guard needs)."""
+    tokens, method, _ = _count_locally(model, provider, messages, input, tools, system, cache, None)
+    return tokens, method
+
+
 def preflight(
     model: str,
     messages: Sequence[Mapping[str, Any]] | None = None,
