@@ -73,3 +73,59 @@ def test_a_retried_batch_writes_only_what_is_missing(ledger: Ledger) -> None:
     assert _quantity(ledger) == 50 * 300
     assert pricer.ingest(points).records == []
     assert _quantity(ledger) == 50 * 300
+
+
+def test_stream_ids_of_otlp_points_are_those_of_the_record_spec() -> None:
+    """from_otlp encodes a resource's part of the stream identity once per resource: the
+    ids must stay those `stream_id` gives (they are in every ledger already)."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    from otel_tokens.metering import from_otlp
+
+    request = ExportMetricsServiceRequest()
+    rm = request.resource_metrics.add()
+    rm.resource.attributes.extend(
+        [
+            KeyValue(key="service.name", value=AnyValue(string_value="caisse-é")),
+            KeyValue(key="host.cpus", value=AnyValue(int_value=2)),
+        ]
+    )
+    sm = rm.scope_metrics.add()
+    sm.scope.name = "otel_tokens"
+    metric = sm.metrics.add()
+    metric.name = sc.METRIC_BILLING_TOKENS
+    metric.sum.aggregation_temporality = 2
+    metric.sum.is_monotonic = True
+    extras = [
+        AnyValue(string_value="données"),
+        AnyValue(bool_value=True),
+        AnyValue(double_value=1.5),
+        AnyValue(int_value=-3),
+    ]
+    for i, extra in enumerate(extras):
+        p = metric.sum.data_points.add()
+        p.attributes.extend(
+            KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in BASE_ATTRS.items()
+        )
+        p.attributes.append(KeyValue(key="zz.extra", value=extra))
+        p.attributes.append(
+            KeyValue(key=sc.BILLING_TOKEN_BUCKET, value=AnyValue(string_value="input"))
+        )
+        p.time_unix_nano = T0 + (i + 1) * MIN
+        p.as_int = 10
+    points = [p for p in from_otlp(request) if isinstance(p, TokenPoint)]
+    assert len(points) == 4
+    for point in points:
+        expected = stream_id(
+            {
+                "resource": dict(point.resource),
+                "scope": "otel_tokens",
+                "metric": sc.METRIC_BILLING_TOKENS,
+                "attributes": dict(point.attributes),
+            }
+        )
+        assert point.stream_id == expected
+    assert len({p.stream_id for p in points}) == 4

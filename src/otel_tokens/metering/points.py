@@ -6,6 +6,8 @@ OTLP ``ExportMetricsServiceRequest`` messages, protobuf or JSON (the collector).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 from collections.abc import Iterator, Mapping
@@ -133,6 +135,27 @@ def _identity(resource: Mapping[str, Any], scope: str, attributes: Mapping[str, 
             "attributes": dict(attributes),
         }
     )
+
+
+def _identities(resource: Mapping[str, Any], scope: str) -> Any:
+    """`_identity` for the points of one resource and scope: their JSON after the attributes
+    is the same for all of them, so it is encoded once, not once per point (the same text:
+    ``stream_id`` sorts keys, and "attributes" comes first)."""
+    tail = json.dumps(
+        {"metric": sc.METRIC_BILLING_TOKENS, "resource": dict(resource), "scope": scope},
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    tail = "," + tail[1:]
+    dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).encode
+    sha256 = hashlib.sha256
+
+    def identity(attributes: Mapping[str, Any]) -> str:
+        text = '{"attributes":' + dumps(dict(attributes)) + tail
+        return sha256(text.encode()).hexdigest()[:32]
+
+    return identity
 
 
 def from_sdk(metrics_data: Any) -> Iterator[TokenPoint | InvalidPointError]:
@@ -291,6 +314,7 @@ def from_otlp(request: Any) -> Iterator[TokenPoint | InvalidPointError]:
                     yield InvalidPointError("unspecified aggregation temporality")
                     continue
                 cumulative = data.aggregation_temporality == TEMPORALITY_CUMULATIVE
+                identity = _identities(resource, sm.scope.name)
                 for p in data.data_points:
                     try:
                         attributes = attributes_of(p.attributes, MAX_ATTRIBUTE_LENGTH)
@@ -307,7 +331,7 @@ def from_otlp(request: Any) -> Iterator[TokenPoint | InvalidPointError]:
                         yield InvalidPointError("data point without time_unix_nano")
                         continue
                     yield TokenPoint(
-                        stream_id=_identity(resource, sm.scope.name, attributes),
+                        stream_id=identity(attributes),
                         attributes=attributes,
                         resource=resource,
                         start_ns=int(p.start_time_unix_nano),
