@@ -306,6 +306,129 @@ def test_collector_flags_exist() -> None:
         assert var in out, f"the collector documents no {var}"
 
 
+# --- scale-out: the loadbalancing exporter in front of pricing replicas on one PostgreSQL ---
+OTELCOL_LB = ASSETS / "otelcol-loadbalancing.yaml"
+COMPOSE_SCALE = ASSETS / "compose-scale.yaml"
+
+
+def _replica_services(services: dict[str, Any]) -> list[str]:
+    return sorted(n for n in services if n.startswith("otel-tokens-collector-"))
+
+
+def test_loadbalancing_config() -> None:
+    config = load_yaml(OTELCOL_LB)
+    extensions = _components(config, "extensions")
+    processors = _components(config, "processors")
+    exporters = _components(config, "exporters")
+    pipelines = config["service"]["pipelines"]
+    for kind, types in {
+        "receivers": {"otlp"},
+        "processors": {"batch", "memory_limiter", "filter"},
+        "exporters": {"loadbalancing", "debug"},
+        "extensions": {"health_check", "file_storage"},
+    }.items():
+        for name in _components(config, kind):
+            assert name.split("/")[0] in types, f"{kind}: unexpected component {name}"
+    used: dict[str, set[str]] = defaultdict(set)
+    for name, pipeline in pipelines.items():
+        for kind in ("receivers", "processors", "exporters"):
+            for component in pipeline.get(kind, []):
+                assert component in _components(config, kind), f"{name}: {component} undefined"
+                used[kind].add(component)
+        assert pipeline["processors"][0] == "memory_limiter", name
+        assert "batch" in pipeline["processors"], name
+    for kind in ("receivers", "processors", "exporters"):
+        assert used[kind] == set(_components(config, kind)), f"unused {kind}"
+    assert set(config["service"]["extensions"]) == set(extensions)
+
+    (name,) = [e for e in exporters if e.split("/")[0] == "loadbalancing"]
+    lb = exporters[name]
+    # A cumulative stream stays on one replica (no waiting on another's mark locks).
+    assert lb["routing_key"] == "streamID"
+    # Retried (and re-routed) at the load balancer, for ever, from a queue on disk: the
+    # pricing collector's ingestion is idempotent, so a retry never bills twice.
+    assert lb["retry_on_failure"]["enabled"] is True
+    assert lb["retry_on_failure"]["max_elapsed_time"] == 0
+    queue = lb["sending_queue"]
+    assert queue["enabled"] is True
+    assert extensions[queue["storage"]]["directory"]
+    otlp = lb["protocol"]["otlp"]
+    assert "endpoint" not in otlp  # the resolver's
+    assert otlp["tls"]["insecure"] is True
+    hostnames = lb["resolver"]["static"]["hostnames"]
+    assert len(hostnames) >= 2
+    assert all(re.fullmatch(r"[a-z0-9-]+:4317", h) for h in hostnames), hostnames
+
+    # Only gen_ai.billing.tokens goes to the pricing replicas.
+    (pricing,) = [p for p in pipelines.values() if name in p["exporters"]]
+    assert pricing["exporters"] == [name]
+    filters = [processors[p] for p in pricing["processors"] if p.startswith("filter")]
+    assert [f["metrics"]["metric"] for f in filters] == [[f'name != "{sc.METRIC_BILLING_TOKENS}"']]
+
+
+def test_compose_scale_stack() -> None:
+    compose = load_yaml(COMPOSE_SCALE)
+    services = compose["services"]
+    named_volumes = set(compose.get("volumes") or {})
+    replicas = _replica_services(services)
+    assert len(replicas) >= 2
+    for name, service in services.items():
+        assert "image" in service or "build" in service, name
+        for dep in service.get("depends_on", []) or []:
+            assert dep in services, f"{name} depends on unknown service {dep}"
+        for port in service.get("ports", []):
+            assert re.fullmatch(r"(\d+\.\d+\.\d+\.\d+:)?\d+:\d+(/(tcp|udp))?", str(port)), port
+        for volume in service.get("volumes", []):
+            source, target = _mount_source(volume)
+            assert target.startswith("/"), (name, volume)
+            if source.startswith((".", "/")):
+                assert (COMPOSE_SCALE.parent / source).resolve().exists(), (name, source)
+            else:
+                assert source in named_volumes, f"{name}: volume {source} is not declared"
+
+    # otelcol runs the loadbalancing config, its queue on a volume, and routes to exactly
+    # the replicas of this file, on their OTLP/gRPC port.
+    otelcol = services["otelcol"]
+    config_arg = next(a for a in otelcol["command"] if a.startswith("--config="))
+    mounts = dict(reversed(_mount_source(v)) for v in otelcol["volumes"])
+    assert (COMPOSE_SCALE.parent / mounts[config_arg.split("=", 1)[1]]).resolve() == OTELCOL_LB
+    lb_config = load_yaml(OTELCOL_LB)
+    queue_dir = lb_config["extensions"]["file_storage/pricing_queue"]["directory"]
+    assert queue_dir in mounts
+    lb = lb_config["exporters"]["loadbalancing/pricing"]
+    assert sorted(h.split(":")[0] for h in lb["resolver"]["static"]["hostnames"]) == replicas
+    for replica in replicas:
+        assert otelcol["depends_on"][replica]["condition"] == "service_healthy"
+
+    # Every replica: this repository's image, gRPC on 4317, one PostgreSQL ledger (the
+    # compose service), health-checked, after PostgreSQL is ready.
+    ledgers = set()
+    for replica in replicas:
+        service = services[replica]
+        assert (COMPOSE_SCALE.parent / service["build"]["context"]).resolve() == ROOT
+        cmd = service["command"]
+        assert cmd[cmd.index("--grpc-endpoint") + 1] == "0.0.0.0:4317"
+        url = service["environment"]["OTEL_TOKENS_LEDGER"]
+        assert urllib.parse.urlsplit(url).scheme == "postgresql"
+        ledgers.add(url)
+        assert "healthz" in " ".join(service["healthcheck"]["test"])
+        assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert len(ledgers) == 1
+    host = urllib.parse.urlsplit(ledgers.pop()).hostname
+    assert host == "postgres" and "healthcheck" in services["postgres"]
+
+    # The flags the replicas pass are the collector's own.
+    out = subprocess.run(
+        [sys.executable, "-m", "otel_tokens.collector", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    for flag in (a for a in services[replicas[0]]["command"] if a.startswith("--")):
+        assert re.search(rf"(^|\s){re.escape(flag)}\b", out), f"collector has no {flag}"
+
+
 def test_prometheus_config() -> None:
     config = load_yaml(PROMETHEUS_YML)
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}

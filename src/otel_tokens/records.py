@@ -9,6 +9,7 @@ an adjustment record (``reprice``): the difference to what the usage was billed 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -196,6 +197,7 @@ class CostRecord:
         return event
 
 
+@functools.lru_cache(maxsize=4096)  # the points of a batch share a few export times
 def _iso(value: datetime) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)

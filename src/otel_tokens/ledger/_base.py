@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -74,8 +75,10 @@ def records_query(
 
 
 def record_row(record: CostRecord, ingested_at: datetime) -> tuple[Any, ...]:
+    # A usage record's id is its usage key: hash it once, not twice.
+    usage_key = record.usage_key
     values: dict[str, Any] = {
-        "id": record.id,
+        "id": usage_key if usage_key is not None and record.stored_id is None else record.id,
         "stream_id": record.stream_id,
         "period_start": _iso(record.period_start),
         "period_end": _iso(record.period_end),
@@ -98,13 +101,13 @@ def record_row(record: CostRecord, ingested_at: datetime) -> tuple[Any, ...]:
         "user_id": record.user_id,
         "operation": record.operation,
         "service_name": record.service_name,
-        "tags": json.dumps(dict(record.tags), sort_keys=True),
+        "tags": json.dumps(dict(record.tags), sort_keys=True) if record.tags else "{}",
         "charge_category": record.charge_category,
         "adjusts": record.adjusts,
         "adjusted_from": (
             None if record.adjusted_from is None else decimal_str(record.adjusted_from)
         ),
-        "usage_key": record.usage_key,
+        "usage_key": usage_key,
     }
     return (*(values[c] for c in RECORD_COLUMNS), _iso(ingested_at))
 
@@ -143,7 +146,9 @@ def row_record(row: Sequence[Any]) -> CostRecord:
     return record if record.id == v["id"] else replace(record, stored_id=v["id"])
 
 
+@functools.lru_cache(maxsize=4096)
 def _iso(value: datetime) -> str:
+    # Cached: a batch's points share a few export times, and strftime is slow.
     # Fixed-width UTC text sorts chronologically, so period filters can compare strings.
     # A naive datetime is UTC, as in CostRecord.id (not the local time astimezone assumes).
     if value.tzinfo is None:

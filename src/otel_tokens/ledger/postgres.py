@@ -18,9 +18,16 @@ from ..records import CostRecord
 from ._base import LedgerError, driver_errors, record_row, records_query, row_record
 from ._schema import MIGRATIONS, RECORD_COLUMNS
 
+# A batch's records as one statement over column arrays (``unnest``): one round trip and
+# one plan for the batch; ``RETURNING id`` names the records that were new.
+_ARRAY_TYPE = {"quantity": "bigint", "billed_cost": "numeric", "list_cost": "numeric"} | {
+    "adjusted_from": "numeric"
+}
 _INSERT = (
     f"INSERT INTO cost_records ({', '.join(RECORD_COLUMNS)}, ingested_at) "
-    f"VALUES ({', '.join('%s' for _ in RECORD_COLUMNS)}, %s) ON CONFLICT DO NOTHING"
+    "SELECT * FROM unnest("
+    + ", ".join(f"%s::{_ARRAY_TYPE.get(c, 'text')}[]" for c in (*RECORD_COLUMNS, "ingested_at"))
+    + ") ON CONFLICT DO NOTHING RETURNING id"
 )
 _LOCK_ID = 0x6F746B6E  # advisory lock that serialises migrations across replicas
 
@@ -42,17 +49,19 @@ class _Tx:
         # Create rows first so that FOR UPDATE has something to lock: two replicas
         # receiving the same stream then take turns instead of both billing it. Sorted,
         # so replicas lock in the same order and never deadlock.
-        self.cur.executemany(
+        streams, starts = [k[0] for k in ordered], [k[1] for k in ordered]
+        self.cur.execute(
             "INSERT INTO stream_marks (stream_id, start_ns, time_ns, value) "
-            "VALUES (%s, %s, -1, 0) ON CONFLICT DO NOTHING",
-            ordered,
+            "SELECT stream_id, start_ns, -1, 0 FROM unnest(%s::text[], %s::bigint[]) "
+            "AS k(stream_id, start_ns) ORDER BY stream_id, start_ns ON CONFLICT DO NOTHING",
+            (streams, starts),
         )
         self.cur.execute(
             "SELECT m.stream_id, m.start_ns, m.time_ns, m.value FROM stream_marks m "
             "JOIN unnest(%s::text[], %s::bigint[]) AS k(stream_id, start_ns) "
             "ON m.stream_id = k.stream_id AND m.start_ns = k.start_ns "
             "ORDER BY m.stream_id, m.start_ns FOR UPDATE OF m",
-            ([k[0] for k in ordered], [k[1] for k in ordered]),
+            (streams, starts),
         )
         for stream_id, start_ns, time_ns, value in self.cur.fetchall():
             self._marks[(stream_id, int(start_ns))] = (int(time_ns), int(value))
@@ -74,11 +83,18 @@ class _Tx:
         if not self._dirty:
             return
         # An upsert, as in SQLite: a mark set without reading it first is not lost.
-        self.cur.executemany(
+        keys = sorted(self._dirty)
+        self.cur.execute(
             "INSERT INTO stream_marks (stream_id, start_ns, time_ns, value) "
-            "VALUES (%s, %s, %s, %s) ON CONFLICT (stream_id, start_ns) "
+            "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::numeric[]) "
+            "ON CONFLICT (stream_id, start_ns) "
             "DO UPDATE SET time_ns = excluded.time_ns, value = excluded.value",
-            [(*key, *self._marks[key]) for key in sorted(self._dirty)],
+            (
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [self._marks[k][0] for k in keys],
+                [self._marks[k][1] for k in keys],
+            ),
         )
         self._dirty.clear()
 
@@ -86,15 +102,14 @@ class _Tx:
         if not records:
             return []
         now = datetime.now(UTC)
-        self.cur.executemany(
-            _INSERT + " RETURNING id", [record_row(r, now) for r in records], returning=True
-        )
-        # One result per statement, in order: a row when that record was new.
+        rows = [record_row(r, now) for r in records]
+        self.cur.execute(_INSERT, [list(column) for column in zip(*rows, strict=True)])
+        inserted = {row[0] for row in self.cur.fetchall()}
         new = []
-        for record in records:
-            if self.cur.fetchone() is not None:
+        for record, row in zip(records, rows, strict=True):
+            if row[0] in inserted:  # the first of records sharing an id is the one written
+                inserted.discard(row[0])
                 new.append(record)
-            self.cur.nextset()
         return new
 
 

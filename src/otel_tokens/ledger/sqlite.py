@@ -19,32 +19,88 @@ _INSERT = (
 )
 
 
+# Streams whose marks one SELECT reads (bound parameters; SQLite allows 32,766).
+_MARKS_PER_QUERY = 500
+_UPSERT_MARK = (
+    "INSERT INTO stream_marks (stream_id, start_ns, time_ns, value) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (stream_id, start_ns) DO UPDATE SET time_ns = excluded.time_ns, "
+    "value = excluded.value"
+)
+
+
 class _Tx:
+    """One transaction (BEGIN IMMEDIATE: the only writer). A batch's marks are read with a
+    few queries, kept here, and written with one ``executemany`` before the commit; its
+    records are inserted with one ``executemany`` too: per-statement overhead, not SQLite,
+    was most of the time per point."""
+
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        # None: known to have no mark (a new stream).
+        self._marks: dict[tuple[str, int], tuple[int, int] | None] = {}
+        self._dirty: dict[tuple[str, int], tuple[int, int]] = {}
+
+    def prefetch(self, keys: Sequence[tuple[str, int]]) -> None:
+        """Read the marks of ``keys`` (stream id, start) at once."""
+        wanted = set(keys) - self._marks.keys()
+        if not wanted:
+            return
+        for key in wanted:
+            self._marks[key] = None
+        streams = sorted({stream for stream, _ in wanted})
+        for i in range(0, len(streams), _MARKS_PER_QUERY):
+            part = streams[i : i + _MARKS_PER_QUERY]
+            # By stream id only (the primary key's prefix, so the index is used); a
+            # restarted stream's other start times are read too and ignored.
+            rows = self.conn.execute(
+                "SELECT stream_id, start_ns, time_ns, value FROM stream_marks "
+                f"WHERE stream_id IN ({', '.join('?' * len(part))})",
+                part,
+            ).fetchall()
+            for stream, start_ns, time_ns, value in rows:
+                key = (stream, int(start_ns))
+                if key in wanted:
+                    self._marks[key] = (int(time_ns), int(value))
 
     def mark(self, stream_id: str, start_ns: int) -> tuple[int, int] | None:
-        row = self.conn.execute(
-            "SELECT time_ns, value FROM stream_marks WHERE stream_id = ? AND start_ns = ?",
-            (stream_id, start_ns),
-        ).fetchone()
-        return None if row is None else (int(row[0]), int(row[1]))
+        key = (stream_id, start_ns)
+        if key not in self._marks:
+            self.prefetch([key])
+        return self._marks[key]
 
     def set_mark(self, stream_id: str, start_ns: int, time_ns: int, value: int) -> None:
-        self.conn.execute(
-            "INSERT INTO stream_marks (stream_id, start_ns, time_ns, value) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (stream_id, start_ns) DO UPDATE SET time_ns = excluded.time_ns, "
-            "value = excluded.value",
-            (stream_id, start_ns, time_ns, value),
-        )
+        key = (stream_id, start_ns)
+        self._marks[key] = self._dirty[key] = (time_ns, value)
+
+    def flush(self) -> None:
+        """Write the marks set in this transaction (before it commits)."""
+        if self._dirty:
+            self.conn.executemany(
+                _UPSERT_MARK, [(*key, *self._dirty[key]) for key in sorted(self._dirty)]
+            )
+            self._dirty.clear()
 
     def insert(self, records: Sequence[CostRecord]) -> list[CostRecord]:
+        if not records:
+            return []
         now = datetime.now(UTC)
-        new = []
-        for record in records:
-            if self.conn.execute(_INSERT, record_row(record, now)).rowcount:
-                new.append(record)
-        return new
+        rows = [record_row(record, now) for record in records]
+        conn = self.conn
+        # All new (the usual case, checked by the count of rows changed): one statement.
+        # Otherwise (a retried batch) undo it and insert one by one to know which were new.
+        conn.execute("SAVEPOINT bulk_insert")
+        before = conn.total_changes
+        conn.executemany(_INSERT, rows)
+        if conn.total_changes - before == len(rows):
+            conn.execute("RELEASE bulk_insert")
+            return list(records)
+        conn.execute("ROLLBACK TO bulk_insert")
+        conn.execute("RELEASE bulk_insert")
+        return [
+            record
+            for record, row in zip(records, rows, strict=True)
+            if conn.execute(_INSERT, row).rowcount
+        ]
 
 
 class SQLiteLedger:
@@ -99,7 +155,9 @@ class SQLiteLedger:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
-                yield _Tx(conn)
+                tx = _Tx(conn)
+                yield tx
+                tx.flush()
                 conn.execute("COMMIT")
             except BaseException:
                 # Also when COMMIT itself fails (disk full, I/O error): never leave the
