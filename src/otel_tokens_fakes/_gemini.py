@@ -108,12 +108,20 @@ def _generate(model: str, headers: Any, usage: dict[str, Any] | None) -> dict[st
     return response
 
 
+def stream_pieces(text: str, count: int) -> list[str]:
+    """``text`` in ``count`` pieces of whole words, in order: joined, they are ``text``."""
+    words = text.split(" ")
+    size = -(-len(words) // count)  # ceil: the last pieces may be empty
+    return [
+        " ".join(words[i * size : (i + 1) * size]) + (" " if (i + 1) * size < len(words) else "")
+        for i in range(count)
+    ]
+
+
 def _chunks(model: str, headers: Any, usage: dict[str, Any] | None) -> list[dict[str, Any]]:
     count = int(headers.get("x-test-chunks", "3"))
-    words = REPLY.split(" ")
     chunks = []
-    for i in range(count):
-        text = " ".join(words[i::count])
+    for i, text in enumerate(stream_pieces(REPLY, count)):
         chunk: dict[str, Any] = {
             "candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "index": 0}],
             "modelVersion": headers.get("x-test-model-version", model),
