@@ -34,7 +34,6 @@ from otel_tokens_fakes import ProviderServer
 ROOT = Path(__file__).resolve().parents[1]
 
 
-
 def documented(readme: Path, marker: str) -> list[str]:
     """The shell commands of the ```sh block of ``readme`` that contains ``marker``, with
     backslash continuations joined (one string per command)."""
@@ -165,9 +164,7 @@ class Run:
     stderr: str
 
 
-def run_documented(
-    command: str, cwd: Path, server: ProviderServer, **env_vars: str
-) -> Run:
+def run_documented(command: str, cwd: Path, server: ProviderServer, **env_vars: str) -> Run:
     """Run ``command`` with a shell, as a user would from ``cwd`` holding app.py; the
     environment has the provider server's URL and key, and nothing of OpenTelemetry's."""
     (cwd / "app.py").write_text(OPENAI_APP, encoding="utf-8")
@@ -223,9 +220,7 @@ def test_collector_readme_application_command(
     assert service is not None
     run = run_documented(command, tmp_path, server)
 
-    assert sum(ledger_tokens(collector.ledger_url, service.group(1)).values()) == billed(
-        run.usages
-    )
+    assert sum(ledger_tokens(collector.ledger_url, service.group(1)).values()) == billed(run.usages)
     spans = collector.sink.spans(service.group(1))
     assert len([s for s in spans if s[0] == "otel_tokens"]) == len(run.usages), spans
 

@@ -744,13 +744,8 @@ def test_stripe_timestamp_is_the_last_second_inside_the_period() -> None:
     midnight = datetime(2026, 4, 1, tzinfo=UTC)
     stamp = _stripe_timestamp(midnight)
     assert stamp == int(midnight.timestamp()) - 1  # 2026-03-31T23:59:59Z, not April
-    assert _stripe_timestamp(midnight + timedelta(microseconds=1)) == int(
-        midnight.timestamp()
-    )
-    assert (
-        _stripe_timestamp(midnight + timedelta(seconds=1.5))
-        == int(midnight.timestamp()) + 1
-    )
+    assert _stripe_timestamp(midnight + timedelta(microseconds=1)) == int(midnight.timestamp())
+    assert _stripe_timestamp(midnight + timedelta(seconds=1.5)) == int(midnight.timestamp()) + 1
 
 
 def test_stripe_age_notes() -> None:

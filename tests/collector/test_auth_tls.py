@@ -208,9 +208,7 @@ def test_a_repeated_tenant_attribute_is_rejected(
             body, content_type = json_format.MessageToJson(request).encode(), "application/json"
         else:
             body, content_type = request.SerializeToString(), "application/x-protobuf"
-        answer = post(
-            f"{secured.http_url}/v1/metrics", body, content_type, _bearer("acme-token")
-        )
+        answer = post(f"{secured.http_url}/v1/metrics", body, content_type, _bearer("acme-token"))
         assert answer.status == 200
         response = ExportMetricsServiceResponse()
         if transport == "json":

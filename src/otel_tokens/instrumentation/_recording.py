@@ -291,9 +291,7 @@ class Recorder:
                 _write_span(ended, pending)
         return result
 
-    def _reconcile(
-        self, ended: _Ended, result: PriceResult | None
-    ) -> dict[str, AttributeValue]:
+    def _reconcile(self, ended: _Ended, result: PriceResult | None) -> dict[str, AttributeValue]:
         call, facts = ended.call, ended.facts
         assert facts.provider_cost is not None
         point: dict[str, AttributeValue] = {
