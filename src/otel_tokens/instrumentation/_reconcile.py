@@ -9,7 +9,6 @@ when both are in one currency. Nothing adds the two into one total.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -17,6 +16,7 @@ from opentelemetry.metrics import Histogram, Meter
 from opentelemetry.util.types import AttributeValue
 
 from .. import semconv as sc
+from ._adapter import Request
 
 
 def reported_cost(value: Any) -> Decimal | None:
@@ -47,19 +47,27 @@ class Reconciler:
         self,
         reported: tuple[Decimal, str],
         ours: tuple[Decimal | None, str | None],
-        point: Mapping[str, AttributeValue],
+        request: Request,
+        response_model: str | None,
     ) -> dict[str, AttributeValue]:
         """The span attributes of ``reported`` (amount, currency); the difference to ``ours``
-        (our exact total and its currency, None when unpriced) recorded with ``point``'s
-        attributes (provider, operation, models) when the currencies agree."""
+        (our exact total and its currency, None when unpriced) recorded by the call's
+        provider, operation and models when the currencies agree."""
         from ..pricing import decimal_str
 
         cost, currency = reported
         total, our_currency = ours
         if total is not None and our_currency == currency:
-            self.difference.record(
-                float(cost - total), {**point, sc.GEN_AI_USAGE_COST_CURRENCY: currency}
-            )
+            point: dict[str, AttributeValue] = {
+                sc.GEN_AI_PROVIDER_NAME: request.provider,
+                sc.GEN_AI_OPERATION_NAME: request.operation,
+                sc.GEN_AI_USAGE_COST_CURRENCY: currency,
+            }
+            if request.model:
+                point[sc.GEN_AI_REQUEST_MODEL] = request.model
+            if response_model:
+                point[sc.GEN_AI_RESPONSE_MODEL] = response_model
+            self.difference.record(float(cost - total), point)
         return {
             sc.BILLING_PROVIDER_COST_DECIMAL: decimal_str(cost),
             sc.BILLING_PROVIDER_COST_CURRENCY: currency,

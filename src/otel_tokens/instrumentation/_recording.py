@@ -294,16 +294,8 @@ class Recorder:
     def _reconcile(self, ended: _Ended, result: PriceResult | None) -> dict[str, AttributeValue]:
         call, facts = ended.call, ended.facts
         assert facts.provider_cost is not None
-        point: dict[str, AttributeValue] = {
-            sc.GEN_AI_PROVIDER_NAME: call.request.provider,
-            sc.GEN_AI_OPERATION_NAME: call.request.operation,
-        }
-        if call.request.model:
-            point[sc.GEN_AI_REQUEST_MODEL] = call.request.model
-        if facts.model:
-            point[sc.GEN_AI_RESPONSE_MODEL] = facts.model
         ours = (result.total, result.currency) if result is not None else (None, None)
-        return self.reconciler.reconcile(facts.provider_cost, ours, point)
+        return self.reconciler.reconcile(facts.provider_cost, ours, call.request, facts.model)
 
     def _price(self, ended: _Ended) -> PriceResult:
         call, usage = ended.call, ended.facts.usage

@@ -24,7 +24,6 @@ from urllib.parse import urlsplit
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.util.types import AttributeValue
 
-from .. import semconv as sc
 from .._safety import log_once
 from ..counting import count_messages, count_text, estimate_source
 from ..usage import TokenUsage, from_litellm
@@ -150,16 +149,8 @@ class _Meter:
                 at=datetime.fromtimestamp(call.start_ns / 1e9, UTC),
             )
             ours = (price.total, price.currency)
-        point: dict[str, AttributeValue] = {
-            sc.GEN_AI_PROVIDER_NAME: request.provider,
-            sc.GEN_AI_OPERATION_NAME: request.operation,
-        }
-        if request.model:
-            point[sc.GEN_AI_REQUEST_MODEL] = request.model
-        if facts.model:
-            point[sc.GEN_AI_RESPONSE_MODEL] = facts.model
         # LiteLLM's cost map is in US dollars.
-        return self.recorder.reconciler.reconcile((cost, "USD"), ours, point)
+        return self.recorder.reconciler.reconcile((cost, "USD"), ours, request, facts.model)
 
 
 def _server(api_base: Any) -> tuple[str | None, int | None]:
