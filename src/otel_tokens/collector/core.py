@@ -44,10 +44,11 @@ from ..metering import (
     InvalidPointError,
     LedgerCost,
     LedgerPricer,
+    SeriesCache,
     TokenPoint,
+    attributes_of,
     from_otlp,
 )
-from ..metering.points import attributes_of
 from ..pricing import Catalog
 from .config import CollectorConfig
 from .decode import PERMISSION_DENIED, UNAUTHENTICATED, ClientError
@@ -174,6 +175,8 @@ class Pipeline:
         self._reopen = reopen
         self._ledger_lock = threading.Lock()
         self._pricer: LedgerPricer | None = None
+        # What each series' attributes read as, kept from request to request.
+        self._series = SeriesCache()
         self._next_open = 0.0
         self.ledger_up = False
         self._cond = threading.Condition()
@@ -302,7 +305,7 @@ class Pipeline:
             token_points_dropped = sum(1 for m, _ in dropped if m == sc.METRIC_BILLING_TOKENS)
             reasons += [reason for _, reason in dropped]
         n_points, n_records, unchanged = token_points_dropped, 0, 0
-        for chunk in _chunks(from_otlp(request), _CHUNK):
+        for chunk in _chunks(from_otlp(request, self._series), _CHUNK):
             result = self._ingest(chunk)
             n_points += result.points
             n_records += len(result.records)

@@ -1,8 +1,9 @@
 """From token metric points to exactly-once cost records (shared by exporter and collector)."""
 
 from ._ledger_cost import MAX_LABELLED_SERIES, LedgerCost, fold
+from ._otlp import SeriesCache, attributes_of, from_otlp
 from ._pricer import IngestResult, LedgerPricer
-from .points import InvalidPointError, TokenPoint, from_otlp, from_sdk
+from .points import InvalidPointError, TokenPoint, from_sdk
 
 __all__ = [
     "MAX_LABELLED_SERIES",
@@ -10,7 +11,9 @@ __all__ = [
     "InvalidPointError",
     "LedgerCost",
     "LedgerPricer",
+    "SeriesCache",
     "TokenPoint",
+    "attributes_of",
     "fold",
     "from_otlp",
     "from_sdk",

@@ -6,8 +6,6 @@ OTLP ``ExportMetricsServiceRequest`` messages, protobuf or JSON (the collector).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import re
 from collections.abc import Iterator, Mapping
@@ -137,27 +135,6 @@ def _identity(resource: Mapping[str, Any], scope: str, attributes: Mapping[str, 
     )
 
 
-def _identities(resource: Mapping[str, Any], scope: str) -> Any:
-    """`_identity` for the points of one resource and scope: their JSON after the attributes
-    is the same for all of them, so it is encoded once, not once per point (the same text:
-    ``stream_id`` sorts keys, and "attributes" comes first)."""
-    tail = json.dumps(
-        {"metric": sc.METRIC_BILLING_TOKENS, "resource": dict(resource), "scope": scope},
-        sort_keys=True,
-        separators=(",", ":"),
-        default=str,
-    )
-    tail = "," + tail[1:]
-    dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).encode
-    sha256 = hashlib.sha256
-
-    def identity(attributes: Mapping[str, Any]) -> str:
-        text = '{"attributes":' + dumps(dict(attributes)) + tail
-        return sha256(text.encode()).hexdigest()[:32]
-
-    return identity
-
-
 def from_sdk(metrics_data: Any) -> Iterator[TokenPoint | InvalidPointError]:
     """Token points of an SDK `MetricsData` (what a MetricExporter receives)."""
     from opentelemetry.sdk.metrics.export import AggregationTemporality, Sum
@@ -200,151 +177,7 @@ def from_sdk(metrics_data: Any) -> Iterator[TokenPoint | InvalidPointError]:
                     )
 
 
-def _any_value(v: Any) -> Any:
-    kind = v.WhichOneof("value")
-    if kind is None:
-        return None
-    if kind == "array_value":
-        return tuple(_any_value(x) for x in v.array_value.values)
-    if kind == "kvlist_value":
-        return {kv.key: _any_value(kv.value) for kv in v.kvlist_value.values}
-    return getattr(v, kind)
-
-
 # OTLP attributes of a token point are kept (ledger columns, tags, Prometheus labels), so
 # their size is bounded: the instrumentation itself cuts attribution values at 256
 # characters, and no provider, model or bucket name comes near it.
 MAX_ATTRIBUTE_LENGTH = 256
-
-
-def _size(value: Any) -> int:
-    """Characters (bytes for bytes) of an attribute value, nested ones summed."""
-    if isinstance(value, (str, bytes)):
-        return len(value)
-    if isinstance(value, tuple):
-        return sum(_size(v) for v in value)
-    if isinstance(value, dict):
-        return sum(len(k) + _size(v) for k, v in value.items())
-    return 0
-
-
-def _shown(key: str) -> str:
-    return repr(key if len(key) <= 64 else key[:61] + "...")
-
-
-def attributes_of(kvs: Any, max_length: int | None = None) -> dict[str, Any]:
-    """The attribute map of OTLP ``KeyValue``s.
-
-    A repeated key is an `InvalidPointError` (OTLP requires unique keys, and which of the
-    values counts would otherwise depend on who reads it); so, with ``max_length``, is a key
-    or a value longer than that many characters.
-    """
-    # String values (nearly all of them) read inline: this runs for every attribute of every
-    # point, and a call per attribute was a fifth of decoding.
-    out = {
-        kv.key: (
-            kv.value.string_value
-            if kv.value.WhichOneof("value") == "string_value"
-            else _any_value(kv.value)
-        )
-        for kv in kvs
-    }
-    if len(out) != len(kvs):
-        seen: set[str] = set()
-        for kv in kvs:
-            if kv.key in seen:
-                raise InvalidPointError(f"attribute {_shown(kv.key)} is repeated")
-            seen.add(kv.key)
-    if max_length is not None:
-        for key, value in out.items():
-            # Strings first and inline: this runs for every attribute of every point.
-            if len(key) > max_length or (
-                len(value) > max_length if type(value) is str else _size(value) > max_length
-            ):
-                raise _too_long(key, value, max_length)
-    return out
-
-
-def _too_long(key: str, value: Any, max_length: int) -> InvalidPointError:
-    if len(key) > max_length:
-        return InvalidPointError(
-            f"attribute key {_shown(key)} is {len(key)} characters long, "
-            f"beyond the limit of {max_length}"
-        )
-    return InvalidPointError(
-        f"attribute {_shown(key)} is {_size(value)} characters long, "
-        f"beyond the limit of {max_length}"
-    )
-
-
-def _resource_of(kvs: Any) -> dict[str, Any] | InvalidPointError:
-    """A resource's attributes. Only ``service.name`` is kept (in cost records), so only it
-    is held to the length limit: detectors put long values (command lines) in others."""
-    try:
-        resource = attributes_of(kvs)
-    except InvalidPointError as exc:
-        return InvalidPointError(f"resource: {exc}")
-    name = resource.get("service.name")
-    if name is not None and _size(name) > MAX_ATTRIBUTE_LENGTH:
-        return InvalidPointError(
-            f"resource attribute 'service.name' is {_size(name)} characters long, "
-            f"beyond the limit of {MAX_ATTRIBUTE_LENGTH}"
-        )
-    return resource
-
-
-def from_otlp(request: Any) -> Iterator[TokenPoint | InvalidPointError]:
-    """Token points of an OTLP ``ExportMetricsServiceRequest`` (protobuf message)."""
-    for rm in request.resource_metrics:
-        resource = _resource_of(rm.resource.attributes)
-        for sm in rm.scope_metrics:
-            for metric in sm.metrics:
-                if metric.name != sc.METRIC_BILLING_TOKENS:
-                    continue
-                if isinstance(resource, InvalidPointError):
-                    kind = metric.WhichOneof("data")
-                    points = getattr(metric, kind).data_points if kind else ()
-                    for _ in points:
-                        yield resource
-                    continue
-                if metric.WhichOneof("data") != "sum":
-                    yield InvalidPointError(
-                        f"{sc.METRIC_BILLING_TOKENS} must be a Sum, got {metric.WhichOneof('data')}"
-                    )
-                    continue
-                data = metric.sum
-                if not data.is_monotonic:
-                    yield InvalidPointError(f"{sc.METRIC_BILLING_TOKENS} must be monotonic")
-                    continue
-                if data.aggregation_temporality not in (
-                    TEMPORALITY_DELTA,
-                    TEMPORALITY_CUMULATIVE,
-                ):
-                    yield InvalidPointError("unspecified aggregation temporality")
-                    continue
-                cumulative = data.aggregation_temporality == TEMPORALITY_CUMULATIVE
-                identity = _identities(resource, sm.scope.name)
-                for p in data.data_points:
-                    try:
-                        attributes = attributes_of(p.attributes, MAX_ATTRIBUTE_LENGTH)
-                    except InvalidPointError as exc:
-                        yield exc
-                        continue
-                    kind = p.WhichOneof("value")
-                    try:
-                        value = check_value(getattr(p, kind) if kind else None)
-                    except InvalidPointError as exc:
-                        yield exc
-                        continue
-                    if p.time_unix_nano <= 0:
-                        yield InvalidPointError("data point without time_unix_nano")
-                        continue
-                    yield TokenPoint(
-                        stream_id=identity(attributes),
-                        attributes=attributes,
-                        resource=resource,
-                        start_ns=int(p.start_time_unix_nano),
-                        time_ns=int(p.time_unix_nano),
-                        value=value,
-                        cumulative=cumulative,
-                    )
