@@ -129,3 +129,26 @@ def test_stream_ids_of_otlp_points_are_those_of_the_record_spec() -> None:
         )
         assert point.stream_id == expected
     assert len({p.stream_id for p in points}) == 4
+
+
+def test_a_row_holds_each_field_in_its_column() -> None:
+    """record_row builds its tuple by hand, for speed: read back, every field is in place."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from otel_tokens.ledger._base import record_row, row_record
+    from otel_tokens.records import CostRecord
+
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    record = CostRecord(
+        stream_id="stream", period_start=at, period_end=datetime(2026, 1, 2, tzinfo=UTC),
+        provider="openai", model="gpt-4o", bucket="input", quantity=7, currency="USD",
+        catalog_version="v1", pricing_status="estimated", usage_source="estimated",
+        processing="batch", context_tier="above_200k", price_id="p1", priced_model="gpt-4",
+        billed_cost=Decimal("0.5"), list_cost=Decimal("0.75"), tenant="t", feature="f",
+        user_id="u", operation="chat", service_name="svc", tags={"team": "a"},
+    )  # fmt: skip
+    row = record_row(record, datetime(2026, 1, 3, tzinfo=UTC))
+    assert row[-1] == "2026-01-03T00:00:00.000000Z"
+    assert row_record(row[:-1]) == record
+    assert row[0] == row[-2] == record.usage_key

@@ -75,41 +75,43 @@ def records_query(
 
 
 def record_row(record: CostRecord, ingested_at: datetime) -> tuple[Any, ...]:
-    # A usage record's id is its usage key: hash it once, not twice.
+    """The record's column values, in `RECORD_COLUMNS` order, then ``ingested_at``."""
+    # A usage record's id is its usage key: hash it once, not twice. One tuple, built
+    # directly: this runs for every record a collector writes.
     usage_key = record.usage_key
-    values: dict[str, Any] = {
-        "id": usage_key if usage_key is not None and record.stored_id is None else record.id,
-        "stream_id": record.stream_id,
-        "period_start": _iso(record.period_start),
-        "period_end": _iso(record.period_end),
-        "provider": record.provider,
-        "model": record.model,
-        "bucket": record.bucket,
-        "quantity": record.quantity,
-        "currency": record.currency,
-        "catalog_version": record.catalog_version,
-        "pricing_status": record.pricing_status,
-        "usage_source": record.usage_source,
-        "processing": record.processing,
-        "context_tier": record.context_tier,
-        "price_id": record.price_id,
-        "priced_model": record.priced_model,
-        "billed_cost": None if record.billed_cost is None else decimal_str(record.billed_cost),
-        "list_cost": None if record.list_cost is None else decimal_str(record.list_cost),
-        "tenant": record.tenant,
-        "feature": record.feature,
-        "user_id": record.user_id,
-        "operation": record.operation,
-        "service_name": record.service_name,
-        "tags": json.dumps(dict(record.tags), sort_keys=True) if record.tags else "{}",
-        "charge_category": record.charge_category,
-        "adjusts": record.adjusts,
-        "adjusted_from": (
-            None if record.adjusted_from is None else decimal_str(record.adjusted_from)
-        ),
-        "usage_key": usage_key,
-    }
-    return (*(values[c] for c in RECORD_COLUMNS), _iso(ingested_at))
+    billed, listed, adjusted = record.billed_cost, record.list_cost, record.adjusted_from
+    tags = record.tags
+    return (
+        usage_key if usage_key is not None and record.stored_id is None else record.id,
+        record.stream_id,
+        _iso(record.period_start),
+        _iso(record.period_end),
+        record.provider,
+        record.model,
+        record.bucket,
+        record.quantity,
+        record.currency,
+        record.catalog_version,
+        record.pricing_status,
+        record.usage_source,
+        record.processing,
+        record.context_tier,
+        record.price_id,
+        record.priced_model,
+        None if billed is None else decimal_str(billed),
+        None if listed is None else decimal_str(listed),
+        record.tenant,
+        record.feature,
+        record.user_id,
+        record.operation,
+        record.service_name,
+        json.dumps(dict(tags), sort_keys=True) if tags else "{}",
+        record.charge_category,
+        record.adjusts,
+        None if adjusted is None else decimal_str(adjusted),
+        usage_key,
+        _iso(ingested_at),
+    )
 
 
 def row_record(row: Sequence[Any]) -> CostRecord:

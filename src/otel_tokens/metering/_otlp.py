@@ -21,6 +21,7 @@ from typing import Any
 from .. import semconv as sc
 from .points import (
     MAX_ATTRIBUTE_LENGTH,
+    MAX_POINT_VALUE,
     TEMPORALITY_CUMULATIVE,
     TEMPORALITY_DELTA,
     InvalidPointError,
@@ -339,6 +340,25 @@ def _read_cached(
                 series = (MappingProxyType(series[0]), series[1])
             known[key] = series
             cache.added()
+        if (
+            type(series) is tuple
+            and time is not None
+            and time > 0
+            and type(value) is int
+            and 0 <= value <= MAX_POINT_VALUE
+        ):
+            # The usual point, inline (as `_point` reads it): a known series, a whole
+            # count, a time.
+            yield TokenPoint(
+                stream_id=series[1],
+                attributes=series[0],
+                resource=resource,
+                start_ns=int(p.start_time_unix_nano) if start is None else start,
+                time_ns=time,
+                value=value,
+                cumulative=cumulative,
+            )
+            continue
         yield _point(
             series,
             _value(p) if value is _ABSENT else value,

@@ -23,18 +23,14 @@ from datetime import UTC, datetime
 from decimal import Context, Decimal, Inexact, localcontext
 from typing import Any
 
-from .. import semconv as sc
 from ..ledger import Ledger, LedgerTransaction
-from ..pricing import Catalog, PriceResult, default_catalog
+from ..pricing import Catalog, PriceResult, UnitPrice, default_catalog
 from ..records import CHARGE_ADJUSTMENT, CostRecord
 from ..usage import TokenUsage
-from .points import InvalidPointError, TokenPoint, check_point
+from ._series import BUCKET_FIELD as _BUCKET_FIELD
+from ._series import Series, SeriesPricing
+from .points import InvalidPointError, TokenPoint, check_times
 
-_BUCKET_FIELD = (
-    {b: b for b in sc.TOKEN_BUCKETS}
-    | {sc.BUCKET_WEB_SEARCH: "web_search_requests"}
-    | {sc.BUCKET_SEARCH_UNITS: "search_units"}
-)
 # Differences of exact amounts are exact; a rounding would be a bug, so it raises.
 _EXACT = Context(prec=80, traps=[Inexact])
 
@@ -60,8 +56,17 @@ class IngestResult:
     rejected: list[str] = field(default_factory=list)
 
 
+_TIMES: dict[int, datetime] = {}
+
+
 def _ts(ns: int) -> datetime:
-    return datetime.fromtimestamp(ns / 1e9, UTC)
+    # Kept: a batch's points share a few export times (and marks), and datetimes are slow.
+    at = _TIMES.get(ns)
+    if at is None:
+        if len(_TIMES) >= 4096:
+            _TIMES.clear()
+        at = _TIMES[ns] = datetime.fromtimestamp(ns / 1e9, UTC)
+    return at
 
 
 class LedgerPricer:
@@ -74,6 +79,8 @@ class LedgerPricer:
         self._catalog = catalog
         # List prices (FOCUS ListCost) of each pricing catalog: see `_list_catalog`.
         self._list_catalogs: dict[int, tuple[Catalog, Catalog]] = {}
+        # What each series' attributes say of its records, and its prices while they hold.
+        self._series = SeriesPricing()
 
     @property
     def catalog(self) -> Catalog:
@@ -81,27 +88,31 @@ class LedgerPricer:
 
     def ingest(self, points: Iterable[TokenPoint | InvalidPointError]) -> IngestResult:
         result = IngestResult()
-        valid: list[TokenPoint] = []
+        valid: list[tuple[TokenPoint, Series]] = []
+        known = self._series
+        known.use(self.catalog)
         for point in points:
             result.points += 1
             if isinstance(point, InvalidPointError):
                 result.rejected.append(str(point))
                 continue
-            problem = check_point(point)
+            # check_point, its attribute part read once per series.
+            series = known.of(point)
+            problem = series.problem or check_times(point)
             if problem is not None:
                 result.rejected.append(str(problem))
                 continue
-            valid.append(point)
+            valid.append((point, series))
         if not valid:  # nothing to write: no transaction (a ledger that is down is not asked)
             return result
         # A fixed order: replicas locking the same marks never deadlock.
-        valid.sort(key=lambda p: (p.stream_id, p.start_ns, p.time_ns))
+        valid.sort(key=lambda v: (v[0].stream_id, v[0].start_ns, v[0].time_ns))
         with self.ledger.transaction() as tx:
             prefetch = getattr(tx, "prefetch", None)
             if prefetch is not None:  # ledgers that can read all marks of a batch at once
-                prefetch([(p.stream_id, p.start_ns) for p in valid if p.cumulative])
+                prefetch([(p.stream_id, p.start_ns) for p, _ in valid if p.cumulative])
             records = []
-            for point in valid:
+            for point, series in valid:
                 interval = self._interval(tx, point)
                 if interval is None:
                     result.unchanged += 1
@@ -109,7 +120,7 @@ class LedgerPricer:
                 start_ns, quantity = interval
                 if quantity == 0:
                     continue
-                records.append(self.record(point, start_ns, quantity))
+                records.append(self._record(point, start_ns, quantity, series))
             inserted = tx.insert(records) if records else []
         result.unchanged += len(records) - len(inserted)
         result.records = inserted
@@ -132,51 +143,81 @@ class LedgerPricer:
         return mark_time, point.value - mark_value
 
     def record(self, point: TokenPoint, start_ns: int, quantity: int) -> CostRecord:
-        a = point.attributes
-        bucket = str(a[sc.BILLING_TOKEN_BUCKET])
-        usage = TokenUsage(
-            **{_BUCKET_FIELD[bucket]: quantity},
-            source=a.get(sc.BILLING_USAGE_SOURCE, sc.USAGE_SOURCE_PROVIDER),
-        )
-        provider = str(a.get(sc.GEN_AI_PROVIDER_NAME, ""))
-        response_model = a.get(sc.GEN_AI_RESPONSE_MODEL)
-        request_model = a.get(sc.GEN_AI_REQUEST_MODEL)
-        processing = a.get(sc.BILLING_PROCESSING, sc.PROCESSING_STANDARD)
-        tier = str(a.get(sc.BILLING_CONTEXT_TIER, "base"))
+        """The cost record of ``quantity`` of ``point``'s bucket over (start_ns, its time]."""
+        self._series.use(self.catalog)
+        return self._record(point, start_ns, quantity, self._series.of(point))
+
+    def _record(self, point: TokenPoint, start_ns: int, quantity: int, s: Series) -> CostRecord:
+        if s.problem is not None:
+            raise s.problem
         at = _ts(point.time_ns)
-        result, listed = self._price(
-            usage, response_model, request_model, provider, at, processing, tier
-        )
-        tags = {
-            k[len(sc.BILLING_TAG_PREFIX) :]: str(v)
-            for k, v in a.items()
-            if k.startswith(sc.BILLING_TAG_PREFIX)
-        }
+        units = self._series.units(s, at, self._unit_prices)
+        if units is not None:
+            billed, listed_unit = units
+            result = billed.result
+            billed_cost = billed.cost(quantity)
+            if billed_cost is None or listed_unit is None:
+                list_cost = billed_cost
+            else:
+                list_cost = listed_unit.cost(quantity)
+        else:  # prices that change by the time of day: priced point by point
+            usage = TokenUsage(**{s.usage_field: quantity}, source=s.source)
+            result, list_cost = self._price(
+                usage, s.response_model, s.request_model, s.provider, at, s.processing, s.tier
+            )
+            billed_cost = result.total
         return CostRecord(
             stream_id=point.stream_id,
             period_start=_ts(start_ns),
             period_end=at,
-            provider=provider,
+            provider=s.provider,
             model=result.model,
-            bucket=bucket,
+            bucket=s.bucket,
             quantity=quantity,
             currency=result.currency,
             catalog_version=result.catalog_version,
             pricing_status=result.status,
-            usage_source=usage.source,
-            processing=processing,
-            context_tier=tier,
+            usage_source=s.source,
+            processing=s.processing,
+            context_tier=s.tier,
             price_id=result.price_id,
             priced_model=result.priced_model,
-            billed_cost=result.total,
-            list_cost=listed,
-            tenant=_str(a.get(sc.BILLING_TENANT_ID)),
-            feature=_str(a.get(sc.BILLING_FEATURE)),
-            user_id=_str(a.get(sc.BILLING_USER_ID)),
-            operation=_str(a.get(sc.GEN_AI_OPERATION_NAME)),
-            service_name=_str(point.resource.get("service.name")),
-            tags=tags,
+            billed_cost=billed_cost,
+            list_cost=list_cost,
+            tenant=s.tenant,
+            feature=s.feature,
+            user_id=s.user_id,
+            operation=s.operation,
+            service_name=s.service_name,
+            tags=dict(s.tags),
         )
+
+    def _unit_prices(self, s: Series, at: datetime) -> tuple[UnitPrice, UnitPrice | None] | None:
+        """The unit prices of a series' records at ``at``: billed, and list (None when the
+        list cost is the billed cost); None if they cannot be kept."""
+        usage = TokenUsage(**{s.usage_field: 1}, source=s.source)
+        response_model = s.response_model or None
+        request_model = s.request_model or None
+        catalog = self.catalog
+
+        def unit(c: Catalog) -> UnitPrice | None:
+            return c.unit_price(
+                usage,
+                response_model,
+                request_model,
+                provider=s.provider or None,
+                at=at,
+                processing=s.processing,
+                context_tier=s.tier,
+            )
+
+        billed = unit(catalog)
+        if billed is None:
+            return None
+        if billed.rate is None or catalog.user is None:
+            return billed, None
+        listed = unit(self._list_catalog(catalog))
+        return None if listed is None else (billed, listed)
 
     def reprice(
         self,

@@ -86,11 +86,22 @@ _MAX_TIME_NS = 2**63 - 1
 def check_point(point: TokenPoint) -> InvalidPointError | None:
     """Why ``point`` cannot be billed, or None: its attributes and times (its value was
     checked when it was read, by `check_value`)."""
-    a = point.attributes
+    return check_attributes(point.attributes) or check_times(point)
+
+
+def check_attributes(a: Mapping[str, Any]) -> InvalidPointError | None:
+    """Why a point with these attributes cannot be billed, or None (`check_point`'s part
+    that is the same for every point of a series)."""
     bad = next((k for k in _STRING_ATTRIBUTES if k in a and not isinstance(a[k], str)), None)
     if bad is not None:
         return InvalidPointError(f"attribute {bad} must be a string")
-    problem = _check_times(point) or _check_attributes(a)
+    problem = _check_attributes(a)
+    return None if problem is None else InvalidPointError(problem)
+
+
+def check_times(point: TokenPoint) -> InvalidPointError | None:
+    """Why ``point``'s times cannot be billed, or None (`check_point`'s part of each point)."""
+    problem = _check_times(point)
     return None if problem is None else InvalidPointError(problem)
 
 

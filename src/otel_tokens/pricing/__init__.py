@@ -24,6 +24,7 @@ from ._model import (
     Tiered,
     decimal_str,
 )
+from ._unit import UnitPrice
 from ._userfile import ENV_PRICES, PriceFileError, load_user_prices, parse_user_prices
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "PricingStatus",
     "Processing",
     "Tiered",
+    "UnitPrice",
     "bundled_corrections",
     "correction_status",
     "decimal_str",

@@ -44,6 +44,7 @@ from ..usage import TokenUsage
 from ._corrections import bundled_corrections
 from ._engine import EXACT, compute
 from ._model import PRICE_KEYS, Price, PriceResult, Processing, Rate, Tiered
+from ._unit import UnitPrice, unit_price
 from ._userfile import Discount, UserPrice, UserPrices, load_user_prices, prices_path_from_env
 
 # gen_ai.provider.name values (semantic conventions) -> genai-prices provider ids.
@@ -232,6 +233,44 @@ class Catalog:
                 f"{requested_model!r} ({fallback.price_id})"
             ),
         )
+
+    def unit_price(
+        self,
+        usage: TokenUsage,
+        served_model: str | None,
+        requested_model: str | None = None,
+        *,
+        provider: str | None = None,
+        at: datetime | None = None,
+        processing: Processing = "standard",
+        context_tier: str = "base",
+    ) -> UnitPrice | None:
+        """`price_call` of ``usage``, a count of one in one bucket, as a `UnitPrice` that
+        prices any count of that bucket, with the instants between which it holds; None
+        when it cannot (prices that change by the time of day)."""
+        return unit_price(
+            self,
+            usage,
+            served_model,
+            requested_model,
+            provider=provider,
+            at=_utc(at),
+            processing=processing,
+            context_tier=context_tier,
+        )
+
+    def stable_window(
+        self, model: str, provider: str | None = None, at: datetime | None = None
+    ) -> tuple[datetime, datetime] | None:
+        """The instants around ``at`` between which no price of ``model`` can change; None
+        if it may change at any time (off-peak prices)."""
+        name = model.strip().lower()
+        gp_provider = genai_prices_provider(provider) or _known_provider(name)
+        return self._validity(name, gp_provider, _utc(at))
+
+    def fx_rate(self, currency: str) -> Decimal | None:
+        """What one unit of ``currency`` is in the reporting currency (None: not known)."""
+        return self._fx.get(currency)
 
     def _unpriced(
         self,

@@ -19,6 +19,22 @@ _UNITS = {key: Decimal(per_units(key)) for key in PRICE_KEYS}
 _ZERO = Decimal(0)
 
 
+def units_of(key: str) -> Decimal:
+    """The number of units a rate of ``key`` is for (a million tokens, a thousand requests)."""
+    return _UNITS[key]
+
+
+def bucket_amount(count: int, rate: Decimal, units: Decimal, fx: Decimal) -> Decimal:
+    """The exact amount of ``count`` units at ``rate`` per ``units``, converted by ``fx``."""
+    amount = _divide(_multiply(count, rate), units)
+    return amount if fx == 1 else _multiply(amount, fx)
+
+
+def bucket_total(count: int, rate: Decimal, units: Decimal, fx: Decimal) -> Decimal:
+    """The total `compute` gives a usage of that one bucket (its amount, summed from zero)."""
+    return _add(_ZERO, bucket_amount(count, rate, units, fx))
+
+
 def compute(
     price: Price,
     usage: TokenUsage,
@@ -38,7 +54,6 @@ def compute(
     # tell the call's input size) selects the tier directly.
     input_total = usage.input_total if context_tier is None else tier_input(context_tier)
     total = _ZERO
-    converted = fx != 1  # once, not per bucket
     for bucket, count in usage.buckets():
         key = price.rate_key(bucket)
         if key is None:
@@ -49,9 +64,7 @@ def compute(
             rate, start = rate.rate_for(input_total)
             if start is not None:
                 tier_start = start if tier_start is None else max(tier_start, start)
-        amount = _divide(_multiply(count, rate), _UNITS[key])
-        if converted:
-            amount = _multiply(amount, fx)
+        amount = bucket_amount(count, rate, _UNITS[key], fx)
         amounts[bucket] = amount
         total = _add(total, amount)
     context_tier = "base" if tier_start is None else f"above_{_short(tier_start)}"
