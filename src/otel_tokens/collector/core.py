@@ -58,11 +58,13 @@ from .upstream import Upstream, UpstreamAnswer
 log = logging.getLogger("otel_tokens.collector")
 
 _MAX_REASONS = 10
-# Token points metered per ledger transaction, so that a batch's points (about 2 KB each
-# as TokenPoints) are never all in memory at once. Each chunk commits on its own: when a
-# later one fails the batch is answered 503, and its retry finds the earlier chunks'
-# record ids and stream marks, so nothing is billed twice.
-_CHUNK = 2_000
+# Token points metered per ledger transaction, so that a batch's points are never all in
+# memory at once. A point of a known series is small (its attribute map is shared with
+# the other points of its series), so this is one transaction for any usual request; a
+# bigger one commits chunk by chunk: when a later chunk fails the batch is answered 503,
+# and its retry finds the earlier chunks' record ids and stream marks, so nothing is
+# billed twice.
+_CHUNK = 10_000
 _POINT_KINDS = ("gauge", "sum", "histogram", "exponential_histogram", "summary")
 
 
