@@ -28,13 +28,19 @@ T0 = 1_767_225_600 * 10**9
 
 _VALUES = st.one_of(
     st.text(max_size=5),
-    st.sampled_from(["input", "output", "gpt-4o", "x" * 300]),
+    st.sampled_from(["input", "output", "gpt-4o", "x" * 300, "t1", "t2"]),
     st.integers(-3, 3),
     st.booleans(),
     st.lists(st.text(max_size=3), max_size=2),
 )
 _KEYS = st.sampled_from(
-    [*BASE_ATTRS, sc.BILLING_TOKEN_BUCKET, "gen_ai.billing.tag.team", "k" * 300]
+    [
+        *BASE_ATTRS,
+        sc.BILLING_TOKEN_BUCKET,
+        sc.BILLING_TENANT_ID,
+        "gen_ai.billing.tag.team",
+        "k" * 300,
+    ]
 )
 
 
@@ -177,3 +183,17 @@ def test_each_kind_of_point_reads_the_same_from_the_cache(fields: dict[str, Any]
     plain = _read(list(from_otlp(request)))
     for _ in range(2):  # cold, then warm
         assert _read(list(from_otlp(request, cache))) == plain
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_point(), min_size=1, max_size=8), st.lists(_point(), max_size=8))
+def test_a_tenant_is_bound_the_same_with_a_cache(
+    first: list[NumberDataPoint], later: list[NumberDataPoint]
+) -> None:
+    from otel_tokens.collector.core import bind_tenant
+
+    cache = SeriesCache()
+    for points in (first, first + later, later + first):
+        plain, cached = _request(points, ["a"]), _request(points, ["a"])
+        assert bind_tenant(cached, "t1", cache) == bind_tenant(plain, "t1")
+        assert cached == plain  # the same points dropped, the same tenant added

@@ -94,14 +94,18 @@ def is_ledger_error(exc: BaseException) -> bool:
     return isinstance(exc, (LedgerError, OSError))
 
 
-def bind_tenant(request: ExportMetricsServiceRequest, tenant: str) -> list[tuple[str, str]]:
+def bind_tenant(
+    request: ExportMetricsServiceRequest, tenant: str, cache: SeriesCache | None = None
+) -> list[tuple[str, str]]:
     """Hold every data point of ``request`` to ``tenant``, in place.
 
     A point claiming another ``gen_ai.billing.tenant.id``, or whose attributes do not read
     as one map (a repeated key: the value checked here must be the one billed), is removed
     and returned as (metric name, reason); ``gen_ai.billing.*`` points without one get
-    ``tenant``.
+    ``tenant``. ``cache`` keeps each series' tenant attribute from request to request.
     """
+    cache = cache if cache is not None else SeriesCache(max_series=1_000)
+    missing = SeriesCache.MISSING
     rejected: list[tuple[str, str]] = []
     for rm in request.resource_metrics:
         for sm in rm.scope_metrics:
@@ -110,17 +114,25 @@ def bind_tenant(request: ExportMetricsServiceRequest, tenant: str) -> list[tuple
                 if kind not in _POINT_KINDS:
                     continue
                 points = getattr(metric, kind).data_points
+                # Number points (sums, gauges) of a series differ only in their times and
+                # value: their tenant is read once per series. Others (histograms) are
+                # read point by point, as their counts make every point's bytes new.
+                cached = kind in ("sum", "gauge")
                 drop = []
                 for i, point in enumerate(points):
                     try:
                         # The reading metering uses (`from_otlp`), so both see one value.
-                        attributes = attributes_of(point.attributes)
+                        if cached:
+                            value = cache.attribute(point, sc.BILLING_TENANT_ID)
+                        else:
+                            value = attributes_of(point.attributes).get(
+                                sc.BILLING_TENANT_ID, missing
+                            )
                     except InvalidPointError as exc:
                         drop.append(i)
                         rejected.append((metric.name, str(exc)))
                         continue
-                    if sc.BILLING_TENANT_ID in attributes:
-                        value = attributes[sc.BILLING_TENANT_ID]
+                    if value is not missing:
                         if value != tenant:
                             drop.append(i)
                             shown = value if isinstance(value, str) else "a non-string value"
@@ -177,6 +189,8 @@ class Pipeline:
         self._reopen = reopen
         self._ledger_lock = threading.Lock()
         self._pricer: LedgerPricer | None = None
+        # Token points per ledger transaction (see _CHUNK).
+        self.chunk_points = _CHUNK
         # What each series' attributes read as, kept from request to request.
         self._series = SeriesCache()
         self._next_open = 0.0
@@ -302,12 +316,12 @@ class Pipeline:
         rejected = 0
         token_points_dropped = 0
         if principal.tenant is not None:
-            dropped = bind_tenant(request, principal.tenant)
+            dropped = bind_tenant(request, principal.tenant, self._series)
             rejected += len(dropped)
             token_points_dropped = sum(1 for m, _ in dropped if m == sc.METRIC_BILLING_TOKENS)
             reasons += [reason for _, reason in dropped]
         n_points, n_records, unchanged = token_points_dropped, 0, 0
-        for chunk in _chunks(from_otlp(request, self._series), _CHUNK):
+        for chunk in _chunks(from_otlp(request, self._series), self.chunk_points):
             result = self._ingest(chunk)
             n_points += result.points
             n_records += len(result.records)

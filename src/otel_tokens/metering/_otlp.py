@@ -15,6 +15,7 @@ import json
 import struct
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from sys import intern
 from types import MappingProxyType
 from typing import Any
 
@@ -157,9 +158,13 @@ class SeriesCache:
     decode on several threads, and at worst two of them read the same series once each.
     """
 
+    # What `attribute` returns for an attribute the point does not have.
+    MISSING: Any = None  # set below, once the sentinel exists
+
     def __init__(self, max_series: int = DEFAULT_MAX_SERIES) -> None:
         self.max_series = max_series
         self._scopes: dict[str, dict[bytes, _Series]] = {}
+        self._attributes: dict[str, dict[bytes, Any]] = {}
         self._size = 0
         self._lock = threading.Lock()
 
@@ -177,8 +182,29 @@ class SeriesCache:
         with self._lock:
             self._size += 1
             if self._size > self.max_series:
-                self._scopes = {}
+                self._scopes, self._attributes = {}, {}
                 self._size = 0
+
+    def attribute(self, point: Any, name: str) -> Any:
+        """The value of ``point``'s attribute ``name`` (`MISSING` if it has none), read once
+        per series; `InvalidPointError` if its attributes do not read as one map (a
+        repeated key). ``point`` is an OTLP ``NumberDataPoint`` (of a sum or a gauge: the
+        points of a series differ only in their times and value)."""
+        key = _split(point.SerializeToString())[3]
+        known = self._attributes.get(name)
+        if known is None:
+            known = self._attributes.setdefault(name, {})
+        found = known.get(key, _ABSENT)
+        if found is _ABSENT:
+            try:
+                found = attributes_of(point.attributes).get(name, MISSING)
+            except InvalidPointError as exc:
+                found = exc
+            known[key] = found
+            self.added()
+        if isinstance(found, InvalidPointError):
+            raise found
+        return found
 
 
 # A NumberDataPoint's fields as the protobuf runtime serialises them, in field order: the
@@ -189,6 +215,15 @@ _U64 = struct.Struct("<Q").unpack_from
 _I64 = struct.Struct("<q").unpack_from
 _F64 = struct.Struct("<d").unpack_from
 _ABSENT: Any = object()
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()  # `SeriesCache.attribute`: the point has no such attribute
+SeriesCache.MISSING = MISSING
 
 
 def _split(raw: bytes) -> tuple[int | None, int | None, Any, bytes]:
@@ -270,6 +305,14 @@ def _series(p: Any, identity: Callable[[Mapping[str, Any]], str]) -> _Series:
     return attributes, identity(attributes)
 
 
+def _kept(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``attributes`` as a cache keeps them: read-only, their text interned (series share
+    keys, and most values: a series then costs its own strings only once)."""
+    return MappingProxyType(
+        {intern(k): intern(v) if type(v) is str else v for k, v in attributes.items()}
+    )
+
+
 def _point(
     series: _Series,
     value: Any,
@@ -336,8 +379,7 @@ def _read_cached(
         if series is None:
             series = _series(p, identity)
             if not isinstance(series, InvalidPointError):
-                # Shared by every later point of the series: read-only.
-                series = (MappingProxyType(series[0]), series[1])
+                series = (_kept(series[0]), series[1])
             known[key] = series
             cache.added()
         if (
