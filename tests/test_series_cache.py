@@ -197,3 +197,23 @@ def test_a_tenant_is_bound_the_same_with_a_cache(
         plain, cached = _request(points, ["a"]), _request(points, ["a"])
         assert bind_tenant(cached, "t1", cache) == bind_tenant(plain, "t1")
         assert cached == plain  # the same points dropped, the same tenant added
+
+
+def test_each_kind_of_tenant_attribute_is_bound_the_same_with_a_cache() -> None:
+    from otel_tokens.collector.core import bind_tenant
+
+    def with_tenant(*values: Any) -> NumberDataPoint:
+        point = _billable(time_unix_nano=T0, as_int=1)
+        for value in values:
+            point.attributes.append(KeyValue(key=sc.BILLING_TENANT_ID, value=_any(value)))
+        return point
+
+    points = [with_tenant("t1"), with_tenant("t2"), with_tenant(), with_tenant(7)]
+    points.append(with_tenant("t1", "t1"))  # a repeated key
+    cache = SeriesCache()
+    for _ in range(2):  # cold, then warm
+        plain, cached = _request(points, ["a"]), _request(points, ["a"])
+        reasons = bind_tenant(cached, "t1", cache)
+        assert reasons == bind_tenant(plain, "t1")
+        assert cached == plain
+        assert len(reasons) == 2 * 3  # t2, 7 and the repeated key, in both scopes
