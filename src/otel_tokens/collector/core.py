@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
@@ -50,6 +50,7 @@ from ..metering import (
     from_otlp,
 )
 from ..pricing import Catalog
+from ._commit import GroupCommit
 from .config import CollectorConfig
 from .decode import PERMISSION_DENIED, UNAUTHENTICATED, ClientError
 from .stats import Stats
@@ -191,6 +192,8 @@ class Pipeline:
         self._pricer: LedgerPricer | None = None
         # Token points per ledger transaction (see _CHUNK).
         self.chunk_points = _CHUNK
+        # Requests waiting for the ledger are committed together.
+        self._commits = GroupCommit(self._ingest_many, _CHUNK)
         # What each series' attributes read as, kept from request to request.
         self._series = SeriesCache()
         self._next_open = 0.0
@@ -384,9 +387,15 @@ class Pipeline:
     def _ingest(self, points: list[TokenPoint | InvalidPointError]) -> IngestResult:
         if not any(isinstance(p, TokenPoint) for p in points):
             return IngestResult(points=len(points), rejected=[str(p) for p in points])
+        return self._commits.submit(points)
+
+    def _ingest_many(
+        self, batches: Sequence[list[TokenPoint | InvalidPointError]]
+    ) -> list[IngestResult]:
+        """The requests' points that wait together, in one ledger transaction."""
         pricer = self._current_pricer()
         try:
-            result = pricer.ingest(points)
+            results = pricer.ingest_many(batches)
         except Exception as exc:
             if not is_ledger_error(exc):
                 raise
@@ -397,7 +406,7 @@ class Pipeline:
                 f"ledger unavailable: {type(exc).__name__}: {exc}", self.config.retry_after
             ) from exc
         self.ledger_up = True
-        return result
+        return results
 
     def _current_pricer(self) -> LedgerPricer:
         with self._ledger_lock:

@@ -17,7 +17,7 @@ Temporality (documented in docs/collector.md, "Exactly once"):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Context, Decimal, Inexact, localcontext
@@ -87,44 +87,65 @@ class LedgerPricer:
         return self._catalog or default_catalog()
 
     def ingest(self, points: Iterable[TokenPoint | InvalidPointError]) -> IngestResult:
-        result = IngestResult()
-        valid: list[tuple[TokenPoint, Series]] = []
+        """Price ``points`` and write their new records, in one ledger transaction."""
+        return self.ingest_many([points])[0]
+
+    def ingest_many(
+        self, batches: Sequence[Iterable[TokenPoint | InvalidPointError]]
+    ) -> list[IngestResult]:
+        """`ingest` of several batches in one ledger transaction (one commit for all, as
+        a collector does for the requests that arrive while the ledger is busy): each
+        batch's own result, its rejections, new records and unchanged points (a point
+        that is also in an earlier batch is billed for that one)."""
+        results = [IngestResult() for _ in batches]
+        valid: list[tuple[TokenPoint, Series, int]] = []
         known = self._series
         known.use(self.catalog)
-        for point in points:
-            result.points += 1
-            if isinstance(point, InvalidPointError):
-                result.rejected.append(str(point))
-                continue
-            # check_point, its attribute part read once per series.
-            series = known.of(point)
-            problem = series.problem or check_times(point)
-            if problem is not None:
-                result.rejected.append(str(problem))
-                continue
-            valid.append((point, series))
+        for i, points in enumerate(batches):
+            result = results[i]
+            for point in points:
+                result.points += 1
+                if isinstance(point, InvalidPointError):
+                    result.rejected.append(str(point))
+                    continue
+                # check_point, its attribute part read once per series.
+                series = known.of(point)
+                problem = series.problem or check_times(point)
+                if problem is not None:
+                    result.rejected.append(str(problem))
+                    continue
+                valid.append((point, series, i))
         if not valid:  # nothing to write: no transaction (a ledger that is down is not asked)
-            return result
-        # A fixed order: replicas locking the same marks never deadlock.
+            return results
+        # A fixed order: replicas locking the same marks never deadlock. (Equal points of
+        # two batches bill once, for the earlier batch: the sort is stable.)
         valid.sort(key=lambda v: (v[0].stream_id, v[0].start_ns, v[0].time_ns))
+        owners: dict[int, int] = {}  # id(record) -> its batch
         with self.ledger.transaction() as tx:
             prefetch = getattr(tx, "prefetch", None)
             if prefetch is not None:  # ledgers that can read all marks of a batch at once
-                prefetch([(p.stream_id, p.start_ns) for p, _ in valid if p.cumulative])
+                prefetch([(p.stream_id, p.start_ns) for p, _, _ in valid if p.cumulative])
             records = []
-            for point, series in valid:
+            for point, series, i in valid:
                 interval = self._interval(tx, point)
                 if interval is None:
-                    result.unchanged += 1
+                    results[i].unchanged += 1
                     continue
                 start_ns, quantity = interval
                 if quantity == 0:
                     continue
-                records.append(self._record(point, start_ns, quantity, series))
+                record = self._record(point, start_ns, quantity, series)
+                records.append(record)
+                owners[id(record)] = i
             inserted = tx.insert(records) if records else []
-        result.unchanged += len(records) - len(inserted)
-        result.records = inserted
-        return result
+        new = {id(r) for r in inserted}
+        for record in records:
+            i = owners[id(record)]
+            if id(record) in new:
+                results[i].records.append(record)
+            else:  # its id was already in the ledger
+                results[i].unchanged += 1
+        return results
 
     def _interval(self, tx: LedgerTransaction, point: TokenPoint) -> tuple[int, int] | None:
         """(period start ns, quantity) to bill for ``point``, or None if nothing new."""
