@@ -5,6 +5,7 @@ a killed worker is replaced, and a collector whose workers cannot start fails fa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from _processes import run
+from _processes import OtlpSink, run
 from otel_tokens._arguments import EXIT_BAD_INPUT
 from otel_tokens.collector.config import ConfigError, resolve
 from otel_tokens.collector.stats import MAX_LABELLED_SERIES, Snapshot
@@ -126,11 +127,36 @@ def test_summed_counters_keep_their_label_cap() -> None:
 
 
 # --- processes -----------------------------------------------------------------------------
+def _instances(sink: OtlpSink) -> set[str]:
+    """The service.instance.id of each cost metric the collector forwarded to ``sink``."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+
+    out = set()
+    for request in sink.requests("/v1/metrics", ExportMetricsServiceRequest):
+        for rm in request.resource_metrics:
+            attrs = {kv.key: kv.value.string_value for kv in rm.resource.attributes}
+            if attrs.get("service.name") == "otel-tokens-collector":
+                out.add(attrs["service.instance.id"])
+    return out
+
+
 def test_two_workers_share_one_port_and_page(
     spawn: Callable[..., CollectorProcess], sqlite_url: str
 ) -> None:
     _linux_only()
-    proc = _workers(spawn, sqlite_url, "--log-level", "DEBUG")
+    sink = OtlpSink()
+    try:
+        proc = _workers(spawn, sqlite_url, "--log-level", "DEBUG", "--upstream", sink.url)
+        _serve_and_page(proc, sqlite_url)
+        # Each worker forwards its own cumulative cost series, under its own instance.
+        assert len(_instances(sink)) == 2
+    finally:
+        sink.close()
+
+
+def _serve_and_page(proc: CollectorProcess, sqlite_url: str) -> None:
     assert proc.proc is not None
     assert len(_children(proc.proc.pid)) == 2
     client = TokenClient(DELTA)
@@ -279,6 +305,22 @@ def test_killed_worker_is_replaced_and_counters_stay(
     _wait_for(lambda: _total(_page(proc), "otel_tokens_tokens_total") == 570)
     assert proc.terminate() == 0
     assert totals(records_of(sqlite_url)) == {"input": 500, "output": 70}
+
+
+def test_workers_that_keep_dying_stop_the_collector(
+    spawn: Callable[..., CollectorProcess], sqlite_url: str
+) -> None:
+    _linux_only()
+    proc = _workers(spawn, sqlite_url)
+    assert proc.proc is not None
+    deadline = time.monotonic() + 20
+    while proc.proc.poll() is None and time.monotonic() < deadline:
+        for pid in _children(proc.proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+    assert proc.proc.wait(10) == 1
+    assert "times in a row soon after it started; stopping" in proc.log_text()
 
 
 def test_fails_fast_when_workers_cannot_start(tmp_path: Path, sqlite_url: str) -> None:
