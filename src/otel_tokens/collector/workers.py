@@ -292,7 +292,7 @@ class _Supervisor:
                 continue
             try:
                 retire(self.directory, worker.serial)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, EOFError) as exc:
                 log.warning("cannot keep worker %d's counters for /metrics: %s", worker.slot, exc)
             out.append((worker, status))
         return out
