@@ -323,6 +323,29 @@ def test_workers_that_keep_dying_stop_the_collector(
     assert "times in a row soon after it started; stopping" in proc.log_text()
 
 
+def _running(pid: int) -> bool:
+    """``pid`` exists and is not a zombie (an orphan's reaper may be slow to reap)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def test_workers_stop_when_the_supervisor_is_gone(
+    spawn: Callable[..., CollectorProcess], sqlite_url: str
+) -> None:
+    """A supervisor killed outright leaves no worker holding the ports."""
+    _linux_only()
+    proc = _workers(spawn, sqlite_url)
+    assert proc.proc is not None
+    workers = _children(proc.proc.pid)
+    assert len(workers) == 2
+    proc.kill()
+    _wait_for(lambda: not any(_running(pid) for pid in workers), 10)
+    assert "the supervisor is gone; stopping" in proc.log_text()
+
+
 def test_fails_fast_when_workers_cannot_start(tmp_path: Path, sqlite_url: str) -> None:
     base = [sys.executable, "-m", "otel_tokens.collector", "--workers", "2"]
     ports = ["--http-endpoint", "127.0.0.1:0", "--grpc-endpoint", "none"]
