@@ -174,17 +174,21 @@ def _serve_and_page(proc: CollectorProcess, sqlite_url: str) -> None:
     health = json.loads(get(f"{proc.http_url}/healthz").body)
     assert health["status"] == "ok" and health["workers"] == 2
 
-    def page_sums_both() -> bool:  # each worker writes its counters at most once a second
+    def page_sums_both() -> bool:
+        # Each worker writes its counters at most once a second, and counts a request
+        # after its answer has gone: wait for the page to have caught up with all of it.
         page = _page(proc)
-        return _total(page, "otel_tokens_tokens_total") == sent
+        requests = page.get("otel_tokens_ingest_requests_total", [])
+        return (
+            _total(page, "otel_tokens_tokens_total") == sent
+            and _total(page, "otel_tokens_ingest_points_total") == 40
+            and sum(v for labels, v in requests if labels["code"] == "200") == 40
+        )
 
     _wait_for(page_sums_both)
     page = _page(proc)
     assert _total(page, "otel_tokens_collector_workers") == 2
-    assert _total(page, "otel_tokens_ingest_points_total") == 40
     assert _total(page, "otel_tokens_ingest_queue_capacity") == 2 * 16
-    requests = page["otel_tokens_ingest_requests_total"]
-    assert sum(v for labels, v in requests if labels["code"] == "200") == 40
     assert proc.terminate() == 0
     assert totals(records_of(sqlite_url)) == {"input": sent}
 
