@@ -26,6 +26,11 @@ See bench/README.md (how to run it, its method, the latest figures).
     python bench/ingest.py --json out.json  # also write the results as JSON ("-": stdout)
     python bench/ingest.py --profile        # where the collector's time goes (cProfile)
     python bench/ingest.py --py-spy         # the same, sampled in the real process (py-spy)
+    python bench/ingest.py --workers 2 --concurrency 4   # the collector with --workers 2
+
+With ``--workers N`` CPU time and memory are those of the N worker processes together
+(the supervisor does no pricing). Each keep-alive connection stays on the worker the kernel
+gave it: give at least two connections per worker (``--concurrency``).
 """
 
 from __future__ import annotations
@@ -384,6 +389,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (the workers of ``--workers``), from /proc."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError):
+                continue
+            if ppid == pid:
+                out.append(int(entry))
+    return sorted(out)
+
+
 def proc_status(pid: int) -> dict[str, int]:
     """VmRSS and VmHWM (peak RSS) of ``pid``, in KiB."""
     out = {}
@@ -401,6 +421,7 @@ class CollectorProcess:
     workdir: Path
     proc: subprocess.Popen[str] | None = None
     port: int = 0
+    workers: int = 1
 
     def start(self, timeout: float = 30.0) -> CollectorProcess:
         self.port = free_port()
@@ -418,6 +439,7 @@ class CollectorProcess:
                 self.url,
                 "--log-level",
                 "WARNING",
+                *(["--workers", str(self.workers)] if self.workers > 1 else []),
             ],
             cwd=self.workdir,
             stdout=subprocess.PIPE,
@@ -444,6 +466,22 @@ class CollectorProcess:
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
+
+    @property
+    def pricing_pids(self) -> list[int]:
+        """The processes that price: the collector, or its workers."""
+        return child_pids(self.pid) if self.workers > 1 else [self.pid]
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(pid) for pid in self.pricing_pids)
+
+    def status(self) -> dict[str, int]:
+        """`proc_status` summed over the pricing processes (peaks: the sum of each one's)."""
+        out = {"VmRSS": 0, "VmHWM": 0}
+        for pid in self.pricing_pids:
+            for key, value in proc_status(pid).items():
+                out[key] += value
+        return out
 
     def log_text(self) -> str:
         path = self.workdir / "collector.log"
@@ -582,22 +620,30 @@ class Result:
     problems: list[str]
     encode_s: float
     py_spy: dict[str, list[tuple[str, float, float]]] | None = None
+    workers: int = 1
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
 
-def measure(backend: str, w: Workload, concurrency: int, py_spy: str | None, seed: int) -> Result:
+def measure(
+    backend: str,
+    w: Workload,
+    concurrency: int,
+    py_spy: str | None,
+    seed: int,
+    workers: int = 1,
+) -> Result:
     with (
         tempfile.TemporaryDirectory(prefix="otel-tokens-ingest-") as tmp,
         ledger_url(backend, Path(tmp)) as url,
     ):
         workdir = Path(tmp)
-        collector = CollectorProcess(url, workdir).start()
+        collector = CollectorProcess(url, workdir, workers=workers).start()
         spy: subprocess.Popen[bytes] | None = None
         try:
-            rss_ready = proc_status(collector.pid)["VmRSS"]
+            rss_ready = collector.status()["VmRSS"]
             sender = Sender(collector.port, concurrency)
             body, warm_records, warm_quantity = warmup_body(seed)
             warm = [sender.post(sender.conns[0], body)]
@@ -612,6 +658,7 @@ def measure(backend: str, w: Workload, concurrency: int, py_spy: str | None, see
                         "raw",
                         "--function",
                         "--threads",
+                        *(["--subprocesses"] if workers > 1 else []),
                         "--rate",
                         str(SPY_RATE),
                         "--output",
@@ -622,15 +669,15 @@ def measure(backend: str, w: Workload, concurrency: int, py_spy: str | None, see
                 )
                 time.sleep(1.0)
             rounds = []
-            cpu0 = cpu_seconds(collector.pid)
+            cpu0 = collector.cpu_seconds()
             t0 = time.perf_counter()
             for bodies in w.bodies:
                 r0 = time.perf_counter()
                 sender.round(bodies)
                 rounds.append(time.perf_counter() - r0)
             seconds = time.perf_counter() - t0
-            cpu = cpu_seconds(collector.pid) - cpu0
-            status = proc_status(collector.pid)
+            cpu = collector.cpu_seconds() - cpu0
+            status = collector.status()
             profile = None
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
@@ -684,6 +731,7 @@ def measure(backend: str, w: Workload, concurrency: int, py_spy: str | None, see
         problems=problems,
         encode_s=w.encode_s,
         py_spy=profile,
+        workers=workers,
     )
 
 
@@ -888,6 +936,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--concurrency", type=int, default=2, help="keep-alive connections sending (2)"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="run the collector with --workers N (1: one process, as by default)",
+    )
     parser.add_argument("--seed", type=int, default=20260101)
     parser.add_argument("--json", metavar="PATH", help="also write JSON to PATH ('-': stdout)")
     parser.add_argument(
@@ -932,7 +986,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(
         f"# {args.exports} cumulative exports per series, {args.instances} resources, "
-        f"<= {args.batch} points/request, {args.concurrency} keep-alive connection(s)",
+        f"<= {args.batch} points/request, {args.concurrency} keep-alive connection(s), "
+        f"collector workers: {args.workers}",
         file=out,
         flush=True,
     )
@@ -948,7 +1003,7 @@ def main(argv: list[str] | None = None) -> int:
             if not header_done:
                 print(HEADER, file=out, flush=True)
                 header_done = True
-            r = measure(backend, w, args.concurrency, spy, args.seed)
+            r = measure(backend, w, args.concurrency, spy, args.seed, args.workers)
             results.append(r)
             print(row(r), file=out, flush=True)
             for problem in r.problems:
@@ -979,7 +1034,8 @@ def main(argv: list[str] | None = None) -> int:
         payload = {
             "machine": info,
             "settings": {
-                k: getattr(args, k) for k in ("exports", "batch", "instances", "concurrency")
+                k: getattr(args, k)
+                for k in ("exports", "batch", "instances", "concurrency", "workers")
             },
             "results": [asdict(r) for r in results],
         }

@@ -20,6 +20,7 @@ from .config import (
     DEFAULT_MAX_QUEUE,
     DEFAULT_RETRY_AFTER,
     DEFAULT_UPSTREAM_TIMEOUT,
+    DEFAULT_WORKERS,
     ENV_CONFIG,
     ENV_VARS,
     ConfigError,
@@ -54,6 +55,7 @@ paths are relative to the file), for example:
   tokens-file: tokens.txt
   tls-cert: cert.pem
   tls-key: key.pem
+  workers: 2
 
 authentication: with no token configured, every request is accepted. Otherwise every OTLP
 request needs "Authorization: Bearer TOKEN" (gRPC metadata "authorization"), else 401 /
@@ -141,6 +143,13 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", metavar="FILE", help="PEM certificate (chain) for HTTP and gRPC")
     p.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
     p.add_argument(
+        "--workers",
+        metavar="N",
+        help="processes serving the same ports, each pricing on its own core: N = the cores "
+        "to use; /metrics sums them all; with SQLite one still writes at a time "
+        f"(default: {DEFAULT_WORKERS}, the collector in this one process)",
+    )
+    p.add_argument(
         "--log-level",
         default="INFO",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -165,6 +174,7 @@ _FLAG_KEYS = (
     "tokens_file",
     "tls_cert",
     "tls_key",
+    "workers",
 )
 
 
@@ -191,6 +201,9 @@ def run(args: argparse.Namespace) -> int:
     The HTTP port also serves GET /metrics (Prometheus text: otel_tokens_cost_total,
     otel_tokens_tokens_total, otel_tokens_unpriced_tokens_total, otel_tokens_ingest_*) and
     GET /healthz (200, or 503 while the ledger is down).
+
+    --workers N runs N processes on the same ports under one supervisor (docs/collector.md,
+    "Several cores: --workers"); SIGTERM to it drains them all.
     """
     # Runs until SIGTERM or SIGINT, then drains in-flight batches and exits 0.
     try:
@@ -213,6 +226,10 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"otel-tokens collector: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if config.workers > 1:
+        from .workers import supervise
+
+        return supervise(config)
     collector = Collector(config)
     try:
         collector.start()

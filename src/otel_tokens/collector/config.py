@@ -23,6 +23,9 @@ DEFAULT_UPSTREAM_TIMEOUT = 10.0
 # Longest time to receive one request body: a sender slower than that gets 408, so it holds
 # its connection (and the bytes it sent) no longer than this.
 DEFAULT_BODY_TIMEOUT = 30.0
+# Processes serving the ports (--workers); 1: the collector runs in the one process.
+DEFAULT_WORKERS = 1
+MAX_WORKERS = 64
 
 ENV_CONFIG = "OTEL_TOKENS_COLLECTOR_CONFIG"
 # Environment variable of each setting (the two shared with the rest of otel-tokens first).
@@ -42,6 +45,7 @@ ENV_VARS: Mapping[str, str] = {
     "tokens_file": "OTEL_TOKENS_COLLECTOR_TOKENS_FILE",
     "tls_cert": "OTEL_TOKENS_COLLECTOR_TLS_CERT",
     "tls_key": "OTEL_TOKENS_COLLECTOR_TLS_KEY",
+    "workers": "OTEL_TOKENS_COLLECTOR_WORKERS",
 }
 
 
@@ -72,6 +76,7 @@ class CollectorConfig:
     tokens: Mapping[str, str | None] = field(default_factory=dict)
     tls_cert: str | None = None
     tls_key: str | None = None
+    workers: int = DEFAULT_WORKERS
 
     def __post_init__(self) -> None:
         for name in ("http_endpoint", "grpc_endpoint"):  # "none" disables, as on the CLI
@@ -92,6 +97,8 @@ class CollectorConfig:
             raise ConfigError(f"retry_after must be in (0, 3600] seconds, got {self.retry_after}")
         if not 0 < self.upstream_timeout <= 600:
             raise ConfigError(f"upstream_timeout must be in (0, 600], got {self.upstream_timeout}")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"workers must be in [1, {MAX_WORKERS}], got {self.workers}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls_cert and tls_key go together: give both or neither")
         if self.upstream is not None and not re.match(r"^https?://[^/]+", self.upstream):
@@ -226,7 +233,7 @@ def _convert(key: str, value: Any) -> Any:
         return _endpoint_value(value)
     if key == "max_body_bytes":
         return parse_size(value)
-    if key == "max_queue":
+    if key in ("max_queue", "workers"):
         return _number(value, key, int)
     if key in ("retry_after", "upstream_timeout", "body_timeout"):
         return _number(value, key, float)

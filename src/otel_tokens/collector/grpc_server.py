@@ -55,7 +55,8 @@ def _retry_trailers(code: int, message: str, retry_after: float) -> tuple[tuple[
 
 
 class GrpcReceiver:
-    """The gRPC listener (grpcio server with its own thread pool)."""
+    """The gRPC listener (grpcio server with its own thread pool). ``reuse_port``: share
+    the port with other processes that set it too (SO_REUSEPORT), as ``--workers`` does."""
 
     def __init__(
         self,
@@ -63,6 +64,8 @@ class GrpcReceiver:
         port: int,
         pipeline: Pipeline,
         credentials: tuple[bytes, bytes] | None,
+        *,
+        reuse_port: bool = False,
     ) -> None:
         g = grpc()
         self._grpc = g
@@ -76,7 +79,8 @@ class GrpcReceiver:
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", 4 * 1024 * 1024),
-                ("grpc.so_reuseport", 0),  # a second collector on the same port must fail
+                # Without --workers, a second collector on the same port must fail.
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
             ],
         )
         handlers = []

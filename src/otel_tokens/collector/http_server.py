@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -50,6 +50,37 @@ _REFUSED = (
 )
 
 
+class StatusPages(Protocol):
+    """What ``GET /metrics`` and ``GET /healthz`` show: this process's pipeline
+    (`PipelinePages`), or every worker's (``--workers``)."""
+
+    def metrics_page(self) -> str:
+        """The Prometheus text."""
+        ...
+
+    def health(self) -> dict[str, Any]:
+        """The JSON body; its ``status`` is ``ok`` (200) or not (503)."""
+        ...
+
+
+class PipelinePages:
+    """The status pages of one pipeline."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+
+    def metrics_page(self) -> str:
+        return self._pipeline.metrics_page()
+
+    def health(self) -> dict[str, Any]:
+        up = self._pipeline.ledger_up
+        return {
+            "status": "ok" if up else "degraded",
+            "ledger": "up" if up else "down",
+            "queue_depth": self._pipeline.queue_depth,
+        }
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -60,9 +91,14 @@ class _Server(ThreadingHTTPServer):
         address: tuple[str, int],
         pipeline: Pipeline,
         ssl_context: ssl.SSLContext | None,
+        pages: StatusPages,
+        reuse_port: bool,
     ) -> None:
         self.pipeline = pipeline
         self.ssl_context = ssl_context
+        self.pages = pages
+        # Worker processes each listen on the same port; the kernel spreads connections.
+        self.allow_reuse_port = reuse_port
         self._connections: set[socket.socket] = set()
         self._conn_lock = threading.Lock()
         self._active = 0
@@ -277,15 +313,9 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         pipeline = self.server.pipeline
         if path == "/healthz":
-            up = pipeline.ledger_up
-            body = json.dumps(
-                {
-                    "status": "ok" if up else "degraded",
-                    "ledger": "up" if up else "down",
-                    "queue_depth": pipeline.queue_depth,
-                }
-            ).encode()
-            self._reply(200 if up else 503, body, "application/json")
+            health = self.server.pages.health()
+            status = 200 if health["status"] == "ok" else 503
+            self._reply(status, json.dumps(health).encode(), "application/json")
             return
         if path == "/metrics":
             if pipeline.auth_enabled:
@@ -299,7 +329,7 @@ class _Handler(BaseHTTPRequestHandler):
                         {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None,
                     )
                     return
-            self._reply(200, pipeline.metrics_page().encode(), PROMETHEUS_CONTENT_TYPE)
+            self._reply(200, self.server.pages.metrics_page().encode(), PROMETHEUS_CONTENT_TYPE)
             return
         self._reply(404, b"not found\n", "text/plain; charset=utf-8")
 
@@ -378,14 +408,23 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class HttpReceiver:
-    """The HTTP listener, serving on a background thread."""
+    """The HTTP listener, serving on a background thread. ``reuse_port``: share the port
+    with other processes that set it too (SO_REUSEPORT), as ``--workers`` does."""
 
     def __init__(
-        self, host: str, port: int, pipeline: Pipeline, ssl_context: ssl.SSLContext | None
+        self,
+        host: str,
+        port: int,
+        pipeline: Pipeline,
+        ssl_context: ssl.SSLContext | None,
+        *,
+        pages: StatusPages | None = None,
+        reuse_port: bool = False,
     ) -> None:
         cls = _Server6 if ":" in host else _Server
+        pages = pages if pages is not None else PipelinePages(pipeline)
         try:
-            self._server = cls((host, port), pipeline, ssl_context)
+            self._server = cls((host, port), pipeline, ssl_context, pages, reuse_port)
         except OSError as exc:
             shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             raise OSError(f"cannot listen on {shown} (HTTP): {exc.strerror or exc}") from exc

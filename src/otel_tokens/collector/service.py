@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from ..pricing import Catalog
 from .config import CollectorConfig, ConfigError, parse_endpoint, redact
 from .core import Pipeline
 from .grpc_server import GrpcReceiver
-from .http_server import HttpReceiver
+from .http_server import HttpReceiver, StatusPages
 
 log = logging.getLogger("otel_tokens.collector")
 
@@ -28,6 +29,8 @@ class Collector:
     Settings are those of `CollectorConfig` (a config, keyword overrides, or both).
     ``ledger`` is a URL or a `Ledger` object (which the collector then neither closes nor
     reopens after errors); ``catalog`` replaces the one loaded from ``prices``.
+    ``reuse_port`` and ``pages`` are for a worker process (``--workers``, `workers.py`):
+    listen on ports other processes share, and show their status pages.
     """
 
     def __init__(
@@ -36,6 +39,8 @@ class Collector:
         *,
         ledger: Ledger | str | None = None,
         catalog: Catalog | None = None,
+        reuse_port: bool = False,
+        pages: Callable[[Pipeline], StatusPages] | None = None,
         **settings: Any,
     ) -> None:
         if isinstance(ledger, str):
@@ -44,6 +49,8 @@ class Collector:
         self.config = replace(config, **settings) if config else CollectorConfig(**settings)
         self._ledger = ledger
         self._catalog = catalog
+        self._reuse_port = reuse_port
+        self._pages = pages
         self.pipeline: Pipeline | None = None
         self._http: HttpReceiver | None = None
         self._grpc: GrpcReceiver | None = None
@@ -65,10 +72,19 @@ class Collector:
         try:
             if config.http_endpoint is not None:
                 host, port = parse_endpoint(config.http_endpoint, "http_endpoint")
-                self._http = HttpReceiver(host, port, pipeline, self._ssl_context())
+                self._http = HttpReceiver(
+                    host,
+                    port,
+                    pipeline,
+                    self._ssl_context(),
+                    pages=self._pages(pipeline) if self._pages else None,
+                    reuse_port=self._reuse_port,
+                )
             if config.grpc_endpoint is not None:
                 host, port = parse_endpoint(config.grpc_endpoint, "grpc_endpoint")
-                self._grpc = GrpcReceiver(host, port, pipeline, self._grpc_credentials())
+                self._grpc = GrpcReceiver(
+                    host, port, pipeline, self._grpc_credentials(), reuse_port=self._reuse_port
+                )
         except BaseException:
             self.stop(0)
             raise

@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from ..metering import MAX_LABELLED_SERIES, LedgerCost, fold
 from ..records import CostRecord
 
-__all__ = ["CONTENT_TYPE", "MAX_LABELLED_SERIES", "Stats", "escape_label"]
+__all__ = [
+    "CONTENT_TYPE",
+    "COUNTS",
+    "MAX_LABELLED_SERIES",
+    "Snapshot",
+    "Stats",
+    "escape_label",
+    "render",
+]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -37,6 +46,49 @@ def _number(value: float | int | Decimal) -> str:
     return repr(float(value))
 
 
+# The unlabelled counters of `Stats`, by attribute name.
+COUNTS = (
+    "points",
+    "rejected",
+    "unchanged",
+    "records",
+    "ledger_errors",
+    "forward_errors",
+    "overloaded",
+)
+
+
+@dataclass
+class Snapshot:
+    """The counters of `Stats` at one moment, as plain values: what `render` shows, and
+    what worker processes add up (`add`) so that ``/metrics`` describes the whole collector.
+
+    ``cost`` is keyed as `LedgerCost`'s totals (with currency and pricing status)."""
+
+    cost: dict[tuple[str, ...], Decimal] = field(default_factory=dict)
+    tokens: dict[tuple[str, ...], int] = field(default_factory=dict)
+    unpriced: dict[tuple[str, ...], int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
+    requests: dict[tuple[str, ...], int] = field(default_factory=dict)
+
+    def add(self, other: Snapshot) -> None:
+        """Add ``other``'s counters to these. Label sets are capped again (`fold`): each
+        worker keeps at most the cap, their sum would not."""
+        tables: tuple[tuple[dict[tuple[str, ...], Any], Mapping[tuple[str, ...], Any]], ...] = (
+            (self.cost, other.cost),
+            (self.tokens, other.tokens),
+            (self.unpriced, other.unpriced),
+        )
+        for mine, theirs in tables:
+            for key, value in theirs.items():
+                folded = fold(mine, key)
+                mine[folded] = mine.get(folded, 0) + value
+        for name, n in other.counts.items():
+            self.counts[name] = self.counts.get(name, 0) + n
+        for rkey, n in other.requests.items():  # a closed set: transports, signals, codes
+            self.requests[rkey] = self.requests.get(rkey, 0) + n
+
+
 class Stats:
     """Thread-safe counters; `render` gives the ``/metrics`` page."""
 
@@ -54,7 +106,7 @@ class Stats:
         self.ledger_errors = 0
         self.forward_errors = 0
         self.overloaded = 0
-        self.requests: dict[tuple[str, str, str], int] = {}
+        self.requests: dict[tuple[str, ...], int] = {}
 
     @property
     def cost(self) -> dict[tuple[str, ...], Decimal]:
@@ -88,128 +140,151 @@ class Stats:
         with self._lock:
             self.requests[key] = self.requests.get(key, 0) + 1
 
-    def render(self, queue_depth: int, queue_capacity: int, ledger_up: bool) -> str:
-        lines: list[str] = []
-
-        def family(
-            name: str,
-            kind: str,
-            help_text: str,
-            labels: tuple[str, ...],
-            samples: Mapping[Any, float | int | Decimal],
-        ) -> None:
-            lines.append(f"# HELP {name} {_escape_help(help_text)}")
-            lines.append(f"# TYPE {name} {kind}")
-            for key, value in sorted(samples.items()):
-                if labels:
-                    pairs = ",".join(
-                        f'{label}="{escape_label(v)}"' for label, v in zip(labels, key, strict=True)
-                    )
-                    lines.append(f"{name}{{{pairs}}} {_number(value)}")
-                else:
-                    lines.append(f"{name} {_number(value)}")
-
+    def snapshot(self) -> Snapshot:
+        """A copy of every counter."""
+        cost = self.ledger_cost.totals()
         with self._lock:
-            cost: dict[tuple[str, ...], Decimal] = {}
-            for key, value in self.ledger_cost.totals().items():
-                cost[key[:-1]] = cost.get(key[:-1], Decimal(0)) + value
-            family(
-                "otel_tokens_cost_total",
-                "counter",
-                "Cost of the cost records written by this collector since it started.",
-                _COST_LABELS,
-                cost,
+            return Snapshot(
+                cost=cost,
+                tokens=dict(self.tokens),
+                unpriced=dict(self.unpriced),
+                counts={name: getattr(self, name) for name in COUNTS},
+                requests=dict(self.requests),
             )
-            family(
-                "otel_tokens_tokens_total",
-                "counter",
-                "Tokens (requests for the web_search bucket) in the cost records written "
-                "since start.",
-                _TOKEN_LABELS,
-                self.tokens,
-            )
-            family(
-                "otel_tokens_unpriced_tokens_total",
-                "counter",
-                "Tokens in cost records written without a price (unpriced or "
-                "variant_unavailable) since start.",
-                _UNPRICED_LABELS,
-                self.unpriced,
-            )
-            scalars: list[tuple[str, str, str, int]] = [
-                (
-                    "otel_tokens_ingest_points_total",
-                    "counter",
-                    "gen_ai.billing.tokens data points received.",
-                    self.points,
-                ),
-                (
-                    "otel_tokens_ingest_rejected_points_total",
-                    "counter",
-                    "Data points rejected (reported to clients as OTLP partial success).",
-                    self.rejected,
-                ),
-                (
-                    "otel_tokens_ingest_unchanged_points_total",
-                    "counter",
-                    "Token points that billed nothing new (duplicates, retries, out of order).",
-                    self.unchanged,
-                ),
-                (
-                    "otel_tokens_ingest_records_total",
-                    "counter",
-                    "Cost records written to the ledger.",
-                    self.records,
-                ),
-                (
-                    "otel_tokens_ingest_ledger_errors_total",
-                    "counter",
-                    "Batches refused (retryable) because the ledger failed.",
-                    self.ledger_errors,
-                ),
-                (
-                    "otel_tokens_ingest_forward_errors_total",
-                    "counter",
-                    "Failed forwards to the upstream endpoint.",
-                    self.forward_errors,
-                ),
-                (
-                    "otel_tokens_ingest_overloaded_total",
-                    "counter",
-                    "Batches refused (retryable) because the queue was full.",
-                    self.overloaded,
-                ),
-            ]
-            for name, kind, help_text, count in scalars:
-                family(name, kind, help_text, (), {(): count})
-            requests = {(t, s, c): n for (t, s, c), n in self.requests.items()}
+
+    def render(self, queue_depth: int, queue_capacity: int, ledger_up: bool) -> str:
+        return render(self.snapshot(), queue_depth, queue_capacity, ledger_up)
+
+
+def render(
+    snapshot: Snapshot,
+    queue_depth: int,
+    queue_capacity: int,
+    ledger_up: bool,
+    workers: int | None = None,
+) -> str:
+    """The ``/metrics`` page (Prometheus text) of ``snapshot`` and the gauges given;
+    ``workers``: the worker processes whose counters it sums (``--workers``), if any."""
+    lines: list[str] = []
+
+    def family(
+        name: str,
+        kind: str,
+        help_text: str,
+        labels: tuple[str, ...],
+        samples: Mapping[Any, float | int | Decimal],
+    ) -> None:
+        lines.append(f"# HELP {name} {_escape_help(help_text)}")
+        lines.append(f"# TYPE {name} {kind}")
+        for key, value in sorted(samples.items()):
+            if labels:
+                pairs = ",".join(
+                    f'{label}="{escape_label(v)}"' for label, v in zip(labels, key, strict=True)
+                )
+                lines.append(f"{name}{{{pairs}}} {_number(value)}")
+            else:
+                lines.append(f"{name} {_number(value)}")
+
+    cost: dict[tuple[str, ...], Decimal] = {}
+    for key, value in snapshot.cost.items():  # pricing status is not a label here
+        cost[key[:-1]] = cost.get(key[:-1], Decimal(0)) + value
+    family(
+        "otel_tokens_cost_total",
+        "counter",
+        "Cost of the cost records written by this collector since it started.",
+        _COST_LABELS,
+        cost,
+    )
+    family(
+        "otel_tokens_tokens_total",
+        "counter",
+        "Tokens (requests for the web_search bucket) in the cost records written since start.",
+        _TOKEN_LABELS,
+        snapshot.tokens,
+    )
+    family(
+        "otel_tokens_unpriced_tokens_total",
+        "counter",
+        "Tokens in cost records written without a price (unpriced or "
+        "variant_unavailable) since start.",
+        _UNPRICED_LABELS,
+        snapshot.unpriced,
+    )
+    counts = snapshot.counts
+    scalars: list[tuple[str, str, int]] = [
+        (
+            "otel_tokens_ingest_points_total",
+            "gen_ai.billing.tokens data points received.",
+            counts["points"],
+        ),
+        (
+            "otel_tokens_ingest_rejected_points_total",
+            "Data points rejected (reported to clients as OTLP partial success).",
+            counts["rejected"],
+        ),
+        (
+            "otel_tokens_ingest_unchanged_points_total",
+            "Token points that billed nothing new (duplicates, retries, out of order).",
+            counts["unchanged"],
+        ),
+        (
+            "otel_tokens_ingest_records_total",
+            "Cost records written to the ledger.",
+            counts["records"],
+        ),
+        (
+            "otel_tokens_ingest_ledger_errors_total",
+            "Batches refused (retryable) because the ledger failed.",
+            counts["ledger_errors"],
+        ),
+        (
+            "otel_tokens_ingest_forward_errors_total",
+            "Failed forwards to the upstream endpoint.",
+            counts["forward_errors"],
+        ),
+        (
+            "otel_tokens_ingest_overloaded_total",
+            "Batches refused (retryable) because the queue was full.",
+            counts["overloaded"],
+        ),
+    ]
+    for name, help_text, count in scalars:
+        family(name, "counter", help_text, (), {(): count})
+    family(
+        "otel_tokens_ingest_requests_total",
+        "counter",
+        "OTLP export requests answered, by transport, signal and status code "
+        "(HTTP status or gRPC code name).",
+        ("transport", "signal", "code"),
+        snapshot.requests,
+    )
+    family(
+        "otel_tokens_ingest_queue_depth",
+        "gauge",
+        "Batches in flight (admitted, not yet answered).",
+        (),
+        {(): queue_depth},
+    )
+    family(
+        "otel_tokens_ingest_queue_capacity",
+        "gauge",
+        "Batches allowed in flight (--max-queue); beyond it requests get 503/UNAVAILABLE.",
+        (),
+        {(): queue_capacity},
+    )
+    family(
+        "otel_tokens_ledger_up",
+        "gauge",
+        "1 if the ledger answered its last transaction, else 0.",
+        (),
+        {(): 1 if ledger_up else 0},
+    )
+    if workers is not None:
         family(
-            "otel_tokens_ingest_requests_total",
-            "counter",
-            "OTLP export requests answered, by transport, signal and status code "
-            "(HTTP status or gRPC code name).",
-            ("transport", "signal", "code"),
-            requests,
-        )
-        family(
-            "otel_tokens_ingest_queue_depth",
+            "otel_tokens_collector_workers",
             "gauge",
-            "Batches in flight (admitted, not yet answered).",
+            "Worker processes whose counters this page sums (--workers).",
             (),
-            {(): queue_depth},
+            {(): workers},
         )
-        family(
-            "otel_tokens_ingest_queue_capacity",
-            "gauge",
-            "Batches allowed in flight (--max-queue); beyond it requests get 503/UNAVAILABLE.",
-            (),
-            {(): queue_capacity},
-        )
-        family(
-            "otel_tokens_ledger_up",
-            "gauge",
-            "1 if the ledger answered its last transaction, else 0.",
-            (),
-            {(): 1 if ledger_up else 0},
-        )
-        return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"
