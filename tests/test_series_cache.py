@@ -217,3 +217,29 @@ def test_each_kind_of_tenant_attribute_is_bound_the_same_with_a_cache() -> None:
         assert reasons == bind_tenant(plain, "t1")
         assert cached == plain
         assert len(reasons) == 2 * 3  # t2, 7 and the repeated key, in both scopes
+
+
+def test_the_collector_can_run_without_the_cache(tmp_path: Any) -> None:
+    """--series-cache 0: the points are read in full each time, billed the same."""
+    from otel_tokens.collector import Collector
+
+    point = _billable(time_unix_nano=T0, start_time_unix_nano=T0 - 1, as_int=5)
+    body = _request([point], ["a"]).SerializeToString()
+    import urllib.request
+
+    for size in (0, 10):
+        url = f"sqlite:///{tmp_path}/ledger-{size}.db"
+        with Collector(
+            ledger=url, http_endpoint="127.0.0.1:0", grpc_endpoint="none", series_cache=size
+        ) as c:
+            assert c.pipeline is not None
+            assert (c.pipeline._series is None) == (size == 0)
+            for _ in range(2):
+                request = urllib.request.Request(
+                    f"{c.http_url}/v1/metrics",
+                    data=body,
+                    headers={"Content-Type": "application/x-protobuf"},
+                )
+                with urllib.request.urlopen(request) as answer:
+                    assert answer.status == 200
+            assert c.pipeline.stats.records == 2  # the two scopes' streams, once each

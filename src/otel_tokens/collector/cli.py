@@ -19,6 +19,7 @@ from .config import (
     DEFAULT_HTTP_ENDPOINT,
     DEFAULT_MAX_QUEUE,
     DEFAULT_RETRY_AFTER,
+    DEFAULT_SERIES_CACHE,
     DEFAULT_UPSTREAM_TIMEOUT,
     DEFAULT_WORKERS,
     ENV_CONFIG,
@@ -150,6 +151,12 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
         f"(default: {DEFAULT_WORKERS}, the collector in this one process)",
     )
     p.add_argument(
+        "--series-cache",
+        metavar="N",
+        help="series whose reading each process keeps in memory, about 1.5 KB each; "
+        f"0: none (default: {DEFAULT_SERIES_CACHE:,})",
+    )
+    p.add_argument(
         "--log-level",
         default="INFO",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -175,6 +182,7 @@ _FLAG_KEYS = (
     "tls_cert",
     "tls_key",
     "workers",
+    "series_cache",
 )
 
 

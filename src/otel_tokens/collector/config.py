@@ -26,6 +26,9 @@ DEFAULT_BODY_TIMEOUT = 30.0
 # Processes serving the ports (--workers); 1: the collector runs in the one process.
 DEFAULT_WORKERS = 1
 MAX_WORKERS = 64
+# Series whose reading is kept in memory per process (about 1.5 KB each): more active
+# series than this are read again at each of their points.
+DEFAULT_SERIES_CACHE = 200_000
 
 ENV_CONFIG = "OTEL_TOKENS_COLLECTOR_CONFIG"
 # Environment variable of each setting (the two shared with the rest of otel-tokens first).
@@ -46,6 +49,7 @@ ENV_VARS: Mapping[str, str] = {
     "tls_cert": "OTEL_TOKENS_COLLECTOR_TLS_CERT",
     "tls_key": "OTEL_TOKENS_COLLECTOR_TLS_KEY",
     "workers": "OTEL_TOKENS_COLLECTOR_WORKERS",
+    "series_cache": "OTEL_TOKENS_COLLECTOR_SERIES_CACHE",
 }
 
 
@@ -77,6 +81,7 @@ class CollectorConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     workers: int = DEFAULT_WORKERS
+    series_cache: int = DEFAULT_SERIES_CACHE
 
     def __post_init__(self) -> None:
         for name in ("http_endpoint", "grpc_endpoint"):  # "none" disables, as on the CLI
@@ -99,6 +104,8 @@ class CollectorConfig:
             raise ConfigError(f"upstream_timeout must be in (0, 600], got {self.upstream_timeout}")
         if not 1 <= self.workers <= MAX_WORKERS:
             raise ConfigError(f"workers must be in [1, {MAX_WORKERS}], got {self.workers}")
+        if self.series_cache < 0:
+            raise ConfigError(f"series_cache must be 0 (off) or more, got {self.series_cache}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls_cert and tls_key go together: give both or neither")
         if self.upstream is not None and not re.match(r"^https?://[^/]+", self.upstream):
@@ -233,7 +240,7 @@ def _convert(key: str, value: Any) -> Any:
         return _endpoint_value(value)
     if key == "max_body_bytes":
         return parse_size(value)
-    if key in ("max_queue", "workers"):
+    if key in ("max_queue", "workers", "series_cache"):
         return _number(value, key, int)
     if key in ("retry_after", "upstream_timeout", "body_timeout"):
         return _number(value, key, float)

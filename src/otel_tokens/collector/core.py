@@ -194,8 +194,8 @@ class Pipeline:
         self.chunk_points = _CHUNK
         # Requests waiting for the ledger are committed together.
         self._commits = GroupCommit(self._ingest_many, _CHUNK)
-        # What each series' attributes read as, kept from request to request.
-        self._series = SeriesCache()
+        # What each series' attributes read as, kept from request to request (None: off).
+        self._series = SeriesCache(config.series_cache) if config.series_cache else None
         self._next_open = 0.0
         self.ledger_up = False
         self._cond = threading.Condition()
