@@ -83,6 +83,16 @@ def test_a_rolled_back_first_batch_does_not_break_the_next(ledger: Ledger) -> No
     assert ledger.count() == 3
 
 
+def test_a_session_that_lost_its_temporary_tables_still_writes(ledger: Ledger) -> None:
+    """A pooler resetting the session (DISCARD) between two batches: the staging table is
+    made again, not assumed."""
+    pricer = LedgerPricer(ledger)
+    assert len(pricer.ingest(_export(5, 1)).records) == 5
+    ledger._conn.execute("DISCARD TEMP")  # type: ignore[attr-defined]
+    assert len(pricer.ingest(_export(5, 2)).records) == 5
+    assert ledger.count() == 10
+
+
 def test_marks_are_locked_in_one_statement_and_records_copied(ledger: Ledger) -> None:
     """What the server did for one batch, as its own command tags in libpq's trace: marks
     created or locked by one upsert (no separate SELECT ... FOR UPDATE), records copied."""
@@ -99,6 +109,14 @@ def test_marks_are_locked_in_one_statement_and_records_copied(ledger: Ledger) ->
         fields = [line.rstrip("\n").split("\t") for line in trace]
     done = [f[4].strip(' "') for f in fields if len(f) > 4 and f[3] == "CommandComplete"]
     assert len(result.records) == 200
-    # BEGIN, the marks (all 200 exist: each locked by the upsert), the COPY, the records'
-    # INSERT, the marks written, COMMIT.
-    assert done == ["BEGIN", "INSERT 0 200", "COPY 200", "INSERT 0 200", "INSERT 0 200", "COMMIT"]
+    # BEGIN, the marks (all 200 exist: each locked by the upsert), the staging table (there
+    # already: a lookup), the COPY, the records' INSERT, the marks written, COMMIT.
+    assert done == [
+        "BEGIN",
+        "INSERT 0 200",
+        "CREATE TABLE",
+        "COPY 200",
+        "INSERT 0 200",
+        "INSERT 0 200",
+        "COMMIT",
+    ]

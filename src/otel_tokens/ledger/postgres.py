@@ -55,9 +55,8 @@ class _Tx:
     """One transaction. Marks are read and locked for a whole batch at once, and written
     and inserted in pipelined batches: a few round trips per batch, not several per point."""
 
-    def __init__(self, cur: Any, *, staged: bool) -> None:
+    def __init__(self, cur: Any) -> None:
         self.cur = cur
-        self.staged = staged  # this connection has the staging table
         self._marks: dict[tuple[str, int], tuple[int, int]] = {}
         self._dirty: set[tuple[str, int]] = set()
 
@@ -109,9 +108,9 @@ class _Tx:
             return []
         now = datetime.now(UTC)
         rows = [record_row(r, now) for r in records]
-        if not self.staged:
-            self.cur.execute(_CREATE_STAGE)
-            self.staged = True
+        # Every time (a catalog lookup once it exists): a rolled-back transaction takes the
+        # CREATE with it, and a pooler or DISCARD may hand us a session without the table.
+        self.cur.execute(_CREATE_STAGE)
         with self.cur.copy(_COPY) as copy:
             for n, row in enumerate(rows):
                 copy.write_row((*row, n))
@@ -141,7 +140,6 @@ class PostgresLedger:
         except psycopg.Error as exc:
             raise LedgerError(f"cannot open ledger {_redact(url)}: {exc}") from exc
         self._lock = threading.Lock()  # one connection: one transaction at a time
-        self._staged: Any = None  # the connection whose staging table is committed
 
     def _connect(self) -> Any:
         # autocommit: every transaction is an explicit conn.transaction() block. A bounded
@@ -183,12 +181,9 @@ class PostgresLedger:
         with driver_errors(self._psycopg.Error, _redact(self.url)), self._lock:
             conn = self._live()
             with conn.transaction(), conn.cursor() as cur:
-                tx = _Tx(cur, staged=conn is self._staged)
+                tx = _Tx(cur)
                 yield tx
                 tx.flush()
-            # Only once committed: a rolled-back transaction took its CREATE with it.
-            if tx.staged:
-                self._staged = conn
 
     def records(
         self, since: datetime | None = None, until: datetime | None = None
