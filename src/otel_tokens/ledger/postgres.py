@@ -22,7 +22,7 @@ from ._schema import MIGRATIONS, RECORD_COLUMNS
 # A batch's records are copied (COPY, text) into a temporary table of this connection, then
 # inserted from it in one statement; ``RETURNING id`` names the records that were new. COPY
 # costs the client a tenth of the CPU of binding the same rows as 29 arrays (``unnest``),
-# and halves the wall time per batch (bench/README.md). ``n`` keeps the batch's order: of
+# and halves the wall time per batch (docs/collector.md). ``n`` keeps the batch's order: of
 # records sharing an id, the first is the one written.
 _COLUMNS = ", ".join((*RECORD_COLUMNS, "ingested_at"))
 _STAGE = "otel_tokens_batch"
