@@ -13,7 +13,9 @@ exported 3 times, in requests of <= 5000 points), run in-process through each st
 * ingest: ``LedgerPricer.ingest`` of each request's points, everything above but decoding
   plus the marks and the SQL, in one transaction per request;
 * raw insert: the same rows ``executemany``'d into an empty copy of the table, one
-  transaction per request: the database's own limit for this shape of row.
+  transaction per request: the database's own limit for this shape of row;
+* raw copy (PostgreSQL only): the same rows sent with ``COPY`` (text) into another empty
+  copy, one transaction per request: what the ledger's own COPY costs the client.
 
 CPU time (``time.process_time``), not wall clock, so that figures taken on a loaded machine
 still compare; PostgreSQL's own CPU is not in them (another process).
@@ -82,6 +84,8 @@ def run(backend: str, w: ingest.Workload) -> dict[str, float]:
         written = sum(len(r.records) for r in results)
         assert written == w.expected_records, (written, w.expected_records)
         times["raw_insert"], times["raw_insert_wall"] = raw_insert(url, rows, len(batches))
+        if backend == "postgresql":
+            times["raw_copy"], times["raw_copy_wall"] = raw_copy(url, rows, len(batches))
         ledger.close()
     return times
 
@@ -130,6 +134,35 @@ def raw_insert(url: str, rows: list[tuple[Any, ...]], transactions: int) -> tupl
     return cpu, wall
 
 
+def raw_copy(url: str, rows: list[tuple[Any, ...]], transactions: int) -> tuple[float, float]:
+    """CPU and wall seconds to COPY ``rows`` into a copy of cost_records (PostgreSQL)."""
+    import psycopg
+
+    from otel_tokens.ledger._schema import RECORD_COLUMNS
+
+    columns = ", ".join((*RECORD_COLUMNS, "ingested_at"))
+    size = max(1, len(rows) // transactions)
+    parts = [rows[i : i + size] for i in range(0, len(rows), size)]
+    conn = psycopg.connect(url, autocommit=True)
+    conn.execute("CREATE TABLE raw_copy (LIKE cost_records INCLUDING ALL)")
+
+    def go() -> None:
+        for part in parts:
+            with (
+                conn.transaction(),
+                conn.cursor() as cur,
+                cur.copy(f"COPY raw_copy ({columns}) FROM STDIN") as copy,
+            ):
+                for row in part:
+                    copy.write_row(row)
+
+    t0 = time.perf_counter()
+    cpu, _ = _cpu(go)
+    wall = time.perf_counter() - t0
+    conn.close()
+    return cpu, wall
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--series", type=int, default=10_000)
@@ -162,7 +195,12 @@ def main() -> int:
             cells.append(f"{stage} {t[stage]:.2f}s ({n / t[stage] / 1000:.0f}k/s)")
         pipeline = t["parse"] + t["decode"] + t["ingest"]
         cells.append(f"pipeline {pipeline:.2f}s ({n / pipeline / 1000:.1f}k/s)")
-        cells.append(f"ingest wall {t['ingest_wall']:.2f}s, raw wall {t['raw_insert_wall']:.2f}s")
+        if "raw_copy" in t:
+            cells.append(f"raw_copy {t['raw_copy']:.2f}s ({n / t['raw_copy'] / 1000:.0f}k/s)")
+        walls = f"ingest wall {t['ingest_wall']:.2f}s, raw wall {t['raw_insert_wall']:.2f}s"
+        if "raw_copy_wall" in t:
+            walls += f", raw copy wall {t['raw_copy_wall']:.2f}s"
+        cells.append(walls)
         print(f"{backend:<11}" + "; ".join(cells), flush=True)
     return 0
 

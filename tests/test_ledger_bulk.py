@@ -62,6 +62,14 @@ def test_a_batch_is_a_few_statements_in_sqlite(tmp_path: object) -> None:
     ledger.close()
 
 
+def test_the_sqlite_page_cache_can_hold_the_indexes_working_set(tmp_path: object) -> None:
+    """Inserts into a large ledger land on random pages of the id and usage-key indexes:
+    the connection's page cache is 64 MiB, not SQLite's default 2 MB."""
+    ledger = SQLiteLedger(f"{tmp_path}/ledger.db")
+    assert ledger._conn.execute("PRAGMA cache_size").fetchone()[0] == -65_536
+    ledger.close()
+
+
 def test_a_retried_batch_writes_only_what_is_missing(ledger: Ledger) -> None:
     pricer = LedgerPricer(ledger)
     points = _points(50, 3)

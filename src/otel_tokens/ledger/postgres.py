@@ -1,7 +1,8 @@
 """PostgreSQL ledger: many collector replicas may write to one database, exactly once.
 
-Cumulative streams are serialised by a row lock on their mark (``SELECT ... FOR UPDATE``);
-records are inserted with ``ON CONFLICT DO NOTHING`` (a known id or usage key).
+Cumulative streams are serialised by a row lock on their mark (an upsert that creates or
+locks every mark of a batch in one sorted order); records are inserted with ``ON CONFLICT
+DO NOTHING`` (a known id or usage key).
 """
 
 from __future__ import annotations
@@ -18,16 +19,34 @@ from ..records import CostRecord
 from ._base import LedgerError, driver_errors, record_row, records_query, row_record
 from ._schema import MIGRATIONS, RECORD_COLUMNS
 
-# A batch's records as one statement over column arrays (``unnest``): one round trip and
-# one plan for the batch; ``RETURNING id`` names the records that were new.
-_ARRAY_TYPE = {"quantity": "bigint", "billed_cost": "numeric", "list_cost": "numeric"} | {
-    "adjusted_from": "numeric"
-}
+# A batch's records are copied (COPY, text) into a temporary table of this connection, then
+# inserted from it in one statement; ``RETURNING id`` names the records that were new. COPY
+# costs the client a tenth of the CPU of binding the same rows as 29 arrays (``unnest``),
+# and halves the wall time per batch (docs/collector.md). ``n`` keeps the batch's order: of
+# records sharing an id, the first is the one written.
+_COLUMNS = ", ".join((*RECORD_COLUMNS, "ingested_at"))
+_STAGE = "otel_tokens_batch"
+_CREATE_STAGE = (
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} (LIKE cost_records, n integer NOT NULL)"
+)
+_COPY = f"COPY {_STAGE} ({_COLUMNS}, n) FROM STDIN"
+# Emptied by the same statement, so the next insert (same transaction or not) starts empty;
+# a rolled-back COPY leaves nothing either.
 _INSERT = (
-    f"INSERT INTO cost_records ({', '.join(RECORD_COLUMNS)}, ingested_at) "
-    "SELECT * FROM unnest("
-    + ", ".join(f"%s::{_ARRAY_TYPE.get(c, 'text')}[]" for c in (*RECORD_COLUMNS, "ingested_at"))
-    + ") ON CONFLICT DO NOTHING RETURNING id"
+    f"WITH batch AS (DELETE FROM {_STAGE} RETURNING *) "
+    f"INSERT INTO cost_records ({_COLUMNS}) SELECT {_COLUMNS} FROM batch ORDER BY n "
+    "ON CONFLICT DO NOTHING RETURNING id"
+)
+# Creates the marks a batch lacks and locks those it has, in one statement and one sorted
+# order (replicas never deadlock). The no-op update is what locks an existing mark and
+# returns its latest committed value, even one committed after this statement began: a
+# replica waiting on another's lock then reads the mark that replica wrote.
+_LOCK_MARKS = (
+    "INSERT INTO stream_marks AS m (stream_id, start_ns, time_ns, value) "
+    "SELECT stream_id, start_ns, -1, 0 FROM unnest(%s::text[], %s::bigint[]) "
+    "AS k(stream_id, start_ns) ORDER BY stream_id, start_ns "
+    "ON CONFLICT (stream_id, start_ns) DO UPDATE SET time_ns = m.time_ns "
+    "RETURNING m.stream_id, m.start_ns, m.time_ns, m.value"
 )
 _LOCK_ID = 0x6F746B6E  # advisory lock that serialises migrations across replicas
 
@@ -46,23 +65,9 @@ class _Tx:
         ordered = sorted(set(keys) - self._marks.keys())
         if not ordered:
             return
-        # Create rows first so that FOR UPDATE has something to lock: two replicas
-        # receiving the same stream then take turns instead of both billing it. Sorted,
-        # so replicas lock in the same order and never deadlock.
-        streams, starts = [k[0] for k in ordered], [k[1] for k in ordered]
-        self.cur.execute(
-            "INSERT INTO stream_marks (stream_id, start_ns, time_ns, value) "
-            "SELECT stream_id, start_ns, -1, 0 FROM unnest(%s::text[], %s::bigint[]) "
-            "AS k(stream_id, start_ns) ORDER BY stream_id, start_ns ON CONFLICT DO NOTHING",
-            (streams, starts),
-        )
-        self.cur.execute(
-            "SELECT m.stream_id, m.start_ns, m.time_ns, m.value FROM stream_marks m "
-            "JOIN unnest(%s::text[], %s::bigint[]) AS k(stream_id, start_ns) "
-            "ON m.stream_id = k.stream_id AND m.start_ns = k.start_ns "
-            "ORDER BY m.stream_id, m.start_ns FOR UPDATE OF m",
-            (streams, starts),
-        )
+        # A mark is created (time -1) where missing, so that there is a row to lock: two
+        # replicas receiving the same stream then take turns instead of both billing it.
+        self.cur.execute(_LOCK_MARKS, ([k[0] for k in ordered], [k[1] for k in ordered]))
         for stream_id, start_ns, time_ns, value in self.cur.fetchall():
             self._marks[(stream_id, int(start_ns))] = (int(time_ns), int(value))
 
@@ -103,7 +108,13 @@ class _Tx:
             return []
         now = datetime.now(UTC)
         rows = [record_row(r, now) for r in records]
-        self.cur.execute(_INSERT, [list(column) for column in zip(*rows, strict=True)])
+        # Every time (a catalog lookup once it exists): a rolled-back transaction takes the
+        # CREATE with it, and a pooler or DISCARD may hand us a session without the table.
+        self.cur.execute(_CREATE_STAGE)
+        with self.cur.copy(_COPY) as copy:
+            for n, row in enumerate(rows):
+                copy.write_row((*row, n))
+        self.cur.execute(_INSERT)
         inserted = {row[0] for row in self.cur.fetchall()}
         new = []
         for record, row in zip(records, rows, strict=True):

@@ -1,7 +1,13 @@
-"""SQLite ledger: embedded, WAL mode, one writer at a time (BEGIN IMMEDIATE)."""
+"""SQLite ledger: embedded, WAL mode, one writer at a time (BEGIN IMMEDIATE).
+
+The marks this ledger committed stay in memory (`_MarkCache`) while no other connection
+writes the database: ``PRAGMA data_version``, read once the write lock is held, tells.
+A batch whose streams are all known then reads no mark from the database.
+"""
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -28,21 +34,75 @@ _UPSERT_MARK = (
 )
 
 
+# Marks kept in memory across transactions, at most: about 345 bytes each (100k streams,
+# 34.5 MB; this bound, 86 MB). Past it the oldest are dropped and read again when needed.
+_MARK_CACHE_ENTRIES = 250_000
+# SQLite's page cache, in KiB (negative: a size, not pages); allocated as used. Records'
+# ids and usage keys are random hex: each insert lands on a random page of those indexes,
+# which at 1M records (~90 MB each) miss the default 2 MB cache on nearly every row. 64 MB
+# takes 30-45% off the insert statement then (docs/collector.md, measured).
+_PAGE_CACHE_KIB = 65_536
+
+_Key = tuple[str, int]
+_Mark = tuple[int, int]
+
+
+class _MarkCache:
+    """Marks as committed, valid while no other connection has written the database.
+
+    Only committed marks enter it (`commit`), so a rolled-back transaction leaves nothing;
+    `check` runs inside BEGIN IMMEDIATE, when no other writer can commit until we do."""
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self.marks: dict[_Key, _Mark] = {}
+        self._version: int | None = None
+
+    def check(self, conn: sqlite3.Connection) -> None:
+        """Drop everything if another connection committed since our last transaction."""
+        version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+        if version != self._version:
+            self.marks.clear()
+            self._version = version
+
+    def commit(self, marks: dict[_Key, _Mark]) -> None:
+        self.marks.update(marks)
+        excess = len(self.marks) - self.entries
+        if excess > 0:
+            # Dicts keep insertion order: drop the oldest entries (and some slack, so
+            # that this is not paid on every batch once full).
+            drop = excess + self.entries // 2
+            for key in list(itertools.islice(self.marks, drop)):
+                del self.marks[key]
+
+    def clear(self) -> None:
+        self.marks.clear()
+        self._version = None
+
+
 class _Tx:
     """One transaction (BEGIN IMMEDIATE: the only writer). A batch's marks are read with a
-    few queries, kept here, and written with one ``executemany`` before the commit; its
-    records are inserted with one ``executemany`` too: per-statement overhead, not SQLite,
-    was most of the time per point."""
+    few queries (or found in the cache), kept here, and written with one ``executemany``
+    before the commit; its records are inserted with one ``executemany`` too:
+    per-statement overhead, not SQLite, was most of the time per point."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, cache: _MarkCache) -> None:
         self.conn = conn
+        self._cache = cache.marks
         # None: known to have no mark (a new stream).
-        self._marks: dict[tuple[str, int], tuple[int, int] | None] = {}
-        self._dirty: dict[tuple[str, int], tuple[int, int]] = {}
+        self._marks: dict[_Key, _Mark | None] = {}
+        self._dirty: dict[_Key, _Mark] = {}
+        # Marks read from the database in this transaction: current, so cacheable.
+        self.read: dict[_Key, _Mark] = {}
 
-    def prefetch(self, keys: Sequence[tuple[str, int]]) -> None:
+    def prefetch(self, keys: Sequence[_Key]) -> None:
         """Read the marks of ``keys`` (stream id, start) at once."""
         wanted = set(keys) - self._marks.keys()
+        cache = self._cache
+        if cache:
+            for key in [key for key in wanted if key in cache]:
+                self._marks[key] = cache[key]
+                wanted.discard(key)
         if not wanted:
             return
         for key in wanted:
@@ -60,7 +120,7 @@ class _Tx:
             for stream, start_ns, time_ns, value in rows:
                 key = (stream, int(start_ns))
                 if key in wanted:
-                    self._marks[key] = (int(time_ns), int(value))
+                    self._marks[key] = self.read[key] = (int(time_ns), int(value))
 
     def mark(self, stream_id: str, start_ns: int) -> tuple[int, int] | None:
         key = (stream_id, start_ns)
@@ -72,13 +132,16 @@ class _Tx:
         key = (stream_id, start_ns)
         self._marks[key] = self._dirty[key] = (time_ns, value)
 
-    def flush(self) -> None:
-        """Write the marks set in this transaction (before it commits)."""
+    def flush(self) -> dict[_Key, _Mark]:
+        """Write the marks set in this transaction (before it commits); returns every mark
+        this transaction knows as the database will hold it once committed."""
+        known = self.read | self._dirty
         if self._dirty:
             self.conn.executemany(
                 _UPSERT_MARK, [(*key, *self._dirty[key]) for key in sorted(self._dirty)]
             )
             self._dirty.clear()
+        return known
 
     def insert(self, records: Sequence[CostRecord]) -> list[CostRecord]:
         if not records:
@@ -115,10 +178,12 @@ class SQLiteLedger:
             )
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute(f"PRAGMA cache_size=-{_PAGE_CACHE_KIB}")
             self._migrate()
         except (sqlite3.Error, OSError) as exc:
             raise LedgerError(f"cannot open ledger {self.url}: {exc}") from exc
         self._lock = threading.Lock()
+        self._cache = _MarkCache(_MARK_CACHE_ENTRIES)
 
     def _migrate(self) -> None:
         conn = self._conn
@@ -155,16 +220,20 @@ class SQLiteLedger:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
-                tx = _Tx(conn)
+                self._cache.check(conn)
+                tx = _Tx(conn, self._cache)
                 yield tx
-                tx.flush()
+                marks = tx.flush()
                 conn.execute("COMMIT")
             except BaseException:
+                # Whether a failed COMMIT wrote anything is not known: forget every mark.
+                self._cache.clear()
                 # Also when COMMIT itself fails (disk full, I/O error): never leave the
                 # connection inside a transaction, or every later BEGIN would fail.
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+            self._cache.commit(marks)
 
     def records(
         self, since: datetime | None = None, until: datetime | None = None

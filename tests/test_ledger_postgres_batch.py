@@ -1,0 +1,122 @@
+"""The PostgreSQL ledger copies a batch's records (COPY into a temporary table of its
+connection) and locks its marks in one statement (issue 15): each record written once,
+whatever its text, however the transactions around it end."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+
+from _points import BASE_ATTRS
+from otel_tokens import semconv as sc
+from otel_tokens.ledger import Ledger, open_ledger
+from otel_tokens.metering import LedgerPricer, TokenPoint
+from otel_tokens.records import stream_id
+
+T0 = 1_767_225_600 * 10**9  # 2026-01-01T00:00:00Z
+MIN = 60 * 10**9
+
+
+@pytest.fixture
+def ledger(pg_url: str) -> Iterator[Ledger]:
+    opened = open_ledger(pg_url)
+    yield opened
+    opened.close()
+
+
+def _export(streams: int, e: int, tenant: str = "t") -> list[TokenPoint]:
+    out = []
+    for s in range(streams):
+        attributes = {
+            **BASE_ATTRS,
+            sc.BILLING_TOKEN_BUCKET: "input",
+            sc.BILLING_TENANT_ID: f"{tenant}{s}",
+        }
+        sid = stream_id({"attributes": attributes, "metric": sc.METRIC_BILLING_TOKENS})
+        out.append(TokenPoint(sid, attributes, {}, T0, T0 + e * MIN, 100 * e, True))
+    return out
+
+
+def test_any_text_round_trips_through_copy(ledger: Ledger) -> None:
+    """COPY's text format escapes tabs, newlines, backslashes and its NULL marker."""
+    tenant = 'a\tb\nc\\d \\N é "q" ,;'
+    records = LedgerPricer(ledger).ingest(_export(3, 1, tenant=tenant)).records
+    assert len(records) == 3
+    stored = sorted(ledger.records(), key=lambda r: r.id)
+    assert stored == sorted(records, key=lambda r: r.id)
+    assert {r.tenant for r in stored} == {f"{tenant}{s}" for s in range(3)}
+
+
+def test_of_records_sharing_an_id_in_a_batch_the_first_is_written(ledger: Ledger) -> None:
+    record = LedgerPricer(ledger).record(_export(1, 1)[0], T0, 100)
+    other = replace(record, feature="second")  # same usage, so the same id
+    assert other.id == record.id
+    with ledger.transaction() as tx:
+        assert tx.insert([record, other]) == [record]
+    assert [r.feature for r in ledger.records()] == [record.feature]
+
+
+def test_two_inserts_in_one_transaction_write_each_record_once(ledger: Ledger) -> None:
+    pricer = LedgerPricer(ledger)
+    first = [pricer.record(p, T0, 100) for p in _export(4, 1)]
+    second = [pricer.record(p, T0, 100) for p in _export(4, 1, tenant="u")]
+    with ledger.transaction() as tx:
+        assert tx.insert(first) == first
+        assert tx.insert(second + first[:1]) == second
+    assert ledger.count() == 8
+
+
+def test_a_rolled_back_first_batch_does_not_break_the_next(ledger: Ledger) -> None:
+    """The staging table created in a transaction that rolls back is gone with it."""
+    pricer = LedgerPricer(ledger)
+    records = [pricer.record(p, T0, 100) for p in _export(3, 1)]
+    with pytest.raises(RuntimeError), ledger.transaction() as tx:
+        tx.insert(records)
+        raise RuntimeError("rolled back")
+    assert ledger.count() == 0
+    with ledger.transaction() as tx:
+        assert tx.insert(records) == records
+    assert ledger.count() == 3
+
+
+def test_a_session_that_lost_its_temporary_tables_still_writes(ledger: Ledger) -> None:
+    """A pooler resetting the session (DISCARD) between two batches: the staging table is
+    made again, not assumed."""
+    pricer = LedgerPricer(ledger)
+    assert len(pricer.ingest(_export(5, 1)).records) == 5
+    ledger._conn.execute("DISCARD TEMP")  # type: ignore[attr-defined]
+    assert len(pricer.ingest(_export(5, 2)).records) == 5
+    assert ledger.count() == 10
+
+
+def test_marks_are_locked_in_one_statement_and_records_copied(ledger: Ledger) -> None:
+    """What the server did for one batch, as its own command tags in libpq's trace: marks
+    created or locked by one upsert (no separate SELECT ... FOR UPDATE), records copied."""
+    pricer = LedgerPricer(ledger)
+    pricer.ingest(_export(200, 1))
+    conn = ledger._conn  # type: ignore[attr-defined]
+    with tempfile.TemporaryFile("w+") as trace:
+        conn.pgconn.trace(trace.fileno())
+        result = pricer.ingest(_export(200, 2))
+        conn.pgconn.untrace()
+        os.fsync(trace.fileno())
+        trace.seek(0)
+        # Lines: time, F (from us) or B (from the server), length, message, its fields.
+        fields = [line.rstrip("\n").split("\t") for line in trace]
+    done = [f[4].strip(' "') for f in fields if len(f) > 4 and f[3] == "CommandComplete"]
+    assert len(result.records) == 200
+    # BEGIN, the marks (all 200 exist: each locked by the upsert), the staging table (there
+    # already: a lookup), the COPY, the records' INSERT, the marks written, COMMIT.
+    assert done == [
+        "BEGIN",
+        "INSERT 0 200",
+        "CREATE TABLE",
+        "COPY 200",
+        "INSERT 0 200",
+        "INSERT 0 200",
+        "COMMIT",
+    ]
