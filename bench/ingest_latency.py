@@ -1,0 +1,574 @@
+"""The pricing collector's acknowledgement latency at a fixed offered rate, over OTLP/HTTP and
+OTLP/gRPC, and its memory over many exports of 100,000 series (issue 15).
+
+The workload, the collector process and the ledger checks are ``ingest.py``'s (cumulative
+``gen_ai.billing.tokens`` points of N series over 10 resources, pre-encoded; the collector as
+its own process; the ledger's records, quantity and stream marks checked exact afterwards).
+
+* **max**: the closed-loop throughput of the same collector on the same ledger, as
+  ``ingest.py`` measures it (10k series x 3 exports, requests of <= 5000 points, 2 keep-alive
+  connections, one export round at a time): ``ingest.measure`` for OTLP/HTTP, the same loop
+  over gRPC channels for OTLP/gRPC.
+* **latency** (open loop): requests of ``--points-per-request`` points, each due at a fixed
+  time so that the points arrive at the offered rate (``--rate`` points/s, or ``--load``
+  fractions of the max just measured: 0.5 is half load), sent by ``--connections`` clients,
+  each with its own connection, the first free one taking the next due request. A request is
+  timed from when it was due (not when a free client sent it: a late send is latency too)
+  to its answer; ``service`` is from its actual send. Answers 503 / UNAVAILABLE are retried
+  after the server's hint, as the SDKs do, and counted; the latency then includes the retry.
+* **memory**: ``--memory-series`` series (100k) exported ``--memory-rounds`` times (10) in
+  closed loop over HTTP; the collector's VmRSS after each round. Flat means the growth over
+  the last half of the rounds is under 2% (or 2 MiB).
+
+gRPC uses grpcio's generic client: ``channel.unary_unary`` on ``MetricsService/Export`` (the
+method ``MetricsServiceStub`` calls) with the pre-encoded bodies as they are, one channel per
+client with its own subchannel pool (its own TCP connection).
+
+    python bench/ingest_latency.py --quick          # both ledgers and transports, < 2 min
+    python bench/ingest_latency.py                  # 10 and 50% of max, 50 and 500 points
+    python bench/ingest_latency.py --rate 2500 --parts latency --ledgers sqlite
+    python bench/ingest_latency.py --json out.json  # also write JSON ('-': stdout)
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import math
+import os
+import queue
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+import ingest  # the workload, the collector process and the ledgers of the ingest benchmark
+from _report import write_json
+
+EXPORT = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
+LATE_S = 0.005  # a request sent this long after it was due counts as sent late
+
+
+# --- clients: one connection each, send() until acknowledged -----------------------------
+@dataclass(frozen=True, slots=True)
+class Answer:
+    code: str  # "200", "503", "OK", "UNAVAILABLE", ...
+    body: bytes
+    retry_after: float | None  # set when the answer asks for a retry
+
+
+class HttpClient:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        self.conn.connect()
+
+    def send(self, body: bytes) -> Answer:
+        self.conn.request(
+            "POST", "/v1/metrics", body=body, headers={"Content-Type": "application/x-protobuf"}
+        )
+        resp = self.conn.getresponse()
+        data = resp.read()
+        if resp.getheader("Connection", "").lower() == "close":
+            self.conn.close()  # http.client reconnects on the next request
+        retry = None
+        if resp.status == 503:
+            retry = float(resp.getheader("Retry-After") or 1)
+        return Answer(str(resp.status), data, retry)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class GrpcClient:
+    def __init__(self, port: int) -> None:
+        import grpc
+
+        self._grpc = grpc
+        self.channel = grpc.insecure_channel(
+            f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]
+        )
+        grpc.channel_ready_future(self.channel).result(timeout=10)
+        # No serializers: the bodies are already encoded ExportMetricsServiceRequests.
+        self.export = self.channel.unary_unary(EXPORT)
+
+    def send(self, body: bytes) -> Answer:
+        g = self._grpc
+        try:
+            data = self.export(body, timeout=120)
+        except g.RpcError as exc:
+            code = exc.code()  # type: ignore[attr-defined]
+            retry = 1.0 if code == g.StatusCode.UNAVAILABLE else None
+            for key, value in exc.trailing_metadata() or ():  # type: ignore[attr-defined]
+                if key == "google.rpc.retryinfo-bin" and retry is not None:
+                    from google.rpc.error_details_pb2 import RetryInfo
+
+                    info = RetryInfo.FromString(value)
+                    retry = info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+            return Answer(code.name, b"", retry)
+        return Answer("OK", data, None)
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def client_factory(transport: str, collector: ingest.CollectorProcess) -> Callable[[], Any]:
+    if transport == "grpc":
+        return lambda: GrpcClient(collector.grpc_port)
+    return lambda: HttpClient(collector.port)
+
+
+def deliver(client: Any, body: bytes) -> tuple[Answer, int]:
+    """Send until the answer is not a retry request; (last answer, retries)."""
+    retries = 0
+    while True:
+        answer = client.send(body)
+        if answer.retry_after is None:
+            return answer, retries
+        retries += 1
+        time.sleep(answer.retry_after)
+
+
+def answer_problems(answers: list[Answer]) -> list[str]:
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceResponse,
+    )
+
+    problems = []
+    codes = Counter(a.code for a in answers)
+    if set(codes) - {"200", "OK"}:
+        problems.append(f"answers by status: {dict(codes)}")
+    rejected = sum(
+        ExportMetricsServiceResponse.FromString(a.body).partial_success.rejected_data_points
+        for a in answers
+        if a.body
+    )
+    if rejected:
+        problems.append(f"{rejected} points rejected")
+    return problems
+
+
+# --- a collector and its ledger for one measurement ----------------------------------------
+@dataclass
+class Session:
+    backend: str
+    collector: ingest.CollectorProcess
+    url: str
+    warm_records: int
+    warm_quantity: int
+    new_client: Callable[[], Any]
+
+    def check(self, w: ingest.Workload) -> list[str]:
+        """Stop the collector, then compare the ledger with what ``w`` implies."""
+        problems = []
+        code = self.collector.stop()
+        if code != 0:
+            problems.append(f"collector exited with {code}")
+        n, quantity, _, marks = ingest.ledger_totals(self.url)
+        if n - self.warm_records != w.expected_records:
+            problems.append(
+                f"ledger has {n - self.warm_records} records, expected {w.expected_records}"
+            )
+        if quantity - self.warm_quantity != w.expected_quantity:
+            problems.append(
+                f"ledger quantity {quantity - self.warm_quantity}, expected {w.expected_quantity}"
+            )
+        if marks - len(ingest.shapes()) != w.series:
+            problems.append(f"{marks - len(ingest.shapes())} stream marks for {w.series} series")
+        if problems:
+            problems.append("collector log tail: " + self.collector.log_text()[-1000:])
+        return problems
+
+
+@contextmanager
+def session(backend: str, transport: str, seed: int) -> Iterator[Session]:
+    """A new ledger and collector, warmed up by one request of series of their own."""
+    with (
+        tempfile.TemporaryDirectory(prefix="otel-tokens-latency-") as tmp,
+        ingest.ledger_url(backend, Path(tmp)) as url,
+    ):
+        collector = ingest.CollectorProcess(url, Path(tmp), grpc=transport == "grpc").start()
+        try:
+            new_client = client_factory(transport, collector)
+            body, records, quantity = ingest.warmup_body(seed)
+            client = new_client()
+            answer, _ = deliver(client, body)
+            client.close()
+            if problems := answer_problems([answer]):
+                raise RuntimeError(f"warm-up failed: {problems}")
+            yield Session(backend, collector, url, records, quantity, new_client)
+        finally:
+            collector.close()
+
+
+# --- max: closed loop ----------------------------------------------------------------------
+def grpc_max(
+    backend: str, w: ingest.Workload, concurrency: int, seed: int
+) -> tuple[float, list[str]]:
+    """``ingest.measure``'s loop over gRPC: one export round at a time, ``concurrency``
+    channels taking bodies from one queue. (points/s, problems)."""
+    with session(backend, "grpc", seed) as s:
+        clients = [s.new_client() for _ in range(concurrency)]
+        answers: list[Answer] = []
+        lock = threading.Lock()
+
+        def worker(client: Any, work: queue.SimpleQueue[bytes | None]) -> None:
+            got = []
+            while (body := work.get()) is not None:
+                got.append(deliver(client, body)[0])
+            with lock:
+                answers.extend(got)
+
+        t0 = time.perf_counter()
+        for bodies in w.bodies:
+            work: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+            for body in bodies:
+                work.put(body)
+            for _ in clients:
+                work.put(None)
+            threads = [threading.Thread(target=worker, args=(c, work)) for c in clients]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        seconds = time.perf_counter() - t0
+        for c in clients:
+            c.close()
+        problems = answer_problems(answers) + s.check(w)
+    return w.points / seconds, problems
+
+
+def max_rate(backend: str, transport: str, series: int, seed: int) -> tuple[float, list[str]]:
+    w = ingest.build(series, 3, 5000, 10, seed)
+    if transport == "http":
+        r = ingest.measure(backend, w, 2, None, seed)
+        return r.points_per_s, r.problems
+    return grpc_max(backend, w, 2, seed)
+
+
+# --- latency: open loop --------------------------------------------------------------------
+@dataclass
+class Latency:
+    backend: str
+    transport: str
+    max_points_per_s: float | None
+    offered_points_per_s: float
+    points_per_request: int
+    connections: int
+    requests: int
+    points: int
+    seconds: float
+    achieved_points_per_s: float
+    ms: dict[str, float]  # from due time: p50, p95, p99, max
+    service_ms: dict[str, float]  # from the actual send
+    sent_late: int
+    retries: int
+    collector_cpu_pct: float
+    problems: list[str] = field(default_factory=list)
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    v = sorted(values)
+
+    def at(p: float) -> float:
+        return v[max(0, math.ceil(p * len(v)) - 1)] * 1000
+
+    return {"p50": at(0.5), "p95": at(0.95), "p99": at(0.99), "max": v[-1] * 1000}
+
+
+def open_loop(
+    s: Session, w: ingest.Workload, rate: float, connections: int
+) -> tuple[list[tuple[float, float, float]], list[Answer], int, float]:
+    """Send every body at its due time; ([(due, sent, done)], answers, retries, seconds)."""
+    schedule, due = [], 0.0
+    step = w.points_per_round / len(w.bodies[0]) / rate  # requests of a round are near equal
+    for bodies in w.bodies:
+        for body in bodies:
+            schedule.append((due, body))
+            due += step
+    clients = [s.new_client() for _ in range(connections)]
+    items = iter(schedule)
+    lock = threading.Lock()
+    timings: list[tuple[float, float, float]] = []
+    answers: list[Answer] = []
+    retries = 0
+    t0 = time.perf_counter() + 0.1
+
+    def worker(client: Any) -> None:
+        nonlocal retries
+        got, sent_again = [], 0
+        while True:
+            with lock:
+                item = next(items, None)
+            if item is None:
+                break
+            offset, body = item
+            if (wait := t0 + offset - time.perf_counter()) > 0:
+                time.sleep(wait)
+            sent = time.perf_counter()
+            answer, n = deliver(client, body)
+            got.append((t0 + offset, sent, time.perf_counter(), answer))
+            sent_again += n
+        with lock:
+            timings.extend((d, st, dn) for d, st, dn, _ in got)
+            answers.extend(a for *_, a in got)
+            retries += sent_again
+
+    threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = max(dn for _, _, dn in timings) - t0
+    for c in clients:
+        c.close()
+    return timings, answers, retries, seconds
+
+
+def latency(
+    backend: str,
+    transport: str,
+    rate: float,
+    max_rate_: float | None,
+    per_request: int,
+    connections: int,
+    run_seconds: float,
+    series: int,
+    seed: int,
+) -> Latency:
+    exports = max(2, math.ceil(rate * run_seconds / series))
+    w = ingest.build(series, exports, per_request, 10, seed)
+    with session(backend, transport, seed) as s:
+        cpu0 = ingest.cpu_seconds(s.collector.pid)
+        timings, answers, retries, seconds = open_loop(s, w, rate, connections)
+        cpu = ingest.cpu_seconds(s.collector.pid) - cpu0
+        problems = answer_problems(answers) + s.check(w)
+    if len(answers) != w.requests:
+        problems.append(f"{len(answers)} answers for {w.requests} requests")
+    return Latency(
+        backend=backend,
+        transport=transport,
+        max_points_per_s=max_rate_,
+        offered_points_per_s=rate,
+        points_per_request=round(w.points / w.requests),
+        connections=connections,
+        requests=w.requests,
+        points=w.points,
+        seconds=seconds,
+        achieved_points_per_s=w.points / seconds,
+        ms=percentiles([dn - d for d, _, dn in timings]),
+        service_ms=percentiles([dn - st for _, st, dn in timings]),
+        sent_late=sum(1 for d, st, _ in timings if st - d > LATE_S),
+        retries=retries,
+        collector_cpu_pct=100 * cpu / seconds,
+        problems=problems,
+    )
+
+
+# --- memory: many exports of many series ---------------------------------------------------
+@dataclass
+class Memory:
+    backend: str
+    series: int
+    rounds: int
+    points_per_s: float
+    rss_ready_mib: float
+    rss_mib: list[float]  # after each round
+    peak_rss_mib: float
+    growth_last_half_mib: float
+    flat: bool
+    problems: list[str] = field(default_factory=list)
+
+
+def memory(backend: str, series: int, rounds: int, seed: int) -> Memory:
+    w = ingest.build(series, rounds, 5000, 10, seed)
+    with session(backend, "http", seed) as s:
+        pid = s.collector.pid
+        ready = ingest.proc_status(pid)["VmRSS"] / 1024
+        sender = ingest.Sender(s.collector.port, 2)
+        rss = []
+        t0 = time.perf_counter()
+        for bodies in w.bodies:
+            sender.round(bodies)
+            rss.append(ingest.proc_status(pid)["VmRSS"] / 1024)
+        seconds = time.perf_counter() - t0
+        peak = ingest.proc_status(pid)["VmHWM"] / 1024
+        sender.close()
+        problems = ingest.check_answers(sender.answers) + s.check(w)
+    half = rss[len(rss) // 2 - 1] if len(rss) > 1 else rss[0]
+    growth = rss[-1] - half
+    return Memory(
+        backend=backend,
+        series=series,
+        rounds=rounds,
+        points_per_s=w.points / seconds,
+        rss_ready_mib=ready,
+        rss_mib=rss,
+        peak_rss_mib=peak,
+        growth_last_half_mib=growth,
+        flat=growth < max(2.0, 0.02 * half),
+        problems=problems,
+    )
+
+
+# --- output --------------------------------------------------------------------------------
+def loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+LAT_HEADER = (
+    f"{'ledger':<10} {'via':<4} {'max p/s':>7} {'offered':>7} {'achieved':>8} {'pts/req':>7} "
+    f"{'conns':>5} {'requests':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>7} "
+    f"{'svc p99':>7} {'late':>5} {'retry':>5} {'CPU %':>5}  load  check"
+)
+
+
+def lat_row(r: Latency) -> str:
+    m = f"{r.max_points_per_s:>7.0f}" if r.max_points_per_s else f"{'-':>7}"
+    return (
+        f"{r.backend:<10} {r.transport:<4} {m} {r.offered_points_per_s:>7.0f} "
+        f"{r.achieved_points_per_s:>8.0f} {r.points_per_request:>7} {r.connections:>5} "
+        f"{r.requests:>8} {r.ms['p50']:>7.1f} {r.ms['p95']:>7.1f} {r.ms['p99']:>7.1f} "
+        f"{r.ms['max']:>7.1f} {r.service_ms['p99']:>7.1f} {r.sent_late:>5} {r.retries:>5} "
+        f"{r.collector_cpu_pct:>5.0f}  {os.getloadavg()[0]:4.1f}  "
+        f"{'ok' if not r.problems else 'FAILED'}"
+    )
+
+
+def mem_row(m: Memory) -> str:
+    rounds = " ".join(f"{x:.0f}" for x in m.rss_mib)
+    return (
+        f"{m.backend:<10} {m.series:>7} {m.rounds:>6} {m.points_per_s:>8.0f} "
+        f"{m.rss_ready_mib:>6.1f} [{rounds}] peak {m.peak_rss_mib:.1f} "
+        f"last half {m.growth_last_half_mib:+.1f} MiB: {'flat' if m.flat else 'GROWING'}  "
+        f"load {os.getloadavg()[0]:.1f}  {'ok' if not m.problems else 'FAILED'}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a short run of each part (< 2 min)")
+    parser.add_argument(
+        "--parts", nargs="+", choices=("latency", "memory"), default=["latency", "memory"]
+    )
+    parser.add_argument(
+        "--ledgers", nargs="+", choices=("sqlite", "postgresql"), default=["sqlite", "postgresql"]
+    )
+    parser.add_argument(
+        "--transports", nargs="+", choices=("http", "grpc"), default=["http", "grpc"]
+    )
+    parser.add_argument("--rate", type=float, nargs="+", help="offered points/s (no max run)")
+    parser.add_argument(
+        "--load", type=float, nargs="+", help="offered rate as fractions of the max (0.5)"
+    )
+    parser.add_argument("--points-per-request", type=int, nargs="+", help="(50; full: 50 500)")
+    parser.add_argument("--connections", type=int, default=8, help="clients sending (8)")
+    parser.add_argument("--seconds", type=float, help="length of a latency run (quick 8, 30)")
+    parser.add_argument("--series", type=int, help="series of a latency run (quick 5k, 10k)")
+    parser.add_argument("--max-series", type=int, help="series of the max run (quick 5k, 10k)")
+    parser.add_argument("--memory-series", type=int, help="(quick 20k, 100k)")
+    parser.add_argument("--memory-rounds", type=int, help="exports of each series (quick 5, 10)")
+    parser.add_argument("--seed", type=int, default=20260101)
+    parser.add_argument("--json", metavar="PATH", help="also write JSON to PATH ('-': stdout)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    loads = args.load or ([0.5] if quick else [0.1, 0.5])
+    sizes = args.points_per_request or ([50] if quick else [50, 500])
+    run_seconds = args.seconds or (8.0 if quick else 30.0)
+    lat_series = args.series or (5000 if quick else 10_000)
+    max_series = args.max_series or (5000 if quick else 10_000)
+    mem_series = args.memory_series or (20_000 if quick else 100_000)
+    mem_rounds = args.memory_rounds or (5 if quick else 10)
+
+    ledgers = list(args.ledgers)
+    if "postgresql" in ledgers and (reason := ingest.pg_available()):
+        print(f"PostgreSQL not measured: {reason}", file=sys.stderr)
+        ledgers.remove("postgresql")
+    out = sys.stderr if args.json == "-" else sys.stdout
+    info = ingest.machine("postgresql" in ledgers)
+    print(
+        f"# {info['nproc']} CPU, Python {info['python']}, SQLite {info['sqlite']}, "
+        f"PostgreSQL {info['postgresql'] or '-'}, load average {loadavg()}",
+        file=out,
+        flush=True,
+    )
+    started = time.perf_counter()
+    lats: list[Latency] = []
+    mems: list[Memory] = []
+    maxima: dict[str, dict[str, Any]] = {}
+    if "latency" in args.parts:
+        print(
+            f"# open loop: {args.connections} clients, {run_seconds:.0f} s per run, "
+            f"{lat_series} series; latency from each request's due time (svc: from its send)",
+            file=out,
+        )
+        print(LAT_HEADER, file=out, flush=True)
+        for backend in ledgers:
+            for transport in args.transports:
+                rates: list[tuple[float, float | None]] = []
+                if args.rate:
+                    rates = [(r, None) for r in args.rate]
+                else:
+                    top, problems = max_rate(backend, transport, max_series, args.seed)
+                    maxima[f"{backend}/{transport}"] = {
+                        "points_per_s": top,
+                        "loadavg": os.getloadavg(),
+                        "problems": problems,
+                    }
+                    for p in problems:
+                        print(f"    ! max run: {p}", file=out)
+                    rates = [(f * top, top) for f in loads]
+                for rate, top_ in rates:
+                    for size in sizes:
+                        r = latency(
+                            backend,
+                            transport,
+                            rate,
+                            top_,
+                            size,
+                            args.connections,
+                            run_seconds,
+                            lat_series,
+                            args.seed,
+                        )
+                        lats.append(r)
+                        print(lat_row(r), file=out, flush=True)
+                        for p in r.problems:
+                            print(f"    ! {p}", file=out)
+    if "memory" in args.parts:
+        print(
+            f"# memory: {mem_series} series x {mem_rounds} exports over HTTP, VmRSS (MiB) "
+            "after each export round",
+            file=out,
+        )
+        print(f"{'ledger':<10} {'series':>7} {'rounds':>6} {'points/s':>8} {'ready':>6}", file=out)
+        for backend in ledgers:
+            m = memory(backend, mem_series, mem_rounds, args.seed)
+            mems.append(m)
+            print(mem_row(m), file=out, flush=True)
+            for p in m.problems:
+                print(f"    ! {p}", file=out)
+    print(f"# total {time.perf_counter() - started:.0f} s, load average now {loadavg()}", file=out)
+    write_json(
+        args.json,
+        {
+            "machine": info,
+            "settings": {k: v for k, v in vars(args).items() if k != "json"},
+            "max": maxima,
+            "latency": [asdict(r) for r in lats],
+            "memory": [asdict(m) for m in mems],
+        },
+    )
+    ok = all(not r.problems for r in lats) and all(not m.problems for m in mems)
+    return 0 if ok and all(not m["problems"] for m in maxima.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
