@@ -211,9 +211,9 @@ def session(backend: str, transport: str, seed: int) -> Iterator[Session]:
 # --- max: closed loop ----------------------------------------------------------------------
 def grpc_max(
     backend: str, w: ingest.Workload, concurrency: int, seed: int
-) -> tuple[float, list[str]]:
+) -> tuple[float, float, list[str]]:
     """``ingest.measure``'s loop over gRPC: one export round at a time, ``concurrency``
-    channels taking bodies from one queue. (points/s, problems)."""
+    channels taking bodies from one queue. (points/s, collector CPU s, problems)."""
     with session(backend, "grpc", seed) as s:
         clients = [s.new_client() for _ in range(concurrency)]
         answers: list[Answer] = []
@@ -226,6 +226,7 @@ def grpc_max(
             with lock:
                 answers.extend(got)
 
+        cpu0 = ingest.cpu_seconds(s.collector.pid)
         t0 = time.perf_counter()
         for bodies in w.bodies:
             work: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
@@ -239,18 +240,30 @@ def grpc_max(
             for t in threads:
                 t.join()
         seconds = time.perf_counter() - t0
+        cpu = ingest.cpu_seconds(s.collector.pid) - cpu0
         for c in clients:
             c.close()
         problems = answer_problems(answers) + s.check(w)
-    return w.points / seconds, problems
+    return w.points / seconds, cpu, problems
 
 
-def max_rate(backend: str, transport: str, series: int, seed: int) -> tuple[float, list[str]]:
-    w = ingest.build(series, 3, 5000, 10, seed)
+def max_rate(
+    backend: str, transport: str, series: int, batch: int, concurrency: int, seed: int
+) -> dict[str, Any]:
+    """The closed-loop max: points/s, the collector's CPU per point, problems."""
+    w = ingest.build(series, 3, batch, 10, seed)
     if transport == "http":
-        r = ingest.measure(backend, w, 2, None, seed)
-        return r.points_per_s, r.problems
-    return grpc_max(backend, w, 2, seed)
+        r = ingest.measure(backend, w, concurrency, None, seed)
+        rate, cpu, problems = r.points_per_s, r.collector_cpu_s, r.problems
+    else:
+        rate, cpu, problems = grpc_max(backend, w, concurrency, seed)
+    return {
+        "points_per_s": rate,
+        "cpu_us_per_point": cpu / w.points * 1e6,
+        "points_per_request": round(w.points / w.requests),
+        "loadavg": os.getloadavg(),
+        "problems": problems,
+    }
 
 
 # --- latency: open loop --------------------------------------------------------------------
@@ -271,6 +284,7 @@ class Latency:
     sent_late: int
     retries: int
     collector_cpu_pct: float
+    cpu_us_per_point: float
     problems: list[str] = field(default_factory=list)
 
 
@@ -368,6 +382,7 @@ def latency(
         sent_late=sum(1 for d, st, _ in timings if st - d > LATE_S),
         retries=retries,
         collector_cpu_pct=100 * cpu / seconds,
+        cpu_us_per_point=cpu / w.points * 1e6,
         problems=problems,
     )
 
@@ -426,7 +441,7 @@ def loadavg() -> str:
 LAT_HEADER = (
     f"{'ledger':<10} {'via':<4} {'max p/s':>7} {'offered':>7} {'achieved':>8} {'pts/req':>7} "
     f"{'conns':>5} {'requests':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>7} "
-    f"{'svc p99':>7} {'late':>5} {'retry':>5} {'CPU %':>5}  load  check"
+    f"{'svc p99':>7} {'late':>5} {'retry':>5} {'CPU %':>5} {'µs/pt':>5}  load  check"
 )
 
 
@@ -437,7 +452,7 @@ def lat_row(r: Latency) -> str:
         f"{r.achieved_points_per_s:>8.0f} {r.points_per_request:>7} {r.connections:>5} "
         f"{r.requests:>8} {r.ms['p50']:>7.1f} {r.ms['p95']:>7.1f} {r.ms['p99']:>7.1f} "
         f"{r.ms['max']:>7.1f} {r.service_ms['p99']:>7.1f} {r.sent_late:>5} {r.retries:>5} "
-        f"{r.collector_cpu_pct:>5.0f}  {os.getloadavg()[0]:4.1f}  "
+        f"{r.collector_cpu_pct:>5.0f} {r.cpu_us_per_point:>5.0f}  {os.getloadavg()[0]:4.1f}  "
         f"{'ok' if not r.problems else 'FAILED'}"
     )
 
@@ -473,8 +488,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, help="length of a latency run (quick 8, 30)")
     parser.add_argument("--series", type=int, help="series of a latency run (quick 5k, 10k)")
     parser.add_argument("--max-series", type=int, help="series of the max run (quick 5k, 10k)")
-    parser.add_argument("--memory-series", type=int, help="(quick 20k, 100k)")
-    parser.add_argument("--memory-rounds", type=int, help="exports of each series (quick 5, 10)")
+    parser.add_argument(
+        "--max-points-per-request",
+        type=int,
+        default=5000,
+        help="request size of the max run (5000, ingest.py's --batch)",
+    )
+    parser.add_argument(
+        "--max-connections", type=int, default=2, help="connections of the max run (2)"
+    )
+    parser.add_argument("--memory-series", type=int, help="(quick 10k, 100k)")
+    parser.add_argument("--memory-rounds", type=int, help="exports of each series (quick 4, 10)")
     parser.add_argument("--seed", type=int, default=20260101)
     parser.add_argument("--json", metavar="PATH", help="also write JSON to PATH ('-': stdout)")
     args = parser.parse_args(argv)
@@ -484,8 +508,8 @@ def main(argv: list[str] | None = None) -> int:
     run_seconds = args.seconds or (8.0 if quick else 30.0)
     lat_series = args.series or (5000 if quick else 10_000)
     max_series = args.max_series or (5000 if quick else 10_000)
-    mem_series = args.memory_series or (20_000 if quick else 100_000)
-    mem_rounds = args.memory_rounds or (5 if quick else 10)
+    mem_series = args.memory_series or (10_000 if quick else 100_000)
+    mem_rounds = args.memory_rounds or (4 if quick else 10)
 
     ledgers = list(args.ledgers)
     if "postgresql" in ledgers and (reason := ingest.pg_available()):
@@ -516,13 +540,23 @@ def main(argv: list[str] | None = None) -> int:
                 if args.rate:
                     rates = [(r, None) for r in args.rate]
                 else:
-                    top, problems = max_rate(backend, transport, max_series, args.seed)
-                    maxima[f"{backend}/{transport}"] = {
-                        "points_per_s": top,
-                        "loadavg": os.getloadavg(),
-                        "problems": problems,
-                    }
-                    for p in problems:
+                    m = max_rate(
+                        backend,
+                        transport,
+                        max_series,
+                        args.max_points_per_request,
+                        args.max_connections,
+                        args.seed,
+                    )
+                    maxima[f"{backend}/{transport}"] = m
+                    top = m["points_per_s"]
+                    print(
+                        f"  (max {backend}/{transport}: {top:.0f} points/s in requests of "
+                        f"{m['points_per_request']} points, {m['cpu_us_per_point']:.0f} µs of "
+                        f"collector CPU per point, load {m['loadavg'][0]:.1f})",
+                        file=out,
+                    )
+                    for p in m["problems"]:
                         print(f"    ! max run: {p}", file=out)
                     rates = [(f * top, top) for f in loads]
                 for rate, top_ in rates:
