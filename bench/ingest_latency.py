@@ -56,6 +56,20 @@ EXPORT = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
 LATE_S = 0.005  # a request sent this long after it was due counts as sent late
 
 
+def pressure() -> dict[str, float]:
+    """Seconds some task waited for a CPU and for I/O since boot (Linux PSI, "some"), or {}:
+    over a run, the share of its time during which the machine was short of either."""
+    out = {}
+    for kind in ("cpu", "io"):
+        try:
+            with open(f"/proc/pressure/{kind}") as f:
+                some = f.readline().split()
+        except OSError:
+            return {}
+        out[kind] = int(some[-1].partition("=")[2]) / 1e6
+    return out
+
+
 # --- clients: one connection each, send() until acknowledged -----------------------------
 @dataclass(frozen=True, slots=True)
 class Answer:
@@ -285,6 +299,9 @@ class Latency:
     retries: int
     collector_cpu_pct: float
     cpu_us_per_point: float
+    # % of the run during which some task waited for a CPU / for I/O (PSI; -1: unknown)
+    cpu_pressure_pct: float
+    io_pressure_pct: float
     problems: list[str] = field(default_factory=list)
 
 
@@ -360,9 +377,9 @@ def latency(
     exports = max(2, math.ceil(rate * run_seconds / series))
     w = ingest.build(series, exports, per_request, 10, seed)
     with session(backend, transport, seed) as s:
-        cpu0 = ingest.cpu_seconds(s.collector.pid)
+        cpu0, psi0 = ingest.cpu_seconds(s.collector.pid), pressure()
         timings, answers, retries, seconds = open_loop(s, w, rate, connections)
-        cpu = ingest.cpu_seconds(s.collector.pid) - cpu0
+        cpu, psi1 = ingest.cpu_seconds(s.collector.pid) - cpu0, pressure()
         problems = answer_problems(answers) + s.check(w)
     if len(answers) != w.requests:
         problems.append(f"{len(answers)} answers for {w.requests} requests")
@@ -383,6 +400,8 @@ def latency(
         retries=retries,
         collector_cpu_pct=100 * cpu / seconds,
         cpu_us_per_point=cpu / w.points * 1e6,
+        cpu_pressure_pct=100 * (psi1["cpu"] - psi0["cpu"]) / seconds if psi0 else -1,
+        io_pressure_pct=100 * (psi1["io"] - psi0["io"]) / seconds if psi0 else -1,
         problems=problems,
     )
 
@@ -441,7 +460,8 @@ def loadavg() -> str:
 LAT_HEADER = (
     f"{'ledger':<10} {'via':<4} {'max p/s':>7} {'offered':>7} {'achieved':>8} {'pts/req':>7} "
     f"{'conns':>5} {'requests':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>7} "
-    f"{'svc p99':>7} {'late':>5} {'retry':>5} {'CPU %':>5} {'µs/pt':>5}  load  check"
+    f"{'svc p99':>7} {'late':>5} {'retry':>5} {'CPU %':>5} {'µs/pt':>5} {'psi c':>5} "
+    f"{'psi i':>5}  load  check"
 )
 
 
@@ -452,7 +472,8 @@ def lat_row(r: Latency) -> str:
         f"{r.achieved_points_per_s:>8.0f} {r.points_per_request:>7} {r.connections:>5} "
         f"{r.requests:>8} {r.ms['p50']:>7.1f} {r.ms['p95']:>7.1f} {r.ms['p99']:>7.1f} "
         f"{r.ms['max']:>7.1f} {r.service_ms['p99']:>7.1f} {r.sent_late:>5} {r.retries:>5} "
-        f"{r.collector_cpu_pct:>5.0f} {r.cpu_us_per_point:>5.0f}  {os.getloadavg()[0]:4.1f}  "
+        f"{r.collector_cpu_pct:>5.0f} {r.cpu_us_per_point:>5.0f} {r.cpu_pressure_pct:>5.0f} "
+        f"{r.io_pressure_pct:>5.0f}  {os.getloadavg()[0]:4.1f}  "
         f"{'ok' if not r.problems else 'FAILED'}"
     )
 
