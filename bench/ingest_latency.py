@@ -374,6 +374,8 @@ def latency(
     series: int,
     seed: int,
 ) -> Latency:
+    # At least 2 exports of each series in about ``run_seconds``: fewer series at low rates.
+    series = max(10 * per_request, min(series, int(rate * run_seconds / 2)))
     exports = max(2, math.ceil(rate * run_seconds / series))
     w = ingest.build(series, exports, per_request, 10, seed)
     with session(backend, transport, seed) as s:
