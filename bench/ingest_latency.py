@@ -302,6 +302,7 @@ class Latency:
     # % of the run during which some task waited for a CPU / for I/O (PSI; -1: unknown)
     cpu_pressure_pct: float
     io_pressure_pct: float
+    loadavg: tuple[float, float, float]  # at the end of the run
     problems: list[str] = field(default_factory=list)
 
 
@@ -404,6 +405,7 @@ def latency(
         cpu_us_per_point=cpu / w.points * 1e6,
         cpu_pressure_pct=100 * (psi1["cpu"] - psi0["cpu"]) / seconds if psi0 else -1,
         io_pressure_pct=100 * (psi1["io"] - psi0["io"]) / seconds if psi0 else -1,
+        loadavg=os.getloadavg(),
         problems=problems,
     )
 
@@ -420,6 +422,7 @@ class Memory:
     peak_rss_mib: float
     growth_last_half_mib: float
     flat: bool
+    loadavg: tuple[float, float, float]  # at the end of the run
     problems: list[str] = field(default_factory=list)
 
 
@@ -450,6 +453,7 @@ def memory(backend: str, series: int, rounds: int, seed: int) -> Memory:
         peak_rss_mib=peak,
         growth_last_half_mib=growth,
         flat=growth < max(2.0, 0.02 * half),
+        loadavg=os.getloadavg(),
         problems=problems,
     )
 
@@ -475,7 +479,7 @@ def lat_row(r: Latency) -> str:
         f"{r.requests:>8} {r.ms['p50']:>7.1f} {r.ms['p95']:>7.1f} {r.ms['p99']:>7.1f} "
         f"{r.ms['max']:>7.1f} {r.service_ms['p99']:>7.1f} {r.sent_late:>5} {r.retries:>5} "
         f"{r.collector_cpu_pct:>5.0f} {r.cpu_us_per_point:>5.0f} {r.cpu_pressure_pct:>5.0f} "
-        f"{r.io_pressure_pct:>5.0f}  {os.getloadavg()[0]:4.1f}  "
+        f"{r.io_pressure_pct:>5.0f}  {r.loadavg[0]:4.1f}  "
         f"{'ok' if not r.problems else 'FAILED'}"
     )
 
@@ -486,7 +490,7 @@ def mem_row(m: Memory) -> str:
         f"{m.backend:<10} {m.series:>7} {m.rounds:>6} {m.points_per_s:>8.0f} "
         f"{m.rss_ready_mib:>6.1f} [{rounds}] peak {m.peak_rss_mib:.1f} "
         f"last half {m.growth_last_half_mib:+.1f} MiB: {'flat' if m.flat else 'GROWING'}  "
-        f"load {os.getloadavg()[0]:.1f}  {'ok' if not m.problems else 'FAILED'}"
+        f"load {m.loadavg[0]:.1f}  {'ok' if not m.problems else 'FAILED'}"
     )
 
 
