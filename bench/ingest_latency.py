@@ -20,9 +20,10 @@ its own process; the ledger's records, quantity and stream marks checked exact a
   closed loop over HTTP; the collector's VmRSS after each round. Flat means the growth over
   the last half of the rounds is under 2% (or 2 MiB).
 
-gRPC uses grpcio's generic client: ``channel.unary_unary`` on ``MetricsService/Export`` (the
-method ``MetricsServiceStub`` calls) with the pre-encoded bodies as they are, one channel per
-client with its own subchannel pool (its own TCP connection).
+The clients (``_otlp_clients.py``): an ``http.client`` keep-alive connection each, or a gRPC
+channel each (its own TCP connection) through grpcio's generic client, ``unary_unary`` on
+``MetricsService/Export`` (the method ``MetricsServiceStub`` calls) with the pre-encoded
+bodies as they are.
 
     python bench/ingest_latency.py --quick          # both ledgers and transports, < 2 min
     python bench/ingest_latency.py                  # 10 and 50% of max, 50 and 500 points
@@ -33,7 +34,6 @@ client with its own subchannel pool (its own TCP connection).
 from __future__ import annotations
 
 import argparse
-import http.client
 import math
 import os
 import queue
@@ -41,8 +41,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,9 +49,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 import ingest  # the workload, the collector process and the ledgers of the ingest benchmark
+from _otlp_clients import Answer, Client, answer_problems, connect, deliver
 from _report import write_json
 
-EXPORT = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
 LATE_S = 0.005  # a request sent this long after it was due counts as sent late
 
 
@@ -70,105 +69,6 @@ def pressure() -> dict[str, float]:
     return out
 
 
-# --- clients: one connection each, send() until acknowledged -----------------------------
-@dataclass(frozen=True, slots=True)
-class Answer:
-    code: str  # "200", "503", "OK", "UNAVAILABLE", ...
-    body: bytes
-    retry_after: float | None  # set when the answer asks for a retry
-
-
-class HttpClient:
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-        self.conn.connect()
-
-    def send(self, body: bytes) -> Answer:
-        self.conn.request(
-            "POST", "/v1/metrics", body=body, headers={"Content-Type": "application/x-protobuf"}
-        )
-        resp = self.conn.getresponse()
-        data = resp.read()
-        if resp.getheader("Connection", "").lower() == "close":
-            self.conn.close()  # http.client reconnects on the next request
-        retry = None
-        if resp.status == 503:
-            retry = float(resp.getheader("Retry-After") or 1)
-        return Answer(str(resp.status), data, retry)
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-class GrpcClient:
-    def __init__(self, port: int) -> None:
-        import grpc
-
-        self._grpc = grpc
-        self.channel = grpc.insecure_channel(
-            f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]
-        )
-        grpc.channel_ready_future(self.channel).result(timeout=10)
-        # No serializers: the bodies are already encoded ExportMetricsServiceRequests.
-        self.export = self.channel.unary_unary(EXPORT)
-
-    def send(self, body: bytes) -> Answer:
-        g = self._grpc
-        try:
-            data = self.export(body, timeout=120)
-        except g.RpcError as exc:
-            code = exc.code()  # type: ignore[attr-defined]
-            retry = 1.0 if code == g.StatusCode.UNAVAILABLE else None
-            for key, value in exc.trailing_metadata() or ():  # type: ignore[attr-defined]
-                if key == "google.rpc.retryinfo-bin" and retry is not None:
-                    from google.rpc.error_details_pb2 import RetryInfo
-
-                    info = RetryInfo.FromString(value)
-                    retry = info.retry_delay.seconds + info.retry_delay.nanos / 1e9
-            return Answer(code.name, b"", retry)
-        return Answer("OK", data, None)
-
-    def close(self) -> None:
-        self.channel.close()
-
-
-def client_factory(transport: str, collector: ingest.CollectorProcess) -> Callable[[], Any]:
-    if transport == "grpc":
-        return lambda: GrpcClient(collector.grpc_port)
-    return lambda: HttpClient(collector.port)
-
-
-def deliver(client: Any, body: bytes) -> tuple[Answer, int]:
-    """Send until the answer is not a retry request; (last answer, retries)."""
-    retries = 0
-    while True:
-        answer = client.send(body)
-        if answer.retry_after is None:
-            return answer, retries
-        retries += 1
-        time.sleep(answer.retry_after)
-
-
-def answer_problems(answers: list[Answer]) -> list[str]:
-    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-        ExportMetricsServiceResponse,
-    )
-
-    problems = []
-    codes = Counter(a.code for a in answers)
-    if set(codes) - {"200", "OK"}:
-        problems.append(f"answers by status: {dict(codes)}")
-    rejected = sum(
-        ExportMetricsServiceResponse.FromString(a.body).partial_success.rejected_data_points
-        for a in answers
-        if a.body
-    )
-    if rejected:
-        problems.append(f"{rejected} points rejected")
-    return problems
-
-
 # --- a collector and its ledger for one measurement ----------------------------------------
 @dataclass
 class Session:
@@ -177,7 +77,11 @@ class Session:
     url: str
     warm_records: int
     warm_quantity: int
-    new_client: Callable[[], Any]
+    transport: str
+
+    def new_client(self) -> Client:
+        c = self.collector
+        return connect(self.transport, c.grpc_port if self.transport == "grpc" else c.port)
 
     def check(self, w: ingest.Workload) -> list[str]:
         """Stop the collector, then compare the ledger with what ``w`` implies."""
@@ -210,14 +114,14 @@ def session(backend: str, transport: str, seed: int) -> Iterator[Session]:
     ):
         collector = ingest.CollectorProcess(url, Path(tmp), grpc=transport == "grpc").start()
         try:
-            new_client = client_factory(transport, collector)
-            body, records, quantity = ingest.warmup_body(seed)
-            client = new_client()
+            s = Session(backend, collector, url, 0, 0, transport)
+            body, s.warm_records, s.warm_quantity = ingest.warmup_body(seed)
+            client = s.new_client()
             answer, _ = deliver(client, body)
             client.close()
             if problems := answer_problems([answer]):
                 raise RuntimeError(f"warm-up failed: {problems}")
-            yield Session(backend, collector, url, records, quantity, new_client)
+            yield s
         finally:
             collector.close()
 
@@ -233,7 +137,7 @@ def grpc_max(
         answers: list[Answer] = []
         lock = threading.Lock()
 
-        def worker(client: Any, work: queue.SimpleQueue[bytes | None]) -> None:
+        def worker(client: Client, work: queue.SimpleQueue[bytes | None]) -> None:
             got = []
             while (body := work.get()) is not None:
                 got.append(deliver(client, body)[0])
@@ -333,7 +237,7 @@ def open_loop(
     retries = 0
     t0 = time.perf_counter() + 0.1
 
-    def worker(client: Any) -> None:
+    def worker(client: Client) -> None:
         nonlocal retries
         got, sent_again = [], 0
         while True:
