@@ -416,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--points-per-request", type=int, nargs="+", help="(50; full: 50 500)")
     parser.add_argument("--connections", type=int, default=8, help="clients sending (8)")
-    parser.add_argument("--seconds", type=float, help="length of a latency run (quick 8, 30)")
+    parser.add_argument("--seconds", type=float, help="length of a latency run (quick 6, 30)")
     parser.add_argument("--series", type=int, help="series of a latency run (quick 5k, 10k)")
     parser.add_argument("--max-series", type=int, help="series of the max run (quick 5k, 10k)")
     parser.add_argument(
@@ -436,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     quick = args.quick
     loads = args.load or ([0.5] if quick else [0.1, 0.5])
     sizes = args.points_per_request or ([50] if quick else [50, 500])
-    run_seconds = args.seconds or (8.0 if quick else 30.0)
+    run_seconds = args.seconds or (6.0 if quick else 30.0)
     lat_series = args.series or (5000 if quick else 10_000)
     max_series = args.max_series or (5000 if quick else 10_000)
     mem_series = args.memory_series or (10_000 if quick else 100_000)
