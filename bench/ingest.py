@@ -422,9 +422,12 @@ class CollectorProcess:
     proc: subprocess.Popen[str] | None = None
     port: int = 0
     workers: int = 1
+    grpc: bool = False  # also serve OTLP/gRPC, on grpc_port (ingest_latency.py)
+    grpc_port: int = 0
 
     def start(self, timeout: float = 30.0) -> CollectorProcess:
         self.port = free_port()
+        self.grpc_port = free_port() if self.grpc else 0
         log = open(self.workdir / "collector.log", "a")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
@@ -434,7 +437,7 @@ class CollectorProcess:
                 "--http-endpoint",
                 f"127.0.0.1:{self.port}",
                 "--grpc-endpoint",
-                "none",
+                f"127.0.0.1:{self.grpc_port}" if self.grpc else "none",
                 "--ledger",
                 self.url,
                 "--log-level",
