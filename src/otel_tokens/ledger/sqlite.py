@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..records import CostRecord
 from ._base import LedgerError, driver_errors, record_row, records_query, row_record
+from ._checkpoint import BACKSTOP_PAGES, Checkpointer
 from ._schema import MIGRATIONS, RECORD_COLUMNS
 
 _INSERT = (
@@ -180,6 +181,11 @@ class SQLiteLedger:
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute(f"PRAGMA cache_size=-{_PAGE_CACHE_KIB}")
             self._migrate()
+            # Checkpoints off the commit path (`_checkpoint`); in memory there is no WAL.
+            self._checkpointer: Checkpointer | None = None
+            if path != ":memory:":
+                self._conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
+                self._checkpointer = Checkpointer(path)
         except (sqlite3.Error, OSError) as exc:
             raise LedgerError(f"cannot open ledger {self.url}: {exc}") from exc
         self._lock = threading.Lock()
@@ -234,6 +240,8 @@ class SQLiteLedger:
                     conn.execute("ROLLBACK")
                 raise
             self._cache.commit(marks)
+            if self._checkpointer is not None:
+                self._checkpointer.committed()
 
     def records(
         self, since: datetime | None = None, until: datetime | None = None
@@ -250,4 +258,6 @@ class SQLiteLedger:
 
     def close(self) -> None:
         with self._lock:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
             self._conn.close()
