@@ -105,3 +105,30 @@ def test_the_cache_is_bounded_and_keeps_the_newest() -> None:
         assert len(cache.marks) <= 100
     assert (f"s{999}", 0) in cache.marks
     assert (f"s{0}", 0) not in cache.marks
+
+
+def test_the_wal_is_checkpointed_off_the_commit_path(tmp_path: Path) -> None:
+    """After commits a connection of its own copies the WAL into the database file; the
+    writer's automatic checkpoint is only a backstop at a large WAL (`_checkpoint`)."""
+    import time
+
+    path = tmp_path / "l.db"
+    ledger = SQLiteLedger(str(path))
+    assert ledger._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 16_384
+    checkpointer = ledger._checkpointer
+    assert checkpointer is not None
+    size = path.stat().st_size
+    pricer = LedgerPricer(ledger)
+    for e in range(1, 4):
+        pricer.ingest(_export(300, e))
+    deadline = time.monotonic() + 10
+    while checkpointer.checkpoints < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert checkpointer.checkpoints >= 1
+    while path.stat().st_size <= size and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert path.stat().st_size > size  # the records reached the database file
+    assert _quantity(ledger) == 300 * 300
+    ledger.close()
+    assert not checkpointer._thread.is_alive()
+    assert _quantity(SQLiteLedger(str(path))) == 300 * 300
