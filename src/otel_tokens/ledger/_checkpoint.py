@@ -4,9 +4,10 @@ SQLite copies the WAL into the database file (a checkpoint) in the connection th
 commits once the WAL passes ``wal_autocheckpoint`` pages: on a large ledger, whose random
 id and usage-key indexes make each commit write thousands of pages, that copy was about
 two thirds of every commit, and the collector waited for it while holding the ledger.
-Here a second connection checkpoints after commits (at most every 0.2 s), while the writer goes on (SQLite
-runs a PASSIVE checkpoint beside writers and readers; the GIL is released meanwhile). The
-writer's own automatic checkpoint stays, at a larger WAL, in case this one falls behind.
+Here a second connection checkpoints after commits (at most every 0.2 s), while the writer
+goes on (SQLite runs a PASSIVE checkpoint beside writers and readers; the GIL is released
+meanwhile). The writer's own automatic checkpoint stays, at a larger WAL, in case this one
+falls behind.
 Durability is unchanged: a commit is on disk in the WAL (``synchronous=FULL``) before it
 returns, checkpointed or not.
 """
