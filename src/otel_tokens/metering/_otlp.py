@@ -147,6 +147,15 @@ def _scope_identity(
 
 # What a series' attributes read as: their map and stream id, or why they are refused.
 _Series = tuple[Mapping[str, Any], str] | InvalidPointError
+_ABSENT: Any = object()  # not there (a cache entry, a number in a point's bytes)
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "SeriesCache.MISSING"
+
+
+_MISSING: Any = _Missing()
 
 
 class SeriesCache:
@@ -159,7 +168,7 @@ class SeriesCache:
     """
 
     # What `attribute` returns for an attribute the point does not have.
-    MISSING: Any = None  # set below, once the sentinel exists
+    MISSING: Any = _MISSING
 
     def __init__(self, max_series: int = DEFAULT_MAX_SERIES) -> None:
         self.max_series = max_series
@@ -197,7 +206,7 @@ class SeriesCache:
         found = known.get(key, _ABSENT)
         if found is _ABSENT:
             try:
-                found = attributes_of(point.attributes).get(name, MISSING)
+                found = attributes_of(point.attributes).get(name, _MISSING)
             except InvalidPointError as exc:
                 found = exc
             known[key] = found
@@ -214,16 +223,6 @@ _START, _TIME, _DOUBLE, _INT = 0x11, 0x19, 0x21, 0x31
 _U64 = struct.Struct("<Q").unpack_from
 _I64 = struct.Struct("<q").unpack_from
 _F64 = struct.Struct("<d").unpack_from
-_ABSENT: Any = object()
-
-
-class _Missing:
-    def __repr__(self) -> str:
-        return "MISSING"
-
-
-MISSING: Any = _Missing()  # `SeriesCache.attribute`: the point has no such attribute
-SeriesCache.MISSING = MISSING
 
 
 def _split(raw: bytes) -> tuple[int | None, int | None, Any, bytes]:

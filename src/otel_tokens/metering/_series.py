@@ -52,10 +52,11 @@ class Series:
     user_id: str | None = None
     operation: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    # What prices its records (the unit prices' key), made once per series, not per point.
+    price_key: tuple[Any, ...] = field(init=False, default=())
 
-    @property
-    def price_key(self) -> tuple[Any, ...]:
-        return (
+    def __post_init__(self) -> None:
+        key = (
             self.bucket,
             self.source,
             self.provider,
@@ -64,6 +65,7 @@ class Series:
             self.processing,
             self.tier,
         )
+        object.__setattr__(self, "price_key", key)
 
 
 def _str(value: Any) -> str | None:
