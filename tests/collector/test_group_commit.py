@@ -12,17 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
-)
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import (
-    AGGREGATION_TEMPORALITY_DELTA,
-    Metric,
     NumberDataPoint,
-    ResourceMetrics,
-    ScopeMetrics,
-    Sum,
 )
 
 from otel_tokens import semconv as sc
@@ -31,6 +23,7 @@ from otel_tokens.ledger import LedgerError, open_ledger
 from otel_tokens.metering import LedgerPricer, TokenPoint
 
 from .conftest import BASE_ATTRS, post, records_of, totals
+from .test_http import _token_request
 
 T0 = 1_767_225_600 * 10**9
 
@@ -72,18 +65,7 @@ def _body(sender: int, points: int = 20) -> bytes:
             KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in attrs.items()
         )
         data.append(p)
-    metric = Metric(
-        name=sc.METRIC_BILLING_TOKENS,
-        sum=Sum(
-            data_points=data,
-            aggregation_temporality=AGGREGATION_TEMPORALITY_DELTA,
-            is_monotonic=True,
-        ),
-    )
-    request = ExportMetricsServiceRequest(
-        resource_metrics=[ResourceMetrics(scope_metrics=[ScopeMetrics(metrics=[metric])])]
-    )
-    return request.SerializeToString()
+    return _token_request(*data)
 
 
 def _send_while_held(c: Collector, ledger: _Held, senders: int) -> list[int]:

@@ -217,15 +217,13 @@ class LedgerPricer:
         """The unit prices of a series' records at ``at``: billed, and list (None when the
         list cost is the billed cost); None if they cannot be kept."""
         usage = TokenUsage(**{s.usage_field: 1}, source=s.source)
-        response_model = s.response_model or None
-        request_model = s.request_model or None
         catalog = self.catalog
 
         def unit(c: Catalog) -> UnitPrice | None:
             return c.unit_price(
                 usage,
-                response_model,
-                request_model,
+                s.response_model,  # read as in `_price`: empty is None
+                s.request_model,
                 provider=s.provider or None,
                 at=at,
                 processing=s.processing,
