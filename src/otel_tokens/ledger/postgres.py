@@ -38,12 +38,13 @@ _INSERT = (
     "ON CONFLICT DO NOTHING RETURNING id"
 )
 # Creates the marks a batch lacks and locks those it has, in one statement and one sorted
-# order (replicas never deadlock). The no-op update is what locks an existing mark and
+# order (replicas never deadlock). Arrays are sent in binary (``%b``): psycopg's text
+# dumper checks every element for quoting, about 4 µs per mark here against under 1 µs. The no-op update is what locks an existing mark and
 # returns its latest committed value, even one committed after this statement began: a
 # replica waiting on another's lock then reads the mark that replica wrote.
 _LOCK_MARKS = (
     "INSERT INTO stream_marks AS m (stream_id, start_ns, time_ns, value) "
-    "SELECT stream_id, start_ns, -1, 0 FROM unnest(%s::text[], %s::bigint[]) "
+    "SELECT stream_id, start_ns, -1, 0 FROM unnest(%b::text[], %b::bigint[]) "
     "AS k(stream_id, start_ns) ORDER BY stream_id, start_ns "
     "ON CONFLICT (stream_id, start_ns) DO UPDATE SET time_ns = m.time_ns "
     "RETURNING m.stream_id, m.start_ns, m.time_ns, m.value"
@@ -91,7 +92,7 @@ class _Tx:
         keys = sorted(self._dirty)
         self.cur.execute(
             "INSERT INTO stream_marks (stream_id, start_ns, time_ns, value) "
-            "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::numeric[]) "
+            "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::bigint[], %b::numeric[]) "
             "ON CONFLICT (stream_id, start_ns) "
             "DO UPDATE SET time_ns = excluded.time_ns, value = excluded.value",
             (
