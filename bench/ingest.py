@@ -629,6 +629,13 @@ class Result:
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def later_points_per_s(self) -> float:
+        """Points/s of the exports after the first: every series already known (the steady
+        state of long-lived series; the first export is each series' slow path)."""
+        later = self.round_seconds[1:]
+        return self.series * len(later) / sum(later) if later and sum(later) > 0 else 0.0
+
 
 def measure(
     backend: str,
@@ -910,7 +917,7 @@ def round_trip(conn: Any, n: int = 3000) -> tuple[float, float]:
 
 HEADER = (
     f"{'ledger':<10} {'series':>7} {'exports':>7} {'requests':>8} {'pts/req':>7} {'KiB/req':>7} "
-    f"{'points':>7} {'records':>7} {'seconds':>8} {'points/s':>9} {'records/s':>9} "
+    f"{'points':>7} {'records':>7} {'seconds':>8} {'points/s':>9} {'later/s':>9} {'records/s':>9} "
     f"{'CPU %':>5} {'RSS ready':>9} {'peak RSS':>9} {'counters':>8}  check"
 )
 
@@ -920,6 +927,7 @@ def row(r: Result) -> str:
         f"{r.backend:<10} {r.series:>7} {r.exports:>7} {r.requests:>8} {r.points_per_request:>7} "
         f"{r.kib_per_request:>7.0f} "
         f"{r.points:>7} {r.records:>7} {r.seconds:>8.2f} {r.points_per_s:>9.0f} "
+        f"{r.later_points_per_s:>9.0f} "
         f"{r.records_per_s:>9.0f} {100 * r.collector_cpu_s / r.seconds:>5.0f} "
         f"{r.rss_ready_mib:>7.1f}Mi {r.peak_rss_mib:>7.1f}Mi {r.metrics_series:>8}  "
         f"{'ok' if r.ok else 'FAILED'}"
