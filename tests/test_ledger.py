@@ -942,3 +942,55 @@ def test_migration_4_again_or_by_two_processes_at_once_is_harmless(
         assert insert(ledger, [record()]) == []
     finally:
         ledger.close()
+
+
+def test_the_sqlite_insert_probes_the_partial_index(tmp_path: Path) -> None:
+    """The check for old records' usage keys is an index probe, not a table scan."""
+    from otel_tokens.ledger._schema import RECORD_COLUMNS
+    from otel_tokens.ledger.sqlite import _INSERT
+
+    ledger = SQLiteLedger(str(tmp_path / "ledger.db"))
+    try:
+        plan = [
+            row[3]
+            for row in ledger._conn.execute(
+                f"EXPLAIN QUERY PLAN {_INSERT}", ["x"] * (len(RECORD_COLUMNS) + 1)
+            )
+        ]
+    finally:
+        ledger.close()
+    assert "SEARCH c USING INDEX cost_records_legacy_usage_key (usage_key=?)" in plan
+    assert not [step for step in plan if step.startswith("SCAN c")]
+
+
+def test_an_old_record_inserted_again_waits_for_a_concurrent_insert_of_its_usage(
+    pg_url: str,
+) -> None:
+    """PostgreSQL: an old-style row (usage key other than id) and the same usage inserted
+    by another transaction at once: one of them is stored, whichever commits first."""
+    import threading
+    from dataclasses import replace
+
+    first, second = open_ledger(pg_url), open_ledger(pg_url)
+    try:
+        for n, (winner, loser) in enumerate(
+            [
+                (record(bucket="output"), replace(record(bucket="output"), stored_id="a" * 64)),
+                (replace(record(bucket="input"), stored_id="b" * 64), record(bucket="input")),
+            ]
+        ):
+            results: list[list[CostRecord]] = []
+            with first.transaction() as tx:
+                assert tx.insert([winner]) == [winner]
+                waiting = threading.Thread(
+                    target=lambda out=results, rec=loser: out.append(insert(second, [rec]))
+                )
+                waiting.start()
+                waiting.join(timeout=0.5)
+                assert waiting.is_alive()  # blocked until the first commits
+            waiting.join(timeout=30)
+            assert results == [[]]
+            assert first.count() == n + 1
+    finally:
+        first.close()
+        second.close()
