@@ -746,3 +746,251 @@ def test_migration_3_keeps_old_ids_and_stops_the_double_count(ledger_url: str) -
         assert [a.adjusts for a in result.adjustments] == []
     finally:
         ledger.close()
+
+
+# --- migration 4: usage keys indexed for old records only ---------------------------------
+def _legacy_ledger(url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, CostRecord]:
+    """A ledger at migration 3 holding records stored before it (old ids, `_old_ledger`):
+    one usage stored twice (unpriced, then priced), and another. Not yet migrated to 4."""
+    stored = {
+        "unpriced": record(
+            pricing_status="unpriced", price_id=None, billed_cost=None, list_cost=None
+        ),
+        "priced": record(),  # the same usage, billed again once a price appeared (the old bug)
+        "other": record(
+            bucket="input",
+            quantity=86,
+            billed_cost=Decimal("0.000215"),
+            list_cost=Decimal("0.000215"),
+        ),
+    }
+    _old_ledger(url, list(stored.values()))
+    dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
+    with monkeypatch.context() as patch:
+        patch.setitem(MIGRATIONS, dialect, MIGRATIONS[dialect][:3])
+        open_ledger(url).close()
+    assert _migration_versions(url) == [1, 2, 3]
+    assert "cost_records_usage_key" in _indexes(url)
+    return stored
+
+
+def _indexes(url: str) -> set[str]:
+    """The names of cost_records' indexes, the primary key's excepted."""
+    if url.startswith("sqlite:///"):
+        lite = sqlite3.connect(url[len("sqlite:///") :])
+        try:
+            rows = lite.execute("SELECT name FROM pragma_index_list('cost_records')").fetchall()
+        finally:
+            lite.close()
+        return {r[0] for r in rows} - {"sqlite_autoindex_cost_records_1"}
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT indexname FROM pg_indexes "
+            "WHERE tablename = 'cost_records' AND schemaname = current_schema()"
+        ).fetchall()
+    return {r[0] for r in rows} - {"cost_records_pkey"}
+
+
+def _sql(url: str, statement: str) -> None:
+    """One statement on the ledger's database, outside any ledger (``?`` placeholders)."""
+    if url.startswith("sqlite:///"):
+        lite = sqlite3.connect(url[len("sqlite:///") :], isolation_level=None)
+        try:
+            lite.execute(statement)
+        finally:
+            lite.close()
+        return
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(statement)
+
+
+INDEXES_4 = {
+    "cost_records_period",
+    "cost_records_tenant",
+    "cost_records_adjusts",
+    "cost_records_legacy_usage_key",
+}
+
+
+def test_migration_4_indexes_usage_keys_of_old_records_only(
+    ledger_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}" if ledger_url.startswith("sqlite") else None
+    if fresh is not None:  # a fresh SQLite ledger beside the migrated one
+        open_ledger(fresh).close()
+        assert _indexes(fresh) == INDEXES_4
+    _legacy_ledger(ledger_url, monkeypatch)
+    open_ledger(ledger_url).close()
+    assert _migration_versions(ledger_url) == [1, 2, 3, 4]
+    assert _indexes(ledger_url) == INDEXES_4
+
+
+def test_migration_4_on_a_fresh_postgres_ledger(pg_url: str) -> None:
+    open_ledger(pg_url).close()
+    assert _indexes(pg_url) == INDEXES_4
+
+
+def test_after_migration_4_a_usage_stored_before_migration_3_is_not_stored_again(
+    ledger_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = _legacy_ledger(ledger_url, monkeypatch)
+    ledger = open_ledger(ledger_url)
+    try:
+        # The usage of an old record, delivered again: its id is the old record's usage key,
+        # which no primary key holds. Refused, and reported as not new.
+        assert insert(ledger, [record()]) == []
+        assert insert(ledger, [old["unpriced"]]) == []
+        assert insert(ledger, [record(bucket="input", quantity=86)]) == []
+        assert ledger.count() == 3
+        # Mixed with new usage (the SQLite bulk insert falls back to one by one): only the
+        # new ones are written, and reported, in order.
+        fresh = [record(bucket="output", quantity=5), record(bucket="reasoning", quantity=7)]
+        batch = [fresh[0], record(), fresh[1], record(bucket="input", quantity=86)]
+        assert insert(ledger, batch) == fresh
+        assert insert(ledger, batch) == []
+        assert ledger.count() == 5
+        assert {r.id for r in ledger.records()} == {
+            *(_old_id(r) for r in old.values()),
+            *(r.id for r in fresh),
+        }
+    finally:
+        ledger.close()
+
+
+def test_after_migration_4_old_records_keep_unique_usage_keys(
+    ledger_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    old = _legacy_ledger(ledger_url, monkeypatch)
+    ledger = open_ledger(ledger_url)
+    try:
+        stored = {r.id: r for r in ledger.records()}
+        priced = stored[_old_id(old["priced"])]  # left without a usage key by migration 3
+        # Two old records with one usage key: the partial unique index refuses it.
+        errors: tuple[type[BaseException], ...] = (sqlite3.IntegrityError,)
+        if not ledger_url.startswith("sqlite"):
+            import psycopg
+
+            errors = (psycopg.errors.UniqueViolation,)
+        with pytest.raises(errors):
+            _sql(
+                ledger_url,
+                f"UPDATE cost_records SET usage_key = '{priced.usage_key}' "
+                f"WHERE id = '{priced.id}'",
+            )
+        # An old record inserted again (no writer does this), under another old id: refused
+        # by the index too, and reported as not new.
+        again = replace(stored[_old_id(old["other"])], stored_id="f" * 64)
+        assert insert(ledger, [again]) == []
+        # An old-style record whose usage key is a new record's id: refused by the insert.
+        new = record(bucket="output", quantity=5)
+        assert insert(ledger, [new]) == [new]
+        assert insert(ledger, [replace(new, stored_id="e" * 64)]) == []
+        # ... and in one batch, the first of the two is the one written, either way round.
+        first, second = record(bucket="reasoning"), record(bucket="reasoning", quantity=9)
+        assert insert(ledger, [first, replace(second, stored_id="d" * 64)]) == [first]
+        third = record(bucket="cache_write_5m", quantity=3)
+        old_style = replace(third, stored_id="c" * 64)
+        assert insert(ledger, [old_style, third]) == [old_style]
+        assert insert(ledger, [third]) == []
+        assert ledger.count() == 6
+        # reprice still reports the usage stored twice before migration 3.
+        result = LedgerPricer(ledger, Catalog()).reprice(dry_run=True)
+        assert sorted(result.duplicates) == sorted(
+            [_old_id(old["unpriced"]), _old_id(old["priced"])]
+        )
+    finally:
+        ledger.close()
+
+
+def test_migration_4_again_or_by_two_processes_at_once_is_harmless(
+    ledger_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    _legacy_ledger(ledger_url, monkeypatch)
+    start = threading.Barrier(2)
+    failures: list[BaseException] = []
+
+    def migrate() -> None:
+        try:
+            start.wait(timeout=30)
+            open_ledger(ledger_url).close()
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=migrate) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert failures == []
+    assert _migration_versions(ledger_url) == [1, 2, 3, 4]
+    # Its statements run again on a migrated ledger: nothing changes.
+    for step in MIGRATIONS["sqlite" if ledger_url.startswith("sqlite") else "postgresql"][3]:
+        assert isinstance(step, str)
+        _sql(ledger_url, step)
+    assert _indexes(ledger_url) == INDEXES_4
+    ledger = open_ledger(ledger_url)
+    try:
+        assert ledger.count() == 3
+        assert insert(ledger, [record()]) == []
+    finally:
+        ledger.close()
+
+
+def test_the_sqlite_insert_probes_the_partial_index(tmp_path: Path) -> None:
+    """The check for old records' usage keys is an index probe, not a table scan."""
+    from otel_tokens.ledger._schema import RECORD_COLUMNS
+    from otel_tokens.ledger.sqlite import _INSERT
+
+    ledger = SQLiteLedger(str(tmp_path / "ledger.db"))
+    try:
+        plan = [
+            row[3]
+            for row in ledger._conn.execute(
+                f"EXPLAIN QUERY PLAN {_INSERT}", ["x"] * (len(RECORD_COLUMNS) + 1)
+            )
+        ]
+    finally:
+        ledger.close()
+    assert "SEARCH c USING INDEX cost_records_legacy_usage_key (usage_key=?)" in plan
+    assert not [step for step in plan if step.startswith("SCAN c")]
+
+
+def test_an_old_record_inserted_again_waits_for_a_concurrent_insert_of_its_usage(
+    pg_url: str,
+) -> None:
+    """PostgreSQL: an old-style row (usage key other than id) and the same usage inserted
+    by another transaction at once: one of them is stored, whichever commits first."""
+    import threading
+    from dataclasses import replace
+
+    first, second = open_ledger(pg_url), open_ledger(pg_url)
+    try:
+        for n, (winner, loser) in enumerate(
+            [
+                (record(bucket="output"), replace(record(bucket="output"), stored_id="a" * 64)),
+                (replace(record(bucket="input"), stored_id="b" * 64), record(bucket="input")),
+            ]
+        ):
+            results: list[list[CostRecord]] = []
+            with first.transaction() as tx:
+                assert tx.insert([winner]) == [winner]
+                waiting = threading.Thread(
+                    target=lambda out=results, rec=loser: out.append(insert(second, [rec]))
+                )
+                waiting.start()
+                waiting.join(timeout=0.5)
+                assert waiting.is_alive()  # blocked until the first commits
+            waiting.join(timeout=30)
+            assert results == [[]]
+            assert first.count() == n + 1
+    finally:
+        first.close()
+        second.close()

@@ -119,6 +119,19 @@ def _identity(money: str, if_not_exists: str) -> list[Step]:
     ]
 
 
+# Migration 4: a usage record's id *is* its usage key (since migration 3), so the primary key
+# already makes those unique; a second unique index holding the same 64-hex value cost every
+# insert one more random-page index entry. Only rows stored before migration 3 can have
+# another usage key than their id: the unique index now holds those alone. A new usage
+# record whose id is such a row's usage key is refused by the insert itself (its ``WHERE
+# NOT EXISTS``, `ledger.sqlite` and `ledger.postgres`), which this index serves.
+LEGACY_USAGE_KEY_INDEX = "cost_records_legacy_usage_key"
+_LEGACY_KEYS: list[Step] = [
+    f"CREATE UNIQUE INDEX IF NOT EXISTS {LEGACY_USAGE_KEY_INDEX} ON cost_records (usage_key) "
+    "WHERE usage_key <> id",
+    "DROP INDEX IF EXISTS cost_records_usage_key",
+]
+
 # Each migration is a list of steps; its index + 1 is its version.
 MIGRATIONS: dict[str, list[list[Step]]] = {
     "sqlite": [
@@ -137,6 +150,7 @@ MIGRATIONS: dict[str, list[list[Step]]] = {
         # 2: the model whose price was used when the served model had none.
         ["ALTER TABLE cost_records ADD COLUMN priced_model TEXT"],
         _identity("TEXT", ""),
+        _LEGACY_KEYS,
     ],
     "postgresql": [
         [
@@ -153,5 +167,6 @@ MIGRATIONS: dict[str, list[list[Step]]] = {
         ],
         ["ALTER TABLE cost_records ADD COLUMN IF NOT EXISTS priced_model TEXT"],
         _identity("NUMERIC", "IF NOT EXISTS "),
+        _LEGACY_KEYS,
     ],
 }

@@ -31,11 +31,21 @@ _CREATE_STAGE = (
 )
 _COPY = f"COPY {_STAGE} ({_COLUMNS}, n) FROM STDIN"
 # Emptied by the same statement, so the next insert (same transaction or not) starts empty;
-# a rolled-back COPY leaves nothing either.
+# a rolled-back COPY leaves nothing either. ``ON CONFLICT DO NOTHING``: a known id, or a
+# usage key of a record stored before migration 3 (the partial unique index). Since
+# migration 4 the usage key is unique only among those old records (a new record's usage
+# key is its id, the primary key), so the statement itself refuses the cross cases: a
+# record whose usage key is an old record's (a probe of that partial index, empty in a
+# ledger created since), and a record with a usage key other than its id (an old record
+# inserted again, see `_Tx.insert`) whose usage key is some record's id.
 _INSERT = (
     f"WITH batch AS (DELETE FROM {_STAGE} RETURNING *) "
-    f"INSERT INTO cost_records ({_COLUMNS}) SELECT {_COLUMNS} FROM batch ORDER BY n "
-    "ON CONFLICT DO NOTHING RETURNING id"
+    f"INSERT INTO cost_records ({_COLUMNS}) SELECT {_COLUMNS} FROM batch b "
+    "WHERE NOT EXISTS (SELECT 1 FROM cost_records c "
+    "WHERE c.usage_key = b.usage_key AND c.usage_key <> c.id) "
+    "AND NOT (b.usage_key <> b.id AND EXISTS (SELECT 1 FROM cost_records c "
+    "WHERE c.id = b.usage_key)) "
+    "ORDER BY n ON CONFLICT DO NOTHING RETURNING id"
 )
 # Creates the marks a batch lacks and locks those it has, in one statement and one sorted
 # order (replicas never deadlock). Arrays are sent in binary (``%b``): psycopg's text
@@ -49,6 +59,7 @@ _LOCK_MARKS = (
     "ON CONFLICT (stream_id, start_ns) DO UPDATE SET time_ns = m.time_ns "
     "RETURNING m.stream_id, m.start_ns, m.time_ns, m.value"
 )
+_KEY = RECORD_COLUMNS.index("usage_key")  # in a `record_row`
 _LOCK_ID = 0x6F746B6E  # advisory lock that serialises migrations across replicas
 
 
@@ -112,17 +123,37 @@ class _Tx:
         # Every time (a catalog lookup once it exists): a rolled-back transaction takes the
         # CREATE with it, and a pooler or DISCARD may hand us a session without the table.
         self.cur.execute(_CREATE_STAGE)
-        with self.cur.copy(_COPY) as copy:
-            for n, row in enumerate(rows):
-                copy.write_row((*row, n))
-        self.cur.execute(_INSERT)
-        inserted = {row[0] for row in self.cur.fetchall()}
+        if any(row[_KEY] is not None and row[_KEY] != row[0] for row in rows):
+            inserted = self._insert_old(rows)
+        else:
+            with self.cur.copy(_COPY) as copy:
+                for n, row in enumerate(rows):
+                    copy.write_row((*row, n))
+            self.cur.execute(_INSERT)
+            inserted = {row[0] for row in self.cur.fetchall()}
         new = []
         for record, row in zip(records, rows, strict=True):
             if row[0] in inserted:  # the first of records sharing an id is the one written
                 inserted.discard(row[0])
                 new.append(record)
         return new
+
+    def _insert_old(self, rows: list[tuple[Any, ...]]) -> set[str]:
+        """Rows of which some are records stored before migration 3 (usage key other than
+        id), inserted again: no writer does this, but should one, it stays exactly once.
+
+        Their ``NOT EXISTS`` cannot see a row inserted concurrently, nor one inserted by
+        the same statement, which the unique index on usage keys did. So: the table locked
+        against every other writer until commit (each of its statements then sees what the
+        others committed), and one statement per row, in the batch's order."""
+        self.cur.execute("LOCK TABLE cost_records IN SHARE ROW EXCLUSIVE MODE")
+        inserted: set[str] = set()
+        for row in rows:
+            with self.cur.copy(_COPY) as copy:
+                copy.write_row((*row, 0))
+            self.cur.execute(_INSERT)
+            inserted.update(r[0] for r in self.cur.fetchall())
+        return inserted
 
 
 class PostgresLedger:

@@ -20,9 +20,21 @@ from ._base import LedgerError, driver_errors, record_row, records_query, row_re
 from ._checkpoint import BACKSTOP_PAGES, Checkpointer
 from ._schema import MIGRATIONS, RECORD_COLUMNS
 
+# ``OR IGNORE``: a known id (or a usage key of a record stored before migration 3, in the
+# partial unique index) inserts nothing. Since migration 4 the usage key is unique only
+# among those old records (a new record's usage key is its id, the primary key), so the
+# statement itself refuses the cross cases: a record whose usage key is an old record's
+# (a probe of that partial index, which is empty in a ledger created since), and,
+# defensively, a record with a usage key other than its id (an old record inserted again)
+# whose usage key is some record's id. A row so refused changes nothing, as an ignored one.
+# ``?1`` is the id and ``?{_KEY}`` the usage key, in `record_row` order.
+_KEY = RECORD_COLUMNS.index("usage_key") + 1
 _INSERT = (
     f"INSERT OR IGNORE INTO cost_records ({', '.join(RECORD_COLUMNS)}, ingested_at) "
-    f"VALUES ({', '.join('?' for _ in RECORD_COLUMNS)}, ?)"
+    f"SELECT {', '.join(f'?{i}' for i in range(1, len(RECORD_COLUMNS) + 2))} "
+    "WHERE NOT EXISTS (SELECT 1 FROM cost_records c "
+    f"WHERE c.usage_key = ?{_KEY} AND c.usage_key <> c.id) "
+    f"AND NOT (?{_KEY} <> ?1 AND EXISTS (SELECT 1 FROM cost_records c WHERE c.id = ?{_KEY}))"
 )
 
 
@@ -39,9 +51,10 @@ _UPSERT_MARK = (
 # 34.5 MB; this bound, 86 MB). Past it the oldest are dropped and read again when needed.
 _MARK_CACHE_ENTRIES = 250_000
 # SQLite's page cache, in KiB (negative: a size, not pages); allocated as used. Records'
-# ids and usage keys are random hex: each insert lands on a random page of those indexes,
-# which at 1M records (~90 MB each) miss the default 2 MB cache on nearly every row. 64 MB
-# takes 30-45% off the insert statement then (docs/collector.md, measured).
+# ids are random hex: each insert lands on a random page of the primary key (before
+# migration 4, of the usage-key index too), which at 1M records (~90 MB) misses the default
+# 2 MB cache on nearly every row. 64 MB took 30-45% off the insert statement then, with both
+# indexes (docs/collector.md, measured).
 _PAGE_CACHE_KIB = 65_536
 
 _Key = tuple[str, int]
