@@ -816,6 +816,30 @@ INDEXES_4 = {
 }
 
 
+# Indexes that hold some records only: old records' usage keys, adjustments.
+PARTIAL_4 = {"cost_records_adjusts", "cost_records_legacy_usage_key"}
+
+
+def _partial_indexes(url: str) -> set[str]:
+    if url.startswith("sqlite:///"):
+        lite = sqlite3.connect(url[len("sqlite:///") :])
+        try:
+            rows = lite.execute(
+                "SELECT name FROM pragma_index_list('cost_records') WHERE partial"
+            ).fetchall()
+        finally:
+            lite.close()
+        return {r[0] for r in rows}
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'cost_records' "
+            "AND schemaname = current_schema() AND indexdef LIKE '% WHERE %'"
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
 def test_migration_4_indexes_usage_keys_of_old_records_only(
     ledger_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -823,15 +847,35 @@ def test_migration_4_indexes_usage_keys_of_old_records_only(
     if fresh is not None:  # a fresh SQLite ledger beside the migrated one
         open_ledger(fresh).close()
         assert _indexes(fresh) == INDEXES_4
+        assert _partial_indexes(fresh) == PARTIAL_4
     _legacy_ledger(ledger_url, monkeypatch)
+    assert "cost_records_adjusts" not in _partial_indexes(ledger_url)
     open_ledger(ledger_url).close()
     assert _migration_versions(ledger_url) == [1, 2, 3, 4]
     assert _indexes(ledger_url) == INDEXES_4
+    assert _partial_indexes(ledger_url) == PARTIAL_4
 
 
 def test_migration_4_on_a_fresh_postgres_ledger(pg_url: str) -> None:
     open_ledger(pg_url).close()
     assert _indexes(pg_url) == INDEXES_4
+    assert _partial_indexes(pg_url) == PARTIAL_4
+
+
+def test_the_adjustments_of_a_record_are_found_by_the_partial_index(tmp_path: Path) -> None:
+    """Usage records (``adjusts`` NULL) are not in the index; a lookup by the record
+    adjusted still uses it."""
+    ledger = SQLiteLedger(str(tmp_path / "ledger.db"))
+    try:
+        plan = [
+            row[3]
+            for row in ledger._conn.execute(
+                "EXPLAIN QUERY PLAN SELECT id FROM cost_records WHERE adjusts = ?", ["x"]
+            )
+        ]
+    finally:
+        ledger.close()
+    assert plan == ["SEARCH cost_records USING INDEX cost_records_adjusts (adjusts=?)"]
 
 
 def test_after_migration_4_a_usage_stored_before_migration_3_is_not_stored_again(
