@@ -3,14 +3,16 @@
 Whatever the collector does in Python, each cumulative point it bills is one cost record
 inserted (with its indexes) and one stream mark locked and written, in one transaction per
 batch. This measures only that, with the ledger's real schema (its migrations, as
-``open_ledger`` creates it) and a ledger that already holds ``--existing`` records, in
-transactions of ``--batch`` records of random 64-hex ids (as real ids are):
+``open_ledger`` creates it) and a ledger that already holds ``--existing`` records and as
+many streams, in transactions of ``--batch`` records of 64-hex ids (usage ids, as the ledger's are),
+each of a known stream (its mark updated), as in the steady state; from an empty ledger,
+new streams:
 
 * SQLite: ``executemany`` of the rows and of the marks' upsert, then the commit, in this
   process: the CPU is SQLite's own (plus binding the parameters);
-* PostgreSQL: ``COPY`` of the rows, then the marks locked (the ledger's upsert) and written,
-  then the commit; the CPU is the server backend's (read from /proc: the server must be on
-  this machine), the client's is not counted.
+* PostgreSQL: the ledger's own transaction (the marks locked, the records inserted, the
+  marks written, the commit); the CPU is the server backend's (read from /proc: the server
+  must be on this machine), the client's is not counted.
 
 The figure to read is CPU per point: a core does 1e6 / (µs per point) points per second at
 most, whatever the collector's own cost on top. The rows are synthetic but shaped as the
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import secrets
 import sqlite3
 import sys
@@ -30,6 +33,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,21 +41,30 @@ sys.path.insert(0, str(Path(__file__).parent))
 from ingest import PG_BASE, pg_available
 
 from otel_tokens.ledger import open_ledger
+from otel_tokens.ledger import sqlite as ledger_sqlite
+from otel_tokens.ledger._base import row_record
 from otel_tokens.ledger._schema import RECORD_COLUMNS
+from otel_tokens.ledger.postgres import PostgresLedger
+from otel_tokens.records import usage_id
 
 COLUMNS = (*RECORD_COLUMNS, "ingested_at")
 _TIME = "2026-01-01T00:%02d:%02d.000000Z"
+_START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def rows(n: int, export: int) -> list[tuple[Any, ...]]:
-    """``n`` usage records of one export (one period end), each of its own stream."""
-    end = _TIME % divmod(export % 3600, 60)
+def rows(n: int, export: int, streams: list[str] | None = None) -> list[tuple[Any, ...]]:
+    """``n`` usage records of one export (one period end), each of its own stream: new
+    streams, or ``n`` of ``streams`` (known ones, whose marks exist: the steady state)."""
+    minute, second = divmod(export % 3600, 60)
+    end = _TIME % (minute, second)
+    ended = datetime(2026, 1, 1, 0, minute, second, tzinfo=UTC)
+    ids = random.sample(streams, n) if streams else [secrets.token_hex(16) for _ in range(n)]
     out = []
-    for _ in range(n):
-        key = secrets.token_hex(32)
+    for stream in ids:
+        key = usage_id(stream, _START, ended, "input")  # as the ledger's ids are
         values = {
             "id": key,
-            "stream_id": secrets.token_hex(32),
+            "stream_id": stream,
             "period_start": "2026-01-01T00:00:00.000000Z",
             "period_end": end,
             "provider": "openai",
@@ -94,25 +107,20 @@ def sqlite_run(path: str, existing: int, batch: int, batches: int) -> tuple[floa
     conn = sqlite3.connect(path, isolation_level=None)
     for pragma in ("journal_mode=WAL", "synchronous=FULL", "cache_size=-65536"):
         conn.execute(f"PRAGMA {pragma}")
-    insert = (
-        f"INSERT OR IGNORE INTO cost_records ({', '.join(COLUMNS)}) "
-        f"VALUES ({', '.join('?' * len(COLUMNS))})"
-    )
-    upsert = (
-        "INSERT INTO stream_marks (stream_id, start_ns, time_ns, value) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (stream_id, start_ns) DO UPDATE SET time_ns = excluded.time_ns, "
-        "value = excluded.value"
-    )
+    # The ledger's own statements (ledger/sqlite.py).
+    insert, upsert = ledger_sqlite._INSERT, ledger_sqlite._UPSERT_MARK
     conn.execute("BEGIN")
+    streams: list[str] = []
     for i in range(0, existing, 50_000):
         part = rows(min(50_000, existing - i), 1)
         conn.executemany(insert, part)
         conn.executemany(upsert, marks(part, 1))
+        streams += [row[1] for row in part]
     conn.execute("COMMIT")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def one(export: int) -> Callable[[], None]:
-        part = rows(batch, export)
+        part = rows(batch, export, streams)
         mk = sorted(marks(part, export))
 
         def go() -> None:
@@ -155,9 +163,11 @@ def postgres_run(existing: int, batch: int, batches: int) -> tuple[float, float]
         open_ledger(url).close()
         conn = psycopg.connect(url, autocommit=True)
         copy_sql = f"COPY cost_records ({', '.join(COLUMNS)}) FROM STDIN"
+        streams: list[str] = []
         with conn.transaction(), conn.cursor() as cur:
             for i in range(0, existing, 50_000):
                 part = rows(min(50_000, existing - i), 1)
+                streams += [row[1] for row in part]
                 with cur.copy(copy_sql) as copy:
                     for row in part:
                         copy.write_row(row)
@@ -168,36 +178,28 @@ def postgres_run(existing: int, batch: int, batches: int) -> tuple[float, float]
                     tuple(list(c) for c in zip(*m, strict=True)),
                 )
         conn.execute("VACUUM ANALYZE")
-        pid = int((conn.execute("SELECT pg_backend_pid()").fetchone() or (0,))[0])
-        # The ledger's own statements (ledger/postgres.py): lock (create) the marks, then
-        # write them; records through a staging table, inserted ON CONFLICT DO NOTHING.
-        from otel_tokens.ledger import postgres as ledger_pg
-
+        conn.close()
+        # The ledger's own transaction (ledger/postgres.py): the marks locked (created) at
+        # once, the records inserted (copied straight in when all are new), the marks
+        # written, the commit. Records from the rows: their values are the same.
+        ledger = PostgresLedger(url)
+        with ledger.transaction() as tx:
+            tx.cur.execute("SELECT pg_backend_pid()")
+            pid = int(tx.cur.fetchone()[0])
         wall = cpu = 0.0
         for export in range(2, batches + 2):
-            part = rows(batch, export)
+            part = rows(batch, export, streams)
+            records = [row_record(row) for row in part]
             mk = sorted(marks(part, export))
-            streams, starts, times, values = (list(c) for c in zip(*mk, strict=True))
             t0, c0 = time.perf_counter(), _backend_cpu(pid)
-            with conn.transaction(), conn.cursor() as cur:
-                cur.execute(ledger_pg._LOCK_MARKS, (streams, starts))
-                cur.fetchall()
-                cur.execute(ledger_pg._CREATE_STAGE)
-                with cur.copy(ledger_pg._COPY) as copy:
-                    for n, row in enumerate(part):
-                        copy.write_row((*row, n))
-                cur.execute(ledger_pg._INSERT)
-                cur.fetchall()
-                cur.execute(
-                    "INSERT INTO stream_marks (stream_id, start_ns, time_ns, value) "
-                    "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::bigint[], "
-                    "%b::numeric[]) ON CONFLICT (stream_id, start_ns) "
-                    "DO UPDATE SET time_ns = excluded.time_ns, value = excluded.value",
-                    (streams, starts, times, values),
-                )
+            with ledger.transaction() as tx:
+                tx.prefetch([(stream, start) for stream, start, _, _ in mk])
+                for stream, start, at, value in mk:
+                    tx.set_mark(stream, start, at, value)
+                assert len(tx.insert(records)) == batch
             wall += time.perf_counter() - t0
             cpu += _backend_cpu(pid) - c0
-        conn.close()
+        ledger.close()
         n = batch * batches
         return wall / n, cpu / n
     finally:
