@@ -51,6 +51,7 @@ from ..metering import (
 )
 from ..pricing import Catalog
 from ._commit import GroupCommit
+from ._heap import SeriesHeap
 from .config import CollectorConfig
 from .decode import PERMISSION_DENIED, UNAUTHENTICATED, ClientError
 from .stats import Stats
@@ -196,6 +197,8 @@ class Pipeline:
         self._commits = GroupCommit(self._ingest_many, _CHUNK)
         # What each series' attributes read as, kept from request to request (None: off).
         self._series = SeriesCache(config.series_cache) if config.series_cache else None
+        # ... and kept out of the garbage collector's full passes (`_heap`).
+        self._heap = SeriesHeap() if self._series is not None else None
         self._next_open = 0.0
         self.ledger_up = False
         self._cond = threading.Condition()
@@ -406,6 +409,8 @@ class Pipeline:
                 f"ledger unavailable: {type(exc).__name__}: {exc}", self.config.retry_after
             ) from exc
         self.ledger_up = True
+        if self._heap is not None and self._series is not None:
+            self._heap.grown(len(self._series))
         return results
 
     def _current_pricer(self) -> LedgerPricer:
