@@ -1125,3 +1125,38 @@ def test_postgres_looks_for_old_records_in_the_partial_index(pg_url: str) -> Non
                 conn.execute("ANALYZE cost_records")
             plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN {_HAS_OLD}").fetchall())
             assert "Index Only Scan using cost_records_legacy_usage_key" in plan, plan
+
+
+def test_sqlite_inserts_without_probes_when_the_ledger_holds_no_old_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ledger created since migration 3: the plain insert (no probe per row); one holding
+    records stored before it: the guarded insert (which its own tests hold to exactly once).
+    The look for old records reads the partial index, not the table."""
+    from otel_tokens.ledger.sqlite import _HAS_OLD
+
+    def statements(ledger: SQLiteLedger, records: list[CostRecord]) -> list[str]:
+        seen: list[str] = []
+        ledger._conn.set_trace_callback(seen.append)
+        try:
+            insert(ledger, records)
+        finally:
+            ledger._conn.set_trace_callback(None)
+        return [s for s in seen if s.startswith("INSERT OR IGNORE INTO cost_records")]
+
+    ledger = SQLiteLedger(str(tmp_path / "new.db"))
+    try:
+        plan = [row[3] for row in ledger._conn.execute(f"EXPLAIN QUERY PLAN {_HAS_OLD}")]
+        assert plan == ["SCAN cost_records USING INDEX cost_records_legacy_usage_key"]
+        done = statements(ledger, [record(bucket="input"), record(bucket="output")])
+        assert done and not [s for s in done if "NOT EXISTS" in s]
+    finally:
+        ledger.close()
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    _legacy_ledger(url, monkeypatch)
+    ledger = SQLiteLedger(str(tmp_path / "old.db"))
+    try:
+        done = statements(ledger, [record(bucket="cache_read")])
+        assert done and all("NOT EXISTS" in s for s in done)
+    finally:
+        ledger.close()

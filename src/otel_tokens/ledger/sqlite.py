@@ -36,6 +36,14 @@ _INSERT = (
     f"WHERE c.usage_key = ?{_KEY} AND c.usage_key <> c.id) "
     f"AND NOT (?{_KEY} <> ?1 AND EXISTS (SELECT 1 FROM cost_records c WHERE c.id = ?{_KEY}))"
 )
+# When the ledger holds no such old record (every ledger created since: the partial index
+# is empty, which this reads) and the batch has no old-style row, the checks above are
+# always true: the plain insert is the same, without a probe per row.
+_INSERT_NEW = (
+    f"INSERT OR IGNORE INTO cost_records ({', '.join(RECORD_COLUMNS)}, ingested_at) "
+    f"VALUES ({', '.join('?' for _ in RECORD_COLUMNS)}, ?)"
+)
+_HAS_OLD = "SELECT 1 FROM cost_records WHERE usage_key <> id LIMIT 1"
 
 
 # Streams whose marks one SELECT reads (bound parameters; SQLite allows 32,766).
@@ -163,11 +171,14 @@ class _Tx:
         now = datetime.now(UTC)
         rows = [record_row(record, now) for record in records]
         conn = self.conn
+        key = _KEY - 1
+        old_style = any(row[key] is not None and row[key] != row[0] for row in rows)
+        sql = _INSERT if old_style or conn.execute(_HAS_OLD).fetchone() else _INSERT_NEW
         # All new (the usual case, checked by the count of rows changed): one statement.
         # Otherwise (a retried batch) undo it and insert one by one to know which were new.
         conn.execute("SAVEPOINT bulk_insert")
         before = conn.total_changes
-        conn.executemany(_INSERT, rows)
+        conn.executemany(sql, rows)
         if conn.total_changes - before == len(rows):
             conn.execute("RELEASE bulk_insert")
             return list(records)
@@ -176,7 +187,7 @@ class _Tx:
         return [
             record
             for record, row in zip(records, rows, strict=True)
-            if conn.execute(_INSERT, row).rowcount
+            if conn.execute(sql, row).rowcount
         ]
 
 
