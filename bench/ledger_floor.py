@@ -107,8 +107,10 @@ def sqlite_run(path: str, existing: int, batch: int, batches: int) -> tuple[floa
     conn = sqlite3.connect(path, isolation_level=None)
     for pragma in ("journal_mode=WAL", "synchronous=FULL", "cache_size=-65536"):
         conn.execute(f"PRAGMA {pragma}")
-    # The ledger's own statements (ledger/sqlite.py).
-    insert, upsert = ledger_sqlite._INSERT, ledger_sqlite._UPSERT_MARK
+    # The ledger's own statements (ledger/sqlite.py): the insert it uses for a ledger that
+    # holds no record from before migration 3 (releases before that one had only `_INSERT`).
+    insert = getattr(ledger_sqlite, "_INSERT_NEW", ledger_sqlite._INSERT)
+    upsert = ledger_sqlite._UPSERT_MARK
     conn.execute("BEGIN")
     streams: list[str] = []
     for i in range(0, existing, 50_000):
