@@ -114,6 +114,17 @@ def record_row(record: CostRecord, ingested_at: datetime) -> tuple[Any, ...]:
     )
 
 
+# Where a `record_row` holds the usage key (the id is first).
+USAGE_KEY = RECORD_COLUMNS.index("usage_key")
+
+
+def has_old_style(rows: Sequence[Sequence[Any]]) -> bool:
+    """Whether some of ``rows`` are records stored before migration 3 (a usage key other
+    than the id), inserted again: only those need the insert's checks against each other's
+    keys (ledger migration 4)."""
+    return any(row[USAGE_KEY] is not None and row[USAGE_KEY] != row[0] for row in rows)
+
+
 def row_record(row: Sequence[Any]) -> CostRecord:
     v = dict(zip(RECORD_COLUMNS, row, strict=False))
     record = CostRecord(

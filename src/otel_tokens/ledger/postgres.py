@@ -16,7 +16,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..records import CostRecord
-from ._base import LedgerError, driver_errors, record_row, records_query, row_record
+from ._base import (
+    LedgerError,
+    driver_errors,
+    has_old_style,
+    record_row,
+    records_query,
+    row_record,
+)
 from ._schema import MIGRATIONS, RECORD_COLUMNS
 
 # A batch's records are copied (COPY, text) into a temporary table of this connection, then
@@ -60,7 +67,6 @@ _LOCK_MARKS = (
     "ON CONFLICT (stream_id, start_ns) DO UPDATE SET time_ns = m.time_ns "
     "RETURNING m.stream_id, m.start_ns, m.time_ns, m.value"
 )
-_KEY = RECORD_COLUMNS.index("usage_key")  # in a `record_row`
 # The usual batch, all new, is copied straight into the table (`_Tx._copy_new`): no staging
 # table, no speculative insertion, no anti-join; about a quarter of the server's CPU per
 # record (docs/collector.md). A known id fails the COPY, which is then undone.
@@ -133,7 +139,7 @@ class _Tx:
             return []
         now = datetime.now(UTC)
         rows = [record_row(r, now) for r in records]
-        old_style = any(row[_KEY] is not None and row[_KEY] != row[0] for row in rows)
+        old_style = has_old_style(rows)
         if not old_style and self._copy_new(rows):
             return list(records)
         # Every time (a catalog lookup once it exists): a rolled-back transaction takes the

@@ -16,7 +16,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..records import CostRecord
-from ._base import LedgerError, driver_errors, record_row, records_query, row_record
+from ._base import (
+    USAGE_KEY,
+    LedgerError,
+    driver_errors,
+    has_old_style,
+    record_row,
+    records_query,
+    row_record,
+)
 from ._checkpoint import BACKSTOP_PAGES, Checkpointer
 from ._schema import MIGRATIONS, RECORD_COLUMNS
 
@@ -28,7 +36,7 @@ from ._schema import MIGRATIONS, RECORD_COLUMNS
 # defensively, a record with a usage key other than its id (an old record inserted again)
 # whose usage key is some record's id. A row so refused changes nothing, as an ignored one.
 # ``?1`` is the id and ``?{_KEY}`` the usage key, in `record_row` order.
-_KEY = RECORD_COLUMNS.index("usage_key") + 1
+_KEY = USAGE_KEY + 1
 _INSERT = (
     f"INSERT OR IGNORE INTO cost_records ({', '.join(RECORD_COLUMNS)}, ingested_at) "
     f"SELECT {', '.join(f'?{i}' for i in range(1, len(RECORD_COLUMNS) + 2))} "
@@ -171,9 +179,8 @@ class _Tx:
         now = datetime.now(UTC)
         rows = [record_row(record, now) for record in records]
         conn = self.conn
-        key = _KEY - 1
-        old_style = any(row[key] is not None and row[key] != row[0] for row in rows)
-        sql = _INSERT if old_style or conn.execute(_HAS_OLD).fetchone() else _INSERT_NEW
+        old = has_old_style(rows) or conn.execute(_HAS_OLD).fetchone() is not None
+        sql = _INSERT if old else _INSERT_NEW
         # All new (the usual case, checked by the count of rows changed): one statement.
         # Otherwise (a retried batch) undo it and insert one by one to know which were new.
         conn.execute("SAVEPOINT bulk_insert")
