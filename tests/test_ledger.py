@@ -852,7 +852,7 @@ def test_migration_4_indexes_usage_keys_of_old_records_only(
     _legacy_ledger(ledger_url, monkeypatch)
     assert "cost_records_adjusts" not in _partial_indexes(ledger_url)
     open_ledger(ledger_url).close()
-    assert _migration_versions(ledger_url) == [1, 2, 3, 4]
+    assert _migration_versions(ledger_url) == [1, 2, 3, 4, 5]
     assert _indexes(ledger_url) == INDEXES_4
     assert _partial_indexes(ledger_url) == PARTIAL_4
 
@@ -974,7 +974,7 @@ def test_migration_4_again_or_by_two_processes_at_once_is_harmless(
     for t in threads:
         t.join(timeout=60)
     assert failures == []
-    assert _migration_versions(ledger_url) == [1, 2, 3, 4]
+    assert _migration_versions(ledger_url) == [1, 2, 3, 4, 5]
     # Its statements run again on a migrated ledger: nothing changes.
     for step in MIGRATIONS["sqlite" if ledger_url.startswith("sqlite") else "postgresql"][3]:
         assert isinstance(step, str)

@@ -139,6 +139,18 @@ _LEGACY_KEYS: list[Step] = [
     "WHERE adjusts IS NOT NULL",
 ]
 
+
+# Migration 5: a mark keeps the one it replaced (``prev_*``), set by the statement that
+# moves it, so that PostgreSQL can lock, move and read a batch's marks in one statement
+# (`ledger.postgres`, ``advance``) instead of a lock and a write. NULL: the statement
+# created the mark. (SQLite has one writer and does not need them; one schema for both.)
+def _previous_mark(integer: str, value: str, if_not_exists: str) -> list[Step]:
+    return [
+        f"ALTER TABLE stream_marks ADD COLUMN {if_not_exists}prev_time_ns {integer}",
+        f"ALTER TABLE stream_marks ADD COLUMN {if_not_exists}prev_value {value}",
+    ]
+
+
 # Each migration is a list of steps; its index + 1 is its version.
 MIGRATIONS: dict[str, list[list[Step]]] = {
     "sqlite": [
@@ -158,6 +170,7 @@ MIGRATIONS: dict[str, list[list[Step]]] = {
         ["ALTER TABLE cost_records ADD COLUMN priced_model TEXT"],
         _identity("TEXT", ""),
         _LEGACY_KEYS,
+        _previous_mark("INTEGER", "INTEGER", ""),
     ],
     "postgresql": [
         [
@@ -175,5 +188,6 @@ MIGRATIONS: dict[str, list[list[Step]]] = {
         ["ALTER TABLE cost_records ADD COLUMN IF NOT EXISTS priced_model TEXT"],
         _identity("NUMERIC", "IF NOT EXISTS "),
         _LEGACY_KEYS,
+        _previous_mark("BIGINT", "NUMERIC", "IF NOT EXISTS "),
     ],
 }

@@ -78,6 +78,21 @@ _SAVEPOINT = "otel_tokens_copy"
 # is what makes the planner take it (``EXISTS`` made it scan the whole table, expecting a
 # match in the first rows).
 _HAS_OLD = "SELECT usage_key FROM cost_records WHERE usage_key <> id ORDER BY usage_key LIMIT 1"
+# A batch's marks advanced in one statement (`_Tx.advance`): each mark created, or locked
+# and moved to the batch's latest point of its stream when that is later, and returned
+# with the mark it replaced (``prev_*``: the row as this statement found it, after waiting
+# for another replica's lock, so the latest committed). The marks are then written once per
+# transaction, not locked by one row version and written by another (docs/collector.md).
+_ADVANCE_MARKS = (
+    "INSERT INTO stream_marks AS m (stream_id, start_ns, time_ns, value) "
+    "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::bigint[], %b::numeric[]) "
+    "AS k(stream_id, start_ns, time_ns, value) ORDER BY stream_id, start_ns "
+    "ON CONFLICT (stream_id, start_ns) DO UPDATE SET "
+    "prev_time_ns = m.time_ns, prev_value = m.value, "
+    "time_ns = CASE WHEN excluded.time_ns > m.time_ns THEN excluded.time_ns ELSE m.time_ns END, "
+    "value = CASE WHEN excluded.time_ns > m.time_ns THEN excluded.value ELSE m.value END "
+    "RETURNING m.stream_id, m.start_ns, m.time_ns, m.value, m.prev_time_ns, m.prev_value"
+)
 _LOCK_ID = 0x6F746B6E  # advisory lock that serialises migrations across replicas
 
 
@@ -90,6 +105,27 @@ class _Tx:
         self._copy = copy_new
         self._marks: dict[tuple[str, int], tuple[int, int]] = {}
         self._dirty: set[tuple[str, int]] = set()
+        # Marks as `advance` wrote them: `flush` writes only those that differ.
+        self._written: dict[tuple[str, int], tuple[int, int]] = {}
+
+    def advance(self, latest: Sequence[tuple[str, int, int, int]]) -> None:
+        """Lock the marks of a batch's streams and move each to ``latest``, its stream's
+        last point (stream id, start, time, value), when that is later than the mark; read
+        the marks they replace, which `mark` then returns. In one sorted statement.
+
+        ``latest`` must be what the transaction will set the marks to: for each (stream,
+        start), the first point of the latest time (as `set_mark` calls over the batch in
+        time order leave it). A mark set otherwise is written by `flush`, as before."""
+        ordered = sorted(k for k in latest if (k[0], k[1]) not in self._marks)
+        if not ordered:
+            return
+        self.cur.execute(_ADVANCE_MARKS, tuple(list(c) for c in zip(*ordered, strict=True)))
+        for stream_id, start_ns, time_ns, value, prev_time, prev_value in self.cur.fetchall():
+            key = (stream_id, int(start_ns))
+            self._written[key] = (int(time_ns), int(value))
+            # A row this statement inserted has no mark before it (prev_* NULL: the update
+            # sets them from the row it found, whose time is never NULL).
+            self._marks[key] = (-1, 0) if prev_time is None else (int(prev_time), int(prev_value))
 
     def prefetch(self, keys: Sequence[tuple[str, int]]) -> None:
         """Create (if missing), lock and read the marks of ``keys``, in one sorted order."""
@@ -115,11 +151,14 @@ class _Tx:
         self._dirty.add(key)
 
     def flush(self) -> None:
-        """Write the marks set in this transaction (before it commits)."""
-        if not self._dirty:
+        """Write the marks set in this transaction (before it commits), but those that
+        `advance` already wrote as they are now."""
+        written = self._written
+        keys = sorted(k for k in self._dirty if written.get(k) != self._marks[k])
+        self._dirty.clear()
+        if not keys:
             return
         # An upsert, as in SQLite: a mark set without reading it first is not lost.
-        keys = sorted(self._dirty)
         self.cur.execute(
             "INSERT INTO stream_marks (stream_id, start_ns, time_ns, value) "
             "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::bigint[], %b::numeric[]) "
@@ -132,7 +171,6 @@ class _Tx:
                 [self._marks[k][1] for k in keys],
             ),
         )
-        self._dirty.clear()
 
     def insert(self, records: Sequence[CostRecord]) -> list[CostRecord]:
         if not records:

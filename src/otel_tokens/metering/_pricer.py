@@ -69,6 +69,23 @@ def _ts(ns: int) -> datetime:
     return at
 
 
+def _latest(
+    valid: Sequence[tuple[TokenPoint, Series, int]],
+) -> list[tuple[str, int, int, int]]:
+    """Each cumulative stream's mark once the batch is billed (``valid`` in stream, start
+    and time order): its first point of the latest time, as `_interval` leaves it (a later
+    point of the same time is a duplicate). Whether it moves the stored mark is the
+    ledger's to see (only a later time does)."""
+    latest: dict[tuple[str, int], TokenPoint] = {}
+    for point, _, _ in valid:
+        if point.cumulative:
+            key = (point.stream_id, point.start_ns)
+            known = latest.get(key)
+            if known is None or point.time_ns > known.time_ns:
+                latest[key] = point
+    return [(p.stream_id, p.start_ns, p.time_ns, p.value) for p in latest.values()]
+
+
 class LedgerPricer:
     """Prices token points and writes their cost records to a ledger, exactly once.
 
@@ -122,8 +139,11 @@ class LedgerPricer:
         valid.sort(key=lambda v: (v[0].stream_id, v[0].start_ns, v[0].time_ns))
         owners: dict[int, int] = {}  # id(record) -> its batch
         with self.ledger.transaction() as tx:
+            advance = getattr(tx, "advance", None)
             prefetch = getattr(tx, "prefetch", None)
-            if prefetch is not None:  # ledgers that can read all marks of a batch at once
+            if advance is not None:  # ledgers that lock, move and read marks at once
+                advance(_latest(valid))
+            elif prefetch is not None:  # ledgers that can read all marks of a batch at once
                 prefetch([(p.stream_id, p.start_ns) for p, _, _ in valid if p.cumulative])
             records = []
             for point, series, i in valid:
